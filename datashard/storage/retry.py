@@ -1,0 +1,119 @@
+"""Retries with jittered exponential backoff, a limit on requests in flight, and rate limits.
+
+Only :class:`~datashard.errors.TransientStorageError` is retried. Every backend sends each request
+through one :class:`RequestGate`, so the concurrency limit and the rate limits hold for the whole
+backend object, across all the threads that share it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from datashard.errors import ConfigError, TransientStorageError
+
+T = TypeVar("T")
+RequestKind = Literal["read", "write"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Up to ``attempts`` tries; before try ``n+1`` sleep a uniform random time in
+    ``[0, min(max_delay, first_delay * 2**n)]`` ("full jitter")."""
+
+    attempts: int = 32
+    first_delay: float = 1.0
+    max_delay: float = 32.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"retry_attempts must be >= 1, got {self.attempts}")
+        if self.first_delay < 0 or self.max_delay < 0:
+            raise ConfigError(
+                f"retry delays must be >= 0, got first={self.first_delay} max={self.max_delay}"
+            )
+
+    def delays(self) -> Iterator[float]:
+        """The sleep before each retry: ``attempts - 1`` values."""
+        for n in range(self.attempts - 1):
+            yield random.uniform(0.0, min(self.max_delay, self.first_delay * (2.0**n)))
+
+
+class _TokenBucket:
+    """At most ``rate`` acquisitions per second on average, bursts of up to ``rate`` (min 1)."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ConfigError(f"rate limit must be > 0 requests per second, got {rate}")
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._tokens = self._capacity
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+                self._stamp = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self._rate
+            time.sleep(wait)
+
+
+class RequestGate:
+    """The one door every request of a backend goes through: limits, then retries."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        max_concurrency: int,
+        read_rate: float | None = None,
+        write_rate: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.policy = policy
+        self.max_concurrency = max_concurrency
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._buckets: dict[str, _TokenBucket | None] = {
+            "read": _TokenBucket(read_rate) if read_rate else None,
+            "write": _TokenBucket(write_rate) if write_rate else None,
+        }
+        self._sleep = sleep
+        self.retries = 0  # how many retries this gate has made; for tests and diagnostics
+
+    @contextmanager
+    def slot(self, kind: RequestKind) -> Iterator[None]:
+        """Hold one of the ``max_concurrency`` slots, after waiting for the rate limit."""
+        bucket = self._buckets[kind]
+        if bucket is not None:
+            bucket.acquire()
+        with self._slots:
+            yield
+
+    def call(self, kind: RequestKind, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a slot; retry it on ``TransientStorageError`` per the policy.
+
+        The last ``TransientStorageError`` propagates when the attempts run out.
+        """
+        delays = self.policy.delays()
+        while True:
+            try:
+                with self.slot(kind):
+                    return fn()
+            except TransientStorageError:
+                delay = next(delays, None)
+                if delay is None:
+                    raise
+                self.retries += 1
+                self._sleep(delay)
