@@ -89,7 +89,7 @@ TRICKY_KEYS: tuple[str, ...] = (
     "a=b",
     "a~b",
     "ab",
-    "ab/x",
+    "ac/x",
     "A",
     "Z/z",
     "_",
