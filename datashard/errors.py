@@ -69,6 +69,35 @@ class CorruptFileError(StorageError):
     """An object exists but its bytes are not what its format requires (truncated, bad magic)."""
 
 
+class UnsupportedFormatVersionError(CorruptFileError):
+    """An object was written in a newer format version than this library reads."""
+
+    def __init__(self, message: str, key: str | None, found: int, supported: int) -> None:
+        super().__init__(message, key)
+        self.found = found
+        self.supported = supported
+
+
+# --------------------------------------------------------------------------------------------
+# containers (datashard.io.container)
+
+
+class ContainerError(DataShardError, ValueError):
+    """A lazy container was used wrongly (for example a value msgpack cannot encode)."""
+
+
+class EntryNotFoundError(DataShardError, KeyError, IndexError):
+    """A container has no entry at ``key`` (a map key or a list index); ``uri`` names the object."""
+
+    def __init__(self, message: str, key: object, uri: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.uri = uri
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 # --------------------------------------------------------------------------------------------
 # tables
 
@@ -123,9 +152,11 @@ __all__ = [
     "CommitRetriesExhaustedError",
     "CommitStateUnknownError",
     "ConfigError",
+    "ContainerError",
     "CorruptFileError",
     "CorruptMetadataError",
     "DataShardError",
+    "EntryNotFoundError",
     "InvalidPathError",
     "ObjectExistsError",
     "ObjectNotFoundError",
@@ -137,6 +168,7 @@ __all__ = [
     "TableError",
     "TableNotFoundError",
     "TransientStorageError",
+    "UnsupportedFormatVersionError",
     "UnsupportedOperationError",
     "ValidationError",
 ]
