@@ -17,6 +17,8 @@ import os
 ALIGN = 4096
 #: The most one direct ``preadv`` moves into a caller's buffer (aligned, under Linux's 2 GiB cap).
 MAX_DIRECT_IO = 1 << 30
+#: Bytes per direct read when a large buffer is not aligned like the file offset.
+SHIFT_CHUNK = 64 << 20
 
 
 def address_of(view: memoryview) -> int:
@@ -61,8 +63,11 @@ class AlignedReader:
         if n == 0:
             return 0
         head = (-offset) % ALIGN
-        if n < head + ALIGN or (address_of(dest) - offset) % ALIGN:
-            return self.bounce(fd, dest, offset)
+        if n < 2 * self.block_size:
+            if n < head + ALIGN or (address_of(dest) - offset) % ALIGN:
+                return self.bounce(fd, dest, offset)
+        elif (address_of(dest) - offset) % ALIGN:
+            return self.shifted(fd, dest, offset)
         if head:
             got = self.bounce(fd, dest[:head], offset)
             if got < head:
@@ -77,6 +82,36 @@ class AlignedReader:
         if pos < n:
             pos += self.bounce(fd, dest[pos:], offset + pos)
         return pos
+
+    def shifted(self, fd: int, dest: memoryview, offset: int) -> int:
+        """Fill a large ``dest`` whose address is not congruent to ``offset`` modulo ALIGN.
+
+        Reads ``SHIFT_CHUNK`` bytes at a time with O_DIRECT into the aligned part of ``dest``,
+        ``shift`` bytes to the right of where they belong, then moves them left into place
+        (one ``memmove`` per chunk, over bytes already moved or not yet needed). The few bytes
+        before and after go through the bounce buffer. Same one copy per byte as ``bounce``, but
+        in large reads that keep the device busy.
+        """
+        n = len(dest)
+        first = (-address_of(dest)) % ALIGN  # dest[first] is the first aligned byte
+        shift = (offset + first) % ALIGN  # 1..ALIGN-1, as dest and offset are not congruent
+        start = offset + first - shift  # aligned file offset read into dest[first]
+        length = (n - first) // ALIGN * ALIGN
+        skip = max(0, shift - first)  # bytes read from before ``offset``: dropped
+        low = first - shift + skip  # == max(0, first - shift): dest[:low] comes by bounce
+        if low > 0 and self.bounce(fd, dest[:low], offset) < low:
+            return 0  # cannot happen: the file reaches past low
+        done = 0  # dest[low : first - shift + done] holds its final bytes
+        while done < length:
+            want = min(SHIFT_CHUNK, length - done)
+            got = os.preadv(fd, [dest[first + done:first + done + want]], start + done)
+            lo = first + done + (skip if done == 0 else 0)
+            dest[lo - shift:first + done + got - shift] = dest[lo:first + done + got]
+            done += got
+            if got < want:  # end of file
+                return max(0, first - shift + done)
+        pos = first - shift + done
+        return pos + self.bounce(fd, dest[pos:], offset + pos)
 
     def bounce(self, fd: int, dest: memoryview, offset: int) -> int:
         """Fill ``dest`` from file ``offset`` through the bounce buffer, a block at a time."""
