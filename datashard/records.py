@@ -1,0 +1,395 @@
+"""Validation of appended data against a schema: Python dicts and Arrow tables.
+
+Used through :meth:`Schema.records_to_arrow` and :meth:`Schema.coerce_arrow`. Every error is a
+:class:`~datashard.errors.ValidationError` naming the row (when there is one), the field path,
+the expected Iceberg type and the actual Python or Arrow type.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from datashard.errors import SchemaError, ValidationError
+from datashard.types import (
+    BinaryType,
+    BooleanType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    FixedType,
+    FloatType,
+    IcebergType,
+    IntType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    StringType,
+    StructType,
+    TimestampType,
+    TimestamptzType,
+    TimeType,
+    UUIDType,
+    from_arrow_type,
+    to_arrow_field,
+    to_arrow_type,
+)
+
+if TYPE_CHECKING:
+    from datashard.schema import Schema
+
+_INT_RANGE = {IntType: (-(2**31), 2**31 - 1), LongType: (-(2**63), 2**63 - 1)}
+_PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
+
+_HINT: dict[type, str] = {
+    BooleanType: "bool",
+    IntType: "int (32-bit)",
+    LongType: "int (64-bit)",
+    FloatType: "float",
+    DoubleType: "float",
+    DecimalType: "decimal.Decimal",
+    DateType: "datetime.date",
+    TimeType: "datetime.time",
+    TimestampType: "naive datetime.datetime",
+    TimestamptzType: "timezone-aware datetime.datetime",
+    StringType: "str",
+    UUIDType: "uuid.UUID",
+    BinaryType: "bytes",
+    FixedType: "bytes",
+    StructType: "dict",
+    ListType: "list",
+    MapType: "dict",
+}
+
+
+def _fail(row: int | None, path: str, t: IcebergType, value: Any, why: str = "") -> ValidationError:
+    where = f"row {row}, field {path!r}" if row is not None else f"field {path!r}"
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    extra = f" ({why})" if why else ""
+    return ValidationError(
+        f"{where}: expected {t} (Python {_HINT.get(type(t), 'value')}), "
+        f"got {type(value).__name__} {shown}{extra}"
+    )
+
+
+def _check(t: IcebergType, value: Any, row: int, path: str) -> Any:
+    """``value`` in the form pyarrow builds ``to_arrow_type(t)`` from, or raise."""
+    if isinstance(t, BooleanType):
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            return bool(value)
+    elif isinstance(t, (IntType, LongType)):
+        if isinstance(value, Integral) and not isinstance(value, bool):
+            lo, hi = _INT_RANGE[type(t)]
+            if lo <= int(value) <= hi:
+                return int(value)
+            raise _fail(row, path, t, value, f"out of range {lo}..{hi}")
+    elif isinstance(t, (FloatType, DoubleType)):
+        if isinstance(value, Real) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(t, DecimalType):
+        if isinstance(value, (Decimal, Integral)) and not isinstance(value, bool):
+            return _check_decimal(t, Decimal(int(value)) if isinstance(value, Integral) else value,
+                                  row, path)
+    elif isinstance(t, DateType):
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+    elif isinstance(t, TimeType):
+        if isinstance(value, dt.time):
+            return value
+    elif isinstance(t, TimestampType):
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                return value
+            raise _fail(
+                row, path, t, value, "timestamp has no zone; use timestamptz or drop tzinfo"
+            )
+    elif isinstance(t, TimestamptzType):
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is not None:
+                return value
+            raise _fail(row, path, t, value, "a naive datetime is ambiguous; attach a zone")
+    elif isinstance(t, StringType):
+        if isinstance(value, str):
+            return value
+    elif isinstance(t, UUIDType):
+        if isinstance(value, uuid.UUID):
+            return value.bytes
+        if isinstance(value, str):
+            try:
+                return uuid.UUID(value).bytes
+            except ValueError:
+                raise _fail(row, path, t, value, "not a UUID string") from None
+    elif isinstance(t, BinaryType):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+    elif isinstance(t, FixedType):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            if len(value) == t.length:
+                return bytes(value)
+            raise _fail(row, path, t, value, f"length {len(value)}, expected {t.length}")
+    elif isinstance(t, StructType):
+        if isinstance(value, Mapping):
+            return _check_struct(t.fields, value, row, path + ".")
+    elif isinstance(t, ListType):
+        if isinstance(value, (list, tuple)):
+            return [
+                _check_nullable(t.element_field, v, row, f"{path}[{i}]")
+                for i, v in enumerate(value)
+            ]
+    elif isinstance(t, MapType):
+        if isinstance(value, Mapping):
+            return [
+                (
+                    _check_nullable(t.key_field, k, row, f"{path}.key"),
+                    _check_nullable(t.value_field, v, row, f"{path}[{k!r}]"),
+                )
+                for k, v in value.items()
+            ]
+    raise _fail(row, path, t, value)
+
+
+def _check_decimal(t: DecimalType, value: Decimal, row: int, path: str) -> Decimal:
+    try:
+        exact = value.quantize(Decimal(1).scaleb(-t.scale))
+    except InvalidOperation:
+        raise _fail(row, path, t, value, f"more than {t.precision} digits") from None
+    if exact != value:
+        raise _fail(row, path, t, value, f"more than {t.scale} digits after the point")
+    if len(exact.as_tuple().digits) > t.precision:
+        raise _fail(row, path, t, value, f"more than {t.precision} digits")
+    return exact
+
+
+def _check_nullable(f: NestedField, value: Any, row: int, path: str) -> Any:
+    if value is None:
+        if f.required:
+            raise ValidationError(
+                f"row {row}, field {path!r}: required {f.field_type} is None; "
+                "a required field needs a value"
+            )
+        return None
+    return _check(f.field_type, value, row, path)
+
+
+def _check_struct(
+    fields: Sequence[NestedField], record: Mapping[str, Any], row: int, prefix: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f.name not in record:
+            if f.required:
+                raise ValidationError(
+                    f"row {row}, field {prefix + f.name!r}: required field ({f.field_type}) "
+                    "is missing"
+                )
+            out[f.name] = None
+            continue
+        out[f.name] = _check_nullable(f, record[f.name], row, prefix + f.name)
+    known = {f.name for f in fields}
+    unknown = [k for k in record if k not in known]
+    if unknown:
+        raise ValidationError(
+            f"row {row}: unknown field(s) {[prefix + str(k) for k in unknown]}; the schema has "
+            f"{[prefix + f.name for f in fields]}"
+        )
+    return out
+
+
+def records_to_arrow(schema: Schema, records: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Validate ``records`` (dicts) against ``schema`` and build its Arrow table."""
+    if isinstance(records, Mapping):
+        raise ValidationError(
+            "records must be a sequence of dicts, got a single dict; wrap it in a list"
+        )
+    columns: list[list[Any]] = [[] for _ in schema.fields]
+    for row, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise ValidationError(
+                f"row {row}: expected a dict of field name to value, got "
+                f"{type(record).__name__} {record!r:.60}"
+            )
+        checked = _check_struct(schema.fields, record, row, "")
+        for col, f in zip(columns, schema.fields, strict=True):
+            col.append(checked[f.name])
+    arrow_schema = schema.to_arrow()
+    arrays = [
+        pa.array(col, type=field.type) for col, field in zip(columns, arrow_schema, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=arrow_schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrow tables
+
+
+def _promotable(actual: IcebergType, expected: IcebergType) -> bool:
+    if actual == expected:
+        return True
+    if isinstance(expected, LongType) and isinstance(actual, IntType):
+        return True
+    if isinstance(expected, IntType) and isinstance(actual, LongType):
+        return True  # checked cast: Python ints and pandas columns arrive as int64
+    if isinstance(expected, DoubleType) and isinstance(actual, FloatType):
+        return True
+    if isinstance(expected, UUIDType) and actual == FixedType(16):
+        return True
+    if isinstance(expected, DecimalType) and isinstance(actual, DecimalType):
+        return actual.scale == expected.scale and actual.precision <= expected.precision
+    return False
+
+
+def _arrow_name(t: pa.DataType) -> str:
+    return f"Arrow {t}"
+
+
+def _type_error(path: str, expected: IcebergType, actual: pa.DataType, why: str = "") -> Exception:
+    extra = f" ({why})" if why else ""
+    return ValidationError(
+        f"field {path!r}: expected {expected} (Arrow {to_arrow_type(expected)}), "
+        f"got {_arrow_name(actual)}{extra}"
+    )
+
+
+def _first_true(mask: pa.Array) -> int:
+    return int(pc.index(mask, True).as_py())
+
+
+def _coerce(arr: pa.Array, f: NestedField, path: str, row0: int) -> pa.Array:
+    """``arr`` cast to ``f``'s Arrow type; raises ValidationError on a mismatch."""
+    t = f.field_type
+    target = to_arrow_type(t)
+    storage = arr.type.storage_type if isinstance(arr.type, pa.BaseExtensionType) else arr.type
+    if pa.types.is_null(storage):
+        return pa.nulls(len(arr), type=target)
+    if pa.types.is_dictionary(storage):
+        arr = arr.dictionary_decode()
+        storage = arr.type
+    if isinstance(t, StructType):
+        if not pa.types.is_struct(storage):
+            raise _type_error(path, t, arr.type)
+        names = [storage.field(i).name for i in range(storage.num_fields)]
+        known = {c.name for c in t.fields}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValidationError(
+                f"field {path!r}: unknown nested field(s) {[path + '.' + n for n in unknown]}; "
+                f"expected {t}"
+            )
+        children = []
+        parent_valid = arr.is_valid()
+        for child in t.fields:
+            if child.name in names:
+                raw = arr.field(names.index(child.name))
+                c = _coerce(raw, child, f"{path}.{child.name}", row0)
+            elif child.required:
+                raise ValidationError(
+                    f"field {path + '.' + child.name!r}: required field ({child.field_type}) "
+                    "is missing"
+                )
+            else:
+                c = pa.nulls(len(arr), type=to_arrow_type(child.field_type))
+            if child.required and c.null_count:
+                bad = pc.and_(c.is_null(), parent_valid)
+                if pc.any(bad).as_py():
+                    raise ValidationError(
+                        f"row {row0 + _first_true(bad)}, field {path + '.' + child.name!r}: "
+                        f"required {child.field_type} is null"
+                    )
+            children.append(c)
+        mask = arr.is_null() if arr.null_count else None
+        return pa.StructArray.from_arrays(
+            children, fields=[to_arrow_field(c) for c in t.fields], mask=mask
+        )
+    try:
+        actual = from_arrow_type(arr.type, lambda: 0, path)
+    except SchemaError as exc:
+        raise _type_error(path, t, arr.type, str(exc)) from None
+    if isinstance(t, (ListType, MapType)):
+        ok = type(actual) is type(t) and _nested_ok(actual, t)
+    else:
+        ok = _promotable(actual, t)
+    if not ok:
+        raise _type_error(path, t, arr.type)
+    if arr.type == target:
+        return arr
+    try:
+        if isinstance(t, UUIDType) and pa.types.is_fixed_size_binary(arr.type):
+            return pa.ExtensionArray.from_storage(pa.uuid(), arr)
+        return arr.cast(target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise _type_error(path, t, arr.type, f"cast would lose data: {exc}") from None
+
+
+def _nested_ok(actual: IcebergType, expected: IcebergType) -> bool:
+    if isinstance(expected, ListType) and isinstance(actual, ListType):
+        return _nested_ok(actual.element_type, expected.element_type)
+    if isinstance(expected, MapType) and isinstance(actual, MapType):
+        return _nested_ok(actual.key_type, expected.key_type) and _nested_ok(
+            actual.value_type, expected.value_type
+        )
+    if isinstance(expected, StructType) and isinstance(actual, StructType):
+        if len(actual.fields) != len(expected.fields):
+            return False
+        return all(
+            a.name == e.name and _nested_ok(a.field_type, e.field_type)
+            for a, e in zip(actual.fields, expected.fields, strict=True)
+        )
+    return _promotable(actual, expected)
+
+
+def coerce_arrow(schema: Schema, table: pa.Table) -> pa.Table:
+    """``table`` checked against ``schema`` and returned in ``schema.to_arrow()`` form."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    if not isinstance(table, pa.Table):
+        raise ValidationError(
+            f"expected a pyarrow.Table (or pandas.DataFrame), got {type(table).__name__}"
+        )
+    names = [n for n in table.column_names if not _PANDAS_INDEX.match(n)]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ValidationError(f"duplicate column(s) {dupes} in the appended data")
+    known = set(schema.column_names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) {unknown}; the schema has {schema.column_names}"
+        )
+    arrow_schema = schema.to_arrow()
+    columns: list[pa.ChunkedArray] = []
+    for f, target in zip(schema.fields, arrow_schema, strict=True):
+        if f.name not in names:
+            if f.required:
+                raise ValidationError(
+                    f"field {f.name!r}: required field ({f.field_type}) is missing from the data"
+                )
+            columns.append(pa.chunked_array([pa.nulls(table.num_rows, target.type)]))
+            continue
+        col = table.column(f.name)
+        chunks = []
+        row0 = 0
+        for chunk in col.chunks:
+            c = _coerce(chunk, f, f.name, row0)
+            if f.required and c.null_count:
+                raise ValidationError(
+                    f"row {row0 + _first_true(c.is_null())}, field {f.name!r}: required "
+                    f"{f.field_type} is null"
+                )
+            chunks.append(c)
+            row0 += len(chunk)
+        columns.append(pa.chunked_array(chunks, type=target.type))
+    return pa.Table.from_arrays(columns, schema=arrow_schema)
+
+
+__all__ = ["coerce_arrow", "records_to_arrow"]

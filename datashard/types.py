@@ -1,0 +1,580 @@
+"""Iceberg v2 data types: the type model, its JSON form, and its mapping to Arrow.
+
+Every type is a frozen dataclass; ``str(t)`` is the type's Iceberg name (``"long"``,
+``"decimal(9,2)"``, ``"fixed[16]"``, ``"struct<...>"``). :func:`parse_type` reads the JSON form
+the Iceberg spec uses in table metadata (a string for a primitive, an object for struct, list and
+map) and :func:`type_to_json` writes it. :func:`to_arrow_type` / :func:`from_arrow_type` map to
+and from pyarrow the way PyIceberg does (timestamps in microseconds, ``timestamptz`` as UTC,
+``uuid`` as the Arrow ``arrow.uuid`` extension type, ``time`` as ``time64[us]``).
+
+Nested Arrow fields carry their Iceberg field id in the ``PARQUET:field_id`` metadata key, which
+is what Parquet writers (pyarrow, Spark, PyIceberg) store as the Parquet field id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from datashard.errors import SchemaError
+
+#: The Arrow field-metadata key holding an Iceberg field id; pyarrow writes it as the Parquet id.
+FIELD_ID_KEY = b"PARQUET:field_id"
+
+
+class IcebergType:
+    """Base of every Iceberg type."""
+
+    @property
+    def is_primitive(self) -> bool:
+        return not isinstance(self, (StructType, ListType, MapType))
+
+
+@dataclass(frozen=True)
+class BooleanType(IcebergType):
+    def __str__(self) -> str:
+        return "boolean"
+
+
+@dataclass(frozen=True)
+class IntType(IcebergType):
+    """32-bit signed integer."""
+
+    def __str__(self) -> str:
+        return "int"
+
+
+@dataclass(frozen=True)
+class LongType(IcebergType):
+    """64-bit signed integer."""
+
+    def __str__(self) -> str:
+        return "long"
+
+
+@dataclass(frozen=True)
+class FloatType(IcebergType):
+    """32-bit IEEE 754 float."""
+
+    def __str__(self) -> str:
+        return "float"
+
+
+@dataclass(frozen=True)
+class DoubleType(IcebergType):
+    """64-bit IEEE 754 float."""
+
+    def __str__(self) -> str:
+        return "double"
+
+
+@dataclass(frozen=True)
+class DecimalType(IcebergType):
+    """Fixed-point decimal; precision 1..38, scale 0..precision."""
+
+    precision: int
+    scale: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.precision <= 38) or not (0 <= self.scale <= self.precision):
+            raise SchemaError(
+                f"invalid decimal({self.precision},{self.scale}): expected 1 <= precision <= 38 "
+                "and 0 <= scale <= precision"
+            )
+
+    def __str__(self) -> str:
+        return f"decimal({self.precision},{self.scale})"
+
+
+@dataclass(frozen=True)
+class DateType(IcebergType):
+    """Calendar date without time zone (days since 1970-01-01)."""
+
+    def __str__(self) -> str:
+        return "date"
+
+
+@dataclass(frozen=True)
+class TimeType(IcebergType):
+    """Time of day in microseconds, without date or time zone."""
+
+    def __str__(self) -> str:
+        return "time"
+
+
+@dataclass(frozen=True)
+class TimestampType(IcebergType):
+    """Timestamp in microseconds, without time zone."""
+
+    def __str__(self) -> str:
+        return "timestamp"
+
+
+@dataclass(frozen=True)
+class TimestamptzType(IcebergType):
+    """Timestamp in microseconds, stored as UTC."""
+
+    def __str__(self) -> str:
+        return "timestamptz"
+
+
+@dataclass(frozen=True)
+class StringType(IcebergType):
+    """UTF-8 string."""
+
+    def __str__(self) -> str:
+        return "string"
+
+
+@dataclass(frozen=True)
+class UUIDType(IcebergType):
+    """Universally unique identifier, 16 bytes."""
+
+    def __str__(self) -> str:
+        return "uuid"
+
+
+@dataclass(frozen=True)
+class BinaryType(IcebergType):
+    """Arbitrary-length byte array."""
+
+    def __str__(self) -> str:
+        return "binary"
+
+
+@dataclass(frozen=True)
+class FixedType(IcebergType):
+    """Byte array of a fixed length."""
+
+    length: int
+
+    def __post_init__(self) -> None:
+        if self.length < 1:
+            raise SchemaError(f"invalid fixed[{self.length}]: the length must be at least 1")
+
+    def __str__(self) -> str:
+        return f"fixed[{self.length}]"
+
+
+@dataclass(frozen=True)
+class NestedField:
+    """A named, id-carrying field of a struct (or of a schema)."""
+
+    field_id: int
+    name: str
+    field_type: IcebergType
+    required: bool = True
+    doc: str | None = None
+
+    def __str__(self) -> str:
+        req = "required" if self.required else "optional"
+        return f"{self.field_id}: {self.name}: {req} {self.field_type}"
+
+
+@dataclass(frozen=True)
+class StructType(IcebergType):
+    """A tuple of named fields."""
+
+    fields: tuple[NestedField, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fields, tuple):
+            object.__setattr__(self, "fields", tuple(self.fields))
+
+    def field(self, name_or_id: str | int) -> NestedField | None:
+        """The direct child field with that name or id, or ``None``."""
+        for f in self.fields:
+            if (isinstance(name_or_id, int) and f.field_id == name_or_id) or f.name == name_or_id:
+                return f
+        return None
+
+    def __str__(self) -> str:
+        return "struct<" + ", ".join(str(f) for f in self.fields) + ">"
+
+
+@dataclass(frozen=True)
+class ListType(IcebergType):
+    """A list of elements of one type; the element has its own field id."""
+
+    element_id: int
+    element_type: IcebergType
+    element_required: bool = True
+
+    @property
+    def element_field(self) -> NestedField:
+        return NestedField(self.element_id, "element", self.element_type, self.element_required)
+
+    def __str__(self) -> str:
+        return f"list<{self.element_type}>"
+
+
+@dataclass(frozen=True)
+class MapType(IcebergType):
+    """A map from keys (always required) to values; key and value have their own field ids."""
+
+    key_id: int
+    key_type: IcebergType
+    value_id: int
+    value_type: IcebergType
+    value_required: bool = True
+
+    @property
+    def key_field(self) -> NestedField:
+        return NestedField(self.key_id, "key", self.key_type, True)
+
+    @property
+    def value_field(self) -> NestedField:
+        return NestedField(self.value_id, "value", self.value_type, self.value_required)
+
+    def __str__(self) -> str:
+        return f"map<{self.key_type}, {self.value_type}>"
+
+
+PrimitiveType = (
+    BooleanType
+    | IntType
+    | LongType
+    | FloatType
+    | DoubleType
+    | DecimalType
+    | DateType
+    | TimeType
+    | TimestampType
+    | TimestamptzType
+    | StringType
+    | UUIDType
+    | BinaryType
+    | FixedType
+)
+
+_SIMPLE: dict[str, IcebergType] = {
+    "boolean": BooleanType(),
+    "int": IntType(),
+    "integer": IntType(),
+    "long": LongType(),
+    "float": FloatType(),
+    "double": DoubleType(),
+    "date": DateType(),
+    "time": TimeType(),
+    "timestamp": TimestampType(),
+    "timestamptz": TimestamptzType(),
+    "string": StringType(),
+    "uuid": UUIDType(),
+    "binary": BinaryType(),
+}
+_DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+_FIXED = re.compile(r"^fixed\[\s*(\d+)\s*\]$")
+VALID_TYPE_NAMES = (
+    "boolean, int, long, float, double, decimal(P,S), date, time, timestamp, timestamptz, "
+    "string, uuid, binary, fixed[N], and the nested forms {'type': 'struct'|'list'|'map', ...}"
+)
+
+
+def parse_type(json_value: Any) -> IcebergType:
+    """Read an Iceberg type from its spec JSON form (or pass an ``IcebergType`` through).
+
+    Accepts ``"long"``, ``"decimal(9,2)"``, ``"fixed[16]"``, and the objects
+    ``{"type": "struct", "fields": [...]}``, ``{"type": "list", "element-id", "element",
+    "element-required"}`` and ``{"type": "map", "key-id", "key", "value-id", "value",
+    "value-required"}``. Raises :class:`SchemaError` naming the value and the valid types.
+    """
+    if isinstance(json_value, IcebergType):
+        return json_value
+    if isinstance(json_value, str):
+        text = json_value.strip().lower()
+        if text in _SIMPLE:
+            return _SIMPLE[text]
+        m = _DECIMAL.match(text)
+        if m:
+            return DecimalType(int(m.group(1)), int(m.group(2)))
+        m = _FIXED.match(text)
+        if m:
+            return FixedType(int(m.group(1)))
+        raise SchemaError(f"unknown Iceberg type {json_value!r}; valid types: {VALID_TYPE_NAMES}")
+    if isinstance(json_value, Mapping):
+        kind = json_value.get("type")
+        try:
+            if kind == "struct":
+                return StructType(tuple(parse_field(f) for f in json_value.get("fields", ())))
+            if kind == "list":
+                return ListType(
+                    _as_int(json_value["element-id"], "element-id"),
+                    parse_type(json_value["element"]),
+                    bool(json_value.get("element-required", True)),
+                )
+            if kind == "map":
+                return MapType(
+                    _as_int(json_value["key-id"], "key-id"),
+                    parse_type(json_value["key"]),
+                    _as_int(json_value["value-id"], "value-id"),
+                    parse_type(json_value["value"]),
+                    bool(json_value.get("value-required", True)),
+                )
+        except KeyError as exc:
+            raise SchemaError(
+                f"nested type {dict(json_value)!r} lacks the key {exc.args[0]!r}"
+            ) from None
+        raise SchemaError(f"unknown Iceberg type {json_value!r}; valid types: {VALID_TYPE_NAMES}")
+    raise SchemaError(
+        f"an Iceberg type must be a string or an object, got {type(json_value).__name__}: "
+        f"{json_value!r}; valid types: {VALID_TYPE_NAMES}"
+    )
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SchemaError(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def parse_field(value: Any) -> NestedField:
+    """Read a field from its JSON/dict form ``{"id", "name", "type", "required", "doc"}``.
+
+    A :class:`NestedField` passes through. ``required`` defaults to ``False`` (the spec's
+    optional), matching the JSON form written by every Iceberg implementation.
+    """
+    if isinstance(value, NestedField):
+        return value
+    if not isinstance(value, Mapping):
+        raise SchemaError(
+            f"a field must be a dict or NestedField, got {type(value).__name__}: {value!r}"
+        )
+    for key in ("id", "name", "type"):
+        if key not in value:
+            raise SchemaError(f"field {dict(value)!r} lacks the key {key!r}")
+    name = value["name"]
+    if not isinstance(name, str) or name == "":
+        raise SchemaError(f"field name must be a non-empty string, got {name!r}")
+    required = value.get("required", False)
+    if not isinstance(required, bool):
+        raise SchemaError(f"field {name!r}: 'required' must be true or false, got {required!r}")
+    doc = value.get("doc")
+    return NestedField(_as_int(value["id"], f"field {name!r} id"), name,
+                       parse_type(value["type"]), required, doc)
+
+
+def type_to_json(t: IcebergType) -> Any:
+    """The spec JSON form of ``t``: a string for a primitive, an object for a nested type."""
+    if isinstance(t, StructType):
+        return {"type": "struct", "fields": [field_to_json(f) for f in t.fields]}
+    if isinstance(t, ListType):
+        return {
+            "type": "list",
+            "element-id": t.element_id,
+            "element": type_to_json(t.element_type),
+            "element-required": t.element_required,
+        }
+    if isinstance(t, MapType):
+        return {
+            "type": "map",
+            "key-id": t.key_id,
+            "key": type_to_json(t.key_type),
+            "value-id": t.value_id,
+            "value": type_to_json(t.value_type),
+            "value-required": t.value_required,
+        }
+    return str(t)
+
+
+def field_to_json(f: NestedField) -> dict[str, Any]:
+    """The spec JSON form of a field."""
+    out: dict[str, Any] = {
+        "id": f.field_id,
+        "name": f.name,
+        "required": f.required,
+        "type": type_to_json(f.field_type),
+    }
+    if f.doc is not None:
+        out["doc"] = f.doc
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrow
+
+
+def to_arrow_field(f: NestedField) -> pa.Field:
+    """The Arrow field for ``f``, with ``PARQUET:field_id`` metadata (nested fields too)."""
+    meta = {FIELD_ID_KEY: str(f.field_id).encode()}
+    if f.doc:
+        meta[b"doc"] = f.doc.encode()
+    return pa.field(f.name, to_arrow_type(f.field_type), nullable=not f.required, metadata=meta)
+
+
+def to_arrow_type(t: IcebergType) -> pa.DataType:
+    """The Arrow type datashard reads and writes for ``t``."""
+    if isinstance(t, StructType):
+        return pa.struct([to_arrow_field(f) for f in t.fields])
+    if isinstance(t, ListType):
+        return pa.list_(to_arrow_field(t.element_field))
+    if isinstance(t, MapType):
+        return pa.map_(to_arrow_field(t.key_field), to_arrow_field(t.value_field))
+    simple = _TO_ARROW.get(type(t))
+    if simple is not None:
+        return simple()
+    if isinstance(t, DecimalType):
+        return pa.decimal128(t.precision, t.scale)
+    if isinstance(t, FixedType):
+        return pa.binary(t.length)
+    raise SchemaError(f"no Arrow type for Iceberg type {t!r}")
+
+
+_TO_ARROW: dict[type, Callable[[], pa.DataType]] = {
+    BooleanType: pa.bool_,
+    IntType: pa.int32,
+    LongType: pa.int64,
+    FloatType: pa.float32,
+    DoubleType: pa.float64,
+    DateType: pa.date32,
+    TimeType: lambda: pa.time64("us"),
+    TimestampType: lambda: pa.timestamp("us"),
+    TimestamptzType: lambda: pa.timestamp("us", tz="UTC"),
+    StringType: pa.string,
+    UUIDType: pa.uuid,
+    BinaryType: pa.binary,
+}
+
+_UTC_NAMES = frozenset({"UTC", "utc", "+00:00", "Etc/UTC", "Z", "GMT", "Etc/GMT", "UCT"})
+
+#: Callback that hands out a fresh field id for an Arrow field that carries none.
+IdAllocator = Callable[[], int]
+
+
+def field_id_of(field: pa.Field) -> int | None:
+    """The ``PARQUET:field_id`` of an Arrow field, or ``None`` when it has none."""
+    if field.metadata and FIELD_ID_KEY in field.metadata:
+        raw = field.metadata[FIELD_ID_KEY]
+        try:
+            return int(raw)
+        except ValueError:
+            raise SchemaError(
+                f"Arrow field {field.name!r} has a non-integer PARQUET:field_id {raw!r}"
+            ) from None
+    return None
+
+
+def from_arrow_field(field: pa.Field, next_id: IdAllocator) -> NestedField:
+    """The Iceberg field for an Arrow field; ids from ``PARQUET:field_id`` else ``next_id()``."""
+    fid = field_id_of(field)
+    meta = field.metadata or {}
+    doc = meta[b"doc"].decode() if b"doc" in meta else None
+    return NestedField(
+        fid if fid is not None else next_id(),
+        field.name,
+        from_arrow_type(field.type, next_id, field.name),
+        not field.nullable,
+        doc,
+    )
+
+
+def from_arrow_type(
+    pa_type: pa.DataType, next_id: IdAllocator | None = None, name: str = "<type>"
+) -> IcebergType:
+    """The Iceberg type for an Arrow type.
+
+    Nested children take their ids from ``PARQUET:field_id`` metadata, else from ``next_id``
+    (required then). Integers up to 32 bits (and uint8/uint16) map to ``int``, 64-bit and uint32
+    to ``long``; float16 widens to ``float``; any timestamp unit maps to ``timestamp``, or to
+    ``timestamptz`` when its zone is UTC. Raises :class:`SchemaError` naming ``name`` for a
+    type Iceberg cannot hold (uint64, a non-UTC zone, null, dictionary ...).
+    """
+
+    def alloc() -> int:
+        if next_id is None:
+            raise SchemaError(
+                f"Arrow field {name!r} has a nested child without PARQUET:field_id metadata; "
+                "build the schema with Schema.from_arrow to assign ids"
+            )
+        return next_id()
+
+    t = pa_type
+    if isinstance(t, pa.BaseExtensionType):
+        if isinstance(t, pa.UuidType):
+            return UUIDType()
+        t = t.storage_type
+    if pa.types.is_struct(t):
+        return StructType(tuple(from_arrow_field(t.field(i), alloc) for i in range(t.num_fields)))
+    if pa.types.is_map(t):
+        k = from_arrow_field(t.key_field, alloc)
+        v = from_arrow_field(t.item_field, alloc)
+        return MapType(k.field_id, k.field_type, v.field_id, v.field_type, v.required)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or (
+        pa.types.is_fixed_size_list(t)
+    ):
+        e = from_arrow_field(t.value_field, alloc)
+        return ListType(e.field_id, e.field_type, e.required)
+    if pa.types.is_boolean(t):
+        return BooleanType()
+    if pa.types.is_integer(t):
+        signed = pa.types.is_signed_integer(t)
+        if t.bit_width <= 16 or (signed and t.bit_width == 32):
+            return IntType()
+        if t.bit_width == 32 or signed:
+            return LongType()
+    elif pa.types.is_float16(t) or pa.types.is_float32(t):
+        return FloatType()
+    elif pa.types.is_float64(t):
+        return DoubleType()
+    elif pa.types.is_decimal(t) and t.precision <= 38:
+        return DecimalType(t.precision, t.scale)
+    elif pa.types.is_date(t):
+        return DateType()
+    elif pa.types.is_time(t):
+        return TimeType()
+    elif pa.types.is_timestamp(t):
+        if t.tz is None:
+            return TimestampType()
+        if t.tz in _UTC_NAMES:
+            return TimestamptzType()
+        raise SchemaError(
+            f"Arrow field {name!r} has type {t}; Iceberg timestamptz is stored as UTC: convert "
+            "the column to tz='UTC' first"
+        )
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return StringType()
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return BinaryType()
+    elif pa.types.is_fixed_size_binary(t):
+        return FixedType(t.byte_width)
+    elif pa.types.is_dictionary(t):
+        return from_arrow_type(t.value_type, next_id, name)
+    raise SchemaError(f"Arrow field {name!r} has type {pa_type}, which Iceberg v2 cannot hold")
+
+
+__all__ = [
+    "FIELD_ID_KEY",
+    "BinaryType",
+    "BooleanType",
+    "DateType",
+    "DecimalType",
+    "DoubleType",
+    "FixedType",
+    "FloatType",
+    "IcebergType",
+    "IdAllocator",
+    "IntType",
+    "ListType",
+    "LongType",
+    "MapType",
+    "NestedField",
+    "PrimitiveType",
+    "StringType",
+    "StructType",
+    "TimeType",
+    "TimestampType",
+    "TimestamptzType",
+    "UUIDType",
+    "field_id_of",
+    "field_to_json",
+    "from_arrow_field",
+    "from_arrow_type",
+    "parse_field",
+    "parse_type",
+    "to_arrow_field",
+    "to_arrow_type",
+    "type_to_json",
+]

@@ -1,0 +1,143 @@
+"""Iceberg types: JSON form, Arrow mapping, and agreement with PyIceberg's reading of both."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from pyiceberg.io.pyarrow import pyarrow_to_schema, schema_to_pyarrow
+from pyiceberg.schema import Schema as PyIcebergSchema
+
+from datashard.errors import SchemaError
+from datashard.types import (
+    BinaryType,
+    BooleanType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    FixedType,
+    FloatType,
+    IcebergType,
+    IntType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    StringType,
+    StructType,
+    TimestampType,
+    TimestamptzType,
+    TimeType,
+    UUIDType,
+    from_arrow_type,
+    parse_type,
+    to_arrow_type,
+    type_to_json,
+)
+
+PRIMITIVES: list[tuple[str, IcebergType]] = [
+    ("boolean", BooleanType()),
+    ("int", IntType()),
+    ("long", LongType()),
+    ("float", FloatType()),
+    ("double", DoubleType()),
+    ("decimal(9,2)", DecimalType(9, 2)),
+    ("decimal(38,0)", DecimalType(38, 0)),
+    ("date", DateType()),
+    ("time", TimeType()),
+    ("timestamp", TimestampType()),
+    ("timestamptz", TimestamptzType()),
+    ("string", StringType()),
+    ("uuid", UUIDType()),
+    ("binary", BinaryType()),
+    ("fixed[16]", FixedType(16)),
+]
+
+NESTED: list[IcebergType] = [
+    StructType((NestedField(10, "a", IntType(), True), NestedField(11, "b", StringType(), False))),
+    ListType(12, LongType(), element_required=False),
+    ListType(13, StructType((NestedField(14, "x", DoubleType(), True),)), True),
+    MapType(15, StringType(), 16, DecimalType(10, 3), value_required=False),
+    MapType(17, IntType(), 18, ListType(19, DateType(), True), True),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PRIMITIVES, ids=[p[0] for p in PRIMITIVES])
+def test_primitive_type_strings_parse_and_print_back(text: str, expected: IcebergType) -> None:
+    assert parse_type(text) == expected
+    assert type_to_json(expected) == text
+    assert str(expected) == text
+
+
+def test_type_strings_tolerate_spaces_and_case() -> None:
+    assert parse_type("Decimal( 9, 2 )") == DecimalType(9, 2)
+    assert parse_type(" LONG ") == LongType()
+    assert parse_type("fixed[ 4 ]") == FixedType(4)
+
+
+@pytest.mark.parametrize("t", [t for _, t in PRIMITIVES] + NESTED, ids=str)
+def test_every_type_round_trips_through_json_and_arrow(t: IcebergType) -> None:
+    assert parse_type(json.loads(json.dumps(type_to_json(t)))) == t
+    assert from_arrow_type(to_arrow_type(t)) == t
+
+
+@pytest.mark.parametrize("t", [t for _, t in PRIMITIVES] + NESTED, ids=str)
+def test_pyiceberg_reads_our_type_json_and_arrow_as_the_same_type(t: IcebergType) -> None:
+    doc = {"type": "struct", "schema-id": 0, "fields": [
+        {"id": 1, "name": "c", "required": False, "type": type_to_json(t)}]}
+    theirs = PyIcebergSchema.model_validate_json(json.dumps(doc))
+    their_json = json.loads(theirs.model_dump_json(by_alias=True))["fields"][0]["type"]
+    assert parse_type(their_json) == t
+    arrow_theirs = schema_to_pyarrow(theirs)
+    assert from_arrow_type(arrow_theirs.field("c").type) == t
+    back = pyarrow_to_schema(pa.schema([pa.field("c", to_arrow_type(t), metadata={
+        b"PARQUET:field_id": b"1"})]))
+    assert parse_type(json.loads(back.model_dump_json(by_alias=True))["fields"][0]["type"]) == t
+
+
+def test_unknown_type_string_names_it_and_the_valid_types() -> None:
+    with pytest.raises(SchemaError) as info:
+        parse_type("bigint")
+    assert "'bigint'" in str(info.value)
+    assert "long" in str(info.value) and "decimal(P,S)" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["decimal(39,0)", "decimal(5,6)", "fixed[0]", 42, None, {}])
+def test_invalid_types_raise_schema_error(bad: object) -> None:
+    with pytest.raises(SchemaError):
+        parse_type(bad)
+
+
+def test_arrow_mapping_matches_what_pyiceberg_reads_and_writes() -> None:
+    assert to_arrow_type(TimestampType()) == pa.timestamp("us")
+    assert to_arrow_type(TimestamptzType()) == pa.timestamp("us", tz="UTC")
+    assert to_arrow_type(TimeType()) == pa.time64("us")
+    assert to_arrow_type(UUIDType()) == pa.uuid()
+    assert to_arrow_type(DecimalType(9, 2)) == pa.decimal128(9, 2)
+    assert to_arrow_type(FixedType(3)) == pa.binary(3)
+
+
+def test_arrow_types_widen_to_the_nearest_iceberg_type() -> None:
+    assert from_arrow_type(pa.int8()) == IntType()
+    assert from_arrow_type(pa.uint16()) == IntType()
+    assert from_arrow_type(pa.uint32()) == LongType()
+    assert from_arrow_type(pa.large_string()) == StringType()
+    assert from_arrow_type(pa.timestamp("ns")) == TimestampType()
+    assert from_arrow_type(pa.timestamp("ms", tz="+00:00")) == TimestamptzType()
+    assert from_arrow_type(pa.dictionary(pa.int32(), pa.string())) == StringType()
+    assert from_arrow_type(pa.binary(16)) == FixedType(16)
+
+
+@pytest.mark.parametrize("bad", [pa.uint64(), pa.timestamp("us", tz="Europe/Paris"), pa.null()])
+def test_arrow_types_iceberg_cannot_hold_raise_schema_error(bad: pa.DataType) -> None:
+    with pytest.raises(SchemaError, match="col"):
+        from_arrow_type(bad, name="col")
+
+
+def test_nested_arrow_type_without_field_ids_needs_an_allocator() -> None:
+    with pytest.raises(SchemaError, match="PARQUET:field_id"):
+        from_arrow_type(pa.list_(pa.int64()), name="xs")
+    ids = iter(range(100, 200))
+    assert from_arrow_type(pa.list_(pa.int64()), lambda: next(ids)) == ListType(100, LongType(),
+                                                                                False)
