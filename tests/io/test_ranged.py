@@ -17,7 +17,7 @@ from datashard.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
-from datashard.io.ranged import ReaderConfig, RangedReader, split_object_uri
+from datashard.io.ranged import RangedReader, ReaderConfig, split_object_uri
 from datashard.storage.config import open_backend
 from datashard.testing.faults import FaultyBackend
 
