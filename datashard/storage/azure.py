@@ -1,0 +1,715 @@
+"""``az://container/prefix`` (also ``abfs[s]://container@account.dfs.core.windows.net/prefix``):
+Azure Blob Storage through ``azure-storage-blob``.
+
+- ``put_if_absent`` is one ``Put Blob`` with ``If-None-Match: *`` (409 ``BlobAlreadyExists`` or
+  412 means another writer won). Each call tags its blob with a unique token in the blob metadata,
+  so a retry whose first attempt did land (the response was lost) is recognised as a win.
+- ``write`` of more than ``single_put_size`` bytes, or of an iterable of chunks, stages blocks of
+  ``block_size`` bytes concurrently under IDs unique to that upload and commits them in one
+  ``Put Block List``: readers see the old blob or the new one, and a failed stream leaves nothing.
+- ``read``, ``read_range``, ``read_into`` and ``read_ranges`` split large ranges into parts of
+  ``part_size`` bytes fetched concurrently into one buffer, every part after the first pinned to
+  the first response's ETag.
+- The SDK's own retries are off: every request goes through the backend's
+  :class:`~datashard.storage.retry.RequestGate`, over one pooled HTTP transport sized to
+  ``max_concurrency``.
+
+The Azure SDK is imported only when the first request is made: ``import datashard.storage.azure``
+works without it, and a missing SDK raises ``ConfigError`` naming ``pip install
+'datashard[azure]'``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import heapq
+import itertools
+import os
+import re
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from datashard.errors import ConfigError, DataShardError, ObjectExistsError, PreconditionFailedError
+from datashard.storage.azure_errors import error_code, http_status, translate
+from datashard.storage.base import (
+    ObjectMeta,
+    StorageBackend,
+    WriteData,
+    collect_chunks,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
+from datashard.storage.config import BackendConfig, split_scheme
+from datashard.storage.parallel import PartPool, RangeFetch
+from datashard.storage.retry import RequestKind
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+#: Blob metadata entry that tags a ``put_if_absent`` attempt (see the module docstring).
+TOKEN_METADATA = "datashard_put_token"
+#: Whole reads that meet a concurrent overwrite between their parts start over this many times.
+READ_ATTEMPTS = 3
+#: Azure Blob Batch takes at most 256 sub-requests.
+DELETE_BATCH = 256
+
+_CONTAINER_NAME = re.compile(r"^(\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
+_INSTALL_HINT = "pip install 'datashard[azure]'"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureConfig(BackendConfig):
+    """Where the blobs live and how to reach them.
+
+    Credentials, in order of precedence: ``connection_string``; ``account_key`` (with
+    ``account_name``); ``sas_token``; ``anonymous=True`` (public containers); otherwise the default
+    Azure credential chain of ``azure-identity`` (environment, managed identity, Azure CLI ...).
+    At most one of the first four may be set. ``account_url`` (alias ``endpoint``) overrides the
+    default ``https://<account_name>.blob.core.windows.net`` (Azurite:
+    ``http://127.0.0.1:10000/devstoreaccount1``).
+    """
+
+    env_name: ClassVar[str] = "AZURE"
+    env_aliases: ClassVar[dict[str, str]] = {
+        "ENDPOINT": "account_url",
+        "URL": "account_url",
+        "ACCOUNT": "account_name",
+        "KEY": "account_key",
+        "SAS": "sas_token",
+        "BUCKET": "container",
+    }
+
+    container: str
+    prefix: str = ""
+    account_name: str | None = None
+    account_key: str | None = field(default=None, repr=False)
+    sas_token: str | None = field(default=None, repr=False)
+    connection_string: str | None = field(default=None, repr=False)
+    account_url: str | None = None
+    anonymous: bool = False
+    #: How ``root_uri`` spells the root: ``az``, ``abfs`` or ``abfss``.
+    uri_scheme: str = "az"
+    #: Ranged reads are split into parts of this size, fetched concurrently.
+    part_size: int = 16 * MiB
+    #: Block size of staged uploads (Azure allows up to 4000 MiB per block, 50,000 blocks).
+    block_size: int = 8 * MiB
+    #: ``write`` of bytes up to this size is one ``Put Blob``; larger ones stage blocks.
+    single_put_size: int = 16 * MiB
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not _CONTAINER_NAME.match(self.container):
+            raise ConfigError(
+                f"AzureConfig.container {self.container!r} is not a container name: expected 3-63 "
+                "lowercase letters, digits and single hyphens"
+            )
+        if self.prefix and (self.prefix.startswith("/") or self.prefix.endswith("/")):
+            raise ConfigError(f"AzureConfig.prefix {self.prefix!r} must not start or end with '/'")
+        if self.prefix:
+            validate_key(self.prefix)
+        if self.uri_scheme not in ("az", "abfs", "abfss"):
+            raise ConfigError(
+                f"AzureConfig.uri_scheme must be 'az', 'abfs' or 'abfss', got {self.uri_scheme!r}"
+            )
+        chosen = [
+            name
+            for name in ("connection_string", "account_key", "sas_token", "anonymous")
+            if getattr(self, name)
+        ]
+        if len(chosen) > 1:
+            raise ConfigError(
+                f"AzureConfig takes one kind of credential, got {' and '.join(chosen)}; keep one"
+            )
+        if self.account_key and not self.account_name:
+            raise ConfigError("AzureConfig.account_key needs account_name as well")
+        if not (self.connection_string or self.account_name or self.account_url):
+            raise ConfigError(
+                "AzureConfig needs account_name, account_url or connection_string to find the "
+                "storage account"
+            )
+        for name in ("part_size", "block_size", "single_put_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"AzureConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.block_size > 4000 * MiB:
+            raise ConfigError(f"AzureConfig.block_size must be <= 4000 MiB, got {self.block_size}")
+
+    def root_uri(self) -> str:
+        where = self.container
+        if self.uri_scheme != "az" and self.account_name:
+            where = f"{self.container}@{self.account_name}.dfs.core.windows.net"
+        return f"{self.uri_scheme}://{where}" + (f"/{self.prefix}" if self.prefix else "")
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> AzureConfig:
+        """``az://container/prefix``, ``az://container@account.blob.core.windows.net/prefix`` or
+        ``abfs[s]://container@account.dfs.core.windows.net/prefix``, plus options."""
+        scheme, rest = split_scheme(uri)
+        if scheme not in ("az", "abfs", "abfss"):
+            raise ConfigError(f"AzureConfig takes an az://, abfs:// or abfss:// URI, got {uri!r}")
+        netloc, _, path = rest.partition("/")
+        values: dict[str, Any] = {"uri_scheme": scheme, "prefix": path.strip("/")}
+        container, at, host = netloc.partition("@")
+        if at:
+            values["account_name"] = host.split(".", 1)[0]
+        if not container:
+            raise ConfigError(f"storage URI {uri!r} names no container; expected az://container/")
+        values["container"] = container
+        for name, value in values.items():
+            if name in options and options[name] != value and name != "uri_scheme":
+                raise ConfigError(
+                    f"option {name}={options[name]!r} contradicts the URI {uri!r} ({value!r})"
+                )
+        return cls.build({**values, **options})
+
+
+class _ViewSink:
+    """A write-only stream over a memoryview, for the SDK's ``readinto``."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> int:
+        n = len(data)
+        if self.pos + n > len(self.view):
+            raise ValueError(f"server sent more than the {len(self.view)} bytes asked for")
+        self.view[self.pos : self.pos + n] = data
+        self.pos += n
+        return n
+
+
+def _total_size(content_range: str | None, fallback: int) -> int:
+    """The object size from ``bytes a-b/total``."""
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        if total.isdigit():
+            return int(total)
+    return fallback
+
+
+def utf8_ordered(metas: Iterable[ObjectMeta]) -> Iterator[ObjectMeta]:
+    """Re-emit ``metas`` in UTF-8 byte order of their keys, streaming.
+
+    The input is in UTF-16 code-unit order (Azurite sorts like JavaScript) or already in UTF-8
+    order (then this changes nothing). The two orders disagree only where a character above
+    U+FFFF (a surrogate pair in UTF-16) meets one in U+E000..U+FFFF, so an item is held back only
+    until no later key can sort before it: a later key is at least ``key[:i] + U+E000``, where
+    ``i`` is the first character above U+FFFF in the newest key.
+    """
+    heap: list[tuple[bytes, int, ObjectMeta]] = []
+    for n, meta in enumerate(metas):
+        heapq.heappush(heap, (meta.key.encode("utf-8"), n, meta))
+        limit, inclusive = meta.key.encode("utf-8"), True
+        for i, ch in enumerate(meta.key):
+            if ord(ch) > 0xFFFF:
+                limit, inclusive = (meta.key[:i] + "\ue000").encode("utf-8"), False
+                break
+        while heap and (heap[0][0] < limit or (inclusive and heap[0][0] == limit)):
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+class AzureBackend(StorageBackend):
+    """Azure Blob Storage (block blobs) under the storage contract."""
+
+    scheme = "az"
+    config_class = AzureConfig
+    config: AzureConfig
+
+    def __init__(self, config: AzureConfig) -> None:
+        super().__init__(config)
+        self._gate = config.request_gate()
+        self._parts = PartPool(config.max_concurrency, name="datashard-azure")
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._session: Any = None
+        self._pid = os.getpid()
+        self._prefix = f"{config.prefix}/" if config.prefix else ""
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def _container(self) -> Any:
+        """The ``ContainerClient``, made on first use and again after a fork."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = self._connect()
+                self._pid = os.getpid()
+            return self._client
+
+    def _connect(self) -> Any:
+        cfg = self.config
+        try:
+            import requests
+            from azure.core.pipeline.transport import RequestsTransport
+            from azure.storage.blob import ContainerClient
+        except ImportError as exc:
+            raise ConfigError(
+                f"the az:// backend needs azure-storage-blob, which is not installed: "
+                f"{_INSTALL_HINT}"
+            ) from exc
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=cfg.max_concurrency + 4
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._session = session
+        transport = RequestsTransport(
+            session=session,
+            session_owner=False,
+            connection_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout,
+        )
+        options: dict[str, Any] = {
+            "transport": transport,
+            "retry_total": 0,  # the RequestGate retries
+            "max_single_get_size": cfg.part_size,
+            "max_chunk_get_size": cfg.part_size,
+            "max_single_put_size": max(cfg.single_put_size, cfg.block_size),
+            "max_block_size": cfg.block_size,
+            "user_agent": "datashard",
+        }
+        if cfg.connection_string:
+            return ContainerClient.from_connection_string(
+                cfg.connection_string, cfg.container, **options
+            )
+        url = cfg.account_url or f"https://{cfg.account_name}.blob.core.windows.net"
+        return ContainerClient(url, cfg.container, credential=self._credential(), **options)
+
+    def _credential(self) -> Any:
+        cfg = self.config
+        if cfg.account_key:
+            from azure.core.credentials import AzureNamedKeyCredential
+
+            return AzureNamedKeyCredential(cfg.account_name or "", cfg.account_key)
+        if cfg.sas_token:
+            from azure.core.credentials import AzureSasCredential
+
+            return AzureSasCredential(cfg.sas_token.lstrip("?"))
+        if cfg.anonymous:
+            return None
+        try:
+            from azure.identity import DefaultAzureCredential
+        except ImportError as exc:
+            raise ConfigError(
+                "no Azure credential is configured (connection_string, account_key, sas_token or "
+                "anonymous) and azure-identity, which provides the default credential chain, is "
+                f"not installed: {_INSTALL_HINT}"
+            ) from exc
+        return DefaultAzureCredential()
+
+    def _blob(self, key: str) -> Any:
+        return self._container().get_blob_client(self._prefix + key)
+
+    def _translate(self, exc: BaseException, operation: str, key: str | None) -> DataShardError:
+        return translate(
+            exc, operation=operation, container=self.config.container, key=key, where=self.root_uri
+        )
+
+    def _call(self, kind: RequestKind, operation: str, key: str | None, fn: Callable[[], T]) -> T:
+        """Run ``fn`` through the gate, SDK errors translated (so transient ones are retried)."""
+        from azure.core.exceptions import AzureError
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except (AzureError, OSError) as exc:
+                if isinstance(exc, DataShardError):
+                    raise
+                raise self._translate(exc, operation, key) from exc
+
+        return self._gate.call(kind, attempt)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _download(self, key: str, start: int, length: int, etag: str | None = None) -> Any:
+        """One ranged GET (the SDK downloader, its first and only part already fetched)."""
+        conditions: dict[str, Any] = {}
+        if etag is not None:
+            from azure.core import MatchConditions
+
+            conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        return self._blob(key).download_blob(
+            offset=start, length=length, max_concurrency=1, **conditions
+        )
+
+    def _first_part(
+        self, key: str, start: int, end: int, view: memoryview | None
+    ) -> tuple[bytes | int, int, str] | None:
+        """Bytes ``[start, end)`` (or their count, written into ``view``), the object size and
+        ETag; ``None`` when ``start`` is at or past the end of the object."""
+
+        def fetch() -> tuple[bytes | int, int, str] | None:
+            try:
+                down = self._download(key, start, end - start)
+            except Exception as exc:
+                if http_status(exc) == 416:  # the blob exists; the range starts at/after its end
+                    return None
+                raise
+            total = _total_size(down.properties.content_range, start + down.size)
+            got: bytes | int = down.readall() if view is None else down.readinto(_ViewSink(view))
+            return got, total, down.properties.etag
+
+        return self._call("read", "read", key, fetch)
+
+    def _fetch_pinned(self, key: str, etag: str) -> RangeFetch:
+        def fetch(start: int, end: int, view: memoryview) -> int:
+            count: int = self._call(
+                "read",
+                "read",
+                key,
+                lambda: self._download(key, start, end - start, etag).readinto(_ViewSink(view)),
+            )
+            return count
+
+        return fetch
+
+    def _read_span(self, key: str, start: int, end: int) -> bytes:
+        part = self.config.part_size
+        first = self._first_part(key, start, min(end, start + part), None)
+        if first is None:
+            return b""
+        data, total, etag = first
+        assert isinstance(data, bytes)
+        stop = min(end, total)
+        if start + len(data) >= stop:
+            return data
+        buf = bytearray(stop - start)
+        buf[: len(data)] = data
+        rest = memoryview(buf)[len(data) :]
+        self._parts.fetch_into(self._fetch_pinned(key, etag), rest, start + len(data), total, part)
+        return bytes(buf)
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Run a multi-part read again when the object changed between its parts."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return fn()
+            except PreconditionFailedError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def read(self, key: str) -> bytes:
+        validate_key(key)
+        return self._retrying(lambda: self._read_span(key, 0, 1 << 62))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        validate_key(key)
+        validate_range(key, start, end)
+        if start == end:
+            self.head(key)  # a missing object still raises
+            return b""
+        return self._retrying(lambda: self._read_span(key, start, end))
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
+        validate_key(key)
+        for start, end in ranges:
+            validate_range(key, start, end)
+        tasks = [lambda s=s, e=e: self.read_range(key, s, e) for s, e in ranges]
+        return self._parts.run(tasks)
+
+    def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
+        validate_key(key)
+        view = memoryview(buffer).cast("B")
+        validate_range(key, offset, offset)
+        if view.readonly:
+            raise TypeError(f"read_into({key!r}) needs a writable buffer, got a read-only one")
+        if len(view) == 0:
+            self.head(key)
+            return 0
+        return self._retrying(lambda: self._read_into(key, view, offset))
+
+    def _read_into(self, key: str, view: memoryview, offset: int) -> int:
+        part = self.config.part_size
+        first_len = min(len(view), part)
+        first = self._first_part(key, offset, offset + first_len, view[:first_len])
+        if first is None:
+            return 0
+        count, total, etag = first
+        assert isinstance(count, int)
+        stop = min(offset + len(view), total)
+        if offset + count >= stop:
+            return count
+        rest = view[count : stop - offset]
+        fetch = self._fetch_pinned(key, etag)
+        return count + self._parts.fetch_into(fetch, rest, offset + count, total, part)
+
+    def head(self, key: str) -> ObjectMeta:
+        validate_key(key)
+        props = self._call("read", "head", key, lambda: self._blob(key).get_blob_properties())
+        return ObjectMeta(
+            key=key,
+            size=int(props.size),
+            etag=props.etag,
+            version=props.version_id,
+            last_modified=props.last_modified,
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(self, key: str, data: WriteData) -> None:
+        validate_key(key)
+        if isinstance(data, str):
+            raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
+        size = self.config.block_size
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            view = memoryview(data).cast("B")
+            if len(view) <= self.config.single_put_size:
+                self._put(key, bytes(view))
+                return
+            self._put_blocks(key, (view[i : i + size] for i in range(0, len(view), size)), None)
+            return
+        blocks = _rechunk(data, size)
+        first = next(blocks, b"")
+        second = next(blocks, None)
+        if second is None:
+            self._put(key, first)
+            return
+        self._put_blocks(key, itertools.chain([first, second], blocks), None)
+
+    def _put(self, key: str, data: bytes) -> None:
+        self._call(
+            "write",
+            "write",
+            key,
+            lambda: self._blob(key).upload_blob(
+                data, length=len(data), overwrite=True, max_concurrency=1
+            ),
+        )
+
+    def _stage(self, key: str, block_id: str, block: bytes | memoryview) -> None:
+        data = bytes(block)
+        self._call(
+            "write",
+            "write",
+            key,
+            lambda: self._blob(key).stage_block(block_id, data, length=len(data)),
+        )
+
+    def _put_blocks(
+        self, key: str, blocks: Iterable[bytes | memoryview], token: str | None
+    ) -> None:
+        """Stage ``blocks`` concurrently (a bounded number in flight), then commit them; with a
+        ``token``, commit only if the blob does not exist (``put_if_absent``)."""
+        from azure.storage.blob import BlobBlock
+
+        upload = uuid.uuid4().hex
+        ids: list[str] = []
+        pending: deque[Future[None]] = deque()
+        in_flight = max(1, min(self.config.max_concurrency, 8))
+        try:
+            for index, block in enumerate(blocks):
+                block_id = f"{upload}{index:08d}"  # every ID of one upload has the same length
+                ids.append(block_id)
+                stage = functools.partial(self._stage, key, block_id, block)
+                pending.append(self._parts.submit(stage))
+                while len(pending) >= in_flight:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+        block_list = [BlobBlock(block_id=b) for b in ids]
+        if token is None:
+            self._call("write", "write", key, lambda: self._blob(key).commit_block_list(block_list))
+            return
+        from azure.core import MatchConditions
+
+        self._create(
+            key,
+            token,
+            lambda blob: blob.commit_block_list(
+                block_list,
+                metadata={TOKEN_METADATA: token},
+                etag="*",
+                match_condition=MatchConditions.IfMissing,
+            ),
+        )
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        validate_key(key)
+        payload = collect_chunks(data)
+        token = uuid.uuid4().hex
+        if len(payload) > self.config.single_put_size:
+            size = self.config.block_size
+            view = memoryview(payload)
+            self._put_blocks(key, (view[i : i + size] for i in range(0, len(view), size)), token)
+            return
+        self._create(
+            key,
+            token,
+            lambda blob: blob.upload_blob(
+                payload,
+                length=len(payload),
+                overwrite=False,  # If-None-Match: *
+                metadata={TOKEN_METADATA: token},
+                max_concurrency=1,
+            ),
+        )
+
+    def _create(self, key: str, token: str, send: Callable[[Any], object]) -> None:
+        """Send a conditional create; a conflict after a retry that carries our ``token`` is our
+        own first attempt, which landed: a win."""
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            blob = self._blob(key)
+            try:
+                send(blob)
+                return
+            except Exception as exc:
+                if isinstance(exc, DataShardError):
+                    raise
+                code, status = error_code(exc), http_status(exc)
+                conflict = code in ("BlobAlreadyExists", "ConditionNotMet") or (
+                    not code and status in (409, 412)
+                )
+                if not conflict:
+                    raise self._translate(exc, "put_if_absent", key) from exc
+                if attempts > 1 and self._carries_token(blob, key, token):
+                    return
+                raise ObjectExistsError(
+                    f"put_if_absent: object {key!r} already exists in {self.root_uri} "
+                    f"(Azure {code or 'error'}, HTTP {status})",
+                    key=key,
+                ) from exc
+
+        self._gate.call("write", attempt)
+
+    def _carries_token(self, blob: Any, key: str, token: str) -> bool:
+        try:
+            props = blob.get_blob_properties()
+        except Exception as exc:
+            if isinstance(exc, DataShardError):
+                raise
+            if _blob_missing(exc):
+                return False  # deleted since: whoever created it, it was not this call
+            raise self._translate(exc, "put_if_absent", key) from exc
+        metadata = props.metadata or {}
+        return bool(metadata.get(TOKEN_METADATA) == token)
+
+    # -- listing and deletes ---------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        full = self._prefix + prefix
+        items, token = self._list_page(full, None)
+        return utf8_ordered(self._list_rest(full, items, token))
+
+    def _list_page(self, full: str, token: str | None) -> tuple[builtins.list[Any], str | None]:
+        def page() -> tuple[builtins.list[Any], str | None]:
+            pages = (
+                self._container()
+                .list_blobs(name_starts_with=full or None, results_per_page=5000)
+                .by_page(continuation_token=token)
+            )
+            items = builtins.list(next(pages, []))
+            return items, pages.continuation_token
+
+        return self._call("read", "list", full or None, page)
+
+    def _list_rest(
+        self, full: str, items: builtins.list[Any], token: str | None
+    ) -> Iterator[ObjectMeta]:
+        cut = len(self._prefix)
+        while True:
+            for item in items:
+                yield ObjectMeta(
+                    key=item.name[cut:],
+                    size=int(item.size),
+                    etag=item.etag,
+                    version=item.version_id,
+                    last_modified=item.last_modified,
+                )
+            if not token:
+                return
+            items, token = self._list_page(full, token)
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+
+        def remove() -> None:
+            try:
+                self._blob(key).delete_blob(delete_snapshots="include")
+            except Exception as exc:
+                if _blob_missing(exc):
+                    return
+                raise
+
+        self._call("write", "delete", key, remove)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        names = builtins.list(dict.fromkeys(validate_key(k) for k in keys))
+        for start in range(0, len(names), DELETE_BATCH):
+            batch = names[start : start + DELETE_BATCH]
+            self._call(
+                "write", "delete_many", batch[0], functools.partial(self._delete_batch, batch)
+            )
+
+    def _delete_batch(self, batch: builtins.list[str]) -> None:
+        from azure.core.exceptions import HttpResponseError
+
+        responses = self._container().delete_blobs(
+            *[self._prefix + k for k in batch],
+            delete_snapshots="include",
+            raise_on_any_failure=False,
+        )
+        for key, response in zip(batch, responses, strict=False):
+            if response.status_code in (200, 202):
+                continue
+            exc = HttpResponseError(response=response)
+            if _blob_missing(exc):
+                continue
+            raise self._translate(exc, "delete_many", key) from exc
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            session, self._session = self._session, None
+        if client is not None and self._pid == os.getpid():
+            client.close()
+        if session is not None:
+            session.close()
+        self._parts.close()
+
+
+def _blob_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` says the blob (not the container) does not exist."""
+    code = error_code(exc)
+    return code == "BlobNotFound" or (not code and http_status(exc) == 404)
+
+
+def _rechunk(chunks: Iterable[Any], size: int) -> Iterator[bytes]:
+    """The bytes of ``chunks`` cut into blocks of ``size`` (the last shorter, none if empty)."""
+    pending = bytearray()
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            raise TypeError("write() takes bytes chunks, not str; encode them first")
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
