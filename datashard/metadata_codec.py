@@ -1,0 +1,335 @@
+"""Table metadata JSON: :class:`TableMetadata` to and from the bytes of ``*.metadata.json``.
+
+Field names are the Iceberg spec's (``format-version``, ``table-uuid``, ``snapshots``,
+``snapshot-log``, ``metadata-log``, ``refs`` ...). Reading accepts what other Iceberg writers
+produce (PyIceberg, Java): ``current-snapshot-id`` of ``-1`` or ``null``, absent optional
+lists, gzip-compressed files. Anything unreadable raises
+:class:`~datashard.errors.CorruptMetadataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from datashard.errors import CorruptMetadataError, SchemaError
+from datashard.metadata import (
+    FORMAT_VERSION,
+    MetadataLogEntry,
+    PartitionField,
+    PartitionSpec,
+    Snapshot,
+    SnapshotLogEntry,
+    SnapshotRef,
+    SortField,
+    SortOrder,
+    TableMetadata,
+)
+from datashard.schema import Schema
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def spec_to_json(spec: PartitionSpec) -> dict[str, Any]:
+    """The spec JSON object of a partition spec."""
+    return {
+        "spec-id": spec.spec_id,
+        "fields": [
+            {"source-id": f.source_id, "field-id": f.field_id, "name": f.name,
+             "transform": f.transform}
+            for f in spec.fields
+        ],
+    }
+
+
+def sort_order_to_json(order: SortOrder) -> dict[str, Any]:
+    """The spec JSON object of a sort order."""
+    return {
+        "order-id": order.order_id,
+        "fields": [
+            {"transform": f.transform, "source-id": f.source_id, "direction": f.direction,
+             "null-order": f.null_order}
+            for f in order.fields
+        ],
+    }
+
+
+def snapshot_to_json(s: Snapshot) -> dict[str, Any]:
+    """The spec JSON object of a snapshot."""
+    out: dict[str, Any] = {"snapshot-id": s.snapshot_id}
+    if s.parent_snapshot_id is not None:
+        out["parent-snapshot-id"] = s.parent_snapshot_id
+    out["sequence-number"] = s.sequence_number
+    out["timestamp-ms"] = s.timestamp_ms
+    out["manifest-list"] = s.manifest_list
+    summary = dict(s.summary)
+    summary.setdefault("operation", "append")
+    out["summary"] = summary
+    if s.schema_id is not None:
+        out["schema-id"] = s.schema_id
+    return out
+
+
+def ref_to_json(r: SnapshotRef) -> dict[str, Any]:
+    """The spec JSON object of a branch or tag."""
+    out: dict[str, Any] = {"snapshot-id": r.snapshot_id, "type": r.type}
+    if r.max_ref_age_ms is not None:
+        out["max-ref-age-ms"] = r.max_ref_age_ms
+    if r.max_snapshot_age_ms is not None:
+        out["max-snapshot-age-ms"] = r.max_snapshot_age_ms
+    if r.min_snapshots_to_keep is not None:
+        out["min-snapshots-to-keep"] = r.min_snapshots_to_keep
+    return out
+
+
+def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
+    """The spec JSON object of table metadata."""
+    return {
+        "format-version": md.format_version,
+        "table-uuid": md.table_uuid,
+        "location": md.location,
+        "last-sequence-number": md.last_sequence_number,
+        "last-updated-ms": md.last_updated_ms,
+        "last-column-id": md.last_column_id,
+        "current-schema-id": md.current_schema_id,
+        "schemas": [s.to_json() for s in md.schemas],
+        "default-spec-id": md.default_spec_id,
+        "partition-specs": [spec_to_json(s) for s in md.partition_specs],
+        "last-partition-id": md.last_partition_id,
+        "default-sort-order-id": md.default_sort_order_id,
+        "sort-orders": [sort_order_to_json(o) for o in md.sort_orders],
+        "properties": dict(md.properties),
+        # -1 for "none", as Java writes it; PyIceberg and Java both read it back as no snapshot.
+        "current-snapshot-id": -1 if md.current_snapshot_id is None else md.current_snapshot_id,
+        "refs": {name: ref_to_json(r) for name, r in md.refs.items()},
+        "snapshots": [snapshot_to_json(s) for s in md.snapshots],
+        "statistics": [dict(s) for s in md.statistics],
+        "partition-statistics": [dict(s) for s in md.partition_statistics],
+        "snapshot-log": [
+            {"timestamp-ms": e.timestamp_ms, "snapshot-id": e.snapshot_id}
+            for e in md.snapshot_log
+        ],
+        "metadata-log": [
+            {"timestamp-ms": e.timestamp_ms, "metadata-file": e.metadata_file}
+            for e in md.metadata_log
+        ],
+    }
+
+
+def metadata_to_json(md: TableMetadata) -> bytes:
+    """The UTF-8 JSON bytes of ``md`` for a ``*.metadata.json`` file."""
+    return json.dumps(metadata_to_dict(md), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+class _Reader:
+    """Typed access to a JSON object; every failure names the file and the key path."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+    def fail(self, what: str) -> CorruptMetadataError:
+        return CorruptMetadataError(f"corrupt table metadata {self.location}: {what}")
+
+    def obj(self, value: Any, path: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(f"{path} must be a JSON object, got {type(value).__name__}")
+        return value
+
+    def get(self, d: Mapping[str, Any], key: str, kind: type[T], path: str,
+            default: Any = ..., nullable: bool = False) -> Any:
+        if key not in d or (d[key] is None and not nullable and default is not ...):
+            if default is ...:
+                raise self.fail(f"missing required field {path + key!r}")
+            return default
+        value = d[key]
+        if value is None and nullable:
+            return None
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise self.fail(
+                f"field {path + key!r} must be {kind.__name__}, got {type(value).__name__} "
+                f"{value!r:.60}"
+            )
+        return value
+
+    def items(self, d: Mapping[str, Any], key: str, path: str,
+              parse: Callable[[Mapping[str, Any], str], T], required: bool = False) -> list[T]:
+        if required:
+            raw = self.get(d, key, list, path)
+        else:
+            raw = self.get(d, key, list, path, default=[])
+        return [parse(self.obj(v, f"{path}{key}[{i}]"), f"{path}{key}[{i}].")
+                for i, v in enumerate(raw)]
+
+
+def _schema(r: _Reader, d: Mapping[str, Any], path: str) -> Schema:
+    try:
+        return Schema.from_json(d)
+    except (SchemaError, TypeError, ValueError) as exc:
+        raise r.fail(f"bad schema at {path[:-1]}: {exc}") from None
+
+
+def _spec(r: _Reader, d: Mapping[str, Any], path: str) -> PartitionSpec:
+    def field(f: Mapping[str, Any], p: str) -> PartitionField:
+        return PartitionField(
+            r.get(f, "source-id", int, p), r.get(f, "field-id", int, p),
+            r.get(f, "transform", str, p), r.get(f, "name", str, p),
+        )
+
+    return PartitionSpec(r.get(d, "spec-id", int, path), tuple(r.items(d, "fields", path, field)))
+
+
+def _sort_order(r: _Reader, d: Mapping[str, Any], path: str) -> SortOrder:
+    def field(f: Mapping[str, Any], p: str) -> SortField:
+        return SortField(
+            r.get(f, "source-id", int, p), r.get(f, "transform", str, p),
+            r.get(f, "direction", str, p), r.get(f, "null-order", str, p),
+        )
+
+    return SortOrder(r.get(d, "order-id", int, path), tuple(r.items(d, "fields", path, field)))
+
+
+def _snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:
+    summary = r.obj(r.get(d, "summary", dict, path, default={"operation": "append"}),
+                    path + "summary")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in summary.items()):
+        raise r.fail(f"{path}summary must map strings to strings")
+    return Snapshot(
+        snapshot_id=r.get(d, "snapshot-id", int, path),
+        parent_snapshot_id=r.get(d, "parent-snapshot-id", int, path, default=None,
+                                 nullable=True),
+        sequence_number=r.get(d, "sequence-number", int, path, default=0),
+        timestamp_ms=r.get(d, "timestamp-ms", int, path),
+        manifest_list=r.get(d, "manifest-list", str, path),
+        summary=dict(summary),
+        schema_id=r.get(d, "schema-id", int, path, default=None, nullable=True),
+    )
+
+
+def _ref(r: _Reader, d: Mapping[str, Any], path: str) -> SnapshotRef:
+    kind = r.get(d, "type", str, path)
+    if kind not in ("branch", "tag"):
+        raise r.fail(f"{path}type must be 'branch' or 'tag', got {kind!r}")
+    return SnapshotRef(
+        r.get(d, "snapshot-id", int, path), kind,
+        r.get(d, "max-ref-age-ms", int, path, default=None, nullable=True),
+        r.get(d, "max-snapshot-age-ms", int, path, default=None, nullable=True),
+        r.get(d, "min-snapshots-to-keep", int, path, default=None, nullable=True),
+    )
+
+
+def _decode(data: bytes, location: str) -> Any:
+    raw = bytes(data)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CorruptMetadataError(
+                f"corrupt table metadata {location}: bad gzip stream ({exc})"
+            ) from exc
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        what = "empty file" if not raw.strip() else f"not valid JSON ({exc})"
+        raise CorruptMetadataError(
+            f"corrupt table metadata {location}: {what}; the file may be truncated"
+        ) from exc
+
+
+def metadata_from_json(data: bytes, location: str) -> TableMetadata:
+    """Parse a ``*.metadata.json`` file read from ``location``.
+
+    Raises :class:`CorruptMetadataError` naming ``location`` for bad JSON (a truncated file), a
+    missing or mistyped field, inconsistent ids, or a format version other than 2.
+    """
+    r = _Reader(location)
+    d = r.obj(_decode(data, location), "the document")
+    version = r.get(d, "format-version", int, "")
+    if version != FORMAT_VERSION:
+        raise r.fail(
+            f"format-version {version} is not supported; datashard reads format version "
+            f"{FORMAT_VERSION}"
+        )
+    schemas = r.items(d, "schemas", "", lambda s, p: _schema(r, s, p), required=True)
+    specs = r.items(d, "partition-specs", "", lambda s, p: _spec(r, s, p), required=True)
+    orders = r.items(d, "sort-orders", "", lambda s, p: _sort_order(r, s, p))
+    snapshots = r.items(d, "snapshots", "", lambda s, p: _snapshot(r, s, p))
+    properties = r.obj(r.get(d, "properties", dict, "", default={}), "properties")
+    if not all(isinstance(v, str) for v in properties.values()):
+        raise r.fail("properties must map strings to strings")
+    raw_refs = r.obj(r.get(d, "refs", dict, "", default={}), "refs")
+    refs = {name: _ref(r, r.obj(v, f"refs.{name}"), f"refs.{name}.")
+            for name, v in raw_refs.items()}
+    current = r.get(d, "current-snapshot-id", int, "", default=None, nullable=True)
+    if current == -1:
+        current = None
+    snap_log = r.items(d, "snapshot-log", "", lambda e, p: SnapshotLogEntry(
+        r.get(e, "timestamp-ms", int, p), r.get(e, "snapshot-id", int, p)))
+    meta_log = r.items(d, "metadata-log", "", lambda e, p: MetadataLogEntry(
+        r.get(e, "timestamp-ms", int, p), r.get(e, "metadata-file", str, p)))
+    stats = r.items(d, "statistics", "", lambda e, p: dict(e))
+    part_stats = r.items(d, "partition-statistics", "", lambda e, p: dict(e))
+    md = TableMetadata(
+        format_version=version,
+        table_uuid=r.get(d, "table-uuid", str, ""),
+        location=r.get(d, "location", str, ""),
+        last_sequence_number=r.get(d, "last-sequence-number", int, ""),
+        last_updated_ms=r.get(d, "last-updated-ms", int, ""),
+        last_column_id=r.get(d, "last-column-id", int, ""),
+        schemas=tuple(schemas),
+        current_schema_id=r.get(d, "current-schema-id", int, ""),
+        partition_specs=tuple(specs),
+        default_spec_id=r.get(d, "default-spec-id", int, ""),
+        last_partition_id=r.get(d, "last-partition-id", int, ""),
+        properties=dict(properties),
+        current_snapshot_id=current,
+        snapshots=tuple(snapshots),
+        snapshot_log=tuple(snap_log),
+        metadata_log=tuple(meta_log),
+        sort_orders=tuple(orders) or (SortOrder(),),
+        default_sort_order_id=r.get(d, "default-sort-order-id", int, "", default=0),
+        refs=refs,
+        statistics=tuple(stats),
+        partition_statistics=tuple(part_stats),
+    )
+    _check_consistency(r, md)
+    return md
+
+
+def _check_consistency(r: _Reader, md: TableMetadata) -> None:
+    schema_ids = {s.schema_id for s in md.schemas}
+    if md.current_schema_id not in schema_ids:
+        raise r.fail(f"current-schema-id {md.current_schema_id} is not among the schemas "
+                     f"{sorted(schema_ids)}")
+    if md.default_spec_id not in {s.spec_id for s in md.partition_specs}:
+        raise r.fail(f"default-spec-id {md.default_spec_id} is not among the partition-specs")
+    snapshot_ids = {s.snapshot_id for s in md.snapshots}
+    if md.current_snapshot_id is not None and md.current_snapshot_id not in snapshot_ids:
+        raise r.fail(f"current-snapshot-id {md.current_snapshot_id} is not among the snapshots")
+    for name, ref in md.refs.items():
+        if ref.snapshot_id not in snapshot_ids:
+            raise r.fail(f"ref {name!r} points at snapshot {ref.snapshot_id}, which is not kept")
+
+
+__all__ = [
+    "metadata_from_json",
+    "metadata_to_dict",
+    "metadata_to_json",
+    "ref_to_json",
+    "snapshot_to_json",
+    "sort_order_to_json",
+    "spec_to_json",
+]

@@ -1,0 +1,180 @@
+"""Table metadata JSON: round trips, PyIceberg reading ours, us reading PyIceberg's, and
+corrupt files that name themselves."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.table.metadata import TableMetadataUtil
+
+from datashard.errors import CorruptMetadataError
+from datashard.metadata import (
+    MetadataLogEntry,
+    PartitionField,
+    PartitionSpec,
+    Snapshot,
+    SnapshotLogEntry,
+    SnapshotRef,
+    SortField,
+    SortOrder,
+    TableMetadata,
+    new_table_metadata,
+)
+from datashard.metadata_codec import metadata_from_json, metadata_to_json
+from datashard.schema import Schema
+
+SCHEMA = Schema(schema_id=1, fields=[
+    {"id": 1, "name": "user_id", "type": "long", "required": True},
+    {"id": 2, "name": "event", "type": "string", "required": True},
+    {"id": 3, "name": "timestamp", "type": "long", "required": True},
+    {"id": 4, "name": "tags", "type": {"type": "list", "element-id": 5, "element": "string",
+                                       "element-required": False}},
+])
+LOC = "file:///warehouse/user-events"
+
+
+def _two_snapshot_metadata() -> TableMetadata:
+    md = new_table_metadata(SCHEMA, LOC, {"owner": "me"}, timestamp_ms=1_700_000_000_000)
+    s1 = Snapshot(11, None, 1, 1_700_000_001_000, f"{LOC}/metadata/snap-11-0-a.avro",
+                  {"operation": "append", "added-records": "3"}, 1)
+    s2 = Snapshot(22, 11, 2, 1_700_000_002_000, f"{LOC}/metadata/snap-22-0-b.avro",
+                  {"operation": "append", "added-records": "4"}, 1)
+    return dataclasses.replace(
+        md,
+        last_sequence_number=2,
+        last_updated_ms=s2.timestamp_ms,
+        current_snapshot_id=22,
+        snapshots=(s1, s2),
+        snapshot_log=(SnapshotLogEntry(s1.timestamp_ms, 11), SnapshotLogEntry(s2.timestamp_ms, 22)),
+        metadata_log=(MetadataLogEntry(1_700_000_000_000, f"{LOC}/metadata/v1.metadata.json"),),
+        refs={"main": SnapshotRef(22, "branch"), "v1": SnapshotRef(11, "tag", max_ref_age_ms=5)},
+    )
+
+
+def test_new_table_metadata_is_empty_and_keeps_schema_ids() -> None:
+    md = new_table_metadata(SCHEMA, LOC + "/")
+    assert md.location == LOC
+    assert md.format_version == 2 and md.last_sequence_number == 0
+    assert md.current_schema() == SCHEMA and md.current_schema_id == 1
+    assert md.last_column_id == 5 and md.last_partition_id == 999
+    assert md.current_snapshot() is None and md.snapshots == ()
+
+
+def test_metadata_round_trips_through_json() -> None:
+    md = _two_snapshot_metadata()
+    assert metadata_from_json(metadata_to_json(md), "v3.metadata.json") == md
+
+
+def test_json_uses_the_spec_field_names() -> None:
+    doc = json.loads(metadata_to_json(_two_snapshot_metadata()))
+    for key in ("format-version", "table-uuid", "location", "last-sequence-number",
+                "last-updated-ms", "last-column-id", "schemas", "current-schema-id",
+                "partition-specs", "default-spec-id", "last-partition-id", "properties",
+                "current-snapshot-id", "snapshots", "snapshot-log", "metadata-log",
+                "sort-orders", "default-sort-order-id", "refs", "statistics"):
+        assert key in doc, key
+    assert doc["snapshots"][1]["parent-snapshot-id"] == 11
+    assert doc["snapshots"][1]["summary"]["operation"] == "append"
+    assert doc["refs"]["main"] == {"snapshot-id": 22, "type": "branch"}
+
+
+def test_time_travel_helpers_follow_the_snapshot_log() -> None:
+    md = _two_snapshot_metadata()
+    assert md.current_snapshot() == md.snapshot_by_id(22)
+    assert md.snapshot_as_of(1_700_000_001_500) == md.snapshot_by_id(11)
+    assert md.snapshot_as_of(1_700_000_002_000) == md.snapshot_by_id(22)
+    assert md.snapshot_as_of(1_600_000_000_000) is None
+    assert [s.snapshot_id for s in md.ancestors()] == [22, 11]
+
+
+def test_pyiceberg_reads_our_metadata() -> None:
+    md = _two_snapshot_metadata()
+    theirs = TableMetadataUtil.parse_raw(metadata_to_json(md))
+    assert theirs.format_version == 2
+    assert str(theirs.table_uuid) == md.table_uuid
+    assert theirs.current_snapshot_id == 22
+    assert theirs.snapshot_by_id(22).parent_snapshot_id == 11
+    assert theirs.schema().find_field("tags.element").field_id == 5
+    assert theirs.refs["v1"].snapshot_ref_type == "tag"
+    empty = TableMetadataUtil.parse_raw(metadata_to_json(new_table_metadata(SCHEMA, LOC)))
+    assert empty.current_snapshot_id is None
+
+
+def test_partition_specs_and_sort_orders_round_trip_and_pyiceberg_reads_them() -> None:
+    spec = PartitionSpec(1, (PartitionField(1, 1000, "bucket[16]", "user_id_bucket"),))
+    order = SortOrder(1, (SortField(3, "identity", "desc", "nulls-last"),))
+    md = new_table_metadata(SCHEMA, LOC, partition_spec=spec, sort_order=order)
+    back = metadata_from_json(metadata_to_json(md), "x")
+    assert back == md and back.last_partition_id == 1000
+    theirs = TableMetadataUtil.parse_raw(metadata_to_json(md))
+    assert theirs.spec().fields[0].name == "user_id_bucket"
+    assert theirs.sort_order_by_id(1) is not None
+
+
+def test_we_read_metadata_pyiceberg_wrote(tmp_path: Path) -> None:
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db",
+                         warehouse=f"file://{tmp_path}/wh")
+    catalog.create_namespace("ns")
+    arrow_schema = pa.schema([
+        pa.field("a", pa.int64()), pa.field("s", pa.string()),
+        pa.field("st", pa.struct([pa.field("x", pa.float64())]))])
+    table = catalog.create_table("ns.events", schema=arrow_schema)
+    table.append(pa.table({"a": [1, 2], "s": ["x", None], "st": [{"x": 1.0}, None]},
+                          schema=arrow_schema))
+    table.append(pa.table({"a": [3], "s": ["y"], "st": [None]}, schema=arrow_schema))
+    path = table.metadata_location.removeprefix("file://")
+    md = metadata_from_json(Path(path).read_bytes(), table.metadata_location)
+    assert md.table_uuid == str(table.metadata.table_uuid)
+    assert md.current_snapshot_id == table.metadata.current_snapshot_id
+    assert len(md.snapshots) == 2
+    current = md.current_snapshot()
+    assert current is not None and current.summary["total-records"] == "3"
+    assert current.parent_snapshot_id == md.snapshots[0].snapshot_id
+    assert md.current_schema().find_field("st.x").field_id == 4
+    assert md.refs["main"].snapshot_id == current.snapshot_id
+    assert len(md.metadata_log) == 2
+    # and what we write back from it, PyIceberg still reads
+    again = TableMetadataUtil.parse_raw(metadata_to_json(md))
+    assert again.current_snapshot_id == md.current_snapshot_id
+
+
+GOOD = metadata_to_json(_two_snapshot_metadata())
+
+
+def _mutate(**changes: object) -> bytes:
+    doc = json.loads(GOOD)
+    for k, v in changes.items():
+        if v is None:
+            del doc[k.replace("_", "-")]
+        else:
+            doc[k.replace("_", "-")] = v
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (GOOD[: len(GOOD) // 2], "not valid JSON"),
+        (b"", "empty file"),
+        (b"\xff\xfe garbage", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (_mutate(format_version=1), "format-version 1 is not supported"),
+        (_mutate(format_version=3), "format-version 3 is not supported"),
+        (_mutate(table_uuid=None), "missing required field 'table-uuid'"),
+        (_mutate(last_sequence_number="2"), "'last-sequence-number' must be int"),
+        (_mutate(schemas=[{"type": "struct", "fields": [{"id": 1}]}]), "bad schema"),
+        (_mutate(current_snapshot_id=99), "current-snapshot-id 99"),
+        (_mutate(current_schema_id=7), "current-schema-id 7"),
+        (_mutate(snapshots=[{"snapshot-id": 22}]), "missing required field 'snapshots\\[0\\]"),
+    ],
+)
+def test_corrupt_metadata_raises_naming_the_file(data: bytes, expected: str) -> None:
+    where = "s3://bucket/t/metadata/v7.metadata.json"
+    with pytest.raises(CorruptMetadataError, match=expected) as info:
+        metadata_from_json(data, where)
+    assert where in str(info.value)
