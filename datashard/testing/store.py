@@ -40,6 +40,7 @@ import pickle
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -173,6 +174,12 @@ class StorageConformance:
     def raw_get(self, backend: StorageBackend, key: str) -> bytes:
         """The stored bytes of ``key`` read without ``backend``: the default uses a twin."""
         return type(backend)(backend.config).read(key)
+
+    def _raw_put_all(self, backend: StorageBackend, keys: list[str]) -> None:
+        """Empty objects under ``keys`` through the back door, a few at a time."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for future in [pool.submit(self.raw_put, backend, key, b"") for key in keys]:
+                future.result()
 
     @pytest.fixture(autouse=True)
     def _apply_expected_failures(self, request: pytest.FixtureRequest) -> None:
@@ -656,8 +663,7 @@ class StorageConformance:
         """More keys than one small page: 1,005 crosses S3's 1,000-key list page."""
         keys = [f"many/{i:05d}" for i in range(1005)]
         backend.delete_many([])  # a no-op must be fine
-        for key in keys:
-            self.raw_put(backend, key, b"")
+        self._raw_put_all(backend, keys)
         assert keys_of(backend.list("many/")) == keys
 
     # -- delete -----------------------------------------------------------------------------
@@ -688,9 +694,7 @@ class StorageConformance:
     def test_delete_many_of_many_keys(self, backend: StorageBackend) -> None:
         """1,005 keys: more than one S3 ``DeleteObjects`` batch of 1,000."""
         keys = [f"k/{i:05d}" for i in range(1005)]
-        for key in keys:
-            self.raw_put(backend, key, b"")
-        self.raw_put(backend, "other", b"")
+        self._raw_put_all(backend, [*keys, "other"])
         backend.delete_many(keys)
         assert keys_of(backend.list()) == ["other"]
 
