@@ -39,7 +39,8 @@ class AlignedReader:
 
     def __init__(self, block_size: int) -> None:
         self.block_size = block_size
-        self._buffer = mmap.mmap(-1, block_size)  # mmap memory is page-aligned
+        # page-aligned; private, so a forked child never shares it with its parent
+        self._buffer = mmap.mmap(-1, block_size, flags=mmap.MAP_PRIVATE)
         self._view = memoryview(self._buffer)
 
     def close(self) -> None:

@@ -184,7 +184,7 @@ class DirectBackend(LocalBackend):
                 return reader.read_small(fd, start, n)
             # a scratch buffer laid out so that the direct body needs no bounce
             lead = start % ALIGN
-            scratch = mmap.mmap(-1, lead + n + ALIGN)
+            scratch = mmap.mmap(-1, lead + n + ALIGN, flags=mmap.MAP_PRIVATE)
             try:
                 with memoryview(scratch) as whole:
                     view = whole[lead:lead + n]

@@ -175,6 +175,37 @@ def test_threads_reading_at_once_each_get_their_own_bytes(
     assert failures == []
 
 
+def test_a_forked_child_and_its_parent_read_at_once_without_sharing_buffers(
+    backend: DirectBackend, data: bytes
+) -> None:
+    """A data-loader worker forked after the parent read keeps its own bounce buffer."""
+    assert backend.read_range("obj", 1, 2) == data[1:2]  # the parent's buffer exists now
+    rounds = 300
+
+    def loop(seed: int) -> int:
+        rng = random.Random(seed)
+        bad = 0
+        for _ in range(rounds):
+            start = rng.randrange(0, SIZE - BLOCK)
+            if backend.read_range("obj", start, start + BLOCK // 2 - 1) != data[
+                start : start + BLOCK // 2 - 1
+            ]:
+                bad += 1
+        return bad
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            code = 0 if loop(1) == 0 else 3
+        finally:
+            os._exit(code)
+    bad = loop(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child read bytes meant for its parent"
+    assert bad == 0, "the parent read bytes meant for its child"
+
+
 def test_reads_bypass_the_page_cache(disk_dir: str, data: bytes) -> None:
     """After a direct:// read of an evicted file, the file is still not in the page cache."""
     b = open_backend(f"direct://{disk_dir}")
