@@ -1,0 +1,507 @@
+"""Manifests and manifest lists: the Avro files that list a snapshot's data files.
+
+A *manifest* holds :class:`ManifestEntry` rows, one per data file, with the file's column
+statistics (:class:`DataFile`). A *manifest list* holds one :class:`ManifestFile` row per
+manifest of a snapshot. Both are Avro object container files with the Iceberg v2 schemas of
+:mod:`datashard.avro_schemas` (field ids included) and the key/value metadata the spec requires.
+
+Sequence numbers and snapshot ids of ADDED entries may be left ``None``: they are written as
+null and *inherited* from the manifest's :class:`ManifestFile` on read (pass it to
+:func:`read_manifest`). A manifest written that way stays valid when a commit is retried on
+a newer base with another sequence number. Unreadable files raise
+:class:`~datashard.errors.CorruptMetadataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+
+from datashard.avro_schemas import MANIFEST_FILE_SCHEMA, manifest_entry_schema
+from datashard.conversions import from_bytes, to_bytes, to_physical
+from datashard.errors import CorruptMetadataError, DataShardError, ValidationError
+from datashard.metadata import FORMAT_VERSION, PartitionSpec, transform_result_type
+from datashard.metadata_codec import spec_to_json
+from datashard.schema import Schema
+from datashard.types import DoubleType, FloatType, StructType
+
+#: Manifest entry status values.
+EXISTING, ADDED, DELETED = 0, 1, 2
+#: Data file content values.
+DATA, POSITION_DELETES, EQUALITY_DELETES = 0, 1, 2
+#: Manifest content values.
+MANIFEST_DATA, MANIFEST_DELETES = 0, 1
+
+_CODEC = "deflate"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataFile:
+    """One data file and its column statistics, keyed by field id.
+
+    Bounds are the spec's single-value serialization (:mod:`datashard.conversions`).
+    ``partition`` maps partition field names to their physical values (``{}`` unpartitioned).
+    """
+
+    file_path: str
+    record_count: int
+    file_size_in_bytes: int
+    file_format: str = "PARQUET"
+    column_sizes: Mapping[int, int] = field(default_factory=dict)
+    value_counts: Mapping[int, int] = field(default_factory=dict)
+    null_value_counts: Mapping[int, int] = field(default_factory=dict)
+    nan_value_counts: Mapping[int, int] = field(default_factory=dict)
+    lower_bounds: Mapping[int, bytes] = field(default_factory=dict)
+    upper_bounds: Mapping[int, bytes] = field(default_factory=dict)
+    partition: Mapping[str, Any] = field(default_factory=dict)
+    split_offsets: tuple[int, ...] | None = None
+    content: int = DATA
+    sort_order_id: int | None = None
+    key_metadata: bytes | None = None
+    equality_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """A data file's row in a manifest; ``None`` ids/sequence numbers are inherited on read."""
+
+    status: int
+    snapshot_id: int | None
+    sequence_number: int | None
+    file_sequence_number: int | None
+    data_file: DataFile
+
+    @property
+    def is_live(self) -> bool:
+        """True for ADDED and EXISTING entries (the file is part of the snapshot)."""
+        return self.status != DELETED
+
+
+@dataclass(frozen=True)
+class FieldSummary:
+    """A manifest's summary of one partition field: nulls, NaNs and bounds (serialized)."""
+
+    contains_null: bool
+    contains_nan: bool | None = None
+    lower_bound: bytes | None = None
+    upper_bound: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """A manifest's row in a manifest list."""
+
+    manifest_path: str
+    manifest_length: int
+    partition_spec_id: int
+    content: int
+    sequence_number: int
+    min_sequence_number: int
+    added_snapshot_id: int
+    added_files_count: int
+    existing_files_count: int
+    deleted_files_count: int
+    added_rows_count: int
+    existing_rows_count: int
+    deleted_rows_count: int
+    partitions: tuple[FieldSummary, ...] | None = None
+    key_metadata: bytes | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _map(m: Mapping[int, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": v} for k, v in sorted(m.items())]
+
+
+def _entry_record(e: ManifestEntry, snapshot_id: int | None) -> dict[str, Any]:
+    f = e.data_file
+    return {
+        "status": e.status,
+        "snapshot_id": e.snapshot_id if e.snapshot_id is not None else snapshot_id,
+        "sequence_number": e.sequence_number,
+        "file_sequence_number": e.file_sequence_number,
+        "data_file": {
+            "content": f.content,
+            "file_path": f.file_path,
+            "file_format": f.file_format,
+            "partition": dict(f.partition),
+            "record_count": f.record_count,
+            "file_size_in_bytes": f.file_size_in_bytes,
+            "column_sizes": _map(f.column_sizes),
+            "value_counts": _map(f.value_counts),
+            "null_value_counts": _map(f.null_value_counts),
+            "nan_value_counts": _map(f.nan_value_counts),
+            "lower_bounds": _map(f.lower_bounds),
+            "upper_bounds": _map(f.upper_bounds),
+            "key_metadata": f.key_metadata,
+            "split_offsets": list(f.split_offsets) if f.split_offsets is not None else None,
+            "equality_ids": list(f.equality_ids) if f.equality_ids is not None else None,
+            "sort_order_id": f.sort_order_id,
+        },
+    }
+
+
+def _write_avro(schema: dict[str, Any], records: Iterable[dict[str, Any]],
+                metadata: Mapping[str, str]) -> bytes:
+    buf = io.BytesIO()
+    parsed = fastavro.parse_schema(schema)
+    fastavro.writer(buf, parsed, records, codec=_CODEC, metadata=dict(metadata))
+    return buf.getvalue()
+
+
+def write_manifest(
+    entries: Sequence[ManifestEntry],
+    schema: Schema,
+    spec: PartitionSpec,
+    snapshot_id: int | None,
+    content: int = MANIFEST_DATA,
+) -> bytes:
+    """The bytes of a v2 manifest holding ``entries``.
+
+    ``snapshot_id`` fills entries whose ``snapshot_id`` is ``None``; pass ``None`` to write
+    them as null (inherited from the manifest list's ``added_snapshot_id`` on read). Entry
+    sequence numbers are written as given (``None`` = inherit: only valid for ADDED entries).
+    """
+    partition_type = spec.partition_type(schema)
+    avro_schema = manifest_entry_schema(partition_type)
+    metadata = {
+        "schema": json.dumps(schema.to_json(), separators=(",", ":")),
+        "schema-id": str(schema.schema_id),
+        "partition-spec": json.dumps(spec_to_json(spec)["fields"], separators=(",", ":")),
+        "partition-spec-id": str(spec.spec_id),
+        "format-version": str(FORMAT_VERSION),
+        "content": "deletes" if content == MANIFEST_DELETES else "data",
+    }
+    for e in entries:
+        if e.status != ADDED and (e.sequence_number is None or e.file_sequence_number is None):
+            raise ValidationError(
+                f"manifest entry for {e.data_file.file_path} has status {e.status} but no "
+                "sequence number; only ADDED entries may inherit theirs"
+            )
+    records = [_entry_record(e, snapshot_id) for e in entries]
+    return _write_avro(avro_schema, records, metadata)
+
+
+def _manifest_file_record(m: ManifestFile) -> dict[str, Any]:
+    return {
+        "manifest_path": m.manifest_path,
+        "manifest_length": m.manifest_length,
+        "partition_spec_id": m.partition_spec_id,
+        "content": m.content,
+        "sequence_number": m.sequence_number,
+        "min_sequence_number": m.min_sequence_number,
+        "added_snapshot_id": m.added_snapshot_id,
+        "added_files_count": m.added_files_count,
+        "existing_files_count": m.existing_files_count,
+        "deleted_files_count": m.deleted_files_count,
+        "added_rows_count": m.added_rows_count,
+        "existing_rows_count": m.existing_rows_count,
+        "deleted_rows_count": m.deleted_rows_count,
+        "partitions": None if m.partitions is None else [
+            {"contains_null": p.contains_null, "contains_nan": p.contains_nan,
+             "lower_bound": p.lower_bound, "upper_bound": p.upper_bound}
+            for p in m.partitions
+        ],
+        "key_metadata": m.key_metadata,
+    }
+
+
+def write_manifest_list(
+    manifests: Sequence[ManifestFile],
+    snapshot_id: int,
+    parent_snapshot_id: int | None,
+    sequence_number: int,
+) -> bytes:
+    """The bytes of a v2 manifest list for snapshot ``snapshot_id``."""
+    metadata = {
+        "snapshot-id": str(snapshot_id),
+        "parent-snapshot-id": "null" if parent_snapshot_id is None else str(parent_snapshot_id),
+        "sequence-number": str(sequence_number),
+        "format-version": str(FORMAT_VERSION),
+    }
+    return _write_avro(MANIFEST_FILE_SCHEMA, (_manifest_file_record(m) for m in manifests),
+                       metadata)
+
+
+def build_manifest_file(
+    entries: Sequence[ManifestEntry],
+    *,
+    manifest_path: str,
+    manifest_length: int,
+    spec: PartitionSpec,
+    schema: Schema,
+    added_snapshot_id: int,
+    sequence_number: int,
+    content: int = MANIFEST_DATA,
+) -> ManifestFile:
+    """The manifest-list row of a manifest just written from ``entries``.
+
+    Counts files and rows by status, sets ``min_sequence_number`` to the smallest data sequence
+    number of the live entries (``sequence_number`` for inherited ones) and summarizes every
+    partition field.
+    """
+    counts = {EXISTING: [0, 0], ADDED: [0, 0], DELETED: [0, 0]}
+    min_seq = sequence_number
+    for e in entries:
+        c = counts[e.status]
+        c[0] += 1
+        c[1] += e.data_file.record_count
+        if e.status != DELETED and e.sequence_number is not None:
+            min_seq = min(min_seq, e.sequence_number)
+    return ManifestFile(
+        manifest_path=manifest_path,
+        manifest_length=manifest_length,
+        partition_spec_id=spec.spec_id,
+        content=content,
+        sequence_number=sequence_number,
+        min_sequence_number=min_seq,
+        added_snapshot_id=added_snapshot_id,
+        added_files_count=counts[ADDED][0],
+        existing_files_count=counts[EXISTING][0],
+        deleted_files_count=counts[DELETED][0],
+        added_rows_count=counts[ADDED][1],
+        existing_rows_count=counts[EXISTING][1],
+        deleted_rows_count=counts[DELETED][1],
+        partitions=_summaries(entries, spec.partition_type(schema)),
+    )
+
+
+def _summaries(entries: Sequence[ManifestEntry], ptype: StructType) -> tuple[FieldSummary, ...]:
+    out = []
+    for f in ptype.fields:
+        values = [e.data_file.partition.get(f.name) for e in entries]
+        present = [to_physical(f.field_type, v) for v in values if v is not None]
+        is_float = isinstance(f.field_type, (FloatType, DoubleType))
+        nan = [v for v in present if is_float and v != v]
+        ordered = [v for v in present if not (is_float and v != v)]
+        out.append(FieldSummary(
+            contains_null=len(present) < len(values),
+            contains_nan=bool(nan) if is_float else False,
+            lower_bound=to_bytes(f.field_type, min(ordered)) if ordered else None,
+            upper_bound=to_bytes(f.field_type, max(ordered)) if ordered else None,
+        ))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _read_avro(data: bytes, location: str, what: str) -> tuple[dict[str, str], list[Any]]:
+    try:
+        reader = fastavro.reader(io.BytesIO(bytes(data)))
+        records = list(reader)
+        meta = {k: v.decode() if isinstance(v, bytes) else str(v)
+                for k, v in reader.metadata.items()}
+    except Exception as exc:  # fastavro raises many unrelated types for bad bytes
+        raise CorruptMetadataError(
+            f"corrupt {what} {location}: not a readable Avro file ({type(exc).__name__}: "
+            f"{exc}); the file may be truncated"
+        ) from exc
+    return meta, records
+
+
+def _get_map(rec: Mapping[str, Any], key: str) -> dict[int, Any]:
+    raw = rec.get(key)
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):  # a writer may use an Avro map with string keys
+        return {int(k): v for k, v in raw.items()}
+    return {int(kv["key"]): kv["value"] for kv in raw}
+
+
+def _partition_values(raw: Mapping[str, Any] | None, location: str,
+                      schema: Schema | None, spec_fields: list[Any]) -> dict[str, Any]:
+    if not raw:
+        return {}
+    out = dict(raw)
+    if schema is None:
+        return out
+    for pf in spec_fields:
+        name = pf.get("name")
+        if name in out and out[name] is not None:
+            try:
+                src = schema.find_type(int(pf["source-id"]))
+                out[name] = to_physical(transform_result_type(str(pf["transform"]), src),
+                                        out[name])
+            except (DataShardError, KeyError, ValueError, TypeError):
+                pass
+    return out
+
+
+def read_manifest(
+    data: bytes, location: str, manifest: ManifestFile | None = None
+) -> list[ManifestEntry]:
+    """The entries of the manifest ``data`` read from ``location``.
+
+    With ``manifest`` (its row in the manifest list), null snapshot ids and the sequence numbers
+    of ADDED entries are inherited from it, as the spec says, and the byte length is checked
+    against ``manifest_length`` (Avro alone cannot tell a file cut at a block boundary). Raises
+    :class:`CorruptMetadataError` naming ``location`` for a truncated or malformed file.
+    """
+    if manifest is not None and manifest.manifest_length != len(data):
+        raise CorruptMetadataError(
+            f"corrupt manifest {location}: {len(data)} bytes, but the manifest list says "
+            f"{manifest.manifest_length}; the file is truncated or was replaced"
+        )
+    meta, records = _read_avro(data, location, "manifest")
+    schema: Schema | None = None
+    spec_fields: list[Any] = []
+    try:
+        if "schema" in meta:
+            schema = Schema.from_json(json.loads(meta["schema"]))
+        if "partition-spec" in meta:
+            spec_fields = list(json.loads(meta["partition-spec"]))
+    except (ValueError, DataShardError):
+        schema = None
+    out = []
+    for i, rec in enumerate(records):
+        try:
+            out.append(_entry(rec, manifest, location, schema, spec_fields))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptMetadataError(
+                f"corrupt manifest {location}: entry {i} is malformed ({type(exc).__name__}: "
+                f"{exc})"
+            ) from exc
+    return out
+
+
+def _entry(rec: Mapping[str, Any], manifest: ManifestFile | None, location: str,
+           schema: Schema | None, spec_fields: list[Any]) -> ManifestEntry:
+    status = int(rec["status"])
+    if status not in (EXISTING, ADDED, DELETED):
+        raise ValueError(f"status {status} is not 0, 1 or 2")
+    df = rec["data_file"]
+    offsets = df.get("split_offsets")
+    eq_ids = df.get("equality_ids")
+    data_file = DataFile(
+        content=int(df.get("content") or 0),
+        file_path=str(df["file_path"]),
+        file_format=str(df["file_format"]).upper(),
+        partition=_partition_values(df.get("partition"), location, schema, spec_fields),
+        record_count=int(df["record_count"]),
+        file_size_in_bytes=int(df["file_size_in_bytes"]),
+        column_sizes=_get_map(df, "column_sizes"),
+        value_counts=_get_map(df, "value_counts"),
+        null_value_counts=_get_map(df, "null_value_counts"),
+        nan_value_counts=_get_map(df, "nan_value_counts"),
+        lower_bounds=_get_map(df, "lower_bounds"),
+        upper_bounds=_get_map(df, "upper_bounds"),
+        key_metadata=df.get("key_metadata"),
+        split_offsets=tuple(offsets) if offsets is not None else None,
+        equality_ids=tuple(eq_ids) if eq_ids is not None else None,
+        sort_order_id=df.get("sort_order_id"),
+    )
+    snapshot_id = rec.get("snapshot_id")
+    seq = rec.get("sequence_number")
+    file_seq = rec.get("file_sequence_number")
+    if manifest is not None:
+        if snapshot_id is None:
+            snapshot_id = manifest.added_snapshot_id
+        if status == ADDED:
+            seq = manifest.sequence_number if seq is None else seq
+            file_seq = manifest.sequence_number if file_seq is None else file_seq
+        elif manifest.sequence_number == 0:  # a v1 manifest carried into v2: sequence 0
+            seq = 0 if seq is None else seq
+            file_seq = 0 if file_seq is None else file_seq
+    return ManifestEntry(status, snapshot_id, seq, file_seq, data_file)
+
+
+def _first(rec: Mapping[str, Any], *names: str, default: Any = ...) -> Any:
+    for n in names:
+        if n in rec and rec[n] is not None:
+            return rec[n]
+    if default is ...:
+        raise KeyError(names[0])
+    return default
+
+
+def read_manifest_list(data: bytes, location: str) -> list[ManifestFile]:
+    """The manifests listed in the manifest list ``data`` read from ``location``.
+
+    Raises :class:`CorruptMetadataError` naming ``location`` for a truncated or malformed file.
+    """
+    _, records = _read_avro(data, location, "manifest list")
+    out = []
+    for i, rec in enumerate(records):
+        try:
+            parts = rec.get("partitions")
+            out.append(ManifestFile(
+                manifest_path=str(rec["manifest_path"]),
+                manifest_length=int(rec["manifest_length"]),
+                partition_spec_id=int(rec["partition_spec_id"]),
+                content=int(_first(rec, "content", default=MANIFEST_DATA)),
+                sequence_number=int(_first(rec, "sequence_number", default=0)),
+                min_sequence_number=int(_first(rec, "min_sequence_number", default=0)),
+                added_snapshot_id=int(rec["added_snapshot_id"]),
+                added_files_count=int(_first(rec, "added_files_count",
+                                             "added_data_files_count", default=0)),
+                existing_files_count=int(_first(rec, "existing_files_count",
+                                                "existing_data_files_count", default=0)),
+                deleted_files_count=int(_first(rec, "deleted_files_count",
+                                               "deleted_data_files_count", default=0)),
+                added_rows_count=int(_first(rec, "added_rows_count", default=0)),
+                existing_rows_count=int(_first(rec, "existing_rows_count", default=0)),
+                deleted_rows_count=int(_first(rec, "deleted_rows_count", default=0)),
+                partitions=None if parts is None else tuple(
+                    FieldSummary(bool(p["contains_null"]), p.get("contains_nan"),
+                                 p.get("lower_bound"), p.get("upper_bound"))
+                    for p in parts
+                ),
+                key_metadata=rec.get("key_metadata"),
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptMetadataError(
+                f"corrupt manifest list {location}: entry {i} is malformed "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+    return out
+
+
+def decode_bounds(data_file: DataFile, schema: Schema) -> tuple[dict[int, Any], dict[int, Any]]:
+    """The lower and upper bounds of ``data_file`` decoded to physical values by field id.
+
+    Bounds of ids the schema does not know, or that do not decode, are left out.
+    """
+    lower: dict[int, Any] = {}
+    upper: dict[int, Any] = {}
+    for target, source in ((lower, data_file.lower_bounds), (upper, data_file.upper_bounds)):
+        for fid, raw in source.items():
+            if fid in schema.field_ids:
+                t = schema.find_type(fid)
+                if t.is_primitive:
+                    try:
+                        target[fid] = from_bytes(t, raw)
+                    except DataShardError:
+                        continue
+    return lower, upper
+
+
+__all__ = [
+    "ADDED",
+    "DATA",
+    "DELETED",
+    "EQUALITY_DELETES",
+    "EXISTING",
+    "MANIFEST_DATA",
+    "MANIFEST_DELETES",
+    "POSITION_DELETES",
+    "DataFile",
+    "FieldSummary",
+    "ManifestEntry",
+    "ManifestFile",
+    "build_manifest_file",
+    "decode_bounds",
+    "read_manifest",
+    "read_manifest_list",
+    "write_manifest",
+    "write_manifest_list",
+]
