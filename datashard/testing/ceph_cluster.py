@@ -78,6 +78,9 @@ mon warn on pool no redundancy = false
 mon max pg per osd = 1000
 mon data avail warn = 1
 mon data avail crit = 0
+# Commit monitor changes (pool creation: 2 per pool) at once instead of once a second.
+paxos propose interval = 0.01
+paxos min wait = 0.01
 
 [mon]
 mon data = {root}/mon/$cluster-$id
