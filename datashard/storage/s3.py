@@ -1,0 +1,559 @@
+"""``s3://bucket/prefix``: the S3 backend (AWS, Ceph RADOS Gateway, moto, MinIO ...).
+
+boto3 carries the requests; this module adds what the contract needs on top:
+
+- every request goes through one :class:`~datashard.storage.retry.RequestGate` per backend
+  (concurrency limit, rate limits, retries of transient errors only; botocore's own retries are
+  off), and every botocore error is translated by :mod:`datashard.storage.s3_errors`;
+- large reads are split into range GETs run concurrently by a
+  :class:`~datashard.storage.parallel.PartPool`, each part read from the socket straight into its
+  slice of one preallocated buffer, the parts pinned to the first response's ETag so a concurrent
+  overwrite cannot mix two versions;
+- ``put_if_absent`` is one ``PutObject`` with ``If-None-Match: *`` carrying a unique token in its
+  metadata, so a retry after a lost response that then meets its own object reports a win;
+- ``write`` of large data or of an iterable of chunks is a multipart upload, aborted on failure.
+
+The boto3 client, the gate and the thread pool are made lazily in each process: a pickled
+backend carries only its config, and a forked child makes its own.
+"""
+
+from __future__ import annotations
+
+import builtins
+import http.client
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from datashard.errors import (
+    ObjectExistsError,
+    PreconditionFailedError,
+    StorageError,
+    StoragePermissionError,
+    TransientStorageError,
+    UnsupportedOperationError,
+)
+from datashard.storage.base import (
+    ObjectMeta,
+    StorageBackend,
+    WriteData,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
+from datashard.storage.parallel import PartPool, gather, split_range
+from datashard.storage.retry import RequestGate, RequestKind
+from datashard.storage.s3_config import MAX_PARTS, MAX_SINGLE_PUT, S3Config
+from datashard.storage.s3_errors import classify, error_code, http_status, translate
+from datashard.storage.s3_multipart import upload_multipart
+
+__all__ = ["S3Backend", "S3Config"]
+
+log = logging.getLogger("datashard.storage.s3")
+T = TypeVar("T")
+
+#: The metadata entry (``x-amz-meta-datashard-token``) that identifies a ``put_if_absent`` call.
+TOKEN_META = "datashard-token"
+#: Everything a botocore call can raise that the error table translates.
+SDK_ERRORS = (ClientError, BotoCoreError, Urllib3HTTPError, http.client.HTTPException, OSError)
+DELETE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class _Got:
+    """What a ranged GET's headers tell: where the bytes start, how many, of how big an object."""
+
+    start: int
+    count: int
+    size: int
+    etag: str | None
+
+
+def _unquote(etag: str | None) -> str | None:
+    return etag.strip('"') if etag else None
+
+
+def _parse_total(content_range: str | None, content_length: int, start: int) -> int:
+    """The object size from ``Content-Range: bytes a-b/size`` (or a 200's length)."""
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1].strip()
+        if total.isdigit():
+            return int(total)
+    return start + content_length
+
+
+def read_body_into(body: Any, view: memoryview) -> None:
+    """Read exactly ``len(view)`` bytes of a botocore streaming body into ``view``.
+
+    Reads from the socket into the view (``http.client``'s ``readinto``) when the body is a plain
+    urllib3 response; otherwise through ``body.read`` in chunks. A short body raises
+    ``TransientStorageError``; the connection goes back to the pool only when fully read.
+    """
+    raw: Any = getattr(body, "_raw_stream", None)
+    fp: Any = getattr(raw, "_fp", None)
+    direct = isinstance(fp, http.client.HTTPResponse) and not raw.headers.get("content-encoding")
+    pos, total = 0, len(view)
+    try:
+        while pos < total:
+            if direct:
+                n = fp.readinto(view[pos:])
+            else:
+                chunk = body.read(min(total - pos, 8 * 1024 * 1024))
+                n = len(chunk)
+                view[pos : pos + n] = chunk
+            if not n:
+                raise TransientStorageError(
+                    f"the response body ended after {pos} of {total} bytes", key=None
+                )
+            pos += n
+    except BaseException:
+        body.close()
+        raise
+    if direct:
+        if fp.isclosed():
+            raw.release_conn()
+        else:  # unread bytes left: the connection cannot be reused
+            body.close()
+    else:
+        body.close()
+
+
+class S3Backend(StorageBackend):
+    """A :class:`StorageBackend` over one S3 bucket and prefix."""
+
+    scheme = "s3"
+    config_class = S3Config
+    config: S3Config
+
+    def __init__(self, config: S3Config) -> None:
+        if not isinstance(config, S3Config):
+            raise TypeError(f"S3Backend takes an S3Config, got {type(config).__name__}")
+        super().__init__(config)
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._client: Any = None
+        self._gate: RequestGate | None = None
+        self._pool: PartPool | None = None
+
+    # -- per-process state -----------------------------------------------------------------
+
+    def _state(self) -> tuple[Any, RequestGate, PartPool]:
+        pid = os.getpid()
+        if self._pid != pid:
+            with self._lock:
+                if self._pid != pid:
+                    # first use, or a forked child: the parent's client, locks and threads are
+                    # not ours to use
+                    self._client = self.config.make_client()
+                    self._gate = self.config.request_gate()
+                    self._pool = PartPool(self.config.max_concurrency, "datashard-s3")
+                    self._pid = pid
+        assert self._gate is not None and self._pool is not None
+        return self._client, self._gate, self._pool
+
+    @property
+    def client(self) -> Any:
+        """This process's boto3 client (made on first use)."""
+        return self._state()[0]
+
+    @property
+    def gate(self) -> RequestGate:
+        """This process's request gate: concurrency, rate limits, retries."""
+        return self._state()[1]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                if self._pool is not None:
+                    self._pool.close()
+                if self._client is not None:
+                    self._client.close()
+            self._client, self._gate, self._pool, self._pid = None, None, None, -1
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _extra(self) -> dict[str, str]:
+        return {"RequestPayer": "requester"} if self.config.requester_pays else {}
+
+    def _error(self, exc: BaseException, operation: str, key: str | None) -> StorageError:
+        return translate(
+            exc, operation=operation, bucket=self.config.bucket, key=key, where=self.root_uri
+        )
+
+    def _request(
+        self, kind: RequestKind, operation: str, key: str | None, fn: Callable[[Any], T]
+    ) -> T:
+        """Run ``fn(client)`` through the gate, translating SDK errors; retried if transient."""
+        client, gate, _ = self._state()
+
+        def attempt() -> T:
+            try:
+                return fn(client)
+            except StorageError:
+                raise
+            except SDK_ERRORS as exc:
+                raise self._error(exc, operation, key) from exc
+
+        return gate.call(kind, attempt)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _get(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        sink: Callable[[_Got], memoryview],
+        if_match: str | None = None,
+    ) -> int:
+        """GET bytes ``[start, end)`` of ``key``; ``sink(got)`` gives the view to fill.
+
+        Returns the count read; 0 (without calling ``sink``) when ``start`` is at or past the
+        end of the object. Each retry repeats the whole GET into the same view.
+        """
+        params: dict[str, Any] = {
+            "Bucket": self.config.bucket,
+            "Key": self.config.object_key(key),
+            "Range": f"bytes={start}-{end - 1}",
+            **self._extra(),
+        }
+        if if_match:
+            params["IfMatch"] = if_match
+
+        def fetch(client: Any) -> int:
+            try:
+                response = client.get_object(**params)
+            except ClientError as exc:
+                if error_code(exc) == "InvalidRange" or http_status(exc) == 416:
+                    return 0
+                raise
+            body = response["Body"]
+            count = int(response.get("ContentLength", 0))
+            content_range = response.get("ContentRange")
+            if not content_range and start != 0:
+                body.close()
+                raise StorageError(
+                    f"GET {key!r} in {self.root_uri}: the server ignored the Range header",
+                    key=key,
+                )
+            total = _parse_total(content_range, count, start)
+            got = _Got(start, count, total, response.get("ETag"))
+            try:
+                view = sink(got)
+            except BaseException:
+                body.close()
+                raise
+            read_body_into(body, view[:count])
+            return count
+
+        return self._request("read", "GET", key, fetch)
+
+    def _read_span(
+        self, key: str, start: int, end: int, view: memoryview | None
+    ) -> tuple[int, memoryview]:
+        """Bytes ``[start, end)`` (clamped to the size) into ``view``, or into a new buffer when
+        ``view`` is None. Returns ``(count, buffer)``.
+
+        The first GET runs in the calling thread. For spans over ``read_threshold`` it asks for
+        ``read_part_size`` bytes; its headers tell the object's size and ETag, and the other parts
+        start on the pool right then, pinned to that ETag, while the first body streams in.
+        """
+        cfg = self.config
+        first_end = end if end - start <= cfg.read_threshold else start + cfg.read_part_size
+        _, _, pool = self._state()
+        state: dict[str, Any] = {}
+        futures: builtins.list[Future[int]] = []
+
+        def first_sink(got: _Got) -> memoryview:
+            if "whole" in state:  # a retry of the first part: same buffer, same object
+                if got.size != state["size"]:
+                    raise PreconditionFailedError(
+                        f"GET {key!r} in {self.root_uri}: the object changed size while it was "
+                        f"read ({state['size']} -> {got.size} bytes)",
+                        key=key,
+                    )
+                whole: memoryview = state["whole"]
+                return whole
+            stop = min(end, got.size)
+            total = max(0, stop - start)
+            whole = view[:total] if view is not None else memoryview(bytearray(total))
+            state["whole"], state["size"] = whole, got.size
+            etag = _unquote(got.etag)
+            futures.extend(
+                pool.submit(self._part_task(key, s, e, whole[s - start : e - start], etag))
+                for s, e in split_range(first_end, stop, cfg.read_part_size)
+            )
+            return whole
+
+        try:
+            count = self._get(key, start, first_end, first_sink)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            raise
+        count += sum(gather(futures))
+        return count, state.get("whole", memoryview(b""))
+
+    def read(self, key: str) -> bytes:
+        validate_key(key)
+        return self.read_range(key, 0, 2**62)
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        validate_key(key)
+        validate_range(key, start, end)
+        if start == end:
+            self.head(key)  # a missing object still raises
+            return b""
+        count, buffer = self._read_span(key, start, end, None)
+        return bytes(buffer[:count])
+
+    def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
+        validate_key(key)
+        validate_range(key, offset, offset)
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError(f"read_into({key!r}) needs a writable buffer, got a read-only one")
+        if len(view) == 0:
+            self.head(key)
+            return 0
+        count, _ = self._read_span(key, offset, offset + len(view), view)
+        return count
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
+        validate_key(key)
+        for start, end in ranges:
+            validate_range(key, start, end)
+        if not ranges:
+            return []
+        cfg = self.config
+        _, _, pool = self._state()
+        if all(end - start <= cfg.read_threshold for start, end in ranges):
+            return pool.run([self._range_task(key, s, e) for s, e in ranges])
+        # some range is large: learn the size once, then run every part of every range at once
+        meta = self.head(key)
+        etag = _unquote(meta.etag)
+        buffers = [bytearray(max(0, min(e, meta.size) - s)) for s, e in ranges]
+        tasks: list[Callable[[], int]] = []
+        for (start, _), buf in zip(ranges, buffers, strict=True):
+            whole = memoryview(buf)
+            for s, e in split_range(start, start + len(buf), cfg.read_part_size):
+                tasks.append(self._part_task(key, s, e, whole[s - start : e - start], etag))
+        pool.run(tasks)
+        return [bytes(b) for b in buffers]
+
+    def _range_task(self, key: str, start: int, end: int) -> Callable[[], bytes]:
+        return lambda: self.read_range(key, start, end)
+
+    def _part_task(
+        self, key: str, start: int, end: int, target: memoryview, etag: str | None
+    ) -> Callable[[], int]:
+        return lambda: self._get(key, start, end, lambda got: target, etag)
+
+    def head(self, key: str) -> ObjectMeta:
+        validate_key(key)
+        response = self._request(
+            "read",
+            "HEAD",
+            key,
+            lambda c: c.head_object(
+                Bucket=self.config.bucket, Key=self.config.object_key(key), **self._extra()
+            ),
+        )
+        version = response.get("VersionId")
+        return ObjectMeta(
+            key=key,
+            size=int(response.get("ContentLength", 0)),
+            etag=_unquote(response.get("ETag")),
+            version=None if version in (None, "null") else version,
+            last_modified=response.get("LastModified"),
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _put(self, key: str, body: bytes, **params: Any) -> None:
+        self._request(
+            "write",
+            "PUT",
+            key,
+            lambda c: c.put_object(
+                Bucket=self.config.bucket,
+                Key=self.config.object_key(key),
+                Body=body,
+                **self._extra(),
+                **params,
+            ),
+        )
+
+    def write(self, key: str, data: WriteData) -> None:
+        validate_key(key)
+        if isinstance(data, str):
+            raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
+        cfg = self.config
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            view = memoryview(data).cast("B")
+            if len(view) <= cfg.multipart_threshold:
+                self._put(key, bytes(view))
+                return
+            chunks: Iterable[Any] = (view[s:e] for s, e in split_range(0, len(view), cfg.part_size))
+        else:
+            chunks = data
+        upload_multipart(self, key, chunks)
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        validate_key(key)
+        body = bytes(data)
+        if len(body) > MAX_SINGLE_PUT:
+            raise UnsupportedOperationError(
+                f"put_if_absent({key!r}) of {len(body)} bytes: S3 conditional creates are single "
+                f"PutObject requests, at most {MAX_SINGLE_PUT} bytes (5 GiB)",
+                key=key,
+            )
+        token = uuid.uuid4().hex
+        client, gate, _ = self._state()
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                client.put_object(
+                    Bucket=self.config.bucket,
+                    Key=self.config.object_key(key),
+                    Body=body,
+                    IfNoneMatch="*",
+                    Metadata={TOKEN_META: token},
+                    **self._extra(),
+                )
+            except ClientError as exc:
+                code, status = error_code(exc), http_status(exc)
+                if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    if attempts > 1 and self._has_token(key, token):
+                        log.info(
+                            "put_if_absent %r in %s: an earlier attempt's response was lost; "
+                            "the object there is ours",
+                            key,
+                            self.root_uri,
+                        )
+                        return
+                    raise ObjectExistsError(
+                        f"put_if_absent: object {key!r} already exists in {self.root_uri}",
+                        key=key,
+                    ) from exc
+                raise self._error(exc, "PUT (if absent)", key) from exc
+            except StorageError:
+                raise
+            except SDK_ERRORS as exc:
+                raise self._error(exc, "PUT (if absent)", key) from exc
+
+        gate.call("write", attempt)
+
+    def _has_token(self, key: str, token: str) -> bool:
+        """Whether the object at ``key`` was written by the ``put_if_absent`` holding ``token``."""
+        response = self._request(
+            "read",
+            "HEAD",
+            key,
+            lambda c: c.head_object(
+                Bucket=self.config.bucket, Key=self.config.object_key(key), **self._extra()
+            ),
+        )
+        metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
+        return bool(metadata.get(TOKEN_META) == token)
+
+    # -- listing and deletes ---------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        root = f"{self.config.prefix}/" if self.config.prefix else ""
+        return self._pages(root, root + prefix, prefix)
+
+    def _pages(self, root: str, full_prefix: str, prefix: str) -> Iterator[ObjectMeta]:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "Bucket": self.config.bucket,
+                "Prefix": full_prefix,
+                **self._extra(),
+            }
+            if token:
+                params["ContinuationToken"] = token
+            page = self._request("read", "LIST", prefix or None, _lister(params))
+            for item in page.get("Contents", []):
+                yield ObjectMeta(
+                    key=item["Key"][len(root):],
+                    size=int(item.get("Size", 0)),
+                    etag=_unquote(item.get("ETag")),
+                    last_modified=item.get("LastModified"),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        self._request(
+            "write",
+            "DELETE",
+            key,
+            lambda c: c.delete_object(
+                Bucket=self.config.bucket, Key=self.config.object_key(key), **self._extra()
+            ),
+        )
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete ``keys`` in batches of 1000 (``DeleteObjects``); missing keys are fine.
+
+        Keys the server refused are reported together in one error naming them and their S3
+        codes: ``StoragePermissionError`` when every refusal is a permission error, else
+        ``StorageError``. Every batch is attempted before that error is raised.
+        """
+        wanted = [validate_key(k) for k in keys]
+        failures: list[tuple[str, str]] = []
+        root = len(self.config.object_key(""))
+        for batch_start in range(0, len(wanted), DELETE_BATCH):
+            batch = wanted[batch_start : batch_start + DELETE_BATCH]
+            objects = [{"Key": self.config.object_key(k)} for k in batch]
+            response = self._request("write", "DELETE (batch)", batch[0], self._deleter(objects))
+            for error in response.get("Errors", []):
+                code = str(error.get("Code", ""))
+                if code != "NoSuchKey":
+                    failures.append((str(error.get("Key", ""))[root:], code))
+        if failures:
+            classes = {_code_class(code) for _, code in failures}
+            cls = StoragePermissionError if classes == {StoragePermissionError} else StorageError
+            shown = ", ".join(f"{k!r} ({c})" for k, c in failures[:10])
+            more = f" and {len(failures) - 10} more" if len(failures) > 10 else ""
+            raise cls(
+                f"delete_many in {self.root_uri}: {len(failures)} of {len(wanted)} keys were not "
+                f"deleted: {shown}{more}",
+                key=failures[0][0],
+            )
+
+
+    def _deleter(self, objects: builtins.list[dict[str, str]]) -> Callable[[Any], Any]:
+        return lambda client: client.delete_objects(
+            Bucket=self.config.bucket,
+            Delete={"Objects": objects, "Quiet": True},
+            **self._extra(),
+        )
+
+
+def _lister(params: dict[str, Any]) -> Callable[[Any], Any]:
+    return lambda client: client.list_objects_v2(**params)
+
+
+def _code_class(code: str) -> type[StorageError]:
+    return classify(ClientError({"Error": {"Code": code}}, "DeleteObjects"))
+
+
+# keep the limit importable next to the backend
+__all__ += ["MAX_PARTS"]

@@ -1,0 +1,182 @@
+"""The one table that turns botocore errors into datashard's error tree.
+
+Errors are translated by S3 error code first, then by HTTP status, then by botocore exception
+class (connection failures, timeouts, resets); never by message text. The botocore error is kept
+as ``__cause__`` by the caller (``raise translate(...) from exc``).
+
+Messages carry the operation, the S3 error code, the HTTP status, the key and the bucket: never a
+header, a signature, a request id or anything that could hold a credential. The server's own
+message text is left out on purpose: some servers echo the access key id or the string to sign.
+"""
+
+from __future__ import annotations
+
+import http.client
+from typing import Any
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from datashard.errors import (
+    BucketNotFoundError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageError,
+    StoragePermissionError,
+    TransientStorageError,
+)
+
+#: S3 error code -> datashard error class.
+CODE_TABLE: dict[str, type[StorageError]] = {
+    # missing things
+    "NoSuchKey": ObjectNotFoundError,
+    "NotFound": ObjectNotFoundError,
+    "NoSuchVersion": ObjectNotFoundError,
+    "NoSuchUpload": ObjectNotFoundError,
+    "NoSuchBucket": BucketNotFoundError,
+    # credentials and permissions
+    "AccessDenied": StoragePermissionError,
+    "AllAccessDisabled": StoragePermissionError,
+    "InvalidAccessKeyId": StoragePermissionError,
+    "SignatureDoesNotMatch": StoragePermissionError,
+    "InvalidToken": StoragePermissionError,
+    "ExpiredToken": StoragePermissionError,
+    "TokenRefreshRequired": StoragePermissionError,
+    "AccountProblem": StoragePermissionError,
+    "RequestTimeTooSkewed": StoragePermissionError,
+    # preconditions
+    "PreconditionFailed": PreconditionFailedError,
+    "ConditionalRequestConflict": ObjectExistsError,
+    # throttling and server trouble: retried
+    "SlowDown": TransientStorageError,
+    "Throttling": TransientStorageError,
+    "ThrottlingException": TransientStorageError,
+    "RequestLimitExceeded": TransientStorageError,
+    "TooManyRequests": TransientStorageError,
+    "ServiceUnavailable": TransientStorageError,
+    "InternalError": TransientStorageError,
+    "RequestTimeout": TransientStorageError,
+    "RequestTimeoutException": TransientStorageError,
+    "OperationAborted": TransientStorageError,
+}
+
+#: HTTP status -> datashard error class, for responses without a known code (HEAD has no body).
+STATUS_TABLE: dict[int, type[StorageError]] = {
+    401: StoragePermissionError,
+    403: StoragePermissionError,
+    404: ObjectNotFoundError,
+    408: TransientStorageError,
+    412: PreconditionFailedError,
+    429: TransientStorageError,
+    500: TransientStorageError,
+    502: TransientStorageError,
+    503: TransientStorageError,
+    504: TransientStorageError,
+}
+
+#: Exceptions raised without any HTTP response: the connection failed, timed out or was reset.
+TRANSIENT_CLASSES: tuple[type[BaseException], ...] = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    IncompleteReadError,
+    HTTPClientError,
+    Urllib3HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
+
+#: Credentials that could not be found at all.
+CREDENTIAL_CLASSES: tuple[type[BaseException], ...] = (NoCredentialsError, PartialCredentialsError)
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a ``ClientError`` (``"NoSuchKey"``, ``"404"`` ...), else ``""``."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "") or "")
+    return ""
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status of a ``ClientError``, else 0."""
+    if isinstance(exc, ClientError):
+        meta: dict[str, Any] = exc.response.get("ResponseMetadata", {}) or {}
+        try:
+            return int(meta.get("HTTPStatusCode", 0) or 0)
+        except (TypeError, ValueError):
+            return 0
+    return 0
+
+
+def classify(exc: BaseException) -> type[StorageError]:
+    """The datashard error class for ``exc``: by code, then status, then exception class."""
+    code = error_code(exc)
+    if code in CODE_TABLE:
+        return CODE_TABLE[code]
+    status = http_status(exc)
+    if code.isdigit() and status == 0:
+        status = int(code)
+    if status in STATUS_TABLE:
+        return STATUS_TABLE[status]
+    if isinstance(exc, ClientError) and status >= 500:
+        return TransientStorageError
+    if isinstance(exc, CREDENTIAL_CLASSES):
+        return StoragePermissionError
+    if isinstance(exc, TRANSIENT_CLASSES):
+        return TransientStorageError
+    return StorageError
+
+
+def translate(
+    exc: BaseException, *, operation: str, bucket: str, key: str | None, where: str
+) -> StorageError:
+    """A datashard error for ``exc`` raised by ``operation`` on ``key`` in ``bucket``.
+
+    ``where`` is the backend root URI, named in the message. The caller raises the result
+    ``from exc``. The message never includes the server's text (see the module docstring).
+    """
+    cls = classify(exc)
+    code = error_code(exc)
+    status = http_status(exc)
+    what = f"{key!r} in {where}" if key is not None else where
+    detail = f"S3 {code or 'error'}" + (f", HTTP {status}" if status else "")
+    if not code and not status:
+        detail = type(exc).__name__
+    if cls is BucketNotFoundError:
+        return BucketNotFoundError(
+            f"{operation} {what}: bucket {bucket!r} does not exist ({detail}); create it or fix "
+            f"the bucket in the storage URI",
+            bucket=bucket,
+            key=key,
+        )
+    if cls is ObjectNotFoundError:
+        message = f"{operation}: no object {what} ({detail})"
+    elif cls is StoragePermissionError:
+        message = (
+            f"{operation} {what} was refused ({detail}): check the credentials and that they "
+            f"may access bucket {bucket!r}"
+        )
+    elif cls is TransientStorageError:
+        message = f"{operation} {what} failed with a transient error ({detail}); it may be retried"
+    elif cls is PreconditionFailedError:
+        message = f"{operation} {what}: the object changed while it was read ({detail})"
+    elif cls is ObjectExistsError:
+        message = f"{operation} {what}: the object already exists ({detail})"
+    else:
+        message = f"{operation} {what} failed ({detail})"
+    return cls(message, key=key)
