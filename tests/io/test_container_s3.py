@@ -48,7 +48,7 @@ def _gets_and_heads(proxy: FaultProxy) -> tuple[int, int]:
     return proxy.requests["GET"], proxy.requests["HEAD"]
 
 
-_RUNS = {
+_RUNS: dict[str, Any] = {
     "runs": [{"loss": i / 10, "weights": os.urandom(20_000)} for i in range(50)],
     "meta": {"name": "exp", "tags": ["a", "b"]},
     **{f"sample-{i}": os.urandom(1024) for i in range(1000)},
