@@ -308,11 +308,11 @@ class LocalBackend(StorageBackend):
         temp = os.path.join(directory, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for attempt in range(_MKDIR_ATTEMPTS):
-            self._makedirs(directory, key)
             try:
+                self._makedirs(directory, key)
                 fd = os.open(temp, flags, 0o666)
                 break
-            except FileNotFoundError:  # a concurrent delete pruned the directory: recreate it
+            except FileNotFoundError:  # a concurrent delete pruned a directory: recreate it
                 if attempt == _MKDIR_ATTEMPTS - 1:
                     raise
             except NotADirectoryError:

@@ -216,6 +216,44 @@ def test_delete_prunes_empty_directories_but_never_the_root(backend: LocalBacken
     assert os.path.isdir(backend.root) and os.listdir(backend.root) == []
 
 
+_CHURN = textwrap.dedent(
+    """
+    import sys
+    from datashard.storage.config import open_backend
+    backend = open_backend(sys.argv[1])
+    name, rounds = sys.argv[2], int(sys.argv[3])
+    for i in range(rounds):
+        key = f"deep/dir/{name}-{i % 3}"
+        backend.write(key, name.encode())
+        if backend.read(key) != name.encode():
+            raise SystemExit(f"read back the wrong bytes for {key}")
+        backend.delete(key)
+    print(rounds)
+    """
+)
+
+
+def test_writers_and_pruning_deletes_in_one_directory_never_fail(tmp_path: Path) -> None:
+    """Two processes each write, read back and delete their own keys in one directory 200
+    times: a delete pruning the directory under the other's write never surfaces as an error."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHURN, f"file://{tmp_path}", name, "200"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("p", "q")
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [
+        (0, "200"),
+        (0, "200"),
+    ], [err[-2000:] for _, err in outputs]
+    assert files_on_disk(str(tmp_path)) == []
+    assert os.listdir(tmp_path) == []
+
+
 def test_object_and_directory_of_the_same_name_raise_unsupported(backend: LocalBackend) -> None:
     """A file system cannot hold both ``a`` and ``a/b``: say so, do not report a lost race."""
     backend.write("a", b"file")
