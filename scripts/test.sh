@@ -18,7 +18,20 @@ log() { printf 'test.sh: %s\n' "$*" >&2; }
 
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV with $("$PYTHON" --version 2>&1)"
-    "$PYTHON" -m venv "$VENV"
+    if ! "$PYTHON" -m venv "$VENV"; then
+        # Debian's python3 needs python3-venv for ensurepip.
+        rm -rf "$VENV"
+        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+            log "python3 -m venv failed; installing python3-venv"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                python3-venv || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -q --no-install-recommends python3-venv; }
+            "$PYTHON" -m venv "$VENV"
+        else
+            log "python3 -m venv failed; install python3-venv (Debian/Ubuntu) and retry"
+            exit 1
+        fi
+    fi
 fi
 
 install_args=(-e ".[dev]")

@@ -25,6 +25,7 @@ Install what these need with ``scripts/install-test-deps.sh`` (Ceph, Azurite) an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
@@ -37,9 +38,10 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from datashard.testing.ceph_cluster import start_ceph_cluster, stop_ceph_cluster
 from datashard.testing.server_process import (
@@ -293,6 +295,28 @@ def _fail(root: Path, exc: BaseException, logs: list[Path]) -> ServerStartError:
 # ------------------------------------------------------------------------------------------
 # start
 
+#: Log text that says a server lost the race for its port (another process took the free port
+#: between our probe and the server's bind): the start is retried on new ports.
+_PORT_CLASH = ("address already in use", "eaddrinuse", "unable to bind", "failed to bind")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _retry_port_clash(start: Callable[_P, _T]) -> Callable[_P, _T]:
+    @functools.wraps(start)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        for attempt in range(3):
+            try:
+                return start(*args, **kwargs)
+            except ServerStartError as exc:
+                if attempt == 2 or not any(m in str(exc).lower() for m in _PORT_CLASH):
+                    raise
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+@_retry_port_clash
 
 def start_ceph(*, timeout: float = 180.0, region: str = "us-east-1") -> S3Server:
     """Start a one-node Ceph cluster with radosgw; make a user and a bucket.
@@ -326,6 +350,7 @@ def start_ceph(*, timeout: float = 180.0, region: str = "us-east-1") -> S3Server
     return server
 
 
+@_retry_port_clash
 def start_moto(*, timeout: float = 60.0, region: str = "us-east-1") -> S3Server:
     """Start ``moto_server`` (from this Python's bin directory) and create a bucket."""
     root = _new_root("moto")
@@ -372,6 +397,7 @@ def _create_first_bucket(server: S3Server) -> None:
         raise _fail(server.root_dir, exc, list(server.log_paths[-2:])) from exc
 
 
+@_retry_port_clash
 def start_azurite(*, timeout: float = 60.0) -> AzureServer:
     """Start Azurite's blob service (in memory) and create a container."""
     root = _new_root("azurite")
@@ -434,6 +460,7 @@ def start_azurite(*, timeout: float = 60.0) -> AzureServer:
     return server
 
 
+@_retry_port_clash
 def start_gcs(*, timeout: float = 60.0, project: str = "datashard-test") -> GCSServer:
     """Start gcp-storage-emulator (in memory) and create a bucket."""
     root = _new_root("gcs")
