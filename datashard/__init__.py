@@ -1,8 +1,40 @@
 """datashard: transactional Apache Iceberg v2 tables on object storage."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from datashard.errors import *  # noqa: F403
 from datashard.errors import __all__ as _error_names
 
+if TYPE_CHECKING:
+    from datashard.catalog import create_table, drop_table, load_table
+    from datashard.expressions import col
+    from datashard.schema import Schema
+    from datashard.table import Table
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", *_error_names]
+# The table API is imported on first use, so ``import datashard.storage`` stays light.
+_LAZY = {
+    "create_table": "datashard.catalog",
+    "load_table": "datashard.catalog",
+    "drop_table": "datashard.catalog",
+    "Table": "datashard.table",
+    "Schema": "datashard.schema",
+    "col": "datashard.expressions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'datashard' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["__version__", *_LAZY, *_error_names]

@@ -1,0 +1,273 @@
+"""What an append commits, built once and re-based on every retry.
+
+Staged once per commit (never rewritten on a retry):
+  1. one Parquet data file per appended table: ``data/<uuid>.parquet``;
+  2. one manifest listing them as ADDED: ``metadata/<uuid>-m0.avro``.
+Built per attempt on the newest base ``v<N>``:
+  3. the manifest list ``metadata/snap-<snapshot-id>-<attempt>-<uuid>.avro``: the new manifest
+     first, then the parent snapshot's manifests, small ones merged once there are more than
+     ``commit.manifest.min-count-to-merge`` of them (entries carried over as EXISTING);
+  4. the snapshot and the new metadata, by :func:`datashard.commit.apply`.
+
+The parent's manifests come from the writer's cache when the base is the writer's own last
+commit (no read), else from the parent's manifest list (one read).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+
+from datashard.commit import (
+    COMMIT_ID,
+    MAIN,
+    AddSnapshot,
+    AssertTableUUID,
+    CommitSettings,
+    Loaded,
+    SetSnapshotRef,
+    apply,
+    commit,
+    new_commit_id,
+)
+from datashard.datafile import write_data_file
+from datashard.errors import StorageError
+from datashard.layout import TablePaths, key_for_uri
+from datashard.manifest import (
+    ADDED,
+    EXISTING,
+    MANIFEST_DATA,
+    DataFile,
+    ManifestEntry,
+    ManifestFile,
+    build_manifest_file,
+    read_manifest,
+    read_manifest_list,
+    write_manifest,
+    write_manifest_list,
+)
+from datashard.metadata import Snapshot, TableMetadata, new_snapshot_id, now_ms
+from datashard.storage.base import StorageBackend
+
+
+class AppendCommit:
+    """One append commit of a writer: stage files, then run the commit loop."""
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        paths: TablePaths,
+        base: Loaded,
+        manifest_cache: MutableMapping[int, list[ManifestFile]],
+    ) -> None:
+        self.backend = backend
+        self.paths = paths
+        self.base = base
+        self.cache = manifest_cache
+        self.snapshot_id = new_snapshot_id()
+        self.commit_id = new_commit_id()
+        self.schema = base.metadata.current_schema()
+        self.spec = base.metadata.spec()
+        self.data_files: list[DataFile] = []
+        self.manifest: ManifestFile | None = None
+        self._last_manifests: list[ManifestFile] = []
+
+    # -- staging -----------------------------------------------------------------------------
+
+    def stage(self, tables: Sequence[pa.Table]) -> list[str]:
+        """Write the data files and the manifest; the keys written. On failure, delete them
+        (nothing references them yet) and re-raise."""
+        written: list[str] = []
+        try:
+            for table in tables:
+                key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
+                written.append(key)
+                self.data_files.append(
+                    write_data_file(self.backend, key, table, self.schema, self.backend.uri_for(key))
+                )
+            entries = [
+                ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.data_files
+            ]
+            body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
+            key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m0.avro"
+            written.append(key)
+            self.backend.write(key, body)
+        except BaseException:
+            _delete_quietly(self.backend, written)
+            raise
+        # sequence numbers are set per attempt (the entries inherit them)
+        self.manifest = build_manifest_file(
+            entries,
+            manifest_path=self.backend.uri_for(key),
+            manifest_length=len(body),
+            spec=self.spec,
+            schema=self.schema,
+            added_snapshot_id=self.snapshot_id,
+            sequence_number=0,
+        )
+        return written
+
+    # -- per attempt ---------------------------------------------------------------------------
+
+    def parent_manifests(self, md: TableMetadata) -> list[ManifestFile]:
+        parent = md.current_snapshot()
+        if parent is None:
+            return []
+        cached = self.cache.get(parent.snapshot_id)
+        if cached is not None:
+            return list(cached)
+        data = self.backend.read(key_for_uri(self.backend, parent.manifest_list))
+        manifests = list(read_manifest_list(data, parent.manifest_list))
+        return manifests
+
+    def build(self, base: Loaded, attempt: int) -> tuple[TableMetadata, list[str]]:
+        """The new metadata on ``base`` and the keys this attempt wrote."""
+        assert self.manifest is not None
+        md = base.metadata
+        settings = CommitSettings.from_properties(md.properties)
+        seq = md.next_sequence_number
+        parent = md.current_snapshot()
+        written: list[str] = []
+        ours = replace(self.manifest, sequence_number=seq, min_sequence_number=seq)
+        inherited = self.parent_manifests(md)
+        if settings.merge_enabled and len(inherited) + 1 > settings.min_count_to_merge:
+            inherited, merged_key = self.merge(inherited, md, seq, settings)
+            if merged_key is not None:
+                written.append(merged_key)
+        manifests = [ours, *inherited]
+        list_key = (
+            f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
+        )
+        body = write_manifest_list(
+            manifests, self.snapshot_id, parent.snapshot_id if parent else None, seq
+        )
+        written.append(list_key)
+        try:
+            self.backend.write(list_key, body)
+        except BaseException:
+            _delete_quietly(self.backend, written)
+            raise
+        snapshot = Snapshot(
+            snapshot_id=self.snapshot_id,
+            parent_snapshot_id=parent.snapshot_id if parent else None,
+            sequence_number=seq,
+            timestamp_ms=max(now_ms(), md.last_updated_ms),
+            manifest_list=self.backend.uri_for(list_key),
+            summary=self.summary(parent),
+            schema_id=md.current_schema_id,
+        )
+        new_md = apply(
+            md,
+            [AddSnapshot(snapshot), SetSnapshotRef(MAIN, self.snapshot_id)],
+            base_location=base.location,
+            now_ms=snapshot.timestamp_ms,
+        )
+        self._last_manifests = manifests
+        return new_md, written
+
+    def merge(
+        self,
+        manifests: list[ManifestFile],
+        md: TableMetadata,
+        seq: int,
+        settings: CommitSettings,
+    ) -> tuple[list[ManifestFile], str | None]:
+        """Rewrite the small data manifests of the default spec into one (entries EXISTING)."""
+        small = [
+            m
+            for m in manifests
+            if m.content == MANIFEST_DATA
+            and m.partition_spec_id == self.spec.spec_id
+            and m.manifest_length < settings.target_manifest_bytes
+        ]
+        if len(small) < 2:
+            return manifests, None
+        entries: list[ManifestEntry] = []
+        for m in small:
+            data = self.backend.read(key_for_uri(self.backend, m.manifest_path))
+            for e in read_manifest(data, m.manifest_path, m):
+                if e.is_live:
+                    entries.append(replace(e, status=EXISTING))
+        body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
+        key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"
+        try:
+            self.backend.write(key, body)
+        except BaseException:
+            _delete_quietly(self.backend, [key])
+            raise
+        merged = build_manifest_file(
+            entries,
+            manifest_path=self.backend.uri_for(key),
+            manifest_length=len(body),
+            spec=self.spec,
+            schema=self.schema,
+            added_snapshot_id=self.snapshot_id,
+            sequence_number=seq,
+        )
+        kept = [m for m in manifests if m not in small]
+        return [merged, *kept], key
+
+    def summary(self, parent: Snapshot | None) -> dict[str, str]:
+        added_records = sum(df.record_count for df in self.data_files)
+        added_size = sum(df.file_size_in_bytes for df in self.data_files)
+        out = {
+            "operation": "append",
+            "added-data-files": str(len(self.data_files)),
+            "added-records": str(added_records),
+            "added-files-size": str(added_size),
+            "changed-partition-count": "1",
+            COMMIT_ID: self.commit_id,
+        }
+        prev: Mapping[str, Any] = parent.summary if parent is not None else {}
+        for total, added in (
+            ("total-records", added_records),
+            ("total-data-files", len(self.data_files)),
+            ("total-files-size", added_size),
+        ):
+            if parent is None or total in prev:
+                try:
+                    out[total] = str(int(prev.get(total, 0)) + added)
+                except ValueError:
+                    pass
+        if parent is None or "total-delete-files" in prev:
+            for key in (
+                "total-delete-files", "total-position-deletes", "total-equality-deletes"
+            ):
+                out[key] = str(prev.get(key, "0"))
+        return out
+
+    # -- the whole commit ------------------------------------------------------------------------
+
+    def commit(self, tables: Sequence[pa.Table]) -> Loaded:
+        """Stage ``tables`` and commit them as one snapshot; the new version."""
+        staged = self.stage(tables)
+        settings = CommitSettings.from_properties(self.base.metadata.properties)
+        result = commit(
+            self.backend,
+            self.paths,
+            self.base,
+            self.build,
+            [AssertTableUUID(self.base.metadata.table_uuid)],
+            self.commit_id,
+            settings,
+            staged_keys=staged,
+        )
+        snap = result.loaded.metadata.current_snapshot()
+        if snap is not None and snap.snapshot_id == self.snapshot_id:
+            self.cache.clear()  # keep only the newest: older bases mean a lost race anyway
+            self.cache[self.snapshot_id] = list(self._last_manifests)
+        return result.loaded
+
+
+def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:
+    try:
+        backend.delete_many(list(keys))
+    except StorageError:
+        pass
+
+
+__all__ = ["AppendCommit"]

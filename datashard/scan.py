@@ -1,0 +1,348 @@
+"""Reading a snapshot: plan the data files (pruned by manifest statistics), then read them.
+
+``Scan`` is immutable and lazy: nothing is read until :meth:`Scan.plan_files` or one of the
+``to_*`` methods runs. Data files are read by Parquet field id, not by column name, so a column
+renamed or reordered since a file was written still reads correctly, and a column added later
+reads as nulls in older files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datashard.conversions import from_bytes
+from datashard.errors import CorruptMetadataError, SchemaError, StorageError, ValidationError
+from datashard.expressions import (
+    Bound,
+    BoundTrue,
+    Expr,
+    FilterLike,
+    bind,
+    might_match,
+    referenced_columns,
+    to_arrow_expression,
+    to_expr,
+)
+from datashard.layout import key_for_uri
+from datashard.manifest import DataFile, ManifestFile, read_manifest, read_manifest_list
+from datashard.metadata import Snapshot, TableMetadata
+from datashard.schema import Schema
+from datashard.types import NestedField, field_id_of, to_arrow_field, to_arrow_type
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from datashard.storage.base import StorageBackend
+
+#: Data files and manifests read at once by one scan.
+DEFAULT_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class FileScanTask:
+    """One data file to read, with what the manifest says about it."""
+
+    file_path: str
+    data_file: DataFile
+    record_count: int
+    file_size_in_bytes: int
+    #: the data sequence number: the commit order of the file
+    sequence_number: int = 0
+
+
+def to_millis(as_of: datetime | int | float) -> int:
+    """Epoch milliseconds of a datetime (naive means UTC) or of a number already in ms."""
+    if isinstance(as_of, datetime):
+        if as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=timezone.utc)
+        return int(as_of.timestamp() * 1000)
+    if isinstance(as_of, (int, float)) and not isinstance(as_of, bool):
+        return int(as_of)
+    raise ValidationError(
+        f"as_of must be a datetime or epoch milliseconds, got {type(as_of).__name__}: {as_of!r}"
+    )
+
+
+def read_manifest_files(backend: StorageBackend, snapshot: Snapshot) -> list[ManifestFile]:
+    """The manifests a snapshot's manifest list names."""
+    uri = snapshot.manifest_list
+    try:
+        data = backend.read(key_for_uri(backend, uri))
+    except StorageError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise CorruptMetadataError(
+                f"manifest list {uri} of snapshot {snapshot.snapshot_id} is missing"
+            ) from exc
+        raise
+    return list(read_manifest_list(data, uri))
+
+
+class Scan:
+    """A read of one snapshot: which columns, which rows.
+
+    Raises ``ValidationError`` when built for an unknown column, snapshot id or a time before
+    the first snapshot.
+    """
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        metadata: TableMetadata,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        max_workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        self._backend = backend
+        self.metadata = metadata
+        self.snapshot = _choose_snapshot(metadata, snapshot_id, as_of)
+        self.schema = _schema_for(metadata, self.snapshot)
+        self.filter: Expr = to_expr(filter)
+        self.max_workers = max(1, max_workers)
+        names = self.schema.column_names
+        if columns is None:
+            self.columns: tuple[str, ...] = tuple(names)
+        else:
+            if isinstance(columns, str):
+                columns = [columns]
+            unknown = [c for c in columns if c not in names]
+            if unknown:
+                raise ValidationError(
+                    f"unknown column(s) {', '.join(map(repr, unknown))}; the table has: "
+                    + ", ".join(names)
+                )
+            self.columns = tuple(columns)
+        if not self.columns:
+            raise ValidationError("a scan must read at least one column; columns=[] was given")
+        fields = {f.name: f for f in self.schema.fields}
+        arrow_types = {f.name: to_arrow_type(f.field_type) for f in self.schema.fields}
+        self._bound: Bound = bind(self.filter, fields, arrow_types)
+        needed = set(self.columns) | referenced_columns(self.filter)
+        self._read_fields = [f for f in self.schema.fields if f.name in needed]
+
+    # -- planning -------------------------------------------------------------------------
+
+    def plan_files(self) -> Iterator[FileScanTask]:
+        """The data files of the snapshot that might hold matching rows (stats-pruned)."""
+        if self.snapshot is None:
+            return iter(())
+        manifests = [
+            m for m in read_manifest_files(self._backend, self.snapshot) if _is_data_manifest(m)
+        ]
+
+        def entries(m: ManifestFile) -> list[FileScanTask]:
+            data = _read_file(self._backend, m.manifest_path, "manifest")
+            tasks = []
+            for entry in read_manifest(data, m.manifest_path, m):
+                if _is_deleted(entry.status):
+                    continue
+                df = entry.data_file
+                if not isinstance(self._bound, BoundTrue) and not might_match(
+                    self._bound, df, from_bytes
+                ):
+                    continue
+                tasks.append(
+                    FileScanTask(
+                        df.file_path,
+                        df,
+                        df.record_count,
+                        df.file_size_in_bytes,
+                        entry.sequence_number or 0,
+                    )
+                )
+            return tasks
+
+        if len(manifests) <= 1:
+            planned = [entries(m) for m in manifests]
+        else:
+            with ThreadPoolExecutor(min(self.max_workers, len(manifests))) as pool:
+                planned = list(pool.map(entries, manifests))
+        tasks = [task for group in planned for task in group]
+        tasks.sort(key=lambda t: t.sequence_number)  # rows come back in commit order
+        return iter(tasks)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _output_schema(self) -> pa.Schema:
+        by_name = {f.name: f for f in self.schema.fields}
+        return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
+
+    def _read_task(self, task: FileScanTask) -> pa.Table:
+        data = _read_file(self._backend, task.file_path, "data file")
+        table = read_parquet_by_id(data, task.file_path, self._read_fields)
+        if not isinstance(self._bound, BoundTrue):
+            table = table.filter(to_arrow_expression(self._bound))
+        return table.select(list(self.columns))
+
+    def _tables(self) -> Iterator[pa.Table]:
+        tasks = list(self.plan_files())
+        if len(tasks) <= 1:
+            yield from (self._read_task(t) for t in tasks)
+            return
+        with ThreadPoolExecutor(min(self.max_workers, len(tasks))) as pool:
+            yield from pool.map(self._read_task, tasks)
+
+    def to_arrow(self) -> pa.Table:
+        """The matching rows as one Arrow table (an empty one with the schema if none)."""
+        schema = self._output_schema()
+        tables = [t.cast(schema) for t in self._tables()]
+        if not tables:
+            return schema.empty_table()
+        return pa.concat_tables(tables)
+
+    def to_batches(self) -> Iterator[pa.RecordBatch]:
+        """The matching rows as Arrow record batches, file by file."""
+        schema = self._output_schema()
+        for table in self._tables():
+            yield from table.cast(schema).to_batches()
+
+    def to_pandas(self, **kwargs: Any) -> pd.DataFrame:
+        """The matching rows as a pandas DataFrame (``kwargs`` go to ``Table.to_pandas``)."""
+        return self.to_arrow().to_pandas(**kwargs)
+
+    def count(self) -> int:
+        """How many rows match: from manifest record counts alone when there is no filter."""
+        if isinstance(self._bound, BoundTrue):
+            return sum(task.record_count for task in self.plan_files())
+        narrow = replace_columns(self, [f.name for f in self._read_fields][:1])
+        return sum(t.num_rows for t in narrow._tables())
+
+    # -- derived scans ----------------------------------------------------------------------
+
+    def select(self, *columns: str) -> Scan:
+        """The same scan reading only ``columns``."""
+        return replace_columns(self, list(columns))
+
+    def where(self, expr: FilterLike) -> Scan:
+        """The same scan with ``expr`` and-ed to its filter."""
+        new = _copy(self)
+        new.filter = self.filter & to_expr(expr)
+        fields = {f.name: f for f in self.schema.fields}
+        arrow_types = {f.name: to_arrow_type(f.field_type) for f in self.schema.fields}
+        new._bound = bind(new.filter, fields, arrow_types)
+        needed = set(new.columns) | referenced_columns(new.filter)
+        new._read_fields = [f for f in self.schema.fields if f.name in needed]
+        return new
+
+
+def _copy(scan: Scan) -> Scan:
+    new = Scan.__new__(Scan)
+    new.__dict__.update(scan.__dict__)
+    return new
+
+
+def replace_columns(scan: Scan, columns: list[str]) -> Scan:
+    """``scan`` reading ``columns`` (validated against its schema)."""
+    names = scan.schema.column_names
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise ValidationError(
+            f"unknown column(s) {', '.join(map(repr, unknown))}; the table has: {', '.join(names)}"
+        )
+    new = _copy(scan)
+    new.columns = tuple(columns)
+    needed = set(columns) | referenced_columns(scan.filter)
+    new._read_fields = [f for f in scan.schema.fields if f.name in needed]
+    return new
+
+
+def _read_file(backend: StorageBackend, uri: str, what: str) -> bytes:
+    try:
+        return backend.read(key_for_uri(backend, uri))
+    except StorageError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise CorruptMetadataError(f"{what} {uri} named by the table metadata is missing") from exc
+        raise
+
+
+def _is_data_manifest(m: ManifestFile) -> bool:
+    return int(getattr(m, "content", 0) or 0) == 0
+
+
+def _is_deleted(status: Any) -> bool:
+    return int(status) == 2
+
+
+def read_parquet_by_id(data: bytes, uri: str, fields: Sequence[NestedField]) -> pa.Table:
+    """Columns ``fields`` of a Parquet file, matched by field id and named as in ``fields``.
+
+    A field absent from the file (added later) reads as nulls; a column whose type was widened
+    since (int to long, float to double) is cast. Raises ``CorruptMetadataError`` naming the
+    file when it is not readable Parquet.
+    """
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        file_schema = pf.schema_arrow
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptMetadataError(f"data file {uri} is not readable Parquet: {exc}") from exc
+    by_id: dict[int, str] = {}
+    for f in file_schema:
+        fid = field_id_of(f)
+        if fid is not None:
+            by_id[fid] = f.name
+    if not by_id:  # a file without field ids: fall back to names
+        by_id = {f.field_id: f.name for f in fields if f.name in file_schema.names}
+    present = [by_id[f.field_id] for f in fields if f.field_id in by_id]
+    try:
+        raw = pf.read(columns=present, use_threads=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptMetadataError(f"data file {uri} is not readable Parquet: {exc}") from exc
+    arrays = []
+    for f in fields:
+        target = to_arrow_type(f.field_type)
+        if f.field_id in by_id:
+            column = raw.column(by_id[f.field_id])
+            if column.type != target:
+                column = column.cast(target)
+            arrays.append(column)
+        else:
+            arrays.append(pa.nulls(raw.num_rows, type=target))
+    return pa.Table.from_arrays(arrays, schema=pa.schema([to_arrow_field(f) for f in fields]))
+
+
+def _choose_snapshot(
+    metadata: TableMetadata, snapshot_id: int | None, as_of: datetime | int | float | None
+) -> Snapshot | None:
+    if snapshot_id is not None and as_of is not None:
+        raise ValidationError("pass snapshot_id or as_of, not both")
+    if snapshot_id is not None:
+        snap = metadata.snapshot_by_id(snapshot_id)
+        if snap is None:
+            known = [s.snapshot_id for s in metadata.snapshots]
+            raise ValidationError(
+                f"no snapshot with id {snapshot_id} in table {metadata.location}; "
+                f"known snapshots: {known[-10:]}{' ...' if len(known) > 10 else ''}"
+            )
+        return snap
+    if as_of is not None:
+        ms = to_millis(as_of)
+        snap = metadata.snapshot_as_of(ms)
+        if snap is None:
+            first = min((s.timestamp_ms for s in metadata.snapshots), default=None)
+            raise ValidationError(
+                f"table {metadata.location} has no snapshot at or before {ms} ms"
+                + (f"; its first snapshot is at {first} ms" if first is not None else "")
+            )
+        return snap
+    return metadata.current_snapshot()
+
+
+def _schema_for(metadata: TableMetadata, snapshot: Snapshot | None) -> Schema:
+    if snapshot is not None and snapshot.snapshot_id != metadata.current_snapshot_id:
+        try:
+            return metadata.schema_for(snapshot)  # time travel reads with the schema of then
+        except SchemaError:
+            pass
+    return metadata.current_schema()
+
+
+__all__ = ["FileScanTask", "Scan", "read_manifest_files", "read_parquet_by_id", "to_millis"]

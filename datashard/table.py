@@ -1,0 +1,344 @@
+"""``Table``: one Iceberg table on a backend: its snapshots, reads, and appends.
+
+A ``Table`` holds the metadata version it last loaded and does not reload before a commit: the
+conditional create of the next version detects a stale base, and the commit loop then reloads.
+That keeps a warm, uncontended append at five storage requests (data, manifest, manifest list,
+metadata, hint). Call :meth:`Table.refresh` to see other writers' commits.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from datashard.append import AppendCommit
+from datashard.commit import Loaded, load_newest
+from datashard.errors import (
+    CorruptMetadataError,
+    ObjectNotFoundError,
+    TableError,
+    TableNotFoundError,
+    ValidationError,
+)
+from datashard.expressions import FilterLike
+from datashard.layout import TablePaths, key_for_uri
+from datashard.metadata import Snapshot, SnapshotLogEntry, TableMetadata
+from datashard.metadata_codec import metadata_from_json
+from datashard.scan import Scan
+from datashard.schema import Schema, check_not_empty
+from datashard.storage.base import StorageBackend
+from datashard.storage.config import open_backend
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DataLike = Any  # pandas.DataFrame | pyarrow.Table | pyarrow.RecordBatch
+
+
+class Table:
+    """An Iceberg v2 table. Get one from ``create_table`` / ``load_table``."""
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        paths: TablePaths | None,
+        loaded: Loaded,
+        *,
+        name: str,
+    ) -> None:
+        self._backend = backend
+        self._paths = paths
+        self._loaded = loaded
+        self.name = name
+        #: manifests of snapshots this writer knows (its own commits), by snapshot id
+        self._manifest_cache: dict[int, list[Any]] = {}
+
+    # -- opening tables written elsewhere ----------------------------------------------------
+
+    @classmethod
+    def from_metadata(cls, metadata_uri: str, **storage_options: Any) -> Table:
+        """The table a metadata file describes, read-only (any Iceberg writer's file naming).
+
+        ``storage_options`` configure the backend for the URI's scheme (endpoint, keys ...).
+        Raises ``TableNotFoundError`` when the file is missing, ``CorruptMetadataError`` when it
+        does not parse.
+        """
+        directory = posixpath.dirname(metadata_uri.rstrip("/"))  # .../<table>/metadata
+        table_root = posixpath.dirname(directory)
+        root = posixpath.dirname(table_root)
+        if "://" in metadata_uri and root.endswith(":/"):
+            root = table_root  # a table at the root of a bucket: keys start at "metadata/"
+        backend = open_backend(root, **storage_options)
+        return cls.from_backend_key(backend, key_for_uri(backend, metadata_uri))
+
+    @classmethod
+    def from_backend_key(cls, backend: StorageBackend, key: str, *, name: str | None = None) -> Table:
+        """The table whose metadata file is ``key`` on ``backend``, read-only."""
+        uri = backend.uri_for(key)
+        try:
+            data = backend.read(key)
+        except ObjectNotFoundError:
+            raise TableNotFoundError(f"no table metadata at {uri}") from None
+        md = metadata_from_json(data, uri)
+        table_name = name or posixpath.basename(md.location.rstrip("/"))
+        return cls(backend, None, Loaded(md, 0, uri), name=table_name)
+
+    # -- what the table is -------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> TableMetadata:
+        """The metadata as last loaded or committed by this object."""
+        return self._loaded.metadata
+
+    @property
+    def metadata_location(self) -> str:
+        """The URI of the metadata file this object holds."""
+        return self._loaded.location
+
+    @property
+    def version(self) -> int:
+        """N of the ``v<N>.metadata.json`` this object holds (0 for a read-only table)."""
+        return self._loaded.version
+
+    @property
+    def location(self) -> str:
+        """The table's absolute URI."""
+        return self.metadata.location
+
+    @property
+    def backend(self) -> StorageBackend:
+        return self._backend
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self.metadata.properties
+
+    @property
+    def read_only(self) -> bool:
+        """True for a table opened from a metadata file (no datashard commits)."""
+        return self._paths is None
+
+    def schema(self) -> Schema:
+        """The current schema."""
+        return self.metadata.current_schema()
+
+    def __repr__(self) -> str:
+        return f"Table({self.name!r}, location={self.location!r}, version={self.version})"
+
+    def refresh(self) -> Table:
+        """Load the newest metadata (other writers' commits); returns ``self``."""
+        if self._paths is None:
+            return self
+        loaded = load_newest(self._backend, self._paths, self._loaded)
+        if loaded is None:
+            raise TableNotFoundError(f"table {self.name!r} at {self.location} has no metadata")
+        self._loaded = loaded
+        return self
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def current_snapshot(self) -> Snapshot | None:
+        """The current snapshot, or ``None`` for a table with no data commit yet."""
+        return self.metadata.current_snapshot()
+
+    def snapshots(self) -> list[Snapshot]:
+        """The snapshots the metadata keeps, oldest first."""
+        return sorted(self.metadata.snapshots, key=lambda s: (s.sequence_number, s.timestamp_ms))
+
+    def snapshot(self, snapshot_id: int) -> Snapshot:
+        """The snapshot with that id; ``ValidationError`` if the table does not keep it."""
+        snap = self.metadata.snapshot_by_id(snapshot_id)
+        if snap is None:
+            raise ValidationError(
+                f"no snapshot {snapshot_id} in table {self.location}; it has "
+                f"{len(self.metadata.snapshots)} snapshots (see snapshots())"
+            )
+        return snap
+
+    def history(self) -> list[SnapshotLogEntry]:
+        """When each snapshot became current, oldest first (the snapshot log)."""
+        return list(self.metadata.snapshot_log)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def scan(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+    ) -> Scan:
+        """A read of the current snapshot (or of ``snapshot_id`` / the one current ``as_of``)."""
+        return Scan(
+            self._backend,
+            self.metadata,
+            columns=columns,
+            filter=filter,
+            snapshot_id=snapshot_id,
+            as_of=as_of,
+        )
+
+    def to_arrow(self) -> pa.Table:
+        """The current snapshot as an Arrow table."""
+        return self.scan().to_arrow()
+
+    def to_pandas(self, **kwargs: Any) -> pd.DataFrame:
+        """The current snapshot as a pandas DataFrame."""
+        return self.scan().to_pandas(**kwargs)
+
+    def count(self) -> int:
+        """Rows in the current snapshot (from manifest counts)."""
+        return self.scan().count()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def append(self, data: DataLike) -> Snapshot:
+        """Append a pandas DataFrame, pyarrow Table or RecordBatch as one new snapshot.
+
+        The data is validated first (``ValidationError`` naming the field, expected and actual
+        type); nothing is written unless it fits. Raises ``CommitRetriesExhaustedError``,
+        ``CommitConflictError`` or ``CommitStateUnknownError`` from the commit.
+        """
+        with self.transaction() as tx:
+            tx.append(data)
+        assert tx.snapshot is not None
+        return tx.snapshot
+
+    def append_records(
+        self, records: Sequence[Mapping[str, Any]], schema: Schema | None = None
+    ) -> Snapshot:
+        """Append Python dicts as one new snapshot (see :meth:`append`).
+
+        ``schema``, if given, must be the table's current schema (same fields, ids, types and
+        order); it documents what the caller expects and is checked, not applied.
+        """
+        with self.transaction() as tx:
+            tx.append_records(records, schema)
+        assert tx.snapshot is not None
+        return tx.snapshot
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Several appends committed as ONE snapshot when the block ends without error.
+
+        ``with table.transaction() as tx: tx.append(df1); tx.append(df2)``. An exception in the
+        block discards everything (nothing was written).
+        """
+        tx = Transaction(self)
+        yield tx
+        tx.commit()
+
+    # -- used by Transaction -----------------------------------------------------------------
+
+    def _writable(self) -> TablePaths:
+        if self._paths is None:
+            raise TableError(
+                f"table {self.location} was opened from a metadata file ({self.metadata_location})"
+                " and is read-only; load it by name in its warehouse to write"
+            )
+        return self._paths
+
+    def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
+        paths = self._writable()
+        producer = AppendCommit(self._backend, paths, self._loaded, self._manifest_cache)
+        loaded = producer.commit(tables)
+        self._loaded = loaded
+        snap = loaded.metadata.current_snapshot()
+        if snap is None:  # pragma: no cover - an append always makes one
+            raise CorruptMetadataError(f"{loaded.location} has no current snapshot after append")
+        return snap
+
+
+class Transaction:
+    """Appends collected for one atomic snapshot (see :meth:`Table.transaction`)."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._schema = table.schema()
+        self._pending: list[pa.Table] = []
+        self.snapshot: Snapshot | None = None
+        self._done = False
+
+    def append(self, data: DataLike) -> None:
+        """Validate ``data`` against the table schema now; write it at commit."""
+        self._check_open()
+        table = _to_arrow(data)
+        check_not_empty(table.num_rows)
+        self._pending.append(self._schema.coerce_arrow(table))
+
+    def append_records(
+        self, records: Sequence[Mapping[str, Any]], schema: Schema | None = None
+    ) -> None:
+        """Validate dicts against the table schema now; write them at commit."""
+        self._check_open()
+        if schema is not None:
+            check_same_schema(self._schema, schema)
+        if isinstance(records, Mapping) or not isinstance(records, Sequence):
+            raise ValidationError(
+                f"append_records takes a list of dicts, got {type(records).__name__}"
+            )
+        check_not_empty(len(records))
+        self._pending.append(self._schema.records_to_arrow(records))
+
+    def commit(self) -> Snapshot | None:
+        """Commit the pending appends as one snapshot (none if nothing was appended)."""
+        self._check_open()
+        self._done = True
+        if not self._pending:
+            return None
+        self.snapshot = self._table._commit_appends(self._pending)
+        return self.snapshot
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise TableError("this transaction was already committed; start a new one")
+
+
+def _to_arrow(data: DataLike) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        try:
+            return pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValidationError(f"the DataFrame does not convert to Arrow: {exc}") from exc
+    raise ValidationError(
+        "append takes a pandas.DataFrame, pyarrow.Table or pyarrow.RecordBatch, got "
+        f"{type(data).__name__} (use append_records for a list of dicts)"
+    )
+
+
+def check_same_schema(table_schema: Schema, given: Schema) -> None:
+    """``ValidationError`` unless ``given`` has the table schema's fields, in its order."""
+    if not isinstance(given, Schema):
+        raise ValidationError(f"schema must be a datashard Schema, got {type(given).__name__}")
+    if tuple(table_schema.fields) == tuple(given.fields):
+        return
+    want = [str(f) for f in table_schema.fields]
+    got = [str(f) for f in given.fields]
+    if sorted(want) == sorted(got):
+        raise ValidationError(
+            "the schema given has the table's fields in another order: "
+            f"got [{', '.join(got)}], the table has [{', '.join(want)}]; pass table.schema() "
+            "or no schema"
+        )
+    missing = [w for w in want if w not in got]
+    extra = [g for g in got if g not in want]
+    raise ValidationError(
+        "the schema given does not match the table's: "
+        f"table fields not in it: {missing or 'none'}; fields the table lacks: {extra or 'none'}"
+    )
+
+
+__all__ = ["Table", "Transaction", "check_same_schema"]

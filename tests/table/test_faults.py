@@ -1,0 +1,107 @@
+"""Fault injection at every storage call of a commit: fail, time out, or lose the response.
+
+Each case leaves the table loadable, every acknowledged commit present exactly once, and the
+faulted commit present at most once (exactly once when it was acknowledged).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from datashard import Schema, create_table, load_table
+from datashard.errors import CommitStateUnknownError, DataShardError
+from datashard.storage.config import open_backend
+from datashard.table import Table
+from datashard.testing.faults import Fault, FaultKind, FaultyBackend
+
+SCHEMA = Schema(schema_id=0, fields=[
+    {"id": 1, "name": "batch", "type": "long", "required": True},
+    {"id": 2, "name": "row", "type": "long", "required": True},
+])
+KINDS: tuple[FaultKind, ...] = ("fail", "timeout", "lose")
+FAST = {"commit.retry.min-wait-ms": "1", "commit.retry.max-wait-ms": "5"}
+
+
+def _rows(batch: int, n: int = 3) -> list[dict[str, int]]:
+    return [{"batch": batch, "row": r} for r in range(n)]
+
+
+def _setup(tmp_path: Path, stale: bool) -> tuple[FaultyBackend, Table, str]:
+    """A table with batch 0 committed, a writer over a fault wrapper that is warm (holds the
+    newest version) or stale (another writer committed batch 1 after it loaded)."""
+    uri = f"file://{tmp_path}/wh"
+    backend = open_backend(uri)
+    create_table("t", SCHEMA, warehouse=backend, properties=FAST)
+    faulty = FaultyBackend(backend)
+    writer = load_table("t", warehouse=faulty)
+    writer.append_records(_rows(0))  # warm: caches its manifests
+    if stale:
+        load_table("t", warehouse=backend).append_records(_rows(1))
+    return faulty, writer, uri
+
+
+def _calls_of_one_append(tmp_path: Path, stale: bool) -> list[tuple[str, str]]:
+    faulty, writer, _ = _setup(tmp_path, stale)
+    faulty.arm()
+    writer.append_records(_rows(7))
+    return list(faulty.calls)
+
+
+def _cases() -> list[tuple[bool, int, FaultKind]]:
+    import tempfile
+
+    out = []
+    for stale in (False, True):
+        with tempfile.TemporaryDirectory() as d:
+            n = len(_calls_of_one_append(Path(d), stale))
+        out += [(stale, i, kind) for i in range(n) for kind in KINDS]
+    return out
+
+
+def test_a_warm_uncontended_append_makes_five_requests(tmp_path: Path) -> None:
+    calls = _calls_of_one_append(tmp_path, stale=False)
+    methods = [m for m, _ in calls]
+    assert methods == ["write", "write", "write", "put_if_absent", "write"], calls
+    keys = [k for _, k in calls]
+    assert keys[0].startswith("t/data/") and keys[1].endswith("-m0.avro")
+    assert "/snap-" in keys[2] and keys[3] == "t/metadata/v3.metadata.json"
+    assert keys[4] == "t/metadata/version-hint.text"
+
+
+@pytest.mark.parametrize(("stale", "index", "kind"), _cases())
+def test_a_fault_at_any_call_never_loses_or_doubles_a_commit(
+    tmp_path: Path, stale: bool, index: int, kind: FaultKind
+) -> None:
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    calls = _calls_of_one_append(probe_dir, stale)
+    method, key = calls[index]
+    nth = sum(1 for m, _ in calls[: index + 1] if m == method)
+    faulty, writer, uri = _setup(tmp_path / "real", stale)
+    faulty.arm(Fault(method, nth=nth, kind=kind, delay=0.01))
+    acknowledged = {0} | ({1} if stale else set())
+    unknown = False
+    try:
+        writer.append_records(_rows(7))
+        acknowledged.add(7)
+    except CommitStateUnknownError:
+        unknown = True
+    except DataShardError:
+        pass  # a clean failure: the commit provably did not land
+    assert faulty.injected, f"no fault was injected at {method} #{nth} ({key})"
+
+    table = load_table("t", warehouse=uri)  # loadable
+    batches = Counter(r["batch"] for r in table.to_arrow().to_pylist())
+    for batch in acknowledged:
+        assert batches[batch] == 3, (batch, batches)
+    if 7 not in acknowledged:
+        assert batches[7] in ((0, 3) if unknown else (0,)), batches
+    ids = [s.snapshot_id for s in table.snapshots()]
+    assert len(ids) == len(set(ids))
+    assert [s.parent_snapshot_id for s in table.snapshots()] == [None, *ids[:-1]]
+    # the writer that saw the fault keeps working
+    writer.refresh().append_records(_rows(9))
+    assert Counter(r["batch"] for r in load_table("t", warehouse=uri).to_arrow().to_pylist())[9] == 3

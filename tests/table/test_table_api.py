@@ -1,0 +1,194 @@
+"""The table API people call: create, append, load elsewhere, read, snapshots, time travel,
+scans with projection and filters; on a local directory, moto S3 and Ceph RGW."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from datashard import Schema, TableAlreadyExistsError, TableNotFoundError, create_table, load_table
+from datashard.errors import ValidationError
+from datashard.expressions import col
+
+SCHEMA = Schema(schema_id=1, fields=[
+    {"id": 1, "name": "user_id", "type": "long", "required": True},
+    {"id": 2, "name": "event", "type": "string", "required": True},
+    {"id": 3, "name": "timestamp", "type": "long", "required": True},
+])
+
+
+def _records(start: int, n: int, event: str = "login") -> list[dict[str, object]]:
+    return [{"user_id": i, "event": event, "timestamp": 1700000000 + i} for i in range(start, start + n)]
+
+
+def test_issue_example_round_trips_through_a_second_load(warehouse: Any) -> None:
+    table = create_table("user-events", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    table.append_records([{"user_id": 1, "event": "login", "timestamp": 1700000000}], SCHEMA)
+    again = load_table("user-events", warehouse=warehouse.uri, **warehouse.options)
+    assert again.current_snapshot() is not None
+    assert again.current_snapshot().snapshot_id == table.current_snapshot().snapshot_id
+    df = again.to_pandas()
+    assert df.to_dict("records") == [{"user_id": 1, "event": "login", "timestamp": 1700000000}]
+    assert str(df["user_id"].dtype) == "int64"
+
+
+def test_layout_matches_the_design(warehouse: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    table.append_records(_records(0, 3))
+    keys = warehouse.keys()
+    assert "t/metadata/v1.metadata.json" in keys and "t/metadata/v2.metadata.json" in keys
+    assert "t/metadata/version-hint.text" in keys
+    assert warehouse.backend.read("t/metadata/version-hint.text").strip() == b"2"
+    assert sum(k.startswith("t/data/") and k.endswith(".parquet") for k in keys) == 1
+    snap = table.current_snapshot()
+    assert snap.manifest_list.startswith(warehouse.backend.uri_for("t/metadata/snap-"))
+    assert f"snap-{snap.snapshot_id}-0-" in snap.manifest_list
+    assert any(k.endswith("-m0.avro") for k in keys)
+    assert table.location == warehouse.backend.uri_for("t")
+
+
+def test_append_dataframe_arrow_and_transaction(warehouse: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    table.append(pd.DataFrame(_records(0, 5)))
+    table.append(pa.Table.from_pylist(_records(5, 5)))
+    with table.transaction() as tx:
+        tx.append_records(_records(10, 3))
+        tx.append(pd.DataFrame(_records(13, 2)))
+    assert len(table.snapshots()) == 3  # the transaction is one snapshot
+    last = table.current_snapshot()
+    assert last.summary["added-records"] == "5" and last.summary["added-data-files"] == "2"
+    assert last.summary["total-records"] == "15"
+    got = load_table("t", warehouse=warehouse.uri, **warehouse.options).to_arrow()
+    assert sorted(got.column("user_id").to_pylist()) == list(range(15))
+
+
+def test_transaction_that_raises_commits_nothing(local_wh: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    before = local_wh.keys()
+    with pytest.raises(RuntimeError):
+        with table.transaction() as tx:
+            tx.append_records(_records(0, 2))
+            raise RuntimeError("boom")
+    assert local_wh.keys() == before
+    assert table.refresh().current_snapshot() is None
+
+
+def test_snapshots_history_and_time_travel(warehouse: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    ids = []
+    for i in range(3):
+        ids.append(table.append_records(_records(i * 10, 10)).snapshot_id)
+        time.sleep(0.01)
+    assert [s.snapshot_id for s in table.snapshots()] == ids
+    assert [h.snapshot_id for h in table.history()] == ids
+    assert [s.parent_snapshot_id for s in table.snapshots()] == [None, ids[0], ids[1]]
+    assert table.snapshot(ids[1]).sequence_number == 2
+    assert table.scan(snapshot_id=ids[0]).count() == 10
+    assert table.scan(snapshot_id=ids[1]).to_arrow().num_rows == 20
+    ts1 = table.snapshot(ids[1]).timestamp_ms
+    assert table.scan(as_of=ts1).count() == 20
+    as_dt = datetime.fromtimestamp(ts1 / 1000, tz=timezone.utc)
+    assert table.scan(as_of=as_dt).count() == 20
+    with pytest.raises(ValidationError, match="no snapshot at or before"):
+        table.scan(as_of=ts1 - 10_000_000)
+    with pytest.raises(ValidationError, match="no snapshot with id 12345"):
+        table.scan(snapshot_id=12345)
+    with pytest.raises(ValidationError, match="no snapshot 12345"):
+        table.snapshot(12345)
+
+
+def test_scan_projection_filters_and_pruning(warehouse: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    for i in range(4):  # four files: user_id 0-9, 10-19, 20-29, 30-39
+        table.append_records(_records(i * 10, 10, event=f"e{i}"))
+    scan = table.scan(columns=["user_id"], filter=col("user_id") >= 25)
+    assert len(list(scan.plan_files())) == 2  # pruned by manifest bounds before any data read
+    assert sorted(scan.to_arrow().column("user_id").to_pylist()) == list(range(25, 40))
+    assert scan.to_arrow().column_names == ["user_id"]
+    assert len(list(table.scan(filter=col("event") == "e2").plan_files())) == 1
+    assert table.scan(filter=col("event").isin(["e0", "e3"])).count() == 20
+    assert table.scan(filter=col("event").not_in(["e0", "e3"])).count() == 20
+    assert table.scan(filter=~(col("user_id") < 35) | (col("user_id") == 0)).count() == 6
+    assert table.scan(filter=(col("user_id") > 5) & (col("user_id") <= 12)).count() == 7
+    assert table.scan(filter=col("user_id") != 3).count() == 39
+    assert table.scan(filter=col("event").is_null()).count() == 0
+    assert len(list(table.scan(filter=col("event").is_null()).plan_files())) == 0
+    assert table.scan(filter=col("event").not_null()).count() == 40
+    assert table.scan(filter=[("user_id", "<", 3)]).count() == 3
+    assert table.scan().count() == 40
+    batches = list(table.scan(filter=col("user_id") < 15).to_batches())
+    assert sum(b.num_rows for b in batches) == 15
+    with pytest.raises(ValidationError, match="unknown column 'nope'"):
+        table.scan(filter=col("nope") == 1)
+    with pytest.raises(ValidationError, match="unknown column"):
+        table.scan(columns=["nope"])
+    with pytest.raises(ValidationError, match="does not fit column 'user_id'"):
+        table.scan(filter=col("user_id") == "x")
+
+
+def test_nulls_in_optional_columns_filter_like_sql(local_wh: Any) -> None:
+    schema = Schema(schema_id=0, fields=[
+        {"id": 1, "name": "k", "type": "long", "required": True},
+        {"id": 2, "name": "note", "type": "string", "required": False},
+    ])
+    table = create_table("t", schema, warehouse=local_wh.uri)
+    table.append_records([{"k": 1, "note": "a"}, {"k": 2, "note": None}, {"k": 3}])
+    assert table.scan(filter=col("note").is_null()).count() == 2
+    assert table.scan(filter=col("note") != "a").count() == 0
+    assert table.scan(filter=col("note").not_in(["b"])).count() == 1
+    assert table.scan(filter=~(col("note") == "a")).count() == 0
+
+
+def test_empty_table_reads_as_empty_with_its_schema(local_wh: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    got = table.to_arrow()
+    assert got.num_rows == 0 and got.column_names == ["user_id", "event", "timestamp"]
+    assert table.scan().count() == 0
+    assert table.current_snapshot() is None and table.snapshots() == []
+
+
+def test_missing_and_existing_tables_are_named_errors(local_wh: Any) -> None:
+    with pytest.raises(TableNotFoundError, match=f"{local_wh.uri}/ghost"):
+        load_table("ghost", warehouse=local_wh.uri)
+    create_table("t", SCHEMA, warehouse=local_wh.uri)
+    with pytest.raises(TableAlreadyExistsError, match=f"{local_wh.uri}/t"):
+        create_table("t", SCHEMA, warehouse=local_wh.uri)
+    for bad in ["", "a/b", "../x", ".hidden", "x" * 300, "sp ace"]:
+        with pytest.raises(ValidationError, match="invalid table name"):
+            create_table(bad, SCHEMA, warehouse=local_wh.uri)
+
+
+def test_a_stale_writer_still_commits_and_sees_every_row(local_wh: Any) -> None:
+    a = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    b = load_table("t", warehouse=local_wh.uri)
+    a.append_records(_records(0, 5))
+    b.append_records(_records(5, 5))  # b's base is stale: the commit loop rebases it
+    a.append_records(_records(10, 5))
+    final = load_table("t", warehouse=local_wh.uri)
+    assert sorted(final.to_arrow().column("user_id").to_pylist()) == list(range(15))
+    chain = [s.parent_snapshot_id for s in final.snapshots()]
+    ids = [s.snapshot_id for s in final.snapshots()]
+    assert chain == [None, *ids[:-1]]
+
+
+def test_schema_from_pyarrow_and_renamed_fields_read_by_id(local_wh: Any) -> None:
+    arrow_schema = pa.schema([pa.field("a", pa.int64(), nullable=False), pa.field("b", pa.string())])
+    table = create_table("t", arrow_schema, warehouse=local_wh.uri)
+    table.append(pa.table({"b": ["x", "y"], "a": [1, 2]}))  # columns in another order
+    assert table.to_arrow().to_pylist() == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+
+
+def test_default_warehouse_comes_from_the_environment(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATASHARD_STORAGE_TYPE", raising=False)
+    monkeypatch.setenv("DATASHARD_LOCAL_PATH", str(tmp_path))
+    table = create_table("env-table", SCHEMA)
+    table.append_records(_records(0, 2))
+    assert table.location == f"file://{tmp_path}/env-table"
+    assert load_table("env-table").count() == 2
