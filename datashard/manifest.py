@@ -14,6 +14,7 @@ a newer base with another sequence number. Unreadable files raise
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -149,10 +150,17 @@ def _entry_record(e: ManifestEntry, snapshot_id: int | None) -> dict[str, Any]:
     }
 
 
-def _write_avro(schema: dict[str, Any], records: Iterable[dict[str, Any]],
+@functools.lru_cache(maxsize=64)
+def _parsed_entry_schema(partition_type: StructType) -> Any:
+    return fastavro.parse_schema(manifest_entry_schema(partition_type))
+
+
+_PARSED_MANIFEST_FILE_SCHEMA = fastavro.parse_schema(MANIFEST_FILE_SCHEMA)
+
+
+def _write_avro(parsed: Any, records: Iterable[dict[str, Any]],
                 metadata: Mapping[str, str]) -> bytes:
     buf = io.BytesIO()
-    parsed = fastavro.parse_schema(schema)
     fastavro.writer(buf, parsed, records, codec=_CODEC, metadata=dict(metadata))
     return buf.getvalue()
 
@@ -170,8 +178,7 @@ def write_manifest(
     them as null (inherited from the manifest list's ``added_snapshot_id`` on read). Entry
     sequence numbers are written as given (``None`` = inherit: only valid for ADDED entries).
     """
-    partition_type = spec.partition_type(schema)
-    avro_schema = manifest_entry_schema(partition_type)
+    avro_schema = _parsed_entry_schema(spec.partition_type(schema))
     metadata = {
         "schema": json.dumps(schema.to_json(), separators=(",", ":")),
         "schema-id": str(schema.schema_id),
@@ -227,8 +234,8 @@ def write_manifest_list(
         "sequence-number": str(sequence_number),
         "format-version": str(FORMAT_VERSION),
     }
-    return _write_avro(MANIFEST_FILE_SCHEMA, (_manifest_file_record(m) for m in manifests),
-                       metadata)
+    return _write_avro(_PARSED_MANIFEST_FILE_SCHEMA,
+                       (_manifest_file_record(m) for m in manifests), metadata)
 
 
 def build_manifest_file(

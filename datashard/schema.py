@@ -39,7 +39,9 @@ class Schema:
     duplicate field id anywhere in the tree or a duplicate name within one struct.
     """
 
-    __slots__ = ("schema_id", "fields", "identifier_field_ids", "_by_id", "_by_name", "_parents")
+    __slots__ = (
+        "schema_id", "fields", "identifier_field_ids", "_by_id", "_by_name", "_parents", "_arrow"
+    )
 
     schema_id: int
     fields: tuple[NestedField, ...]
@@ -47,6 +49,7 @@ class Schema:
     _by_id: dict[int, NestedField]
     _by_name: dict[str, int]
     _parents: dict[int, int]
+    _arrow: pa.Schema | None
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class Schema:
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_by_name", by_name)
         object.__setattr__(self, "_parents", parents)
+        object.__setattr__(self, "_arrow", None)
         for fid in self.identifier_field_ids:
             f = by_id.get(fid)
             if f is None or not f.required or not f.field_type.is_primitive:
@@ -209,7 +213,10 @@ class Schema:
 
     def to_arrow(self) -> pa.Schema:
         """The Arrow schema; every field (nested too) carries ``PARQUET:field_id`` metadata."""
-        return pa.schema([to_arrow_field(f) for f in self.fields])
+        if self._arrow is None:
+            object.__setattr__(self, "_arrow", pa.schema([to_arrow_field(f) for f in self.fields]))
+        assert self._arrow is not None
+        return self._arrow
 
     @classmethod
     def from_arrow(cls, pa_schema: pa.Schema, schema_id: int = 0) -> Schema:
