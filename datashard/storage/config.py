@@ -50,8 +50,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _default_concurrency() -> int:
-    raw = os.environ.get("DATASHARD_MAX_CONCURRENCY")
+def _default_concurrency(env: Mapping[str, str] | None = None) -> int:
+    raw = (os.environ if env is None else env).get("DATASHARD_MAX_CONCURRENCY")
     if raw is None:
         return 32
     try:
@@ -151,6 +151,9 @@ class BackendConfig:
                         + ", ".join(aliases)
                     )
                 values[target] = value
+        if "max_concurrency" not in values:
+            # ``env`` is the only source: the field's default would read os.environ instead.
+            values["max_concurrency"] = _default_concurrency(env)
         return cls.build(values, source="environment value")
 
 
