@@ -206,26 +206,62 @@ def _check_struct(
     return out
 
 
+#: Python types pyarrow converts exactly (no truncation, no reinterpretation) per Iceberg type.
+_EXACT: dict[type, frozenset[type]] = {
+    LongType: frozenset({int}),
+    IntType: frozenset({int}),
+    DoubleType: frozenset({float, int}),
+    FloatType: frozenset({float, int}),
+    StringType: frozenset({str}),
+    BooleanType: frozenset({bool}),
+    BinaryType: frozenset({bytes}),
+    DateType: frozenset({dt.date}),
+}
+_NONE = type(None)
+
+
+def _column(f: NestedField, target: pa.DataType, records: Sequence[Mapping[str, Any]]) -> pa.Array:
+    values = [r.get(f.name) for r in records]
+    exact = _EXACT.get(type(f.field_type))
+    if exact is not None:
+        seen = set(map(type, values))
+        if seen <= exact or (not f.required and seen <= exact | {_NONE}):
+            try:
+                return pa.array(values, type=target)
+            except (pa.ArrowInvalid, OverflowError):
+                pass  # out of range: the slow path below names the row
+    checked: list[Any] = []
+    for row, (record, v) in enumerate(zip(records, values, strict=True)):
+        if v is None and f.name not in record:
+            if f.required:
+                raise ValidationError(
+                    f"row {row}, field {f.name!r}: required field ({f.field_type}) is missing"
+                )
+            checked.append(None)
+        else:
+            checked.append(_check_nullable(f, v, row, f.name))
+    return pa.array(checked, type=target)
+
+
 def records_to_arrow(schema: Schema, records: Sequence[Mapping[str, Any]]) -> pa.Table:
     """Validate ``records`` (dicts) against ``schema`` and build its Arrow table."""
     if isinstance(records, Mapping):
         raise ValidationError(
             "records must be a sequence of dicts, got a single dict; wrap it in a list"
         )
-    columns: list[list[Any]] = [[] for _ in schema.fields]
+    records = list(records)
+    known = frozenset(schema.column_names)
     for row, record in enumerate(records):
-        if not isinstance(record, Mapping):
+        if type(record) is not dict and not isinstance(record, Mapping):
             raise ValidationError(
                 f"row {row}: expected a dict of field name to value, got "
                 f"{type(record).__name__} {record!r:.60}"
             )
-        checked = _check_struct(schema.fields, record, row, "")
-        for col, f in zip(columns, schema.fields, strict=True):
-            col.append(checked[f.name])
+        if not known.issuperset(record):
+            _check_struct(schema.fields, record, row, "")  # raises, naming the unknown fields
     arrow_schema = schema.to_arrow()
-    arrays = [
-        pa.array(col, type=field.type) for col, field in zip(columns, arrow_schema, strict=True)
-    ]
+    arrays = [_column(f, target.type, records)
+              for f, target in zip(schema.fields, arrow_schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
 
 
