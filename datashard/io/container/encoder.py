@@ -23,7 +23,7 @@ from datashard.io.container.format import (
     Kind,
     Ref,
     bin_header,
-    key_hash,
+    key_hashes,
 )
 
 #: Values at least this long that are ``bytes`` are written without a copy.
@@ -61,41 +61,70 @@ def exceeds(obj: Any, limit: int) -> bool:
     return False
 
 
-class MapBuilder:
+class _Entries:
+    """Offsets and lengths of a node's entries; kinds other than ``PACKED`` kept sparsely."""
+
+    kind: Kind
+
+    def __init__(self) -> None:
+        self.offs: list[int] = []
+        self.lens: list[int] = []
+        self.kinds: dict[int, int] = {}
+        self.children: dict[int, Node] = {}
+        self.ref: Ref | None = None
+
+    def __len__(self) -> int:
+        return len(self.offs)
+
+    def _set(self, pos: int, kind: int, off: int, length: int, child: Node | None) -> None:
+        if pos == len(self.offs):
+            self.offs.append(off)
+            self.lens.append(length)
+        else:
+            self.offs[pos], self.lens[pos] = off, length
+        self.kinds.pop(pos, None)
+        self.children.pop(pos, None)
+        if kind != Kind.PACKED:
+            self.kinds[pos] = int(kind)
+        if child is not None:
+            self.children[pos] = child
+
+    def _arrays(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """``(off, length << 8 | kind)`` per entry, with each child node's ref filled in."""
+        for pos, child in self.children.items():
+            if child.ref is None:
+                raise AssertionError("a child node was not written before its parent")
+            self.offs[pos], self.lens[pos] = child.ref.off, child.ref.length
+        self.children.clear()
+        n = len(self.offs)
+        offs = np.fromiter(self.offs, dtype=np.uint64, count=n)
+        lk = np.fromiter(self.lens, dtype=np.uint64, count=n) << np.uint64(8)
+        for pos, kind in self.kinds.items():
+            lk[pos] |= np.uint64(kind)
+        return offs, lk
+
+
+class MapBuilder(_Entries):
     """The index of one lazy map, in insertion order; a repeated key replaces its value."""
 
     kind = Kind.MAP
 
     def __init__(self) -> None:
+        super().__init__()
         self.positions: dict[bytes, int] = {}
         self.keys: list[bytes] = []
-        self.kinds: list[int] = []
-        self.offs: list[int] = []
-        self.lens: list[int] = []
-        self.children: list[Node | None] = []
-        self.ref: Ref | None = None
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
     def add(self, kb: bytes, kind: int, off: int, length: int, child: Node | None) -> None:
-        pos = self.positions.get(kb)
-        if pos is None:
-            self.positions[kb] = len(self.keys)
+        pos = self.positions.setdefault(kb, len(self.keys))
+        if pos == len(self.keys):
             self.keys.append(kb)
-            self.kinds.append(kind)
-            self.offs.append(off)
-            self.lens.append(length)
-            self.children.append(child)
-        else:
-            self.kinds[pos], self.offs[pos], self.lens[pos] = kind, off, length
-            self.children[pos] = child
+        self._set(pos, kind, off, length, child)
 
     def region(self) -> bytes:
         n = len(self.keys)
-        self._resolve_children()
-        hashes = np.fromiter((key_hash(k) for k in self.keys), dtype=np.uint64, count=n)
-        klens = np.fromiter((len(k) for k in self.keys), dtype=np.uint32, count=n)
+        offs, lk = self._arrays()
+        hashes = key_hashes(self.keys)
+        klens = np.fromiter(map(len, self.keys), dtype=np.uint32, count=n)
         koffs = np.zeros(n, dtype=np.uint64)
         if n:
             np.cumsum(klens[:-1], out=koffs[1:])
@@ -105,10 +134,7 @@ class MapBuilder:
         order = np.argsort(hashes, kind="stable")
         records = np.empty(n, dtype=_MAP_DTYPE)
         records["hash"] = hashes[order]
-        records["off"] = np.asarray(self.offs, dtype=np.uint64)[order]
-        lk = (np.asarray(self.lens, dtype=np.uint64) << np.uint64(8)) | np.asarray(
-            self.kinds, dtype=np.uint64
-        )
+        records["off"] = offs[order]
         records["lk"] = lk[order]
         records["koff"] = koffs[order]
         records["klen"] = klens[order]
@@ -120,55 +146,27 @@ class MapBuilder:
             [b"".join(self.keys), rank.tobytes(), records.tobytes(), fences.tobytes(), header]
         )
 
-    def _resolve_children(self) -> None:
-        for i, child in enumerate(self.children):
-            if child is not None:
-                if child.ref is None:
-                    raise AssertionError("a child node was not written before its parent")
-                self.kinds[i], self.offs[i] = child.kind, child.ref.off
-                self.lens[i] = child.ref.length
-                self.children[i] = None
 
-
-class ListBuilder:
+class ListBuilder(_Entries):
     """The index of one lazy list."""
 
     kind = Kind.LIST
 
-    def __init__(self) -> None:
-        self.kinds: list[int] = []
-        self.offs: list[int] = []
-        self.lens: list[int] = []
-        self.children: list[Node | None] = []
-        self.ref: Ref | None = None
-
-    def __len__(self) -> int:
-        return len(self.kinds)
-
     def add(self, kind: int, off: int, length: int, child: Node | None) -> None:
-        self.kinds.append(kind)
-        self.offs.append(off)
-        self.lens.append(length)
-        self.children.append(child)
+        self._set(len(self.offs), kind, off, length, child)
 
     def region(self) -> bytes:
-        n = len(self.kinds)
-        for i, child in enumerate(self.children):
-            if child is not None:
-                if child.ref is None:
-                    raise AssertionError("a child node was not written before its parent")
-                self.kinds[i], self.offs[i] = child.kind, child.ref.off
-                self.lens[i] = child.ref.length
-                self.children[i] = None
-        records = np.empty(n, dtype=_LIST_DTYPE)
-        records["off"] = np.asarray(self.offs, dtype=np.uint64)
-        records["lk"] = (np.asarray(self.lens, dtype=np.uint64) << np.uint64(8)) | np.asarray(
-            self.kinds, dtype=np.uint64
-        )
-        return records.tobytes() + NODE_HEADER.pack(LIST_TAG, 0, n, 0, 0)
+        offs, lk = self._arrays()
+        records = np.empty(len(offs), dtype=_LIST_DTYPE)
+        records["off"] = offs
+        records["lk"] = lk
+        return records.tobytes() + NODE_HEADER.pack(LIST_TAG, 0, len(offs), 0, 0)
 
 
 Node = MapBuilder | ListBuilder
+
+_PACK_ERRORS = (TypeError, ValueError, OverflowError)
+_CONTAINERS = (dict, list, tuple)
 
 
 class Encoder:
@@ -195,60 +193,111 @@ class Encoder:
     def pack(self, value: Any, what: str) -> bytes:
         try:
             data: bytes = self._pack(value)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except _PACK_ERRORS as exc:
             raise ContainerError(f"cannot encode {what} as msgpack: {exc}") from exc
         return data
-
-    def is_lazy(self, value: Any) -> bool:
-        return isinstance(value, (dict, list, tuple)) and exceeds(value, self.threshold)
 
     def node(self, value: dict[Any, Any] | list[Any] | tuple[Any, ...], what: str) -> Node:
         """Write ``value``'s entries and return its (not yet written) index."""
         builder: Node
         if isinstance(value, dict):
             builder = MapBuilder()
-            for k, v in value.items():
-                self.map_entry(builder, k, v, what)
+            self._map_entries(builder, value, what)
         else:
             builder = ListBuilder()
             for i, v in enumerate(value):
-                self.list_entry(builder, v, f"{what}[{i}]")
+                self.list_entry(builder, v, what, i)
         self.done.append(builder)
         return builder
 
+    def _map_entries(self, builder: MapBuilder, value: dict[Any, Any], what: str) -> None:
+        """``map_entry`` for every item of a new map, inlined for small values (the hot loop)."""
+        pack, write = self._pack, self.sink.write
+        keys, offs, lens, positions = builder.keys, builder.offs, builder.lens, builder.positions
+        pos = self.pos
+        key: Any = None
+        try:
+            for key, v in value.items():
+                if isinstance(v, _CONTAINERS) or (
+                    isinstance(v, bytes) and len(v) >= _ZERO_COPY_MIN
+                ):
+                    self.pos = pos
+                    self.map_entry(builder, key, v, what)
+                    pos = self.pos
+                    continue
+                kb = pack(key)
+                vb = pack(v)
+                n = len(keys)
+                if positions.setdefault(kb, n) != n:  # two keys that pack alike: slow path
+                    self.pos = pos
+                    self.map_entry(builder, key, v, what)
+                    pos = self.pos
+                    continue
+                write(kb)
+                write(vb)
+                length = len(kb) + len(vb)
+                keys.append(kb)
+                offs.append(pos)
+                lens.append(length)
+                pos += length
+        except _PACK_ERRORS as exc:
+            raise ContainerError(f"cannot encode {what}[{key!r}] as msgpack: {exc}") from exc
+        finally:
+            self.pos = pos
+
     def map_entry(self, builder: MapBuilder, key: Any, value: Any, what: str) -> None:
-        kb = self.pack(key, f"the key {key!r} of {what}")
-        where = f"{what}[{key!r}]"
-        if self.is_lazy(value):
-            child = self.node(value, where)
-            builder.add(kb, child.kind, 0, 0, child)
-            return
-        if isinstance(value, bytes) and len(value) >= _ZERO_COPY_MIN:
+        """Write one map entry: the msgpack key followed by the msgpack value (the hot path)."""
+        try:
+            kb: bytes = self._pack(key)
+        except _PACK_ERRORS as exc:
+            raise ContainerError(
+                f"cannot encode the key {key!r} of {what} as msgpack: {exc}"
+            ) from exc
+        if isinstance(value, _CONTAINERS):
+            if exceeds(value, self.threshold):
+                child = self.node(value, f"{what}[{key!r}]")
+                builder.add(kb, child.kind, 0, 0, child)
+                return
+        elif isinstance(value, bytes) and len(value) >= _ZERO_COPY_MIN:
             off = self.emit(kb)
             self.emit(bin_header(len(value)))
             self.emit(value)
             builder.add(kb, Kind.PACKED, off, self.pos - off, None)
             return
-        vb = self.pack(value, where)
-        off = self.emit(kb)
-        self.emit(vb)
-        builder.add(kb, Kind.PACKED, off, len(kb) + len(vb), None)
+        try:
+            vb: bytes = self._pack(value)
+        except _PACK_ERRORS as exc:
+            raise ContainerError(f"cannot encode {what}[{key!r}] as msgpack: {exc}") from exc
+        off = self.pos
+        write = self.sink.write
+        write(kb)
+        write(vb)
+        length = len(kb) + len(vb)
+        self.pos = off + length
+        builder.add(kb, Kind.PACKED, off, length, None)
 
-    def list_entry(self, builder: ListBuilder, value: Any, what: str) -> None:
-        if self.is_lazy(value):
-            child = self.node(value, what)
+    def list_entry(self, builder: ListBuilder, value: Any, what: str, index: int) -> None:
+        if isinstance(value, _CONTAINERS) and exceeds(value, self.threshold):
+            child = self.node(value, f"{what}[{index}]")
             builder.add(child.kind, 0, 0, child)
             return
-        off, length = self.packed(value, what)
+        off, length = self.packed(value, what, index)
         builder.add(Kind.PACKED, off, length, None)
 
-    def packed(self, value: Any, what: str) -> tuple[int, int]:
-        """Write ``value`` as one msgpack value; return its offset and length."""
+    def packed(self, value: Any, what: str, index: int | None = None) -> tuple[int, int]:
+        """Write ``value`` (``what``, or entry ``index`` of ``what``) as one msgpack value.
+
+        Returns its offset and length.
+        """
         if isinstance(value, bytes) and len(value) >= _ZERO_COPY_MIN:
             off = self.emit(bin_header(len(value)))
             self.emit(value)
             return off, self.pos - off
-        data = self.pack(value, what)
+        try:
+            data: bytes = self._pack(value)
+        except _PACK_ERRORS as exc:
+            where = what if index is None else f"{what}[{index}]"
+            raise ContainerError(f"cannot encode {where} as msgpack: {exc}") from exc
         return self.emit(data), len(data)
 
     def finish(self, root: Node | Ref) -> tuple[int, Ref]:

@@ -38,6 +38,9 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
+
+import numpy as np
 
 from datashard.errors import CorruptFileError, UnsupportedFormatVersionError
 
@@ -114,6 +117,15 @@ def key_hash(packed_key: bytes) -> int:
     wrong answer.
     """
     return (zlib.crc32(packed_key) << 32) | zlib.adler32(packed_key)
+
+
+def key_hashes(packed_keys: list[bytes]) -> np.ndarray[Any, Any]:
+    """``key_hash`` of every key, as a ``uint64`` array."""
+    n = len(packed_keys)
+    crc = np.fromiter(map(zlib.crc32, packed_keys), dtype=np.uint64, count=n)
+    adler = np.fromiter(map(zlib.adler32, packed_keys), dtype=np.uint64, count=n)
+    result: np.ndarray[Any, Any] = (crc << np.uint64(32)) | adler
+    return result
 
 
 def encode_header() -> bytes:

@@ -113,7 +113,7 @@ class LazyWriter:
         root = self._root_as(ListBuilder, "append()")
         mark = self._enc.mark()
         try:
-            self._enc.list_entry(root, value, f"entry {len(root)}")
+            self._enc.list_entry(root, value, "the root", len(root))
         except BaseException:
             self._enc.rollback(mark)
             raise
