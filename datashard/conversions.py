@@ -167,17 +167,30 @@ def to_bytes(t: IcebergType, value: Any) -> bytes:
     raise _bad(t, value)
 
 
-def _decimal_to_bytes(t: DecimalType, v: Decimal, original: Any) -> bytes:
-    sign, digits, exponent = v.as_tuple()
+def decimal_unscaled(value: Decimal, scale: int) -> int | None:
+    """The unscaled integer of ``value`` at ``scale``, exactly; ``None`` when it has more
+    decimals than ``scale`` or is not finite. Never rounds (no decimal context involved)."""
+    sign, digits, exponent = value.as_tuple()
     if not isinstance(exponent, int):
-        raise _bad(t, original, "not a finite number")
-    if -exponent != t.scale:
-        v = v.scaleb(t.scale)
-        if v != v.to_integral_value():
-            raise _bad(t, original, f"more than {t.scale} digits after the point")
-        unscaled = int(v)
+        return None
+    magnitude = int("".join(map(str, digits)) or "0")
+    shift = exponent + scale
+    factor: int = 10 ** abs(shift)
+    if shift >= 0:
+        magnitude *= factor
     else:
-        unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        magnitude, rest = divmod(magnitude, factor)
+        if rest:
+            return None
+    return -magnitude if sign else magnitude
+
+
+def _decimal_to_bytes(t: DecimalType, v: Decimal, original: Any) -> bytes:
+    unscaled = decimal_unscaled(v, t.scale)
+    if unscaled is None:
+        raise _bad(t, original, f"more than {t.scale} digits after the point, or not finite")
+    if len(str(abs(unscaled))) > t.precision:
+        raise _bad(t, original, f"more than {t.precision} digits")
     return unscaled_to_bytes(unscaled)
 
 
@@ -212,7 +225,9 @@ def from_bytes(t: IcebergType, data: bytes) -> Any:
         if isinstance(t, (FixedType, BinaryType)):
             return bytes(data)
         if isinstance(t, DecimalType):
-            return Decimal(int.from_bytes(data, "big", signed=True)).scaleb(-t.scale)
+            unscaled = int.from_bytes(data, "big", signed=True)
+            digits = tuple(int(c) for c in str(abs(unscaled)))
+            return Decimal((1 if unscaled < 0 else 0, digits, -t.scale))
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"bad {t} bound {bytes(data)!r:.60}: {exc}") from None
     raise ValidationError(f"type {t} has no single-value serialization")
@@ -262,5 +277,6 @@ __all__ = [
     "to_python",
     "truncate_lower_bound",
     "truncate_upper_bound",
+    "decimal_unscaled",
     "unscaled_to_bytes",
 ]

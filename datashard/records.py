@@ -11,13 +11,14 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datashard.conversions import decimal_unscaled
 from datashard.errors import SchemaError, ValidationError
 from datashard.types import (
     BinaryType,
@@ -160,15 +161,13 @@ def _check(t: IcebergType, value: Any, row: int, path: str) -> Any:
 
 
 def _check_decimal(t: DecimalType, value: Decimal, row: int, path: str) -> Decimal:
-    try:
-        exact = value.quantize(Decimal(1).scaleb(-t.scale))
-    except InvalidOperation:
-        raise _fail(row, path, t, value, f"more than {t.precision} digits") from None
-    if exact != value:
+    unscaled = decimal_unscaled(value, t.scale)
+    if unscaled is None:
         raise _fail(row, path, t, value, f"more than {t.scale} digits after the point")
-    if len(exact.as_tuple().digits) > t.precision:
+    if len(str(abs(unscaled))) > t.precision:
         raise _fail(row, path, t, value, f"more than {t.precision} digits")
-    return exact
+    return Decimal((1 if unscaled < 0 else 0, tuple(int(c) for c in str(abs(unscaled))),
+                    -t.scale))
 
 
 def _check_nullable(f: NestedField, value: Any, row: int, path: str) -> Any:

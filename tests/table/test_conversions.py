@@ -181,3 +181,27 @@ def test_truncated_bounds_still_bound_the_value() -> None:
     assert truncate_upper_bound(BinaryType(), b"\x01\xff\xff\xff", 3) == b"\x02"
     assert truncate_upper_bound(BinaryType(), b"\xff" * 5, 3) is None
     assert truncate_upper_bound(StringType(), "short", 16) == "short"
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1))
+def test_any_decimal38_round_trips_in_the_fewest_bytes(unscaled: int) -> None:
+    t = DecimalType(38, 4)
+    digits = tuple(int(c) for c in str(abs(unscaled)))
+    value = Decimal((int(unscaled < 0), digits, -4))
+    data = to_bytes(t, value)
+    assert from_bytes(t, data) == value
+    assert data == theirs.to_bytes(TDecimal(38, 4), value)
+
+
+@given(st.text(min_size=0, max_size=40), st.integers(min_value=1, max_value=20))
+def test_truncated_string_bounds_enclose_the_value(value: str, length: int) -> None:
+    lo = truncate_lower_bound(StringType(), value, length)
+    hi = truncate_upper_bound(StringType(), value, length)
+    assert lo.encode() <= value.encode()
+    if hi is not None:
+        assert value.encode() <= hi.encode() or value[:length] == value
+        assert len(hi) <= length

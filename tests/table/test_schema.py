@@ -245,3 +245,30 @@ def test_empty_input_is_the_callers_decision() -> None:
     with pytest.raises(ValidationError, match="0 rows"):
         check_not_empty(0)
     check_not_empty(1)
+
+
+def test_timestamp_units_are_cast_only_when_exact() -> None:
+    s = Schema(0, [{"id": 1, "name": "ts", "type": "timestamp", "required": True}])
+    exact = pa.table({"ts": pa.array([1_000, 2_000], pa.timestamp("ns"))})
+    assert s.coerce_arrow(exact).column("ts").type == pa.timestamp("us")
+    seconds = pa.table({"ts": pa.array([1, 2], pa.timestamp("s"))})
+    assert s.coerce_arrow(seconds).column("ts").to_pylist()[1] == dt.datetime(1970, 1, 1, 0, 0, 2)
+    lossy = pa.table({"ts": pa.array([1_001], pa.timestamp("ns"))})
+    with pytest.raises(ValidationError, match="field 'ts'.*lose data"):
+        s.coerce_arrow(lossy)
+
+
+def test_decimal_precision_may_grow_but_scale_must_match() -> None:
+    s = Schema(0, [{"id": 1, "name": "p", "type": "decimal(9,2)"}])
+    narrow = pa.table({"p": pa.array([Decimal("1.25")], pa.decimal128(5, 2))})
+    assert s.coerce_arrow(narrow).column("p").type == pa.decimal128(9, 2)
+    with pytest.raises(ValidationError, match=r"expected decimal\(9,2\)"):
+        s.coerce_arrow(pa.table({"p": pa.array([Decimal("1.250")], pa.decimal128(9, 3))}))
+
+
+def test_decimals_beyond_28_digits_are_exact() -> None:
+    s = Schema(0, [{"id": 1, "name": "p", "type": "decimal(38,2)"}])
+    big = Decimal("123456789012345678901234567890123456.78")
+    assert s.records_to_arrow([{"p": big}]).column("p").to_pylist() == [big]
+    with pytest.raises(ValidationError, match="more than 38 digits"):
+        s.records_to_arrow([{"p": big * 10}])
