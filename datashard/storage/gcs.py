@@ -1,0 +1,717 @@
+"""``gs://bucket/prefix``: Google Cloud Storage through ``google-cloud-storage``.
+
+- ``put_if_absent`` uploads with ``ifGenerationMatch=0`` (412 means another writer won). Each call
+  tags its object with a unique token in the object metadata, so a retry whose first attempt did
+  land (the response was lost) is recognised as a win.
+- ``write`` of more than ``single_put_size`` bytes, or of an iterable of chunks, is a resumable
+  upload in chunks of ``chunk_size`` bytes: the object appears when the last chunk is accepted,
+  and a failed stream leaves nothing. A chunk that fails transiently is resumed from the offset the
+  server confirms.
+- ``read``, ``read_range``, ``read_into`` and ``read_ranges`` split large ranges into parts of
+  ``part_size`` bytes fetched concurrently straight into one buffer, every part after the first
+  pinned to the first response's generation.
+- Metadata requests go through the ``google-cloud-storage`` client; ranged reads and resumable
+  uploads are plain JSON-API requests on the same authorised, pooled HTTP session. The client's
+  own retries are off: every request goes through the backend's
+  :class:`~datashard.storage.retry.RequestGate`.
+
+``STORAGE_EMULATOR_HOST`` is honoured like Google's clients do: it sets the endpoint and, when no
+credential is configured, anonymous access. The Google libraries are imported on first use, so
+``import datashard.storage.gcs`` works without them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import itertools
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
+
+from datashard.errors import (
+    ConfigError,
+    DataShardError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageError,
+)
+from datashard.storage.base import (
+    ObjectMeta,
+    StorageBackend,
+    WriteData,
+    collect_chunks,
+    validate_key,
+    validate_prefix,
+    validate_range,
+)
+from datashard.storage.config import BackendConfig, split_scheme
+from datashard.storage.gcs_errors import (
+    GCSResponseError,
+    bucket_missing,
+    classify,
+    http_status,
+    translate,
+)
+from datashard.storage.parallel import PartPool, RangeFetch
+from datashard.storage.retry import RequestKind
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+#: Resumable upload chunks must be multiples of this (the last chunk excepted).
+CHUNK_QUANTUM = 256 * 1024
+#: Object metadata entry that tags a ``put_if_absent`` attempt (see the module docstring).
+TOKEN_METADATA = "datashard-put-token"
+READ_ATTEMPTS = 3
+DEFAULT_ENDPOINT = "https://storage.googleapis.com"
+_SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+_INSTALL_HINT = "pip install 'datashard[gcs]'"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GCSConfig(BackendConfig):
+    """Where the objects live and how to reach them.
+
+    Credentials, in order of precedence: ``anonymous=True``; ``service_account_file`` (a path to
+    a service-account JSON key file); ``credentials_json`` (the contents of such a file);
+    ``token`` (an OAuth2 access token); otherwise Google's default chain
+    (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, the metadata server), or anonymous access when
+    only ``STORAGE_EMULATOR_HOST`` is set. At most one may be set.
+    """
+
+    env_name: ClassVar[str] = "GCS"
+    env_aliases: ClassVar[dict[str, str]] = {
+        "CREDENTIALS_FILE": "service_account_file",
+        "KEY_FILE": "service_account_file",
+        "CREDENTIALS": "credentials_json",
+    }
+
+    bucket: str
+    prefix: str = ""
+    project: str | None = None
+    #: API endpoint, e.g. ``http://127.0.0.1:9023`` for an emulator; default
+    #: ``STORAGE_EMULATOR_HOST`` if set, else https://storage.googleapis.com.
+    endpoint: str | None = None
+    service_account_file: str | None = None
+    credentials_json: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    anonymous: bool = False
+    #: Ranged reads are split into parts of this size, fetched concurrently.
+    part_size: int = 16 * MiB
+    #: Resumable upload chunk size: a multiple of 256 KiB.
+    chunk_size: int = 8 * MiB
+    #: ``write`` of bytes up to this size is one upload request; larger ones are resumable.
+    single_put_size: int = 16 * MiB
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.bucket or "/" in self.bucket:
+            raise ConfigError(f"GCSConfig.bucket {self.bucket!r} is not a bucket name")
+        if self.prefix and (self.prefix.startswith("/") or self.prefix.endswith("/")):
+            raise ConfigError(f"GCSConfig.prefix {self.prefix!r} must not start or end with '/'")
+        if self.prefix:
+            validate_key(self.prefix)
+        chosen = [
+            name
+            for name in ("anonymous", "service_account_file", "credentials_json", "token")
+            if getattr(self, name)
+        ]
+        if len(chosen) > 1:
+            raise ConfigError(
+                f"GCSConfig takes one kind of credential, got {' and '.join(chosen)}; keep one"
+            )
+        for name in ("part_size", "chunk_size", "single_put_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"GCSConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.chunk_size % CHUNK_QUANTUM:
+            raise ConfigError(
+                f"GCSConfig.chunk_size must be a multiple of 256 KiB, got {self.chunk_size}"
+            )
+
+    def root_uri(self) -> str:
+        return f"gs://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> GCSConfig:
+        """``gs://bucket/prefix`` plus options."""
+        scheme, rest = split_scheme(uri)
+        if scheme != "gs":
+            raise ConfigError(f"GCSConfig takes a gs:// URI, got {uri!r}")
+        bucket, _, path = rest.partition("/")
+        if not bucket:
+            raise ConfigError(f"storage URI {uri!r} names no bucket; expected gs://bucket/")
+        values = {"bucket": bucket, "prefix": path.strip("/")}
+        for name, value in values.items():
+            if name in options and options[name] != value:
+                raise ConfigError(
+                    f"option {name}={options[name]!r} contradicts the URI {uri!r} ({value!r})"
+                )
+        return cls.build({**values, **options})
+
+
+@dataclass
+class _Connection:
+    session: Any  # google.auth.transport.requests.AuthorizedSession
+    client: Any  # google.cloud.storage.Client
+    bucket: Any  # google.cloud.storage.Bucket
+    base: str  # API base URL, no trailing slash
+
+
+def _content_range_total(value: str | None) -> int | None:
+    if value and "/" in value:
+        total = value.rsplit("/", 1)[1]
+        if total.isdigit():
+            return int(total)
+    return None
+
+
+class GCSBackend(StorageBackend):
+    """Google Cloud Storage under the storage contract."""
+
+    scheme = "gs"
+    config_class = GCSConfig
+    config: GCSConfig
+
+    def __init__(self, config: GCSConfig) -> None:
+        super().__init__(config)
+        self._gate = config.request_gate()
+        self._parts = PartPool(config.max_concurrency, name="datashard-gcs")
+        self._lock = threading.Lock()
+        self._conn: _Connection | None = None
+        self._pid = os.getpid()
+        self._prefix = f"{config.prefix}/" if config.prefix else ""
+        self._bucket_seen = False
+        self._timeout = (config.connect_timeout, config.read_timeout)
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connection(self) -> _Connection:
+        with self._lock:
+            if self._conn is None or self._pid != os.getpid():
+                self._conn = self._connect()
+                self._pid = os.getpid()
+            return self._conn
+
+    def _connect(self) -> _Connection:
+        cfg = self.config
+        try:
+            import requests
+            from google.auth.transport.requests import AuthorizedSession
+            from google.cloud import storage
+        except ImportError as exc:
+            raise ConfigError(
+                f"the gs:// backend needs google-cloud-storage, which is not installed: "
+                f"{_INSTALL_HINT}"
+            ) from exc
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST") or None
+        endpoint = cfg.endpoint or emulator
+        if endpoint and "://" not in endpoint:
+            endpoint = f"http://{endpoint}"
+        credentials, project = self._credentials(emulated=cfg.endpoint is None and bool(emulator))
+        session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=cfg.max_concurrency + 4
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        options = {"api_endpoint": endpoint} if endpoint else None
+        client = storage.Client(
+            project=cfg.project or project or "<none>",
+            credentials=credentials,
+            _http=session,
+            client_options=options,
+        )
+        base = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        return _Connection(session, client, client.bucket(cfg.bucket), base)
+
+    def _credentials(self, emulated: bool) -> tuple[Any, str | None]:
+        cfg = self.config
+        from google.auth.credentials import AnonymousCredentials
+
+        if cfg.anonymous or (emulated and not (cfg.service_account_file or cfg.credentials_json)):
+            return AnonymousCredentials(), None  # type: ignore[no-untyped-call]
+        from google.oauth2 import service_account
+
+        if cfg.service_account_file:
+            try:
+                from_file = service_account.Credentials.from_service_account_file
+                creds = from_file(cfg.service_account_file, scopes=_SCOPES)  # type: ignore[no-untyped-call]
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"GCSConfig.service_account_file {cfg.service_account_file!r} is not a "
+                    f"readable service-account key file ({type(exc).__name__})"
+                ) from None
+            return creds, creds.project_id
+        if cfg.credentials_json:
+            try:
+                info = json.loads(cfg.credentials_json)
+                from_info = service_account.Credentials.from_service_account_info
+                creds = from_info(info, scopes=_SCOPES)  # type: ignore[no-untyped-call]
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(
+                    "GCSConfig.credentials_json is not a service-account key (value hidden)"
+                ) from None
+            return creds, creds.project_id
+        if cfg.token:
+            from google.oauth2.credentials import Credentials
+
+            return Credentials(cfg.token), None  # type: ignore[no-untyped-call]
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            creds, project = google.auth.default(scopes=_SCOPES)
+        except DefaultCredentialsError:
+            raise ConfigError(
+                "no GCS credentials found: set service_account_file, credentials_json, token or "
+                "anonymous, or configure Google's default credentials "
+                "(GOOGLE_APPLICATION_CREDENTIALS, gcloud auth application-default login)"
+            ) from None
+        return creds, project
+
+    def _name(self, key: str) -> str:
+        return self._prefix + key
+
+    def _media_url(self, key: str) -> str:
+        conn = self._connection()
+        bucket = quote(self.config.bucket, safe="")
+        name = quote(self._name(key), safe="")
+        return f"{conn.base}/download/storage/v1/b/{bucket}/o/{name}?alt=media"
+
+    # -- error translation -----------------------------------------------------------------
+
+    def _error(self, exc: BaseException, operation: str, key: str | None) -> StorageError:
+        """``exc`` translated; a 404 names the bucket when the bucket is what is missing."""
+        error = translate(
+            exc, operation=operation, bucket=self.config.bucket, key=key, where=self.root_uri
+        )
+        if type(error) is ObjectNotFoundError and not self._bucket_exists():
+            return bucket_missing(operation, self.config.bucket, key, self.root_uri)
+        return error
+
+    def _bucket_exists(self) -> bool:
+        """Whether the bucket exists (asked once; a bucket seen once is assumed to stay)."""
+        if self._bucket_seen:
+            return True
+        conn = self._connection()
+        url = f"{conn.base}/storage/v1/b/{quote(self.config.bucket, safe='')}"
+        try:
+            response = conn.session.get(url, timeout=self._timeout)
+        except Exception:  # noqa: BLE001 - cannot tell: keep the object-level error
+            return True
+        if response.status_code == 404:
+            return False
+        self._bucket_seen = response.status_code == 200
+        return True
+
+    def _call(self, kind: RequestKind, operation: str, key: str | None, fn: Callable[[], T]) -> T:
+        """Run ``fn`` through the gate, errors translated (so transient ones are retried)."""
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except Exception as exc:
+                if isinstance(exc, DataShardError):
+                    raise
+                raise self._error(exc, operation, key) from exc
+
+        return self._gate.call(kind, attempt)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _get(
+        self, key: str, start: int, end: int, view: memoryview | None, generation: str | None
+    ) -> tuple[bytes | int, int, str | None] | None:
+        """One ranged GET of ``[start, end)``: the bytes (or their count, written into
+        ``view``), the object size and generation; ``None`` when ``start`` is past the end."""
+        conn = self._connection()
+        url = self._media_url(key)
+        if generation is not None:
+            url += f"&ifGenerationMatch={generation}"
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        with conn.session.get(url, headers=headers, stream=True, timeout=self._timeout) as resp:
+            if resp.status_code == 416:
+                return None
+            if resp.status_code not in (200, 206):
+                raise GCSResponseError.from_response(resp)
+            total = _content_range_total(resp.headers.get("Content-Range"))
+            if resp.status_code == 200 or total is None:  # the server sent the whole object
+                whole = resp.content
+                total = len(whole)
+                chunk = whole[start:end]
+                if view is not None:
+                    view[: len(chunk)] = chunk
+                got: bytes | int = chunk if view is None else len(chunk)
+                if start >= total:
+                    return None
+                return got, total, resp.headers.get("x-goog-generation")
+            if start >= total:
+                return None
+            expected = min(end, total) - start
+            if view is None:
+                data = resp.raw.read(expected)
+                if len(data) != expected:
+                    raise ConnectionError(f"short read: {len(data)} of {expected} bytes")
+                return data, total, resp.headers.get("x-goog-generation")
+            pos = 0
+            target = view[:expected]
+            while pos < expected:
+                n = resp.raw.readinto(target[pos:])
+                if not n:
+                    raise ConnectionError(f"short read: {pos} of {expected} bytes")
+                pos += n
+            return pos, total, resp.headers.get("x-goog-generation")
+
+    def _first_part(
+        self, key: str, start: int, end: int, view: memoryview | None
+    ) -> tuple[bytes | int, int, str | None] | None:
+        return self._call("read", "read", key, lambda: self._get(key, start, end, view, None))
+
+    def _fetch_pinned(self, key: str, generation: str | None) -> RangeFetch:
+        def fetch(start: int, end: int, view: memoryview) -> int:
+            got = self._call(
+                "read", "read", key, lambda: self._get(key, start, end, view, generation)
+            )
+            return 0 if got is None else int(got[0])
+
+        return fetch
+
+    def _read_span(self, key: str, start: int, end: int) -> bytes:
+        part = self.config.part_size
+        first = self._first_part(key, start, min(end, start + part), None)
+        if first is None:
+            return b""
+        data, total, generation = first
+        assert isinstance(data, bytes)
+        stop = min(end, total)
+        if start + len(data) >= stop:
+            return data
+        buf = bytearray(stop - start)
+        buf[: len(data)] = data
+        rest = memoryview(buf)[len(data) :]
+        fetch = self._fetch_pinned(key, generation)
+        self._parts.fetch_into(fetch, rest, start + len(data), total, part)
+        return bytes(buf)
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Run a multi-part read again when the object changed between its parts."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return fn()
+            except PreconditionFailedError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def read(self, key: str) -> bytes:
+        validate_key(key)
+        return self._retrying(lambda: self._read_span(key, 0, 1 << 62))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        validate_key(key)
+        validate_range(key, start, end)
+        if start == end:
+            self.head(key)  # a missing object still raises
+            return b""
+        return self._retrying(lambda: self._read_span(key, start, end))
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
+        validate_key(key)
+        for start, end in ranges:
+            validate_range(key, start, end)
+        tasks = [functools.partial(self.read_range, key, s, e) for s, e in ranges]
+        return self._parts.run(tasks)
+
+    def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
+        validate_key(key)
+        view = memoryview(buffer).cast("B")
+        validate_range(key, offset, offset)
+        if view.readonly:
+            raise TypeError(f"read_into({key!r}) needs a writable buffer, got a read-only one")
+        if len(view) == 0:
+            self.head(key)
+            return 0
+        return self._retrying(lambda: self._read_into(key, view, offset))
+
+    def _read_into(self, key: str, view: memoryview, offset: int) -> int:
+        part = self.config.part_size
+        first_len = min(len(view), part)
+        first = self._first_part(key, offset, offset + first_len, view[:first_len])
+        if first is None:
+            return 0
+        count, total, generation = first
+        assert isinstance(count, int)
+        stop = min(offset + len(view), total)
+        if offset + count >= stop:
+            return count
+        rest = view[count : stop - offset]
+        fetch = self._fetch_pinned(key, generation)
+        return count + self._parts.fetch_into(fetch, rest, offset + count, total, part)
+
+    def _reload(self, key: str) -> Any:
+        blob = self._connection().bucket.blob(self._name(key))
+        blob.reload(retry=None, timeout=self._timeout)
+        return blob
+
+    def head(self, key: str) -> ObjectMeta:
+        validate_key(key)
+        blob = self._call("read", "head", key, lambda: self._reload(key))
+        return ObjectMeta(
+            key=key,
+            size=int(blob.size),
+            etag=blob.etag,
+            version=str(blob.generation) if blob.generation is not None else None,
+            last_modified=blob.updated,
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(self, key: str, data: WriteData) -> None:
+        validate_key(key)
+        if isinstance(data, str):
+            raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
+        size = self.config.chunk_size
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            view = memoryview(data).cast("B")
+            if len(view) <= self.config.single_put_size:
+                self._upload(key, bytes(view), None)
+                return
+            self._resumable(key, (view[i : i + size] for i in range(0, len(view), size)), None)
+            return
+        blocks = _rechunk(data, size)
+        first = next(blocks, b"")
+        second = next(blocks, None)
+        if second is None:
+            self._upload(key, first, None)
+            return
+        self._resumable(key, itertools.chain([first, second], blocks), None)
+
+    def _upload(self, key: str, data: bytes, token: str | None) -> None:
+        """One multipart upload; with a ``token``, only if the object does not exist."""
+        blob = self._connection().bucket.blob(self._name(key))
+        conditions: dict[str, Any] = {}
+        if token is not None:
+            blob.metadata = {TOKEN_METADATA: token}
+            conditions["if_generation_match"] = 0
+        blob.upload_from_string(
+            data,
+            content_type="application/octet-stream",
+            retry=None,
+            timeout=self._timeout,
+            **conditions,
+        )
+
+    def _resumable(self, key: str, blocks: Iterable[memoryview | bytes], token: str | None) -> None:
+        """A resumable upload of ``blocks`` (each a multiple of 256 KiB but the last)."""
+        conn = self._connection()
+        name = self._name(key)
+        query = f"uploadType=resumable&name={quote(name, safe='')}"
+        body: dict[str, Any] = {"name": name, "contentType": "application/octet-stream"}
+        if token is not None:
+            query += "&ifGenerationMatch=0"
+            body["metadata"] = {TOKEN_METADATA: token}
+        url = f"{conn.base}/upload/storage/v1/b/{quote(self.config.bucket, safe='')}/o?{query}"
+
+        def start() -> str:
+            headers = {"X-Upload-Content-Type": "application/octet-stream"}
+            resp = conn.session.post(url, json=body, headers=headers, timeout=self._timeout)
+            if resp.status_code != 200 or "Location" not in resp.headers:
+                raise GCSResponseError.from_response(resp)
+            return str(resp.headers["Location"])
+
+        session_url = self._call("write", "write", key, start)
+        offset = 0
+        blocks = iter(blocks)
+        current = next(blocks, None)
+        while current is not None:
+            following = next(blocks, None)
+            chunk = bytes(current)
+            send = functools.partial(
+                self._send_chunk, session_url, chunk, offset, following is None, [False]
+            )
+            self._call("write", "write", key, send)
+            offset += len(chunk)
+            current = following
+
+    def _send_chunk(
+        self, session_url: str, chunk: bytes, offset: int, last: bool, retried: builtins.list[bool]
+    ) -> None:
+        """Send ``chunk`` at ``offset``; on a retry, resume from what the server confirms."""
+        session = self._connection().session
+        end = offset + len(chunk)
+        total = str(end) if last else "*"
+        confirmed = offset
+        if retried[0]:
+            resp = session.put(
+                session_url, headers={"Content-Range": f"bytes */{total}"}, timeout=self._timeout
+            )
+            if resp.status_code in (200, 201):
+                return  # the whole upload landed with the lost attempt
+            if resp.status_code != 308:
+                raise GCSResponseError.from_response(resp)
+            confirmed = max(offset, _persisted(resp.headers.get("Range")))
+        retried[0] = True
+        for _ in range(64):  # the server may keep less than it was sent; resend the rest
+            rest = chunk[confirmed - offset :]
+            span = f"bytes {confirmed}-{end - 1}/{total}" if rest else f"bytes */{total}"
+            resp = session.put(
+                session_url, data=rest, headers={"Content-Range": span}, timeout=self._timeout
+            )
+            if resp.status_code in (200, 201):
+                return
+            if resp.status_code != 308:
+                raise GCSResponseError.from_response(resp)
+            confirmed = max(confirmed, _persisted(resp.headers.get("Range")))
+            if confirmed >= end and not last:
+                return
+        raise ConnectionError(f"resumable upload made no progress at byte {confirmed}")
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        validate_key(key)
+        payload = collect_chunks(data)
+        token = uuid.uuid4().hex
+        if len(payload) > self.config.single_put_size:
+            size = self.config.chunk_size
+            view = memoryview(payload)
+            try:
+                self._resumable(key, (view[i : i + size] for i in range(0, len(view), size)), token)
+            except PreconditionFailedError as exc:
+                if self._carries_token(key, token):
+                    return
+                raise self._exists(key) from exc
+            return
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                self._upload(key, payload, token)
+                return
+            except Exception as exc:
+                if isinstance(exc, DataShardError):
+                    raise
+                if classify(exc) is not PreconditionFailedError or http_status(exc) != 412:
+                    raise self._error(exc, "put_if_absent", key) from exc
+                if attempts > 1 and self._carries_token(key, token):
+                    return
+                raise self._exists(key) from exc
+
+        self._gate.call("write", attempt)
+
+    def _exists(self, key: str) -> ObjectExistsError:
+        return ObjectExistsError(
+            f"put_if_absent: object {key!r} already exists in {self.root_uri} "
+            "(GCS conditionNotMet, HTTP 412)",
+            key=key,
+        )
+
+    def _carries_token(self, key: str, token: str) -> bool:
+        try:
+            blob = self._reload(key)
+        except Exception as exc:
+            if isinstance(exc, DataShardError):
+                raise
+            if http_status(exc) == 404:
+                return False  # deleted since: whoever created it, it was not this call
+            raise self._error(exc, "put_if_absent", key) from exc
+        return bool((blob.metadata or {}).get(TOKEN_METADATA) == token)
+
+    # -- listing and deletes ---------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        full = self._prefix + prefix
+        items, token = self._list_page(full, None)
+        return self._list_rest(full, items, token)
+
+    def _list_page(self, full: str, token: str | None) -> tuple[builtins.list[Any], str | None]:
+        def page() -> tuple[builtins.list[Any], str | None]:
+            conn = self._connection()
+            pages = conn.client.list_blobs(
+                conn.bucket,
+                prefix=full or None,
+                page_token=token,
+                page_size=1000,
+                retry=None,
+                timeout=self._timeout,
+            )
+            items = builtins.list(next(pages.pages, []))
+            return items, pages.next_page_token
+
+        return self._call("read", "list", full or None, page)
+
+    def _list_rest(
+        self, full: str, items: builtins.list[Any], token: str | None
+    ) -> Iterator[ObjectMeta]:
+        cut = len(self._prefix)
+        while True:
+            for blob in items:
+                yield ObjectMeta(
+                    key=blob.name[cut:],
+                    size=int(blob.size),
+                    etag=blob.etag,
+                    version=str(blob.generation) if blob.generation is not None else None,
+                    last_modified=blob.updated,
+                )
+            if not token:
+                return
+            items, token = self._list_page(full, token)
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+
+        def remove() -> None:
+            blob = self._connection().bucket.blob(self._name(key))
+            try:
+                blob.delete(retry=None, timeout=self._timeout)
+            except Exception as exc:
+                if http_status(exc) == 404 and self._bucket_exists():
+                    return
+                raise
+
+        self._call("write", "delete", key, remove)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        names = builtins.list(dict.fromkeys(validate_key(k) for k in keys))
+        self._parts.run([functools.partial(self.delete, key) for key in names])
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.session.close()
+        self._parts.close()
+
+
+def _persisted(header: str | None) -> int:
+    """Bytes the server holds, from a resumable upload's ``Range: bytes=0-N`` (none: 0)."""
+    if header and "-" in header:
+        last = header.rsplit("-", 1)[1]
+        if last.isdigit():
+            return int(last) + 1
+    return 0
+
+
+def _rechunk(chunks: Iterable[Any], size: int) -> Iterator[bytes]:
+    """The bytes of ``chunks`` cut into blocks of ``size`` (the last shorter, none if empty)."""
+    pending = bytearray()
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            raise TypeError("write() takes bytes chunks, not str; encode them first")
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
