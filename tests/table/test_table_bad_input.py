@@ -1,0 +1,121 @@
+"""Bad input gets a clear error and leaves the table exactly as it was (every object's bytes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from datashard import Schema, create_table, load_table
+from datashard.errors import CorruptMetadataError, ValidationError
+
+SCHEMA = Schema(schema_id=1, fields=[
+    {"id": 1, "name": "user_id", "type": "long", "required": True},
+    {"id": 2, "name": "event", "type": "string", "required": True},
+    {"id": 3, "name": "note", "type": "string", "required": False},
+])
+GOOD = [{"user_id": 1, "event": "login", "note": None}]
+
+BAD_RECORDS = [
+    ("wrong type", [{"user_id": "one", "event": "login"}], r"row 0.*user_id.*long.*str"),
+    ("missing required", [{"user_id": 1}], r"row 0.*event"),
+    ("unknown field", [{"user_id": 1, "event": "x", "colour": "red"}], r"colour"),
+    ("null in required", [{"user_id": 1, "event": None}], r"row 0.*event"),
+    ("second row bad", [*GOOD, {"user_id": 2.5, "event": "x"}], r"row 1.*user_id"),
+    ("empty", [], r"0 rows"),
+]
+
+
+@pytest.fixture
+def table_and_state(warehouse: Any) -> tuple[Any, Any, dict[str, bytes]]:
+    table = create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    table.append_records(GOOD)
+    return table, warehouse, warehouse.snapshot_of_storage()
+
+
+def _unchanged(warehouse: Any, before: dict[str, bytes]) -> None:
+    assert warehouse.snapshot_of_storage() == before
+
+
+@pytest.mark.parametrize(("case", "records", "message"), BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS])
+def test_bad_records_are_rejected_and_nothing_is_written(
+    table_and_state: Any, case: str, records: list[dict[str, Any]], message: str
+) -> None:
+    table, warehouse, before = table_and_state
+    with pytest.raises(ValidationError, match=message):
+        table.append_records(records)
+    _unchanged(warehouse, before)
+    assert table.refresh().count() == 1
+
+
+def test_bad_frames_are_rejected_and_nothing_is_written(table_and_state: Any) -> None:
+    table, warehouse, before = table_and_state
+    with pytest.raises(ValidationError, match="user_id"):
+        table.append(pd.DataFrame({"user_id": ["a"], "event": ["x"]}))
+    with pytest.raises(ValidationError, match="event"):
+        table.append(pa.table({"user_id": pa.array([1], pa.int64())}))
+    with pytest.raises(ValidationError, match="0 rows"):
+        table.append(pd.DataFrame({"user_id": pd.Series([], dtype="int64"), "event": []}))
+    with pytest.raises(ValidationError, match="DataFrame"):
+        table.append([{"user_id": 1}])
+    _unchanged(warehouse, before)
+
+
+def test_a_schema_that_does_not_match_the_table_is_refused(table_and_state: Any) -> None:
+    table, warehouse, before = table_and_state
+    reordered = Schema(schema_id=1, fields=[SCHEMA.fields[1], SCHEMA.fields[0], SCHEMA.fields[2]])
+    with pytest.raises(ValidationError, match="another order"):
+        table.append_records(GOOD, reordered)
+    other = Schema(schema_id=1, fields=[
+        {"id": 1, "name": "user_id", "type": "int", "required": True},
+        {"id": 2, "name": "event", "type": "string", "required": True},
+        {"id": 3, "name": "note", "type": "string", "required": False},
+    ])
+    with pytest.raises(ValidationError, match="does not match"):
+        table.append_records(GOOD, other)
+    _unchanged(warehouse, before)
+
+
+def test_a_failed_record_in_a_transaction_discards_the_whole_transaction(
+    table_and_state: Any,
+) -> None:
+    table, warehouse, before = table_and_state
+    with pytest.raises(ValidationError):
+        with table.transaction() as tx:
+            tx.append_records(GOOD)
+            tx.append_records([{"user_id": "bad", "event": "x"}])
+    _unchanged(warehouse, before)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_corrupt_metadata_file_is_named(local_wh: Any, damage: str) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    table.append_records(GOOD)
+    key = "t/metadata/v2.metadata.json"
+    body = local_wh.backend.read(key)
+    bad = {"garbage": b"\x00not json{", "truncated": body[: len(body) // 2], "empty": b""}[damage]
+    local_wh.backend.write(key, bad)
+    before = local_wh.snapshot_of_storage()
+    with pytest.raises(CorruptMetadataError, match="v2.metadata.json"):
+        load_table("t", warehouse=local_wh.uri)
+    _unchanged(local_wh, before)
+
+
+@pytest.mark.parametrize("what", ["manifest", "manifest list"])
+def test_a_corrupt_manifest_is_named_when_read(local_wh: Any, what: str) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    table.append_records(GOOD)
+    keys = local_wh.keys()
+    if what == "manifest":
+        key = next(k for k in keys if k.endswith("-m0.avro"))
+    else:
+        key = next(k for k in keys if "/snap-" in k)
+    body = local_wh.backend.read(key)
+    local_wh.backend.write(key, body[: len(body) // 2])
+    before = local_wh.snapshot_of_storage()
+    fresh = load_table("t", warehouse=local_wh.uri)
+    with pytest.raises(CorruptMetadataError, match=key.rsplit("/", 1)[-1]):
+        fresh.to_arrow()
+    _unchanged(local_wh, before)
