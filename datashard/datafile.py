@@ -245,15 +245,20 @@ def write_parquet(
         table = schema.coerce_arrow(table)
     sink = pa.BufferOutputStream()
     collected: list[pq.FileMetaData] = []
-    pq.write_table(
-        table,
-        sink,
-        compression=options.compression,
-        compression_level=options.compression_level,
-        row_group_size=options.row_group_size,
-        data_page_size=options.data_page_size,
-        metadata_collector=collected,
-    )
+    try:
+        pq.write_table(
+            table,
+            sink,
+            compression=options.compression,
+            compression_level=options.compression_level,
+            row_group_size=options.row_group_size,
+            data_page_size=options.data_page_size,
+            metadata_collector=collected,
+        )
+    except (pa.ArrowException, ValueError) as exc:
+        raise ValidationError(
+            f"cannot write the data as Parquet for schema {schema.schema_id}: {exc}"
+        ) from exc
     data = sink.getvalue().to_pybytes()
     stats = parquet_stats(collected[0], schema, table, options.truncate_length)
     return data, stats

@@ -15,6 +15,7 @@ from decimal import Decimal
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -356,14 +357,65 @@ def _coerce(arr: pa.Array, f: NestedField, path: str, row0: int) -> pa.Array:
         ok = _promotable(actual, t)
     if not ok:
         raise _type_error(path, t, arr.type)
-    if arr.type == target:
-        return arr
     try:
-        if isinstance(t, UUIDType) and pa.types.is_fixed_size_binary(arr.type):
-            return pa.ExtensionArray.from_storage(pa.uuid(), arr)
-        return arr.cast(target, safe=True)
+        if arr.type == target:
+            out = arr
+        elif isinstance(t, UUIDType) and pa.types.is_fixed_size_binary(arr.type):
+            out = pa.ExtensionArray.from_storage(pa.uuid(), arr)
+        else:
+            out = arr.cast(target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise _type_error(path, t, arr.type, f"cast would lose data: {exc}") from None
+    if isinstance(t, (ListType, MapType)):
+        _check_required_inside(out, t, path, np.arange(len(out)) + row0)
+    return out
+
+
+def _entries(arr: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """The child values of a list or map array (slice-aware) and the row of each."""
+    offsets = arr.offsets.to_numpy(zero_copy_only=False)
+    start, end = int(offsets[0]), int(offsets[-1])
+    children = arr.values.slice(start, end - start)
+    return children, np.repeat(rows, np.diff(offsets))
+
+
+def _check_required_inside(arr: pa.Array, t: IcebergType, path: str, rows: np.ndarray) -> None:
+    """Raise ValidationError for a null where ``t`` requires a value, below the top level."""
+    if isinstance(t, StructType):
+        valid = arr.is_valid()
+        for i, child in enumerate(t.fields):
+            values = arr.field(i)
+            if child.required and values.null_count:
+                bad = pc.and_(values.is_null(), valid)
+                if pc.any(bad).as_py():
+                    raise ValidationError(
+                        f"row {int(rows[_first_true(bad)])}, field {path + '.' + child.name!r}: "
+                        f"required {child.field_type} is null"
+                    )
+            _check_required_inside(values, child.field_type, f"{path}.{child.name}", rows)
+    elif isinstance(t, ListType):
+        values, child_rows = _entries(arr, rows)
+        if t.element_required and values.null_count:
+            raise ValidationError(
+                f"row {int(child_rows[_first_true(values.is_null())])}, field "
+                f"{path + '.element'!r}: required list element ({t.element_type}) is null"
+            )
+        _check_required_inside(values, t.element_type, f"{path}.element", child_rows)
+    elif isinstance(t, MapType):
+        entries, child_rows = _entries(arr, rows)
+        keys, values = entries.field(0), entries.field(1)
+        if keys.null_count:
+            raise ValidationError(
+                f"row {int(child_rows[_first_true(keys.is_null())])}, field {path + '.key'!r}: "
+                "map keys cannot be null"
+            )
+        if t.value_required and values.null_count:
+            raise ValidationError(
+                f"row {int(child_rows[_first_true(values.is_null())])}, field "
+                f"{path + '.value'!r}: required map value ({t.value_type}) is null"
+            )
+        _check_required_inside(keys, t.key_type, f"{path}.key", child_rows)
+        _check_required_inside(values, t.value_type, f"{path}.value", child_rows)
 
 
 def _nested_ok(actual: IcebergType, expected: IcebergType) -> bool:

@@ -272,3 +272,34 @@ def test_decimals_beyond_28_digits_are_exact() -> None:
     assert s.records_to_arrow([{"p": big}]).column("p").to_pylist() == [big]
     with pytest.raises(ValidationError, match="more than 38 digits"):
         s.records_to_arrow([{"p": big * 10}])
+
+
+NESTED = Schema(0, [
+    {"id": 1, "name": "l", "type": {"type": "list", "element-id": 2, "element": "long",
+                                    "element-required": True}},
+    {"id": 3, "name": "m", "type": {"type": "map", "key-id": 4, "key": "string", "value-id": 5,
+                                    "value": "long", "value-required": True}},
+])
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        (pa.table({"l": pa.array([[1], None, [2, None]])}),
+         r"row 2, field 'l.element': required list element \(long\) is null"),
+        (pa.table({"m": pa.array([[("a", 1)], None, [("b", None)]],
+                                 pa.map_(pa.string(), pa.int64()))}),
+         r"row 2, field 'm.value': required map value \(long\) is null"),
+    ],
+)
+def test_nulls_inside_required_list_elements_and_map_values_are_named(
+    table: pa.Table, expected: str
+) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        NESTED.coerce_arrow(table)
+
+
+def test_a_sliced_table_reports_rows_of_the_slice() -> None:
+    table = pa.table({"l": pa.array([[None], [1], [2, None]])}).slice(1)
+    with pytest.raises(ValidationError, match="row 1, field 'l.element'"):
+        NESTED.coerce_arrow(table)
