@@ -169,6 +169,9 @@ class S3Backend(StorageBackend):
         """This process's request gate: concurrency, rate limits, retries."""
         return self._state()[1]
 
+    def __enter__(self) -> S3Backend:
+        return self
+
     def close(self) -> None:
         with self._lock:
             if self._pid == os.getpid():

@@ -10,11 +10,13 @@ connection. Told to, it answers or breaks the next requests instead:
 - :meth:`drop_response`: forward, let the server answer, then reset the client connection (the
   request landed, the caller never learns it: the lost response of a conditional PUT);
 - :meth:`cut_body`: forward, send the response headers and the first bytes of the body, then
-  reset (a connection that dies mid-download).
+  reset (a connection that dies mid-download);
+- :meth:`call`: run a function (for example, change the object on the server), then forward.
 
 Each rule applies to the next ``n`` matching requests, optionally only to one HTTP method and a
 path regex. ``requests`` counts every request received by method, ``forwarded`` those that
-reached the server, and ``max_in_flight`` the most requests open at once.
+reached the server, ``max_in_flight`` the most requests open at once, and ``arrivals`` lists
+``(monotonic time, method, path)`` of every request.
 
 Everything runs on plain threads; :meth:`stop` closes every socket and joins the threads.
 """
@@ -27,12 +29,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 from urllib.parse import urlsplit
 
-Action = Literal["fail", "reset", "delay", "drop_response", "cut_body"]
+Action = Literal["fail", "reset", "delay", "drop_response", "cut_body", "call"]
 HOST = "127.0.0.1"
 _CHUNK = 1024 * 1024
 
@@ -49,6 +51,7 @@ class Rule:
     code: str = "SlowDown"
     seconds: float = 0.0
     after_bytes: int = 0
+    callback: Callable[[str, str], None] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.remaining <= 0:
@@ -77,6 +80,7 @@ class FaultProxy:
         self.requests: collections.Counter[str] = collections.Counter()
         self.forwarded: collections.Counter[str] = collections.Counter()
         self.injected: collections.Counter[str] = collections.Counter()
+        self.arrivals: list[tuple[float, str, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.connections = 0
@@ -110,7 +114,7 @@ class FaultProxy:
     def stop(self) -> None:
         self._stopping.set()
         if self._listener is not None:
-            self._listener.close()
+            _close(self._listener)
         with self._lock:
             sockets = list(self._sockets)
         for sock in sockets:
@@ -161,6 +165,16 @@ class FaultProxy:
         """Forward; send the headers and ``after_bytes`` of the body; then reset."""
         self._add(Rule("cut_body", n, method, _rx(path), after_bytes=after_bytes))
 
+    def call(
+        self,
+        callback: Callable[[str, str], None],
+        n: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Run ``callback(method, path)`` in the proxy, then forward the request."""
+        self._add(Rule("call", n, method, _rx(path), callback=callback))
+
     def clear(self) -> None:
         """Drop every pending rule and zero the counters."""
         with self._lock:
@@ -168,11 +182,13 @@ class FaultProxy:
             self.requests.clear()
             self.forwarded.clear()
             self.injected.clear()
+            self.arrivals.clear()
             self.max_in_flight = self.in_flight
 
     def _take(self, method: str, path: str) -> Rule | None:
         with self._lock:
             self.requests[method] += 1
+            self.arrivals.append((time.monotonic(), method, path))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             for rule in self._rules:
@@ -233,6 +249,8 @@ class FaultProxy:
                         return
                     if rule is not None and rule.action == "delay":
                         time.sleep(rule.seconds)
+                    if rule is not None and rule.callback is not None:
+                        rule.callback(method, path)
                     if upstream is None:
                         upstream = socket.create_connection(self.upstream, timeout=60)
                         upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -385,6 +403,12 @@ def _reset(sock: socket.socket) -> None:
 
 
 def _close(sock: socket.socket) -> None:
+    """Shut down, then close: a plain close wakes no thread blocked on the socket and leaves the
+    descriptor open while a ``makefile`` object still refers to it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
     try:
         sock.close()
     except OSError:

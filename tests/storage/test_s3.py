@@ -1,0 +1,346 @@
+"""The S3 backend beyond the shared contract: configuration, credentials, the error table, the
+parallel data path, multipart writes, secrets, pickling and fork.
+
+The generic contract (round trips, ranges, list order, the race) is the conformance suite's job
+(tests/storage/test_conformance.py); these tests prove what is specific to S3, on real servers
+over loopback (moto, and Ceph RGW where moto does not behave like S3: signatures, If-Match).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from datashard.errors import (
+    BucketNotFoundError,
+    ConfigError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoragePermissionError,
+)
+from datashard.storage.config import backend_from_env, config_from_env, open_backend
+from datashard.storage.s3 import S3Backend, S3Config
+from datashard.testing.faultproxy import FaultProxy
+from datashard.testing.servers import S3Server, new_s3_bucket
+
+pytestmark = pytest.mark.s3
+
+MiB = 1024 * 1024
+SECRET = "Sup3rS3cretValueThatMustNeverShow"
+TOKEN = "SessionTokenThatMustNeverShow0123"
+
+
+def _options(server: S3Server, **extra: Any) -> dict[str, Any]:
+    return {
+        "endpoint_url": server.endpoint_url,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        "region": server.region,
+        "path_style": True,
+        "retry_first_delay": 0.001,
+        "retry_max_delay": 0.01,
+        **extra,
+    }
+
+
+@pytest.fixture
+def moto_backend(moto_s3: S3Server, moto_bucket: str) -> Iterator[S3Backend]:
+    backend = open_backend(f"s3://{moto_bucket}/root", **_options(moto_s3))
+    assert isinstance(backend, S3Backend)
+    with backend:
+        yield backend
+
+
+@pytest.fixture
+def proxy(moto_s3: S3Server) -> Iterator[FaultProxy]:
+    with FaultProxy(moto_s3.endpoint_url) as p:
+        yield p
+
+
+def _via(proxy: FaultProxy, server: S3Server, bucket: str, **extra: Any) -> S3Backend:
+    options = _options(server, endpoint_url=proxy.url, **extra)
+    backend = open_backend(f"s3://{bucket}/root", **options)
+    assert isinstance(backend, S3Backend)
+    return backend
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_uri_and_options_make_a_typed_config() -> None:
+    config = S3Config.from_uri(
+        "s3://bucket-a/some/prefix/", endpoint_url="http://127.0.0.1:9", part_size=8 * MiB
+    )
+    assert (config.bucket, config.prefix, config.part_size) == ("bucket-a", "some/prefix", 8 * MiB)
+    assert config.root_uri() == "s3://bucket-a/some/prefix"
+    assert S3Config.from_uri("s3://bucket-a").root_uri() == "s3://bucket-a"
+
+
+def test_unknown_option_and_bad_values_raise_config_error_naming_them() -> None:
+    with pytest.raises(ConfigError, match="endpoint"):
+        S3Config.from_uri("s3://b", endpoint="http://x")  # the field is endpoint_url
+    with pytest.raises(ConfigError, match="part_size"):
+        S3Config.from_uri("s3://b", part_size=1024)
+    with pytest.raises(ConfigError, match="secret_access_key"):
+        S3Config.from_uri("s3://b", access_key_id="only-half")
+    with pytest.raises(ConfigError, match="anonymous"):
+        S3Config.from_uri("s3://b", anonymous=True, access_key_id="a", secret_access_key="b")
+    with pytest.raises(ConfigError, match="prefix"):
+        S3Config.from_uri("s3://b/a/../c")
+
+
+def test_environment_configures_the_s3_backend(moto_s3: S3Server, moto_bucket: str) -> None:
+    env = {
+        "DATASHARD_STORAGE_TYPE": "s3",
+        "DATASHARD_S3_ENDPOINT": moto_s3.endpoint_url,
+        "DATASHARD_S3_ACCESS_KEY": moto_s3.access_key_id,
+        "DATASHARD_S3_SECRET_KEY": moto_s3.secret_access_key,
+        "DATASHARD_S3_BUCKET": moto_bucket,
+        "DATASHARD_S3_REGION": moto_s3.region,
+        "DATASHARD_S3_PREFIX": "from/env",
+        "DATASHARD_S3_PATH_STYLE": "true",
+        "DATASHARD_S3_READ_PART_SIZE": "1048576",
+        "DATASHARD_MAX_CONCURRENCY": "7",
+    }
+    config = config_from_env(env)
+    assert isinstance(config, S3Config)
+    assert (config.prefix, config.read_part_size, config.max_concurrency) == ("from/env", MiB, 7)
+    with backend_from_env(env) as backend:
+        backend.write("k", b"v")
+        assert backend.read("k") == b"v"
+    raw = moto_s3.client().get_object(Bucket=moto_bucket, Key="from/env/k")
+    assert raw["Body"].read() == b"v"
+    with pytest.raises(ConfigError, match="DATASHARD_S3_ENDPOINT_URLS"):
+        config_from_env({**env, "DATASHARD_S3_ENDPOINT_URLS": "x"})
+
+
+def test_no_secret_in_config_or_backend_repr_or_str() -> None:
+    config = S3Config.from_uri(
+        "s3://b", access_key_id="AKIDVISIBLE", secret_access_key=SECRET, session_token=TOKEN
+    )
+    backend = S3Backend(config)
+    for text in (repr(config), str(config), repr(backend), str(backend)):
+        assert SECRET not in text and TOKEN not in text
+    with pytest.raises(ConfigError) as info:
+        S3Config.from_uri("s3://b", access_key_id="a", secret_access_key=12345)
+    assert "12345" not in str(info.value)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_missing_bucket_names_the_bucket(moto_s3: S3Server) -> None:
+    with open_backend("s3://no-such-bucket-here/p", **_options(moto_s3)) as backend:
+        for call in (
+            lambda: backend.read("k"),
+            lambda: backend.write("k", b"x"),
+            lambda: list(backend.list()),
+        ):
+            with pytest.raises(BucketNotFoundError, match="no-such-bucket-here") as info:
+                call()
+            assert info.value.bucket == "no-such-bucket-here"
+            assert isinstance(info.value, FileNotFoundError)
+            assert info.value.__cause__ is not None
+
+
+def test_missing_object_is_object_not_found_with_sdk_cause(moto_backend: S3Backend) -> None:
+    with pytest.raises(ObjectNotFoundError, match="'nope'") as info:
+        moto_backend.read("nope")
+    assert info.value.key == "nope"
+    assert isinstance(info.value.__cause__, ClientError)
+    with pytest.raises(ObjectNotFoundError):
+        moto_backend.head("nope")
+    with pytest.raises(ObjectNotFoundError):
+        moto_backend.read_into("nope", bytearray(10))
+
+
+def test_wrong_secret_is_a_permission_error_that_never_shows_it(
+    ceph_s3: S3Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ceph checks signatures (moto does not). No secret in the message, the repr, the
+    traceback with its botocore cause, or any log line (datashard's at DEBUG, all at INFO)."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="datashard")
+    options = _options(ceph_s3, secret_access_key=SECRET, retry_attempts=3)
+    with open_backend(f"s3://{ceph_s3.bucket}", **options) as backend:
+        for call in (
+            lambda: backend.read("k"),
+            lambda: backend.write("k", b"x"),
+            lambda: backend.put_if_absent("k", b"x"),
+            lambda: list(backend.list()),
+        ):
+            with pytest.raises(StoragePermissionError) as info:
+                call()
+            assert isinstance(info.value, PermissionError)
+            text = "".join(traceback.format_exception(info.value))
+            text += repr(info.value) + str(info.value.__cause__) + repr(backend)
+            assert SECRET not in text
+    assert caplog.records, "expected datashard to log at least the client creation"
+    assert SECRET not in caplog.text
+
+
+def test_unknown_access_key_and_session_token_never_show(
+    ceph_s3: S3Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="datashard")
+    options = _options(
+        ceph_s3, access_key_id="NOSUCHKEY", secret_access_key=SECRET, session_token=TOKEN
+    )
+    with open_backend(f"s3://{ceph_s3.bucket}", **options) as backend:
+        with pytest.raises(StoragePermissionError) as info:
+            backend.read("k")
+    text = "".join(traceback.format_exception(info.value)) + caplog.text
+    assert SECRET not in text and TOKEN not in text
+
+
+# -- the data path ---------------------------------------------------------------------------
+
+
+def test_read_into_is_exact_across_part_boundaries(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    data = os.urandom(300_007)
+    part = 65_536
+    backend = _via(proxy, moto_s3, moto_bucket, read_threshold=100_000, read_part_size=part)
+    with backend:
+        backend.write("obj", data)
+        cases = [(0, len(data)), (0, 400_000), (part - 1, 2), (part - 1, part + 2), (1, 150_000),
+                 (299_000, 50_000), (len(data), 10), (len(data) + 5, 10), (12_345, 200_001)]
+        for offset, length in cases:
+            buf = bytearray(b"\xee" * length)
+            proxy.clear()
+            count = backend.read_into("obj", buf, offset)
+            expected = data[offset : offset + length]
+            assert count == len(expected), (offset, length)
+            assert buf[:count] == expected, (offset, length)
+            assert buf[count:] == b"\xee" * (length - count), "bytes past the object were touched"
+            if length > 100_000 and len(expected) > part:
+                assert proxy.requests["GET"] == -(-len(expected) // part), (offset, length)
+
+
+def test_read_into_accepts_numpy_and_memoryview_slices(moto_backend: S3Backend) -> None:
+    import numpy as np
+
+    backend = S3Backend(replace(moto_backend.config, read_threshold=1000, read_part_size=777))
+    data = os.urandom(10_000)
+    backend.write("obj", data)
+    arr = np.zeros(2500, dtype=np.uint32)  # 10,000 bytes
+    assert backend.read_into("obj", arr) == 10_000
+    assert arr.tobytes() == data
+    big = bytearray(20_000)
+    assert backend.read_into("obj", memoryview(big)[5000:15000], 0) == 10_000
+    assert big[5000:15000] == data and big[:5000] == bytes(5000)
+    with pytest.raises(TypeError, match="writable"):
+        backend.read_into("obj", b"read-only")
+
+
+def test_large_read_and_read_ranges_match_the_object(moto_backend: S3Backend) -> None:
+    backend = S3Backend(replace(moto_backend.config, read_threshold=5000, read_part_size=3000))
+    data = os.urandom(40_000)
+    backend.write("obj", data)
+    assert backend.read("obj") == data
+    assert backend.read_range("obj", 1234, 39_999) == data[1234:39_999]
+    ranges = [(0, 10), (100, 30_000), (39_990, 50_000), (5, 5), (40_000, 40_100), (7, 9000)]
+    assert backend.read_ranges("obj", ranges) == [data[s:e] for s, e in ranges]
+    assert backend.read_ranges("obj", [(1, 3), (10, 20)]) == [data[1:3], data[10:20]]
+    backend.write("empty", b"")
+    assert backend.read("empty") == b"" and backend.read_range("empty", 0, 10) == b""
+
+
+def test_object_replaced_during_a_parallel_read_raises_precondition_failed(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    """The parts after the first are pinned to the first response's ETag: a reader never
+    returns a mix of two versions."""
+    backend = _via(proxy, moto_s3, moto_bucket, read_threshold=1000, read_part_size=1000)
+    raw = moto_s3.client()
+    with backend:
+        backend.write("obj", b"a" * 5000)
+        proxy.delay(0.0, method="GET")  # the first GET passes untouched; before the second
+
+        def overwrite(method: str, path: str) -> None:
+            raw.put_object(Bucket=moto_bucket, Key="root/obj", Body=b"b" * 5000)
+
+        proxy.call(overwrite, method="GET")  # one reaches the server, another writer replaces it
+        with pytest.raises(PreconditionFailedError, match="'obj'"):
+            backend.read_into("obj", bytearray(5000))
+        assert backend.read("obj") == b"b" * 5000
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+def test_iterable_of_chunks_is_a_multipart_upload(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    backend = _via(proxy, moto_s3, moto_bucket, multipart_threshold=5 * MiB, part_size=5 * MiB)
+    data = os.urandom(13 * MiB + 17)
+    chunks = (data[i : i + 999_983] for i in range(0, len(data), 999_983))
+    with backend:
+        backend.write("big", chunks)
+        # create + complete are POSTs; three parts are PUTs
+        assert (proxy.requests["POST"], proxy.requests["PUT"]) == (2, 3)
+        assert backend.read("big") == data
+        proxy.clear()
+        backend.write("small", iter([b"ab", b"cd"]))  # ends under the threshold: one PutObject
+        assert (proxy.requests["POST"], proxy.requests["PUT"]) == (0, 1)
+        assert backend.read("small") == b"abcd"
+        backend.write("none", iter([]))
+        assert backend.read("none") == b""
+
+
+def test_failed_multipart_upload_is_aborted_and_leaves_no_object(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    backend = _via(proxy, moto_s3, moto_bucket, multipart_threshold=5 * MiB, part_size=5 * MiB)
+    proxy.fail(1, status=403, code="AccessDenied", method="PUT", path=r"partNumber=2")
+    with backend, pytest.raises(StoragePermissionError, match="'big'"):
+        backend.write("big", os.urandom(11 * MiB))
+    raw = moto_s3.client()
+    assert raw.list_multipart_uploads(Bucket=moto_bucket).get("Uploads", []) == []
+    assert not backend.exists("big")
+
+
+def test_delete_many_removes_batches_over_a_thousand(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    keys = [f"d/{i:04d}" for i in range(1003)]
+    raw = moto_s3.client()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: raw.put_object(Bucket=moto_bucket, Key=f"root/{k}"), keys))
+    with _via(proxy, moto_s3, moto_bucket) as backend:
+        backend.delete_many(keys + ["d/missing"])
+        assert proxy.requests["POST"] == 2  # two DeleteObjects batches
+        assert list(backend.list("d/")) == []
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_backend_works_in_child_processes(moto_backend: S3Backend, method: str) -> None:
+    """A used backend, forked or pickled into another process, makes its own client there."""
+    moto_backend.write("k", b"hello")
+    assert moto_backend.read("k") == b"hello"  # the parent's client exists now
+    state = pickle.dumps(moto_backend)
+    assert len(state) < 4096 and SECRET.encode() not in state
+    ctx = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        assert list(pool.map(moto_backend.read, ["k"] * 4)) == [b"hello"] * 4
+    assert pickle.loads(state).read("k") == b"hello"
+
+
+def test_new_bucket_helper_gives_an_empty_bucket(moto_s3: S3Server) -> None:
+    bucket = new_s3_bucket(moto_s3, "s3-empty")
+    with open_backend(f"s3://{bucket}", **_options(moto_s3)) as backend:
+        assert list(backend.list()) == []
