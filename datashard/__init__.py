@@ -8,10 +8,12 @@ from datashard.errors import *  # noqa: F403
 from datashard.errors import __all__ as _error_names
 
 if TYPE_CHECKING:
-    from datashard.catalog import create_table, drop_table, load_table
-    from datashard.expressions import col
-    from datashard.schema import Schema
-    from datashard.table import Table
+    from datashard.catalog import create_table as create_table
+    from datashard.catalog import drop_table as drop_table
+    from datashard.catalog import load_table as load_table
+    from datashard.expressions import col as col
+    from datashard.schema import Schema as Schema
+    from datashard.table import Table as Table
 
 __version__ = "0.1.0"
 

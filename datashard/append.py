@@ -87,7 +87,9 @@ class AppendCommit:
                 key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
                 written.append(key)
                 self.data_files.append(
-                    write_data_file(self.backend, key, table, self.schema, self.backend.uri_for(key))
+                    write_data_file(
+                        self.backend, key, table, self.schema, self.backend.uri_for(key)
+                    )
                 )
             entries = [
                 ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.data_files
@@ -234,9 +236,7 @@ class AppendCommit:
                 except ValueError:
                     pass
         if parent is None or "total-delete-files" in prev:
-            for key in (
-                "total-delete-files", "total-position-deletes", "total-equality-deletes"
-            ):
+            for key in ("total-delete-files", "total-position-deletes", "total-equality-deletes"):
                 out[key] = str(prev.get(key, "0"))
         return out
 

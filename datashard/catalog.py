@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -41,7 +41,7 @@ from datashard.table import Table
 
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 
-SchemaLike = Schema | pa.Schema | Sequence[Mapping[str, Any]]
+SchemaLike: TypeAlias = Schema | pa.Schema | Sequence[Mapping[str, Any]]
 
 
 def validate_table_name(name: object) -> str:
@@ -103,7 +103,9 @@ def create_table(
     location = backend.uri_for(name)
     if newest_foreign_metadata(backend, paths) is not None:
         raise TableAlreadyExistsError(f"a table already exists at {location}")
-    md = new_table_metadata(the_schema, location, {k: str(v) for k, v in (properties or {}).items()})
+    md = new_table_metadata(
+        the_schema, location, {k: str(v) for k, v in (properties or {}).items()}
+    )
     key = paths.version(1)
     body = metadata_to_json(md)
     try:
@@ -137,8 +139,9 @@ def load_table(
         if foreign is not None:
             return Table.from_backend_key(backend, foreign, name=name)
         raise TableNotFoundError(
-            f"no table {name!r} at {backend.uri_for(name)} (no {paths.metadata_dir}/v<N>.metadata.json"
-            " there); create it with create_table or check the warehouse / DATASHARD_* settings"
+            f"no table {name!r} at {backend.uri_for(name)} (no "
+            f"{paths.metadata_dir}/v<N>.metadata.json there); create it with create_table "
+            "or check the warehouse / DATASHARD_* settings"
         )
     return Table(backend, paths, loaded, name=name)
 
@@ -181,5 +184,3 @@ __all__ = [
     "to_schema",
     "validate_table_name",
 ]
-
-

@@ -99,7 +99,9 @@ class CommitSettings:
             try:
                 value = int(raw)
             except (TypeError, ValueError):
-                raise ConfigError(f"table property {key} must be a whole number, got {raw!r}") from None
+                raise ConfigError(
+                    f"table property {key} must be a whole number, got {raw!r}"
+                ) from None
             if value < minimum:
                 raise ConfigError(f"table property {key} must be >= {minimum}, got {value}")
             return value
@@ -122,7 +124,7 @@ class CommitSettings:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to sleep before retry ``attempt`` (0-based): full jitter, capped."""
-        cap = min(self.max_wait_ms, self.min_wait_ms * (2**min(attempt, 30)))
+        cap = min(self.max_wait_ms, self.min_wait_ms * (2 ** min(attempt, 30)))
         return random.uniform(self.min_wait_ms, max(self.min_wait_ms, cap)) / 1000.0
 
 
@@ -228,8 +230,8 @@ def apply(
                 last_sequence_number=max(md.last_sequence_number, snap.sequence_number),
             )
         elif isinstance(update, SetSnapshotRef):
-            snap = md.snapshot_by_id(update.snapshot_id)
-            if snap is None:
+            target = md.snapshot_by_id(update.snapshot_id)
+            if target is None:
                 raise CommitConflictError(f"ref {update.name!r}: no snapshot {update.snapshot_id}")
             refs = dict(md.refs)
             refs[update.name] = SnapshotRef(snapshot_id=update.snapshot_id, type=update.type)
@@ -240,7 +242,9 @@ def apply(
                     current_snapshot_id=update.snapshot_id,
                     snapshot_log=(
                         *md.snapshot_log,
-                        SnapshotLogEntry(snapshot_id=snap.snapshot_id, timestamp_ms=snap.timestamp_ms),
+                        SnapshotLogEntry(
+                            snapshot_id=target.snapshot_id, timestamp_ms=target.timestamp_ms
+                        ),
                     ),
                 )
         elif isinstance(update, SetProperties):
@@ -253,7 +257,7 @@ def apply(
         log.append(MetadataLogEntry(metadata_file=base_location, timestamp_ms=base.last_updated_ms))
     md = replace(
         md,
-        metadata_log=tuple(log[-settings.previous_versions_max:]),
+        metadata_log=tuple(log[-settings.previous_versions_max :]),
         last_updated_ms=last_updated,
     )
     return expire_snapshots(md, settings.max_snapshots)

@@ -21,7 +21,7 @@ match (use ``is_null()``), and ``~`` of an unknown stays unknown.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datashard.errors import ValidationError
+from datashard.types import NestedField
 
 Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "not null"]
 
@@ -36,14 +37,34 @@ _COMPARISONS: tuple[Op, ...] = ("==", "!=", "<", "<=", ">", ">=")
 _SETS: tuple[Op, ...] = ("in", "not in")
 _UNARY: tuple[Op, ...] = ("is null", "not null")
 _ALIASES: Mapping[str, Op] = {
-    "=": "==", "==": "==", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=",
-    "in": "in", "not in": "not in", "not_in": "not in", "is null": "is null",
-    "is_null": "is null", "not null": "not null", "not_null": "not null",
+    "=": "==",
+    "==": "==",
+    "!=": "!=",
+    "<>": "!=",
+    "<": "<",
+    "<=": "<=",
+    ">": ">",
+    ">=": ">=",
+    "in": "in",
+    "not in": "not in",
+    "not_in": "not in",
+    "is null": "is null",
+    "is_null": "is null",
+    "not null": "not null",
+    "not_null": "not null",
     "is not null": "not null",
 }
 _NEGATED: Mapping[Op, Op] = {
-    "==": "!=", "!=": "==", "<": ">=", ">=": "<", ">": "<=", "<=": ">",
-    "in": "not in", "not in": "in", "is null": "not null", "not null": "is null",
+    "==": "!=",
+    "!=": "==",
+    "<": ">=",
+    ">=": "<",
+    ">": "<=",
+    "<=": ">",
+    "in": "not in",
+    "not in": "in",
+    "is null": "not null",
+    "not null": "is null",
 }
 
 
@@ -206,7 +227,9 @@ def to_expr(value: FilterLike) -> Expr:
         out: Expr = AlwaysTrue()
         for item in value:
             if not isinstance(item, tuple):
-                raise ValidationError(f"a filter list holds tuples like ('x', '>', 5), got {item!r}")
+                raise ValidationError(
+                    f"a filter list holds tuples like ('x', '>', 5), got {item!r}"
+                )
             part = _from_tuple(item)
             out = part if isinstance(out, AlwaysTrue) else And(out, part)
         return out
@@ -218,7 +241,9 @@ def to_expr(value: FilterLike) -> Expr:
 
 def _from_tuple(item: tuple[Any, ...]) -> Expr:
     if len(item) not in (2, 3) or not isinstance(item[0], str) or not isinstance(item[1], str):
-        raise ValidationError(f"a filter tuple is (column, op, value) or (column, op), got {item!r}")
+        raise ValidationError(
+            f"a filter tuple is (column, op, value) or (column, op), got {item!r}"
+        )
     op = _ALIASES.get(item[1].strip().lower())
     if op is None:
         raise ValidationError(
@@ -250,14 +275,6 @@ def referenced_columns(expr: Expr) -> set[str]:
 
 # --------------------------------------------------------------------------------------------
 # binding
-
-
-class FieldLike(Protocol):
-    field_id: int
-    name: str
-
-    @property
-    def field_type(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -299,7 +316,7 @@ Bound = BoundPredicate | BoundAnd | BoundOr | BoundTrue | BoundFalse
 
 def bind(
     expr: Expr,
-    fields: Mapping[str, FieldLike],
+    fields: Mapping[str, NestedField],
     arrow_types: Mapping[str, pa.DataType],
 ) -> Bound:
     """Resolve ``expr`` against top-level ``fields`` (name -> field) with ``~`` pushed down.
@@ -312,7 +329,7 @@ def bind(
 
 def _bind(
     expr: Expr,
-    fields: Mapping[str, FieldLike],
+    fields: Mapping[str, NestedField],
     arrow_types: Mapping[str, pa.DataType],
     negate: bool,
 ) -> Bound:
@@ -359,7 +376,9 @@ def _or(a: Bound, b: Bound) -> Bound:
     return BoundOr(a, b)
 
 
-def _coerce_literal(expr: Predicate, field: FieldLike, arrow_type: pa.DataType, value: Any) -> Any:
+def _coerce_literal(
+    expr: Predicate, field: NestedField, arrow_type: pa.DataType, value: Any
+) -> Any:
     """The literal as a Python value pyarrow accepts for ``arrow_type``."""
     try:
         return pa.scalar(value, type=arrow_type).as_py()
@@ -389,8 +408,8 @@ class FileStats(Protocol):
     def upper_bounds(self) -> Mapping[int, bytes] | None: ...
 
 
-class BoundDecoder(Protocol):
-    def __call__(self, iceberg_type: Any, data: bytes) -> Any: ...
+#: ``decode(type, bytes)``: a bound's single-value serialization as a Python value.
+BoundDecoder = Callable[[Any, bytes], Any]
 
 
 def might_match(bound: Bound, stats: FileStats, decode: BoundDecoder) -> bool:

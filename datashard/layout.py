@@ -55,7 +55,7 @@ def key_for_uri(backend: StorageBackend, uri: str) -> str:
     outside the backend's root.
     """
     if backend.scheme in ("file", "direct") and "://" not in uri:
-        path = uri[len("file:"):] if uri.startswith("file:") else uri
+        path = uri[len("file:") :] if uri.startswith("file:") else uri
         return backend.key_for(f"{backend.root_uri.split('://', 1)[0]}://{path}")
     return backend.key_for(uri)
 
@@ -119,7 +119,9 @@ def list_versions(backend: StorageBackend, paths: TablePaths) -> list[int]:
     return sorted(found)
 
 
-def newest_version(backend: StorageBackend, paths: TablePaths, known: int | None = None) -> int | None:
+def newest_version(
+    backend: StorageBackend, paths: TablePaths, known: int | None = None
+) -> int | None:
     """The newest committed version as far as ``head`` probes show, or ``None`` if none.
 
     Starts from ``known`` (a version the caller holds) or else the hint, and probes forward

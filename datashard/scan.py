@@ -260,7 +260,9 @@ def _read_file(backend: StorageBackend, uri: str, what: str) -> bytes:
         return backend.read(key_for_uri(backend, uri))
     except StorageError as exc:
         if isinstance(exc, FileNotFoundError):
-            raise CorruptMetadataError(f"{what} {uri} named by the table metadata is missing") from exc
+            raise CorruptMetadataError(
+                f"{what} {uri} named by the table metadata is missing"
+            ) from exc
         raise
 
 

@@ -77,7 +77,9 @@ class Table:
         return cls.from_backend_key(backend, key_for_uri(backend, metadata_uri))
 
     @classmethod
-    def from_backend_key(cls, backend: StorageBackend, key: str, *, name: str | None = None) -> Table:
+    def from_backend_key(
+        cls, backend: StorageBackend, key: str, *, name: str | None = None
+    ) -> Table:
         """The table whose metadata file is ``key`` on ``backend``, read-only."""
         uri = backend.uri_for(key)
         try:

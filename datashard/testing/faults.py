@@ -31,8 +31,16 @@ FaultKind = Literal["fail", "timeout", "lose"]
 
 #: The backend methods that make storage requests, as counted in ``calls``.
 METHODS = (
-    "read", "read_range", "read_ranges", "read_into", "head", "write", "put_if_absent",
-    "list", "delete", "delete_many",
+    "read",
+    "read_range",
+    "read_ranges",
+    "read_into",
+    "head",
+    "write",
+    "put_if_absent",
+    "list",
+    "delete",
+    "delete_many",
 )
 
 
@@ -114,7 +122,9 @@ class FaultyBackend(StorageBackend):
             time.sleep(fault.delay)
             raise TransientStorageError(message + " (timed out)", key=key)
         fn()
-        raise TransientStorageError(message + " (response lost after the call took effect)", key=key)
+        raise TransientStorageError(
+            message + " (response lost after the call took effect)", key=key
+        )
 
     # -- StorageBackend ------------------------------------------------------------------------
 

@@ -15,11 +15,14 @@ import pytest
 from datashard import Schema, create_table, load_table
 from datashard.testing.writers import append_worker
 
-SCHEMA = Schema(schema_id=0, fields=[
-    {"id": 1, "name": "writer", "type": "int", "required": True},
-    {"id": 2, "name": "commit", "type": "int", "required": True},
-    {"id": 3, "name": "row", "type": "int", "required": True},
-])
+SCHEMA = Schema(
+    schema_id=0,
+    fields=[
+        {"id": 1, "name": "writer", "type": "int", "required": True},
+        {"id": 2, "name": "commit", "type": "int", "required": True},
+        {"id": 3, "name": "row", "type": "int", "required": True},
+    ],
+)
 PROCESSES, COMMITS, ROWS = 8, 25, 10
 PROPS = {
     "history.expire.max-snapshots": "1000",  # keep every snapshot: the test checks the chain

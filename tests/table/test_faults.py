@@ -17,10 +17,13 @@ from datashard.storage.config import open_backend
 from datashard.table import Table
 from datashard.testing.faults import Fault, FaultKind, FaultyBackend
 
-SCHEMA = Schema(schema_id=0, fields=[
-    {"id": 1, "name": "batch", "type": "long", "required": True},
-    {"id": 2, "name": "row", "type": "long", "required": True},
-])
+SCHEMA = Schema(
+    schema_id=0,
+    fields=[
+        {"id": 1, "name": "batch", "type": "long", "required": True},
+        {"id": 2, "name": "row", "type": "long", "required": True},
+    ],
+)
 KINDS: tuple[FaultKind, ...] = ("fail", "timeout", "lose")
 FAST = {"commit.retry.min-wait-ms": "1", "commit.retry.max-wait-ms": "5"}
 
@@ -104,4 +107,6 @@ def test_a_fault_at_any_call_never_loses_or_doubles_a_commit(
     assert [s.parent_snapshot_id for s in table.snapshots()] == [None, *ids[:-1]]
     # the writer that saw the fault keeps working
     writer.refresh().append_records(_rows(9))
-    assert Counter(r["batch"] for r in load_table("t", warehouse=uri).to_arrow().to_pylist())[9] == 3
+    assert (
+        Counter(r["batch"] for r in load_table("t", warehouse=uri).to_arrow().to_pylist())[9] == 3
+    )

@@ -18,40 +18,81 @@ from datashard import Schema, create_table, load_table
 from datashard.expressions import col
 from datashard.table import Table
 
-ALL_TYPES = Schema(schema_id=0, fields=[
-    {"id": 1, "name": "b", "type": "boolean", "required": True},
-    {"id": 2, "name": "i", "type": "int", "required": False},
-    {"id": 3, "name": "l", "type": "long", "required": True},
-    {"id": 4, "name": "f", "type": "float", "required": False},
-    {"id": 5, "name": "d", "type": "double", "required": False},
-    {"id": 6, "name": "dec", "type": "decimal(10,2)", "required": False},
-    {"id": 7, "name": "day", "type": "date", "required": False},
-    {"id": 8, "name": "t", "type": "time", "required": False},
-    {"id": 9, "name": "ts", "type": "timestamp", "required": False},
-    {"id": 10, "name": "tstz", "type": "timestamptz", "required": False},
-    {"id": 11, "name": "s", "type": "string", "required": False},
-    {"id": 12, "name": "u", "type": "uuid", "required": False},
-    {"id": 13, "name": "bin", "type": "binary", "required": False},
-    {"id": 14, "name": "fx", "type": "fixed[4]", "required": False},
-    {"id": 15, "name": "st", "required": False, "type": {"type": "struct", "fields": [
-        {"id": 16, "name": "x", "type": "long", "required": False},
-        {"id": 17, "name": "y", "type": "string", "required": False}]}},
-    {"id": 18, "name": "lst", "required": False, "type": {
-        "type": "list", "element-id": 19, "element": "long", "element-required": False}},
-    {"id": 20, "name": "mp", "required": False, "type": {
-        "type": "map", "key-id": 21, "key": "string", "value-id": 22, "value": "long",
-        "value-required": False}},
-])
+ALL_TYPES = Schema(
+    schema_id=0,
+    fields=[
+        {"id": 1, "name": "b", "type": "boolean", "required": True},
+        {"id": 2, "name": "i", "type": "int", "required": False},
+        {"id": 3, "name": "l", "type": "long", "required": True},
+        {"id": 4, "name": "f", "type": "float", "required": False},
+        {"id": 5, "name": "d", "type": "double", "required": False},
+        {"id": 6, "name": "dec", "type": "decimal(10,2)", "required": False},
+        {"id": 7, "name": "day", "type": "date", "required": False},
+        {"id": 8, "name": "t", "type": "time", "required": False},
+        {"id": 9, "name": "ts", "type": "timestamp", "required": False},
+        {"id": 10, "name": "tstz", "type": "timestamptz", "required": False},
+        {"id": 11, "name": "s", "type": "string", "required": False},
+        {"id": 12, "name": "u", "type": "uuid", "required": False},
+        {"id": 13, "name": "bin", "type": "binary", "required": False},
+        {"id": 14, "name": "fx", "type": "fixed[4]", "required": False},
+        {
+            "id": 15,
+            "name": "st",
+            "required": False,
+            "type": {
+                "type": "struct",
+                "fields": [
+                    {"id": 16, "name": "x", "type": "long", "required": False},
+                    {"id": 17, "name": "y", "type": "string", "required": False},
+                ],
+            },
+        },
+        {
+            "id": 18,
+            "name": "lst",
+            "required": False,
+            "type": {
+                "type": "list",
+                "element-id": 19,
+                "element": "long",
+                "element-required": False,
+            },
+        },
+        {
+            "id": 20,
+            "name": "mp",
+            "required": False,
+            "type": {
+                "type": "map",
+                "key-id": 21,
+                "key": "string",
+                "value-id": 22,
+                "value": "long",
+                "value-required": False,
+            },
+        },
+    ],
+)
 
 
 def _row(n: int) -> dict[str, Any]:
     return {
-        "b": n % 2 == 0, "i": n, "l": 10_000_000_000 + n, "f": n + 0.5, "d": n / 3,
-        "dec": Decimal(f"{n}.25"), "day": dt.date(2024, 1, 1) + dt.timedelta(days=n),
-        "t": dt.time(12, 0, n % 60), "ts": dt.datetime(2024, 1, 1, 0, 0, n % 60),
+        "b": n % 2 == 0,
+        "i": n,
+        "l": 10_000_000_000 + n,
+        "f": n + 0.5,
+        "d": n / 3,
+        "dec": Decimal(f"{n}.25"),
+        "day": dt.date(2024, 1, 1) + dt.timedelta(days=n),
+        "t": dt.time(12, 0, n % 60),
+        "ts": dt.datetime(2024, 1, 1, 0, 0, n % 60),
         "tstz": dt.datetime(2024, 1, 1, 0, 0, n % 60, tzinfo=dt.timezone.utc),
-        "s": f"s{n}", "u": uuid.UUID(int=n), "bin": bytes([n % 256]) * 3,
-        "fx": bytes([n % 256]) * 4, "st": {"x": n, "y": f"y{n}"}, "lst": [n, n + 1],
+        "s": f"s{n}",
+        "u": uuid.UUID(int=n),
+        "bin": bytes([n % 256]) * 3,
+        "fx": bytes([n % 256]) * 4,
+        "st": {"x": n, "y": f"y{n}"},
+        "lst": [n, n + 1],
         "mp": {"k": n},
     }
 
@@ -85,11 +126,15 @@ def test_pyiceberg_reads_every_type_we_write(warehouse: Any) -> None:
     assert sorted(_normalize(theirs.to_pylist()), key=key) == sorted(
         _normalize(ours.to_pylist()), key=key
     )
-    static = StaticTable.from_metadata(table.metadata_location, properties=warehouse.pyiceberg_props)
+    static = StaticTable.from_metadata(
+        table.metadata_location, properties=warehouse.pyiceberg_props
+    )
     their_schema = static.schema()
-    for ours_f, theirs_f in zip(ALL_TYPES.fields, their_schema.fields):
+    for ours_f, theirs_f in zip(ALL_TYPES.fields, their_schema.fields, strict=True):
         assert (ours_f.field_id, ours_f.name, ours_f.required) == (
-            theirs_f.field_id, theirs_f.name, theirs_f.required
+            theirs_f.field_id,
+            theirs_f.name,
+            theirs_f.required,
         )
         assert str(ours_f.field_type).replace(" ", "") == str(theirs_f.field_type).replace(" ", "")
     assert static.current_snapshot().snapshot_id == table.current_snapshot().snapshot_id
@@ -98,7 +143,9 @@ def test_pyiceberg_reads_every_type_we_write(warehouse: Any) -> None:
 def test_pyiceberg_reads_every_snapshot_and_merged_manifests(local_wh: Any) -> None:
     schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])
     table = create_table(
-        "t", schema, warehouse=local_wh.uri,
+        "t",
+        schema,
+        warehouse=local_wh.uri,
         properties={"commit.manifest.min-count-to-merge": "3"},
     )
     snaps = [table.append_records([{"n": i}, {"n": i + 100}]).snapshot_id for i in range(7)]
@@ -125,20 +172,34 @@ def pyiceberg_table(tmp_path: Path) -> Any:
         "default", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{warehouse}"
     )
     catalog.create_namespace("ns")
-    arrow_schema = pa.schema([
-        pa.field("id", pa.int64(), nullable=False),
-        pa.field("name", pa.string()),
-        pa.field("when", pa.timestamp("us")),
-    ])
+    arrow_schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("when", pa.timestamp("us")),
+        ]
+    )
     tbl = catalog.create_table("ns.events", schema=arrow_schema)
-    tbl.append(pa.table({
-        "id": pa.array([1, 2], pa.int64()), "name": ["a", "b"],
-        "when": pa.array([dt.datetime(2024, 1, 1), None], pa.timestamp("us")),
-    }, schema=arrow_schema))
-    tbl.append(pa.table({
-        "id": pa.array([3], pa.int64()), "name": [None],
-        "when": pa.array([dt.datetime(2024, 2, 1)], pa.timestamp("us")),
-    }, schema=arrow_schema))
+    tbl.append(
+        pa.table(
+            {
+                "id": pa.array([1, 2], pa.int64()),
+                "name": ["a", "b"],
+                "when": pa.array([dt.datetime(2024, 1, 1), None], pa.timestamp("us")),
+            },
+            schema=arrow_schema,
+        )
+    )
+    tbl.append(
+        pa.table(
+            {
+                "id": pa.array([3], pa.int64()),
+                "name": [None],
+                "when": pa.array([dt.datetime(2024, 2, 1)], pa.timestamp("us")),
+            },
+            schema=arrow_schema,
+        )
+    )
     return catalog.load_table("ns.events"), warehouse
 
 

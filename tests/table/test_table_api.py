@@ -15,15 +15,20 @@ from datashard import Schema, TableAlreadyExistsError, TableNotFoundError, creat
 from datashard.errors import ValidationError
 from datashard.expressions import col
 
-SCHEMA = Schema(schema_id=1, fields=[
-    {"id": 1, "name": "user_id", "type": "long", "required": True},
-    {"id": 2, "name": "event", "type": "string", "required": True},
-    {"id": 3, "name": "timestamp", "type": "long", "required": True},
-])
+SCHEMA = Schema(
+    schema_id=1,
+    fields=[
+        {"id": 1, "name": "user_id", "type": "long", "required": True},
+        {"id": 2, "name": "event", "type": "string", "required": True},
+        {"id": 3, "name": "timestamp", "type": "long", "required": True},
+    ],
+)
 
 
 def _records(start: int, n: int, event: str = "login") -> list[dict[str, object]]:
-    return [{"user_id": i, "event": event, "timestamp": 1700000000 + i} for i in range(start, start + n)]
+    return [
+        {"user_id": i, "event": event, "timestamp": 1700000000 + i} for i in range(start, start + n)
+    ]
 
 
 def test_issue_example_round_trips_through_a_second_load(warehouse: Any) -> None:
@@ -132,10 +137,13 @@ def test_scan_projection_filters_and_pruning(warehouse: Any) -> None:
 
 
 def test_nulls_in_optional_columns_filter_like_sql(local_wh: Any) -> None:
-    schema = Schema(schema_id=0, fields=[
-        {"id": 1, "name": "k", "type": "long", "required": True},
-        {"id": 2, "name": "note", "type": "string", "required": False},
-    ])
+    schema = Schema(
+        schema_id=0,
+        fields=[
+            {"id": 1, "name": "k", "type": "long", "required": True},
+            {"id": 2, "name": "note", "type": "string", "required": False},
+        ],
+    )
     table = create_table("t", schema, warehouse=local_wh.uri)
     table.append_records([{"k": 1, "note": "a"}, {"k": 2, "note": None}, {"k": 3}])
     assert table.scan(filter=col("note").is_null()).count() == 2
@@ -177,7 +185,9 @@ def test_a_stale_writer_still_commits_and_sees_every_row(local_wh: Any) -> None:
 
 
 def test_schema_from_pyarrow_and_renamed_fields_read_by_id(local_wh: Any) -> None:
-    arrow_schema = pa.schema([pa.field("a", pa.int64(), nullable=False), pa.field("b", pa.string())])
+    arrow_schema = pa.schema(
+        [pa.field("a", pa.int64(), nullable=False), pa.field("b", pa.string())]
+    )
     table = create_table("t", arrow_schema, warehouse=local_wh.uri)
     table.append(pa.table({"b": ["x", "y"], "a": [1, 2]}))  # columns in another order
     assert table.to_arrow().to_pylist() == [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]

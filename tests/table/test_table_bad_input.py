@@ -11,11 +11,14 @@ import pytest
 from datashard import Schema, create_table, load_table
 from datashard.errors import CorruptMetadataError, ValidationError
 
-SCHEMA = Schema(schema_id=1, fields=[
-    {"id": 1, "name": "user_id", "type": "long", "required": True},
-    {"id": 2, "name": "event", "type": "string", "required": True},
-    {"id": 3, "name": "note", "type": "string", "required": False},
-])
+SCHEMA = Schema(
+    schema_id=1,
+    fields=[
+        {"id": 1, "name": "user_id", "type": "long", "required": True},
+        {"id": 2, "name": "event", "type": "string", "required": True},
+        {"id": 3, "name": "note", "type": "string", "required": False},
+    ],
+)
 GOOD = [{"user_id": 1, "event": "login", "note": None}]
 
 BAD_RECORDS = [
@@ -39,7 +42,9 @@ def _unchanged(warehouse: Any, before: dict[str, bytes]) -> None:
     assert warehouse.snapshot_of_storage() == before
 
 
-@pytest.mark.parametrize(("case", "records", "message"), BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS])
+@pytest.mark.parametrize(
+    ("case", "records", "message"), BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS]
+)
 def test_bad_records_are_rejected_and_nothing_is_written(
     table_and_state: Any, case: str, records: list[dict[str, Any]], message: str
 ) -> None:
@@ -68,11 +73,14 @@ def test_a_schema_that_does_not_match_the_table_is_refused(table_and_state: Any)
     reordered = Schema(schema_id=1, fields=[SCHEMA.fields[1], SCHEMA.fields[0], SCHEMA.fields[2]])
     with pytest.raises(ValidationError, match="another order"):
         table.append_records(GOOD, reordered)
-    other = Schema(schema_id=1, fields=[
-        {"id": 1, "name": "user_id", "type": "int", "required": True},
-        {"id": 2, "name": "event", "type": "string", "required": True},
-        {"id": 3, "name": "note", "type": "string", "required": False},
-    ])
+    other = Schema(
+        schema_id=1,
+        fields=[
+            {"id": 1, "name": "user_id", "type": "int", "required": True},
+            {"id": 2, "name": "event", "type": "string", "required": True},
+            {"id": 3, "name": "note", "type": "string", "required": False},
+        ],
+    )
     with pytest.raises(ValidationError, match="does not match"):
         table.append_records(GOOD, other)
     _unchanged(warehouse, before)
