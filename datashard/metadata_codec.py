@@ -142,12 +142,15 @@ class _Reader:
         return CorruptMetadataError(f"corrupt table metadata {self.location}: {what}")
 
     def obj(self, value: Any, path: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise self.fail(f"{path} must be a JSON object, got {type(value).__name__}")
         return value
 
     def get(self, d: Mapping[str, Any], key: str, kind: type[T], path: str,
             default: Any = ..., nullable: bool = False) -> Any:
+        value = d.get(key)
+        if type(value) is kind:  # the common case, decided at once
+            return value
         if key not in d or (d[key] is None and not nullable and default is not ...):
             if default is ...:
                 raise self.fail(f"missing required field {path + key!r}")
