@@ -98,6 +98,19 @@ TRICKY_KEYS: tuple[str, ...] = (
     "日本/語",
     "\uff01",
     "\U0001f600",
+    "e\u0301",
+    "AB",
+    "q?x",
+    "h#x",
+    "amp&x",
+    "lt<x>",
+    'quote"x',
+    "apos'x",
+    "star*x",
+    "bs\\x",
+    "colon:x",
+    "sp ",
+    " lead",
 )
 
 Call = Callable[[StorageBackend, Any], object]
@@ -475,6 +488,23 @@ class StorageConformance:
         assert backend.read_into("obj", out) == expected.nbytes
         assert np.array_equal(out, expected)
 
+    def test_read_into_two_dimensional_numpy_array(self, backend: StorageBackend) -> None:
+        np = _numpy()
+        expected = np.arange(600, dtype=np.int32).reshape(20, 30)
+        backend.write("obj", expected.tobytes())
+        out = np.zeros((20, 30), dtype=np.int32)
+        assert backend.read_into("obj", out) == expected.nbytes
+        assert np.array_equal(out, expected)
+
+    def test_read_into_read_only_buffer_raises_type_error(self, backend: StorageBackend) -> None:
+        """Like ``io.BytesIO.readinto``: a read-only buffer is a ``TypeError``, and its bytes are
+        left alone (an O_DIRECT or socket read must never write into immutable memory)."""
+        backend.write("obj", b"0123456789")
+        target = bytes(10)
+        with pytest.raises(TypeError):
+            backend.read_into("obj", target)
+        assert target == bytes(10)
+
     def test_read_into_memoryview_slice_fills_only_that_slice(
         self, backend: StorageBackend
     ) -> None:
@@ -531,6 +561,41 @@ class StorageConformance:
             assert type(info.value) is ObjectNotFoundError, name
         backend.delete("a")
         assert backend.read("a/b") == b"x"
+
+    def test_key_below_an_object_is_missing(self, backend: StorageBackend) -> None:
+        """``obj/child`` when ``obj`` is an object: a plain miss on every read method."""
+        backend.write("obj", b"x")
+        assert backend.exists("obj/child") is False
+        for name, call in READ_CALLS.items():
+            with pytest.raises(ObjectNotFoundError) as info:
+                call(backend, "obj/child")
+            assert type(info.value) is ObjectNotFoundError, name
+        backend.delete("obj/child")
+        assert backend.read("obj") == b"x"
+
+    def test_long_key_round_trips_or_is_refused_as_invalid(self, backend: StorageBackend) -> None:
+        """A 300-byte segment (object stores allow 1,024-byte keys; many file systems only
+        255-byte names): it works, or every write raises ``InvalidPathError`` itself, never a
+        "not found"."""
+        key = "long/" + "x" * 300
+        for name, call in (("write", KEY_CALLS["write"]), ("put", KEY_CALLS["put_if_absent"])):
+            try:
+                call(backend, key)
+            except InvalidPathError as exc:
+                assert type(exc) is InvalidPathError, name
+                assert not backend.exists(key)
+            else:
+                assert backend.read(key) == b"x", name
+                assert keys_of(backend.list("long/")) == [key], name
+                backend.delete(key)
+
+    def test_control_characters_in_keys_round_trip(self, backend: StorageBackend) -> None:
+        keys = ["nl\nx", "tab\tx", "cr\rx", "del\x7fx", "bell\x07x"]
+        for key in keys:
+            backend.write(key, key.encode())
+        for key in keys:
+            assert backend.read(key) == key.encode()
+        assert keys_of(backend.list()) == sorted(keys)
 
     # -- put_if_absent ----------------------------------------------------------------------
 
@@ -676,6 +741,18 @@ class StorageConformance:
         assert not backend.exists("obj")
         with pytest.raises(ObjectNotFoundError):
             backend.read("obj")
+
+    def test_delete_while_listing_removes_everything(self, backend: StorageBackend) -> None:
+        """The usual clean-up loop: delete each key as ``list`` yields it."""
+        keys = ["d/a/1", "d/a/2", "d/b/1", "d/c/1", "d/c/2/x", "d/e", "keep"]
+        for key in keys:
+            backend.write(key, b"x")
+        seen = []
+        for meta in backend.list("d/"):
+            seen.append(meta.key)
+            backend.delete(meta.key)
+        assert seen == keys[:-1]
+        assert keys_of(backend.list()) == ["keep"]
 
     def test_delete_removes_only_that_key(self, backend: StorageBackend) -> None:
         for key in ("d/x", "d/xy", "d/x.y", "d/w/x", "x"):

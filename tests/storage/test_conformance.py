@@ -187,6 +187,13 @@ class _S3Binding(StorageConformance):
 class TestS3Moto(_S3Binding):
     """``s3://`` on moto server over loopback: a fresh bucket per test, objects at its root."""
 
+    expected_failures = {
+        "test_control_characters_in_keys_round_trip": (
+            "moto server answers 404 to a PutObject whose key holds a newline, from plain boto3 "
+            "too (an emulator bug; Ceph RGW stores such keys)"
+        ),
+    }
+
     @pytest.fixture
     def s3_server(self, moto_s3: S3Server) -> S3Server:
         return moto_s3
