@@ -1,0 +1,28 @@
+"""The examples run as written, in a fresh local warehouse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("script", ["quickstart.py"])
+def test_example_runs_twice_in_a_fresh_warehouse(script: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
+    env["DATASHARD_LOCAL_PATH"] = str(tmp_path / "wh")
+    for run in (1, 2):
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / script)],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "logout" in done.stdout
+        assert "1 row(s) in the first snapshot" in done.stdout
+    assert (tmp_path / "wh" / "user-events" / "metadata" / "v5.metadata.json").exists()
+    assert not (tmp_path / "datashard-warehouse").exists()
