@@ -29,7 +29,7 @@ from datashard.errors import CorruptMetadataError, DataShardError, ValidationErr
 from datashard.metadata import FORMAT_VERSION, PartitionSpec, transform_result_type
 from datashard.metadata_codec import spec_to_json
 from datashard.schema import Schema
-from datashard.types import DoubleType, FloatType, StructType
+from datashard.types import DoubleType, FloatType, StructType, UUIDType
 
 #: Manifest entry status values.
 EXISTING, ADDED, DELETED = 0, 1, 2
@@ -122,7 +122,25 @@ def _map(m: Mapping[int, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": v} for k, v in sorted(m.items())]
 
 
-def _entry_record(e: ManifestEntry, snapshot_id: int | None) -> dict[str, Any]:
+def _avro_partition(partition: Mapping[str, Any], ptype: StructType) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in ptype.fields:
+        v = partition.get(f.name)
+        if v is not None:
+            v = to_physical(f.field_type, v)
+            if isinstance(f.field_type, UUIDType):
+                v = v.bytes
+        out[f.name] = v
+    unknown = set(partition) - {f.name for f in ptype.fields}
+    if unknown:
+        raise ValidationError(
+            f"partition values {sorted(unknown)} are not fields of the partition spec "
+            f"{[f.name for f in ptype.fields]}"
+        )
+    return out
+
+
+def _entry_record(e: ManifestEntry, snapshot_id: int | None, ptype: StructType) -> dict[str, Any]:
     f = e.data_file
     return {
         "status": e.status,
@@ -133,7 +151,7 @@ def _entry_record(e: ManifestEntry, snapshot_id: int | None) -> dict[str, Any]:
             "content": f.content,
             "file_path": f.file_path,
             "file_format": f.file_format,
-            "partition": dict(f.partition),
+            "partition": _avro_partition(f.partition, ptype),
             "record_count": f.record_count,
             "file_size_in_bytes": f.file_size_in_bytes,
             "column_sizes": _map(f.column_sizes),
@@ -178,7 +196,8 @@ def write_manifest(
     them as null (inherited from the manifest list's ``added_snapshot_id`` on read). Entry
     sequence numbers are written as given (``None`` = inherit: only valid for ADDED entries).
     """
-    avro_schema = _parsed_entry_schema(spec.partition_type(schema))
+    ptype = spec.partition_type(schema)
+    avro_schema = _parsed_entry_schema(ptype)
     metadata = {
         "schema": json.dumps(schema.to_json(), separators=(",", ":")),
         "schema-id": str(schema.schema_id),
@@ -193,7 +212,7 @@ def write_manifest(
                 f"manifest entry for {e.data_file.file_path} has status {e.status} but no "
                 "sequence number; only ADDED entries may inherit theirs"
             )
-    records = [_entry_record(e, snapshot_id) for e in entries]
+    records = [_entry_record(e, snapshot_id, ptype) for e in entries]
     return _write_avro(avro_schema, records, metadata)
 
 

@@ -3,9 +3,12 @@ and corrupt files name themselves."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
+import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import fastavro
@@ -207,3 +210,25 @@ def test_garbage_bytes_name_the_file() -> None:
         read_manifest_list(b"Obj\x01garbage" * 10, "x.avro")
     with pytest.raises(CorruptMetadataError, match="corrupt manifest y.avro"):
         read_manifest(b"{not avro}", "y.avro")
+
+
+def test_partition_values_of_every_kind_round_trip_as_physical_values() -> None:
+    schema = Schema(1, [
+        {"id": 1, "name": "u", "type": "uuid"},
+        {"id": 2, "name": "ts", "type": "timestamptz"},
+        {"id": 3, "name": "p", "type": "decimal(9,2)"},
+        {"id": 4, "name": "s", "type": "string"},
+    ])
+    spec = PartitionSpec(0, tuple(
+        PartitionField(i, 1000 + i, "identity", name)
+        for i, name in ((1, "u"), (2, "ts"), (3, "p"), (4, "s"))))
+    u = uuid.UUID(int=7)
+    when = dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)
+    df = DataFile(file_path="f", record_count=1, file_size_in_bytes=1,
+                  partition={"u": u, "ts": when, "p": Decimal("1.50"), "s": None})
+    data = write_manifest([ManifestEntry(ADDED, None, None, None, df)], schema, spec, 1)
+    back = read_manifest(data, "m").pop().data_file.partition
+    assert back == {"u": u, "ts": 1_714_564_800_000_000, "p": Decimal("1.50"), "s": None}
+    with pytest.raises(ValidationError, match="not fields of the partition spec"):
+        write_manifest([ManifestEntry(ADDED, None, None, None, dataclasses.replace(
+            df, partition={"nope": 1}))], schema, spec, 1)
