@@ -113,7 +113,7 @@ SPEC_EXAMPLES: list[tuple[IcebergType, Any, bytes]] = [
 def test_values_serialize_to_the_spec_layout(t: IcebergType, value: Any, expected: bytes) -> None:
     assert to_bytes(t, value) == expected
     assert to_python(t, from_bytes(t, expected)) == (
-        value if not isinstance(value, Decimal) else value.quantize(Decimal(1).scaleb(-t.scale))
+        value if not isinstance(t, DecimalType) else value.quantize(Decimal(1).scaleb(-t.scale))
     ) or isinstance(t, TimestamptzType)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import math
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ def _rows(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _decoded(bounds: dict[int, bytes], fid: int) -> Any:
+def _decoded(bounds: Mapping[int, bytes], fid: int) -> Any:
     t = SCHEMA.find_type(fid)
     return to_python(t, from_bytes(t, bounds[fid]))
 

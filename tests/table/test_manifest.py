@@ -10,6 +10,7 @@ import json
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pyarrow as pa
@@ -110,7 +111,8 @@ def test_manifest_files_carry_the_spec_metadata_and_field_ids() -> None:
     lower = next(f for f in data_file["type"]["fields"] if f["name"] == "lower_bounds")
     kv = lower["type"][1]["items"]["fields"]
     assert lower["field-id"] == 125 and [f["field-id"] for f in kv] == [126, 127]
-    assert next(iter(reader))["snapshot_id"] == 9
+    first: Any = next(iter(reader))
+    assert first["snapshot_id"] == 9
 
 
 def test_pyiceberg_reads_our_manifest_list_and_manifests(tmp_path: Path) -> None:
@@ -136,6 +138,7 @@ def test_pyiceberg_reads_our_manifest_list_and_manifests(tmp_path: Path) -> None
     theirs = manifests[0]
     assert theirs.manifest_path == m_path and theirs.sequence_number == 6
     assert theirs.added_files_count == 2 and theirs.added_rows_count == 21
+    assert theirs.partitions is not None
     assert theirs.partitions[0].lower_bound == to_bytes(DateType(), days[0])
     their_entries = theirs.fetch_manifest_entry(fileio)
     assert [e.status for e in their_entries] == [ManifestEntryStatus.ADDED] * 2

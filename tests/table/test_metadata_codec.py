@@ -94,14 +94,16 @@ def test_time_travel_helpers_follow_the_snapshot_log() -> None:
 
 def test_pyiceberg_reads_our_metadata() -> None:
     md = _two_snapshot_metadata()
-    theirs = TableMetadataUtil.parse_raw(metadata_to_json(md))
+    theirs = TableMetadataUtil.parse_raw(metadata_to_json(md).decode())
     assert theirs.format_version == 2
     assert str(theirs.table_uuid) == md.table_uuid
     assert theirs.current_snapshot_id == 22
-    assert theirs.snapshot_by_id(22).parent_snapshot_id == 11
+    their_snapshot = theirs.snapshot_by_id(22)
+    assert their_snapshot is not None and their_snapshot.parent_snapshot_id == 11
     assert theirs.schema().find_field("tags.element").field_id == 5
     assert theirs.refs["v1"].snapshot_ref_type == "tag"
-    empty = TableMetadataUtil.parse_raw(metadata_to_json(new_table_metadata(SCHEMA, LOC)))
+    empty = TableMetadataUtil.parse_raw(
+        metadata_to_json(new_table_metadata(SCHEMA, LOC)).decode())
     assert empty.current_snapshot_id is None
 
 
@@ -111,7 +113,7 @@ def test_partition_specs_and_sort_orders_round_trip_and_pyiceberg_reads_them() -
     md = new_table_metadata(SCHEMA, LOC, partition_spec=spec, sort_order=order)
     back = metadata_from_json(metadata_to_json(md), "x")
     assert back == md and back.last_partition_id == 1000
-    theirs = TableMetadataUtil.parse_raw(metadata_to_json(md))
+    theirs = TableMetadataUtil.parse_raw(metadata_to_json(md).decode())
     assert theirs.spec().fields[0].name == "user_id_bucket"
     assert theirs.sort_order_by_id(1) is not None
 
@@ -139,7 +141,7 @@ def test_we_read_metadata_pyiceberg_wrote(tmp_path: Path) -> None:
     assert md.refs["main"].snapshot_id == current.snapshot_id
     assert len(md.metadata_log) == 2
     # and what we write back from it, PyIceberg still reads
-    again = TableMetadataUtil.parse_raw(metadata_to_json(md))
+    again = TableMetadataUtil.parse_raw(metadata_to_json(md).decode())
     assert again.current_snapshot_id == md.current_snapshot_id
 
 
