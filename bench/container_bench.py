@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -55,7 +55,7 @@ def interleaved(
     fns: dict[str, Callable[[], Any]],
     repeat: int,
     limits: dict[str, int] | None = None,
-    before: dict[str, Callable[[], None]] | None = None,
+    before: Mapping[str, Callable[[], None]] | None = None,
 ) -> dict[str, float]:
     """Median time of each function, run round-robin so load changes hit all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -162,7 +162,9 @@ def _bench_local_case(
     readers = {"ours": read_ours, "msglc": read_msglc, "unpackb": read_plain}
     paths = {"ours": ours_path, "msglc": msglc_path, "unpackb": plain_path}
     for label, cold in (("read one entry, warm", False), ("read one entry, cold", True)):
-        before = {n: functools.partial(evict, p) for n, p in paths.items()} if cold else None
+        before: dict[str, Callable[[], None]] | None = None
+        if cold:
+            before = {n: functools.partial(evict, p) for n, p in paths.items()}
         times = interleaved(readers, repeat, {"unpackb": whole_reps}, before)
         row(label, times["ours"], {"msglc": times["msglc"], "unpackb": times["unpackb"]})
     with LazyReader(backend, "o") as r:

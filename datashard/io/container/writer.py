@@ -1,8 +1,8 @@
 """``LazyWriter``: write a container through a local spool file, publish it on a clean close.
 
 Every writer spools to a local temp file (a table of contents can only be written once every
-entry is known), then on ``close`` writes the TOC and footer and hands the whole file to the
-backend's atomic ``write`` (an iterable of chunks, so object stores upload it in parts). The temp
+entry is known), then on ``close`` writes the TOC and footer and hands the whole file, mapped in
+memory, to the backend's atomic ``write`` (object stores upload large ones in parts). The temp
 file is deleted whether the upload succeeds or fails; a writer left by an exception publishes
 nothing. The local disk (``spool_dir``, default the system temp dir) must hold the whole
 container.
@@ -10,9 +10,10 @@ container.
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from types import TracebackType
 from typing import IO, Any, Literal
 
@@ -31,7 +32,7 @@ from datashard.io.container.format import (
 from datashard.io.container.regions import load_list_builder, load_map_builder
 from datashard.io.container.source import Location, RangeSource, Target, resolve
 
-#: Default size of the parts uploaded to object storage (and of copy chunks).
+#: Default size of the range reads that copy an existing container (append mode, combine).
 PART_SIZE = 8 * 1024 * 1024
 #: Default packed size above which a nested dict or list becomes a lazy node.
 LAZY_THRESHOLD = 16 * 1024
@@ -52,6 +53,9 @@ class LazyWriter:
     index. Nested dicts, lists and tuples packing to more than ``lazy_threshold`` bytes become
     lazy containers of their own. ``mode="a"`` opens an existing container (a missing one starts
     empty) and adds to its root map or list; see docs/container.md for the space it costs.
+
+    ``spool_dir`` holds the temp file (default: the system temp dir); ``part_size`` is the size
+    of the range reads that copy an existing container in append mode.
 
     The container is published only by a clean ``close()`` (leaving the ``with`` block without an
     exception); ``abort()`` or an exception discard it. Raises ``ContainerError`` for a value
@@ -195,18 +199,22 @@ class LazyWriter:
             self.abort()
 
     def _upload(self, size: int) -> None:
-        self._file.seek(0)
-        if size <= self._part_size:
-            self._backend.write(self._loc.key, self._file.read())
-        else:
-            self._backend.write(self._loc.key, self._chunks())
+        """Hand the spool file to the backend's atomic ``write`` as one buffer, without a copy.
 
-    def _chunks(self) -> Iterator[bytes]:
-        while True:
-            chunk = self._file.read(self._part_size)
-            if not chunk:
-                return
-            yield chunk
+        The buffer is the spool file mapped in memory; the backend splits it into parts where it
+        uploads in parts (S3 above its multipart threshold, Azure blocks, GCS resumable).
+        """
+        self._file.flush()
+        mapped = mmap.mmap(self._file.fileno(), size, access=mmap.ACCESS_READ)
+        view = memoryview(mapped)
+        try:
+            self._backend.write(self._loc.key, view)
+        finally:
+            try:
+                view.release()
+                mapped.close()
+            except BufferError:  # a part is still referenced (by a traceback): freed with it
+                pass
 
     def _discard(self) -> None:
         self._closed = True
