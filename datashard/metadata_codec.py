@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from datashard.errors import CorruptMetadataError, SchemaError
 from datashard.metadata import (
     FORMAT_VERSION,
+    MAIN_BRANCH,
     MetadataLogEntry,
     PartitionField,
     PartitionSpec,
@@ -279,6 +280,8 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
     current = r.get(d, "current-snapshot-id", int, "", default=None, nullable=True)
     if current == -1:
         current = None
+    if current is not None and MAIN_BRANCH not in refs:
+        refs[MAIN_BRANCH] = SnapshotRef(current, "branch")  # the spec's implied main branch
     snap_log = r.items(d, "snapshot-log", "", lambda e, p: SnapshotLogEntry(
         r.get(e, "timestamp-ms", int, p), r.get(e, "snapshot-id", int, p)))
     meta_log = r.items(d, "metadata-log", "", lambda e, p: MetadataLogEntry(

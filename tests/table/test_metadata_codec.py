@@ -180,3 +180,24 @@ def test_corrupt_metadata_raises_naming_the_file(data: bytes, expected: str) -> 
     with pytest.raises(CorruptMetadataError, match=expected) as info:
         metadata_from_json(data, where)
     assert where in str(info.value)
+
+
+def test_metadata_without_refs_gets_the_implied_main_branch() -> None:
+    doc = json.loads(GOOD)
+    del doc["refs"]
+    md = metadata_from_json(json.dumps(doc).encode(), "v2.metadata.json")
+    assert md.refs == {"main": SnapshotRef(22, "branch")}
+
+
+def test_gzip_compressed_metadata_is_read() -> None:
+    import gzip
+
+    assert metadata_from_json(gzip.compress(GOOD), "v1.gz.metadata.json") == (
+        metadata_from_json(GOOD, "v1.metadata.json"))
+
+
+def test_metadata_pickles_for_worker_processes() -> None:
+    import pickle
+
+    md = _two_snapshot_metadata()
+    assert pickle.loads(pickle.dumps(md)) == md

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -141,3 +142,43 @@ def test_nested_arrow_type_without_field_ids_needs_an_allocator() -> None:
     ids = iter(range(100, 200))
     assert from_arrow_type(pa.list_(pa.int64()), lambda: next(ids)) == ListType(100, LongType(),
                                                                                 False)
+
+
+# --- property: any nested type survives JSON, Arrow and a Schema built from Arrow -----------
+
+from itertools import count  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from datashard.schema import Schema  # noqa: E402
+
+_PRIMS = st.sampled_from([t for _, t in PRIMITIVES])
+
+
+def _nested(ids: Any) -> Any:
+    def build(children: Any) -> Any:
+        return st.one_of(
+            st.builds(lambda ts, req: StructType(tuple(
+                NestedField(next(ids), f"f{i}", t, r) for i, (t, r) in enumerate(zip(ts, req,
+                                                                                    strict=False))
+            )), st.lists(children, min_size=1, max_size=3), st.lists(st.booleans(), min_size=3,
+                                                                     max_size=3)),
+            st.builds(lambda t, r: ListType(next(ids), t, r), children, st.booleans()),
+            st.builds(lambda k, v, r: MapType(next(ids), k, next(ids), v, r),
+                      st.sampled_from([StringType(), IntType(), LongType()]), children,
+                      st.booleans()),
+        )
+    return st.recursive(_PRIMS, build, max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_nested_type_round_trips(data: Any) -> None:
+    ids = count(100)
+    t = data.draw(_nested(ids))
+    assert parse_type(json.loads(json.dumps(type_to_json(t)))) == t
+    assert from_arrow_type(to_arrow_type(t)) == t
+    schema = Schema(0, [NestedField(1, "c", t, False)])
+    assert Schema.from_arrow(schema.to_arrow()) == schema
+    assert Schema.from_json(json.loads(json.dumps(schema.to_json()))) == schema
