@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -144,10 +144,14 @@ class _S3Binding(StorageConformance):
     def root_uri(self, s3_server: S3Server) -> str:
         raise NotImplementedError
 
+    #: Extra S3Config options of this binding.
+    options: ClassVar[dict[str, Any]] = {}
+
     @pytest.fixture
     def backend(self, s3_server: S3Server, root_uri: str) -> Iterator[StorageBackend]:
         _RAW_CLIENTS.setdefault(s3_server.endpoint_url, s3_server.client())
-        with open_backend(root_uri, **_s3_settings(s3_server)) as backend:
+        settings = {**_s3_settings(s3_server), **self.options}
+        with open_backend(root_uri, **settings) as backend:
             yield backend
         # Objects stay under the test's own bucket or prefix; no other test reads them.
 
@@ -206,7 +210,15 @@ class TestS3Moto(_S3Binding):
 @pytest.mark.s3
 class TestS3Ceph(_S3Binding):
     """``s3://`` on Ceph RADOS Gateway over loopback: a fresh prefix per test in the server's
-    bucket."""
+    bucket. Small part sizes, so the 10-12 MiB objects of the suite go through many concurrent
+    range GETs and multipart uploads on a real server (moto runs the defaults)."""
+
+    options = {
+        "read_threshold": 1 << 20,
+        "read_part_size": 1 << 20,
+        "multipart_threshold": 5 << 20,
+        "part_size": 5 << 20,
+    }
 
     @pytest.fixture
     def s3_server(self, ceph_s3: S3Server) -> S3Server:
