@@ -34,9 +34,13 @@ class ByteCache:
         """Fetch the last ``length`` bytes (one request) and keep them; return them."""
         start = max(0, self.size - length)
         data = self._fetch(start, self.size)
-        with self._lock:
-            self._tail_start, self._tail = start, data
+        self.keep_tail(data)
         return data
+
+    def keep_tail(self, data: bytes) -> None:
+        """Keep ``data``, the last ``len(data)`` bytes of the object, fetched by the caller."""
+        with self._lock:
+            self._tail_start, self._tail = self.size - len(data), data
 
     def cached(self, start: int, end: int) -> memoryview | None:
         """The bytes ``[start, end)`` if held, without fetching."""

@@ -1,9 +1,10 @@
 """``LazyReader``: open a container with one suffix read, then read only the entries asked for.
 
-Opening costs a ``head`` (skipped when ``size=`` is given) and one range read of the last
-``tail_size`` bytes, which holds the footer and usually the root index and the indexes of the
-most recently written nested containers. A lookup then costs one range read for the value; an
-index page the suffix did not hold costs one more, once (it is cached).
+Opening costs one ``read_tail`` of the last ``tail_size`` bytes: one suffix request on backends
+that support it, else a ``head`` and a range read (only the range read when ``size=`` is given).
+Those bytes hold the footer and usually the root index and the indexes of the most recently
+written nested containers. A lookup then costs one range read for the value; an index page the
+suffix did not hold costs one more, once (it is cached).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from types import TracebackType
 from typing import Any
 
-from datashard.errors import ConfigError, ContainerError
+from datashard.errors import ConfigError, ContainerError, CorruptFileError
 from datashard.io.container.format import (
     FOOTER_SIZE,
     Footer,
@@ -63,12 +64,27 @@ class LazyReader:
             )
         self._loc = resolve(target, key, storage_options)
         self.uri = self._loc.uri
+        tail_size = max(tail_size, FOOTER_SIZE)
         try:
+            source, key = self._loc.source, self._loc.key
+            tail: bytes | None = None
             if size is None:
-                size = self._loc.source.head(self._loc.key).size
+                if hasattr(source, "read_tail"):  # one suffix request where the backend can
+                    tail, size = source.read_tail(key, tail_size)
+                else:
+                    size = source.head(key).size
             self.size = size
             self._ctx = Ctx(self._loc, size, cache_bytes, whole_index_limit)
-            tail = self._ctx.cache.load_tail(max(tail_size, FOOTER_SIZE))
+            if tail is None:
+                tail = self._ctx.cache.load_tail(tail_size)
+            elif len(tail) != min(size, tail_size):
+                raise CorruptFileError(
+                    f"{self.uri} is truncated: asked for its last {tail_size} bytes of {size}, "
+                    f"got {len(tail)}",
+                    key=key,
+                )
+            else:
+                self._ctx.cache.keep_tail(tail)
             self.footer: Footer = decode_footer(tail, size, self.uri, self._loc.key)
             if self._ctx.cache.tail_start == 0:
                 check_header(tail, self.uri, self._loc.key)

@@ -17,7 +17,11 @@ from datashard.storage.config import open_backend, split_scheme
 
 @runtime_checkable
 class RangeSource(Protocol):
-    """What a container reader needs from storage: ranged reads and the object's size."""
+    """What a container reader needs from storage: ranged reads and the object's size.
+
+    A source that also has ``read_tail(key, length) -> (bytes, size)`` (every
+    ``StorageBackend`` does) is asked for the suffix in one call instead of ``head`` + a range.
+    """
 
     def read_range(self, key: str, start: int, end: int) -> bytes: ...
 
