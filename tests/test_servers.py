@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,13 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from datashard.testing.server_process import pid_alive, port_is_free
+from datashard.testing.server_process import (
+    ServerStartError,
+    pid_alive,
+    port_is_free,
+    spawn,
+    wait_until,
+)
 from datashard.testing.servers import (
     AzureServer,
     GCSServer,
@@ -205,3 +212,46 @@ def test_command_line_writes_env_file_and_stops_on_sigterm(tmp_path: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_servers_die_with_the_process_that_started_them() -> None:
+    """A test run killed with SIGKILL leaves no server behind (PR_SET_PDEATHSIG)."""
+    script = (
+        "import time\n"
+        "from datashard.testing.servers import start_moto\n"
+        "server = start_moto()\n"
+        "print(server.pid, server.port, server.root_dir, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+    )
+    root_text = ""
+    try:
+        assert parent.stdout is not None
+        pid_text, port_text, root_text = parent.stdout.readline().decode().split()
+        pid, port = int(pid_text), int(port_text)
+        assert pid_alive(pid)
+        parent.kill()
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(pid)
+        assert port_is_free(port)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if root_text:
+            shutil.rmtree(root_text, ignore_errors=True)
+
+
+def test_a_server_that_exits_at_start_fails_with_its_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    proc = spawn(["sh", "-c", "echo 'bind: port taken (example)'; exit 3"], log)
+    with pytest.raises(ServerStartError) as failed:
+        wait_until(lambda: False, what="example server", timeout=30, processes=[proc], logs=[log])
+    message = str(failed.value)
+    assert "exited with status 3" in message
+    assert "bind: port taken (example)" in message
