@@ -428,8 +428,21 @@ class StorageConformance:
     def test_read_range_across_large_object(self, backend: StorageBackend) -> None:
         data = data_of(10 * MiB, seed=10)
         backend.write("big", data)
-        for start, end in [(0, 1), (8 * MiB - 3, 8 * MiB + 3), (MiB, 9 * MiB), (0, 10 * MiB + 1)]:
-            assert backend.read_range("big", start, end) == data[start:end]
+        ranges = [
+            (0, 1),
+            (MiB - 1, MiB + 1),
+            (MiB, 2 * MiB),
+            (MiB, 9 * MiB),
+            (4 * MiB - 1, 4 * MiB),
+            (8 * MiB - 3, 8 * MiB + 3),
+            (8 * MiB, 10 * MiB),
+            (0, 8 * MiB),
+            (0, 8 * MiB + 1),
+            (10 * MiB - 1, 10 * MiB + 5),
+            (0, 10 * MiB + 1),
+        ]
+        for start, end in ranges:
+            assert backend.read_range("big", start, end) == data[start:end], (start, end)
 
     def test_read_ranges_returns_results_in_the_order_asked(
         self, backend: StorageBackend
@@ -728,6 +741,15 @@ class StorageConformance:
         assert keys_of(backend.list("a/x")) == ["a/x"]
         assert keys_of(backend.list("a/x/")) == []
 
+    def test_list_prefix_with_special_characters(self, backend: StorageBackend) -> None:
+        keys = ["a+b/1", "a b/2", "a%20b/3", "é/4", "q?/5", "h#/6", "e\u0301/7", "a&b/8"]
+        for key in keys:
+            backend.write(key, b"x")
+        for key in keys:
+            prefix = key.split("/")[0]
+            assert keys_of(backend.list(prefix)) == [key], prefix
+            assert keys_of(backend.list(prefix + "/")) == [key], prefix
+
     def test_list_of_missing_prefix_is_empty(self, backend: StorageBackend) -> None:
         assert keys_of(backend.list()) == []
         assert keys_of(backend.list("")) == []
@@ -779,6 +801,13 @@ class StorageConformance:
         backend.delete_many(["k/1", "missing", "k/3", "k/1", "also/missing"])
         assert keys_of(backend.list()) == ["k/2", "keep"]
         backend.delete_many(iter(["k/2"]))
+        assert keys_of(backend.list()) == ["keep"]
+
+    def test_delete_many_of_tricky_keys(self, backend: StorageBackend) -> None:
+        for key in TRICKY_KEYS:
+            backend.write(key, b"x")
+        backend.write("keep", b"x")
+        backend.delete_many(TRICKY_KEYS)
         assert keys_of(backend.list()) == ["keep"]
 
     def test_delete_many_of_many_keys(self, backend: StorageBackend) -> None:
