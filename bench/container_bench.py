@@ -7,8 +7,10 @@ For each, in one run:
   ``msgpack.packb`` + the same backend ``write`` ours uses (local: temp file, fsync, rename);
 - read one entry (a fresh reader each time: open + one lookup), locally with the file in the page
   cache (warm), locally after evicting the file's pages with ``posix_fadvise(DONTNEED)`` (cold),
-  and on Ceph RGW through a counting proxy: ours, msglc's ``LazyReader`` (over s3fs), and
-  ``msgpack.unpackb`` of the whole object.
+  and on Ceph RGW: ours, msglc's ``LazyReader`` (over s3fs), and ``msgpack.unpackb`` of the
+  whole object. Times are taken straight against the server; HTTP requests are counted in a
+  separate pass through a loopback proxy. "suffix GET" rows use a bench-only S3 backend whose
+  ``read_tail`` is one ``Range: bytes=-N`` GET (the override proposed for s3.py).
 
 Prints medians and ratios (>1 means ours is faster) and HTTP request counts per read.
 
@@ -178,11 +180,60 @@ def _bench_local_case(
 # Ceph RGW
 
 
-def bench_s3(data: dict[str, tuple[dict[str, bytes], str]], repeat: int) -> None:
-    import s3fs
-    from msglc import LazyReader as MsglcReader
-    from msglc import LazyWriter as MsglcWriter
+def _suffix_s3_class() -> type[StorageBackend]:
+    """S3Backend plus the one-request ``read_tail`` (``Range: bytes=-N``) proposed for s3.py.
 
+    Bench only, to show what that override saves: the contract's default ``read_tail`` costs a
+    HEAD and a GET on S3 today.
+    """
+    from datashard.storage.s3 import S3Backend
+
+    class SuffixS3Backend(S3Backend):
+        def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
+            client = self._state()[0]
+            response = client.get_object(
+                Bucket=self.config.bucket,
+                Key=self.config.object_key(key),
+                Range=f"bytes=-{length}",
+            )
+            body: bytes = response["Body"].read()
+            total = response.get("ContentRange", "").rsplit("/", 1)[-1]
+            return body, int(total) if total.isdigit() else len(body)
+
+    return SuffixS3Backend
+
+
+class _S3Side:
+    """One way to reach the server: our backends (plain, suffix-read) and an s3fs file system."""
+
+    def __init__(self, server: Any, bucket: str, endpoint: str) -> None:
+        import s3fs
+
+        from datashard.storage.s3 import S3Config
+
+        options = {
+            "endpoint_url": endpoint,
+            "access_key_id": server.access_key_id,
+            "secret_access_key": server.secret_access_key,
+            "region": server.region,
+            "path_style": True,
+        }
+        self.backend = open_backend(f"s3://{bucket}", **options)
+        self.suffix = _suffix_s3_class()(S3Config.from_uri(f"s3://{bucket}", **options))
+        self.fs = s3fs.S3FileSystem(
+            key=server.access_key_id,
+            secret=server.secret_access_key,
+            client_kwargs={"endpoint_url": endpoint, "region_name": server.region},
+            skip_instance_cache=True,
+        )
+        self.bucket = bucket
+
+    def close(self) -> None:
+        self.backend.close()
+        self.suffix.close()
+
+
+def bench_s3(data: dict[str, tuple[dict[str, bytes], str]], repeat: int) -> None:
     from datashard.testing.faultproxy import FaultProxy
     from datashard.testing.servers import new_s3_bucket, start_ceph, stop_server
 
@@ -191,95 +242,104 @@ def bench_s3(data: dict[str, tuple[dict[str, bytes], str]], repeat: int) -> None
     try:
         bucket = new_s3_bucket(server, "container-bench")
         with FaultProxy(server.endpoint_url) as proxy:
-            backend: StorageBackend = open_backend(
-                f"s3://{bucket}",
-                endpoint_url=proxy.url,
-                access_key_id=server.access_key_id,
-                secret_access_key=server.secret_access_key,
-                region=server.region,
-                path_style=True,
-            )
-            fs = s3fs.S3FileSystem(
-                key=server.access_key_id,
-                secret=server.secret_access_key,
-                client_kwargs={"endpoint_url": proxy.url, "region_name": server.region},
-                skip_instance_cache=True,
-            )
+            direct = _S3Side(server, bucket, server.endpoint_url)
+            counted = _S3Side(server, bucket, proxy.url)
             for name, (obj, key) in data.items():
-                _bench_s3_case(name, obj, key, backend, fs, bucket, proxy, repeat,
-                               MsglcReader, MsglcWriter)
-            backend.close()
+                _bench_s3_case(name, obj, key, direct, counted, proxy, repeat)
+            direct.close()
+            counted.close()
     finally:
         stop_server(server)
 
 
+def _s3_readers(
+    side: _S3Side, obj: dict[str, bytes], key: str, size: int
+) -> dict[str, Callable[[], None]]:
+    from msglc import LazyReader as MsglcReader
+
+    backend, fs = side.backend, side.fs
+
+    def ours() -> None:
+        with LazyReader(backend, "o.msgc") as r:
+            assert r[key] == obj[key]
+
+    def sized() -> None:
+        with LazyReader(backend, "o.msgc", size=size) as r:
+            assert r[key] == obj[key]
+
+    def tail() -> None:
+        with LazyReader(backend, "o.msgc", tail_size=MiB) as r:
+            assert r[key] == obj[key]
+
+    def suffix() -> None:
+        with LazyReader(side.suffix, "o.msgc") as r:
+            assert r[key] == obj[key]
+
+    def suffix_tail() -> None:
+        with LazyReader(side.suffix, "o.msgc", tail_size=MiB) as r:
+            assert r[key] == obj[key]
+
+    def msglc() -> None:
+        fs.invalidate_cache()
+        with MsglcReader(f"{side.bucket}/m.msglc", fs=fs) as r:
+            assert r[key] == obj[key]
+
+    def unpackb() -> None:
+        assert msgpack.unpackb(backend.read("p.msgpack"))[key] == obj[key]
+
+    return {"ours": ours, "size known": sized, "tail 1 MiB": tail, "suffix GET": suffix,
+            "suffix GET + tail 1 MiB": suffix_tail, "msglc": msglc, "unpackb": unpackb}
+
+
 def _bench_s3_case(
-    name: str, obj: dict[str, bytes], key: str, backend: StorageBackend, fs: Any, bucket: str,
-    proxy: Any, repeat: int, msglc_reader: Any, msglc_writer: Any,
+    name: str, obj: dict[str, bytes], key: str, direct: _S3Side, counted: _S3Side,
+    proxy: Any, repeat: int,
 ) -> None:
+    from msglc import LazyWriter as MsglcWriter
+
     print(f"\n== Ceph RGW (loopback): {name} (read key {key!r})", flush=True)
     reps = max(3, repeat // 4)
+    backend = direct.backend
 
     def write_ours() -> None:
         with LazyWriter(backend, "o.msgc") as w:
             w.write(obj)
 
     def write_msglc() -> None:
-        with msglc_writer(f"{bucket}/m.msglc", fs=fs) as w:
+        with MsglcWriter(f"{direct.bucket}/m.msglc", fs=direct.fs) as w:
             w.write(obj)
 
-    t_ours = median_time(write_ours, reps)
-    row("write", t_ours, {
-        "msglc": median_time(write_msglc, reps),
-        "packb+write": median_time(lambda: backend.write("p.msgpack", msgpack.packb(obj)), reps),
-    })
+    def write_plain() -> None:
+        backend.write("p.msgpack", msgpack.packb(obj))
+
+    writes = interleaved({"ours": write_ours, "msglc": write_msglc, "packb+write": write_plain},
+                         reps)
+    row("write", writes.pop("ours"), writes)
     size = backend.head("o.msgc").size
 
-    def read_ours() -> None:
-        with LazyReader(backend, "o.msgc") as r:
-            assert r[key] == obj[key]
-
-    def read_ours_sized() -> None:
-        with LazyReader(backend, "o.msgc", size=size) as r:
-            assert r[key] == obj[key]
-
-    def read_ours_big_tail() -> None:
-        with LazyReader(backend, "o.msgc", tail_size=MiB) as r:
-            assert r[key] == obj[key]
-
-    def read_msglc() -> None:
-        fs.invalidate_cache()
-        with msglc_reader(f"{bucket}/m.msglc", fs=fs) as r:
-            assert r[key] == obj[key]
-
-    def read_plain() -> None:
-        assert msgpack.unpackb(backend.read("p.msgpack"))[key] == obj[key]
-
     counts: dict[str, str] = {}
-    for label, fn in (("ours", read_ours), ("ours, size known", read_ours_sized),
-                      ("ours, tail 1 MiB", read_ours_big_tail),
-                      ("msglc", read_msglc), ("unpackb", read_plain)):
+    for label, fn in _s3_readers(counted, obj, key, size).items():
         proxy.clear()
         fn()
         counts[label] = ", ".join(f"{m} {n}" for m, n in sorted(proxy.requests.items()))
     whole_reps = reps if "MiB" in name else repeat
-    times = interleaved(
-        {"ours": read_ours, "sized": read_ours_sized, "tail": read_ours_big_tail,
-         "msglc": read_msglc, "unpackb": read_plain},
-        repeat,
-        {"unpackb": whole_reps},
-    )
+    times = interleaved(_s3_readers(direct, obj, key, size), repeat, {"unpackb": whole_reps})
     msglc = {"msglc": times["msglc"]}
     row("read one entry (open + lookup)", times["ours"], {**msglc, "unpackb": times["unpackb"]})
-    row("  ... size known (no HEAD)", times["sized"], msglc)
-    row("  ... tail_size=1 MiB", times["tail"], msglc)
-    print(f"{'requests per read':<34} | " + " | ".join(f"{k}: {v}" for k, v in counts.items()))
-    with LazyReader(backend, "o.msgc") as r:
+    for label in ("size known", "tail 1 MiB", "suffix GET", "suffix GET + tail 1 MiB"):
+        row(f"  ... {label}", times[label], msglc)
+    print("requests per read:")
+    for label, text in counts.items():
+        print(f"  {label:<32} {text}")
+    with LazyReader(counted.backend, "o.msgc") as r:
         r[key]
         keys = list(obj)[:: max(1, len(obj) // 20)]
         proxy.clear()
+        [r[k] for k in keys]
+        per = proxy.requests["GET"] / len(keys)
+    with LazyReader(backend, "o.msgc") as r:
+        r[key]
         t = median_time(lambda: [r[k] for k in keys], 3) / len(keys)
-        per = proxy.requests["GET"] / (3 * len(keys))
     print(f"{'warm reader, per further lookup':<34} | ours {fmt(t)} ({per:.2f} GET each)")
 
 

@@ -77,8 +77,9 @@ def test_warm_reader_costs_one_range_get_per_value(
 ) -> None:
     with LazyWriter(s3, "warm.msgc") as w:
         w.write(_RUNS)
-    with LazyReader(s3, "warm.msgc") as r:
+    with LazyReader(s3, "warm.msgc", tail_size=64 * 1024) as r:  # values outside the suffix
         r["meta"]
+        r["runs"][3]["loss"]
         proxy.clear()
         for i in range(0, 1000, 97):
             assert r[f"sample-{i}"] == _RUNS[f"sample-{i}"]

@@ -24,8 +24,11 @@ from datashard.io.container.format import (
 from datashard.io.container.nodes import Ctx, LazyList, LazyMap
 from datashard.io.container.source import RangeSource, Target, resolve
 
-#: Default length of the suffix read at open: the footer plus, usually, the root index.
-TAIL_SIZE = 64 * 1024
+#: Default length of the suffix read at open: the footer plus the root index of a map of up to
+#: about 10,000 entries (48 bytes each with short keys). Files this small are read whole, and
+#: then no lookup costs a request. On S3 512 KiB costs a few ms more than 64 KiB, far less
+#: than the second round trip a root index that did not fit would cost.
+TAIL_SIZE = 512 * 1024
 #: Default bound on cached index bytes beyond that suffix.
 CACHE_BYTES = 64 * 1024 * 1024
 #: A node index up to this size is fetched whole (one request) the first time it is needed.
