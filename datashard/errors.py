@@ -8,6 +8,8 @@ keep the SDK error as ``__cause__``. No message ever contains a credential.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DataShardError(Exception):
     """Root of every error datashard raises on purpose."""
@@ -77,6 +79,9 @@ class UnsupportedFormatVersionError(CorruptFileError):
         self.found = found
         self.supported = supported
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.key, self.found, self.supported))
+
 
 # --------------------------------------------------------------------------------------------
 # containers (datashard.io.container)
@@ -96,6 +101,9 @@ class EntryNotFoundError(DataShardError, KeyError, IndexError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.key, self.uri))
 
 
 # --------------------------------------------------------------------------------------------

@@ -374,3 +374,15 @@ def test_header_magic_is_checked_when_the_file_fits_the_suffix(backend: StorageB
     _corrupt(backend, "h.msgc", lambda d: b"XXXXXXXX" + d[len(MAGIC):])
     with pytest.raises(CorruptFileError, match="header magic"):
         LazyReader(backend, "h.msgc")
+
+
+def test_container_errors_survive_pickling_to_other_processes(backend: StorageBackend) -> None:
+    import pickle
+
+    _write(backend, "p.msgc", {"a": 1})
+    with LazyReader(backend, "p.msgc") as r, pytest.raises(EntryNotFoundError) as info:
+        r["b"]
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (again.key, again.uri, str(again)) == (info.value.key, info.value.uri, str(info.value))
+    version = UnsupportedFormatVersionError("m", "k", found=3, supported=1)
+    assert pickle.loads(pickle.dumps(version)).found == 3
