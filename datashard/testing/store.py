@@ -46,7 +46,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from datashard.errors import InvalidPathError, ObjectExistsError, ObjectNotFoundError
+from datashard.errors import (
+    InvalidPathError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+)
 from datashard.storage.base import ObjectMeta, StorageBackend
 from datashard.testing.race import RaceMode, qualified_name, race_put_if_absent, read_object
 from datashard.testing.race import run_in_process as _run_in_process
@@ -121,6 +126,8 @@ KEY_CALLS: dict[str, Call] = {
     "read_range": lambda b, k: b.read_range(k, 0, 1),
     "read_ranges": lambda b, k: b.read_ranges(k, [(0, 1)]),
     "read_into": lambda b, k: b.read_into(k, bytearray(4)),
+    "read_tail": lambda b, k: b.read_tail(k, 4),
+    "read_range_if_match": lambda b, k: b.read_range_if_match(k, 0, 1, "etag"),
     "head": lambda b, k: b.head(k),
     "exists": lambda b, k: b.exists(k),
     "write": lambda b, k: b.write(k, b"x"),
@@ -133,7 +140,8 @@ KEY_CALLS: dict[str, Call] = {
 
 #: Every read method, for the missing-key tests.
 READ_CALLS: dict[str, Call] = {
-    name: KEY_CALLS[name] for name in ("read", "read_range", "read_ranges", "read_into", "head")
+    name: KEY_CALLS[name]
+    for name in ("read", "read_range", "read_ranges", "read_into", "read_tail", "head")
 }
 
 
@@ -548,6 +556,77 @@ class StorageConformance:
         part = bytearray(3 * MiB)
         assert backend.read_into("big", part, offset=7 * MiB) == 3 * MiB
         assert part == data[7 * MiB : 10 * MiB]
+
+    # -- read_tail / read_range_if_match ----------------------------------------------------
+
+    @pytest.mark.parametrize("length", [0, 1, 10, 999, 1000, 1001, 10**9])
+    def test_read_tail_returns_the_last_bytes_and_the_size(
+        self, backend: StorageBackend, length: int
+    ) -> None:
+        data = data_of(1000, seed=14)
+        backend.write("obj", data)
+        tail, size = backend.read_tail("obj", length)
+        assert isinstance(tail, bytes)
+        assert size == 1000
+        assert tail == data[max(0, len(data) - length) :]
+
+    def test_read_tail_of_empty_object(self, backend: StorageBackend) -> None:
+        backend.write("empty", b"")
+        assert backend.read_tail("empty", 0) == (b"", 0)
+        assert backend.read_tail("empty", 100) == (b"", 0)
+
+    def test_read_tail_of_large_object(self, backend: StorageBackend) -> None:
+        data = data_of(10 * MiB, seed=15)
+        backend.write("big", data)
+        assert backend.read_tail("big", 9 * MiB + 7) == (data[-(9 * MiB + 7) :], 10 * MiB)
+
+    def test_read_tail_negative_length_raises(self, backend: StorageBackend) -> None:
+        backend.write("obj", b"0123456789")
+        with pytest.raises(InvalidPathError) as info:
+            backend.read_tail("obj", -1)
+        assert type(info.value) is InvalidPathError
+
+    def test_read_range_if_match_with_current_etag(self, backend: StorageBackend) -> None:
+        data = data_of(1000, seed=16)
+        backend.write("obj", data)
+        etag = backend.head("obj").etag
+        if etag is None:
+            pytest.skip("this backend reports no etag")
+        assert backend.read_range_if_match("obj", 10, 20, etag) == data[10:20]
+        assert backend.read_range_if_match("obj", 990, 5000, etag) == data[990:]
+        assert backend.read_range_if_match("obj", 0, 0, etag) == b""
+
+    def test_read_range_if_match_after_overwrite_raises(self, backend: StorageBackend) -> None:
+        """A reader pinned to one version never gets bytes of the next one."""
+        backend.write("obj", b"version one, long enough")
+        etag = backend.head("obj").etag
+        if etag is None:
+            pytest.skip("this backend reports no etag")
+        backend.write("obj", b"version two, long enough")
+        with pytest.raises(PreconditionFailedError) as info:
+            backend.read_range_if_match("obj", 0, 10, etag)
+        assert type(info.value) is PreconditionFailedError
+        assert info.value.key == "obj"
+
+    def test_read_range_if_match_of_deleted_object_is_not_found(
+        self, backend: StorageBackend
+    ) -> None:
+        backend.write("obj", b"here")
+        etag = backend.head("obj").etag
+        if etag is None:
+            pytest.skip("this backend reports no etag")
+        backend.delete("obj")
+        with pytest.raises(ObjectNotFoundError) as info:
+            backend.read_range_if_match("obj", 0, 2, etag)
+        assert type(info.value) is ObjectNotFoundError
+
+    def test_read_range_if_match_of_large_object(self, backend: StorageBackend) -> None:
+        data = data_of(10 * MiB, seed=17)
+        backend.write("big", data)
+        etag = backend.head("big").etag
+        if etag is None:
+            pytest.skip("this backend reports no etag")
+        assert backend.read_range_if_match("big", MiB, 10 * MiB, etag) == data[MiB:]
 
     # -- head / exists ----------------------------------------------------------------------
 

@@ -121,6 +121,10 @@ class BackendMatchesModel(RuleBasedStateMachine):
 
         self.same(call)
 
+    @rule(key=keys, length=st.integers(min_value=0, max_value=400))
+    def read_tail(self, key: str, length: int) -> None:
+        self.same(lambda b: b.read_tail(key, length))
+
     @rule(key=keys)
     def head_size(self, key: str) -> None:
         self.same(lambda b: (b.head(key).key, b.head(key).size))
