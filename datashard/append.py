@@ -15,8 +15,10 @@ commit (no read), else from the parent's manifest list (one read).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping, MutableMapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -34,7 +36,7 @@ from datashard.commit import (
     commit,
     new_commit_id,
 )
-from datashard.datafile import write_data_file
+from datashard.datafile import write_parquet
 from datashard.errors import StorageError
 from datashard.layout import TablePaths, key_for_uri
 from datashard.manifest import (
@@ -51,6 +53,7 @@ from datashard.manifest import (
     write_manifest_list,
 )
 from datashard.metadata import Snapshot, TableMetadata, new_snapshot_id, now_ms
+from datashard.partitioning import split_by_partition
 from datashard.storage.base import StorageBackend
 
 
@@ -75,32 +78,30 @@ class AppendCommit:
         self.data_files: list[DataFile] = []
         self.manifest: ManifestFile | None = None
         self._last_manifests: list[ManifestFile] = []
+        #: staged objects not written yet: written with the first manifest list
+        self._pending: list[tuple[str, bytes]] = []
 
     # -- staging -----------------------------------------------------------------------------
 
     def stage(self, tables: Sequence[pa.Table]) -> list[str]:
-        """Write the data files and the manifest; the keys written. On failure, delete them
-        (nothing references them yet) and re-raise."""
-        written: list[str] = []
-        try:
-            for table in tables:
+        """Encode the data files and the manifest; the keys they will have.
+
+        Nothing is written yet: the first attempt writes them together with its manifest list,
+        concurrently (see :meth:`_write_all`). Raises ``ValidationError`` for data that does not
+        fit the schema, before any request.
+        """
+        for whole in tables:
+            # one data file per partition value (datashard.partitioning; one file unpartitioned)
+            for partition, table in split_by_partition(whole, self.spec, self.schema):
                 key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
-                written.append(key)
-                self.data_files.append(
-                    write_data_file(
-                        self.backend, key, table, self.schema, self.backend.uri_for(key)
-                    )
-                )
-            entries = [
-                ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.data_files
-            ]
-            body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
-            key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m0.avro"
-            written.append(key)
-            self.backend.write(key, body)
-        except BaseException:
-            _delete_quietly(self.backend, written)
-            raise
+                data, stats = write_parquet(table, self.schema)
+                self._pending.append((key, data))
+                uri = self.backend.uri_for(key)
+                self.data_files.append(stats.to_data_file(uri, len(data), partition))
+        entries = [ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.data_files]
+        body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
+        key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m0.avro"
+        self._pending.append((key, body))
         # sequence numbers are set per attempt (the entries inherit them)
         self.manifest = build_manifest_file(
             entries,
@@ -111,7 +112,24 @@ class AppendCommit:
             added_snapshot_id=self.snapshot_id,
             sequence_number=0,
         )
-        return written
+        return [k for k, _ in self._pending]
+
+    def _write_all(self, writes: list[tuple[str, bytes]]) -> None:
+        """Write objects concurrently (they are independent and unreferenced until the commit
+        point); on any failure delete every one of them and re-raise."""
+        if len(writes) == 1:
+            try:
+                self.backend.write(*writes[0])
+                return
+            except BaseException:
+                _delete_quietly(self.backend, [writes[0][0]])
+                raise
+        futures = [_pool().submit(self.backend.write, key, data) for key, data in writes]
+        errors = [f.exception() for f in futures]
+        failed = next((e for e in errors if e is not None), None)
+        if failed is not None:
+            _delete_quietly(self.backend, [k for k, _ in writes])
+            raise failed
 
     # -- per attempt ---------------------------------------------------------------------------
 
@@ -149,10 +167,11 @@ class AppendCommit:
         )
         written.append(list_key)
         try:
-            self.backend.write(list_key, body)
+            self._write_all([*self._pending, (list_key, body)])
         except BaseException:
             _delete_quietly(self.backend, written)
             raise
+        self._pending.clear()
         snapshot = Snapshot(
             snapshot_id=self.snapshot_id,
             parent_snapshot_id=parent.snapshot_id if parent else None,
@@ -242,8 +261,9 @@ class AppendCommit:
 
     # -- the whole commit ------------------------------------------------------------------------
 
-    def commit(self, tables: Sequence[pa.Table]) -> Loaded:
-        """Stage ``tables`` and commit them as one snapshot; the new version."""
+    def commit(self, tables: Sequence[pa.Table]) -> tuple[Loaded, Future[bool] | bool]:
+        """Stage ``tables`` and commit them as one snapshot: the new version, and the
+        version-hint write (running in the background)."""
         staged = self.stage(tables)
         settings = CommitSettings.from_properties(self.base.metadata.properties)
         result = commit(
@@ -255,12 +275,26 @@ class AppendCommit:
             self.commit_id,
             settings,
             staged_keys=staged,
+            background=_pool(),
         )
         snap = result.loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:
             self.cache.clear()  # keep only the newest: older bases mean a lost race anyway
             self.cache[self.snapshot_id] = list(self._last_manifests)
-        return result.loaded
+        return result.loaded, result.hint
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for a commit's independent writes (shared by every table in the process)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(8, thread_name_prefix="datashard-commit")
+        return _POOL
 
 
 def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:

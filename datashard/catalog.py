@@ -34,6 +34,7 @@ from datashard.errors import (
 from datashard.layout import TablePaths, newest_foreign_metadata, write_hint
 from datashard.metadata import new_table_metadata
 from datashard.metadata_codec import metadata_from_json, metadata_to_json
+from datashard.partitioning import SpecLike, build_spec
 from datashard.schema import Schema
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import backend_from_env, open_backend
@@ -89,9 +90,13 @@ def create_table(
     schema: SchemaLike,
     warehouse: str | StorageBackend | None = None,
     properties: Mapping[str, str] | None = None,
+    partition_spec: SpecLike = None,
     **storage_options: Any,
 ) -> Table:
     """Create an empty table ``name`` in the warehouse and return it.
+
+    ``partition_spec``: ``[("ts", "day"), ("user_id", "bucket[16]")]``, dicts or a
+    ``PartitionSpec`` (see :mod:`datashard.partitioning`); ``SchemaError`` for a bad one.
 
     Raises ``TableAlreadyExistsError`` (naming the location) when a table is there,
     ``ValidationError`` for a bad name, ``SchemaError`` for a bad schema.
@@ -104,7 +109,10 @@ def create_table(
     if newest_foreign_metadata(backend, paths) is not None:
         raise TableAlreadyExistsError(f"a table already exists at {location}")
     md = new_table_metadata(
-        the_schema, location, {k: str(v) for k, v in (properties or {}).items()}
+        the_schema,
+        location,
+        {k: str(v) for k, v in (properties or {}).items()},
+        partition_spec=build_spec(the_schema, partition_spec),
     )
     key = paths.version(1)
     body = metadata_to_json(md)

@@ -28,6 +28,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -300,7 +301,10 @@ def new_commit_id() -> str:
 
 
 def carries_commit(md: TableMetadata, commit_id: str) -> bool:
-    """Whether some snapshot of ``md`` was made by the commit ``commit_id``."""
+    """Whether some snapshot of ``md`` was made by the commit ``commit_id`` (or, for a commit
+    without a snapshot, see :mod:`datashard.table_updates`, whether its properties name it)."""
+    if md.properties.get(COMMIT_ID) == commit_id:
+        return True
     return any(s.summary.get(COMMIT_ID) == commit_id for s in md.snapshots)
 
 
@@ -341,7 +345,8 @@ Build = Callable[[Loaded, int], tuple[TableMetadata, list[str]]]
 class CommitResult:
     loaded: Loaded
     attempts: int
-    hint_written: bool
+    #: the best-effort version-hint write: done (``True``/``False``) or still running
+    hint: bool | Future[bool]
 
 
 def commit(
@@ -354,13 +359,15 @@ def commit(
     settings: CommitSettings,
     staged_keys: Sequence[str] = (),
     sleep: Callable[[float], None] = time.sleep,
+    background: Executor | None = None,
 ) -> CommitResult:
     """Commit what ``build`` makes on ``base``, retrying lost races; the new version on success.
 
     ``staged_keys`` (data files, manifests) are deleted only if the commit provably did not
     land. Raises ``CommitConflictError`` (a requirement failed), ``CommitRetriesExhaustedError``
     (every attempt lost a race) or ``CommitStateUnknownError`` (the outcome could not be
-    learned; nothing is deleted).
+    learned; nothing is deleted). With ``background``, the version-hint write after the win
+    runs there and :attr:`CommitResult.hint` is its future.
     """
     attempt = 0
     dead_keys: list[str] = []  # written by attempts that provably did not land
@@ -381,12 +388,18 @@ def commit(
         body = metadata_to_json(new_md)
         target = base.version + 1
         try:
-            landed, found = _create_version(backend, paths, target, body, commit_id, settings)
+            landed, found = _create_version(
+                backend, paths, target, body, new_md, commit_id, settings
+            )
         except StorageError as exc:  # a read failed after a clean loss: provably not landed
             dead_keys.extend(attempt_keys)
             raise give_up(exc) from exc.__cause__
         if landed:
-            hint = write_hint(backend, paths, target)
+            hint: bool | Future[bool]
+            if background is not None:
+                hint = background.submit(write_hint, backend, paths, target)
+            else:
+                hint = write_hint(backend, paths, target)
             return CommitResult(found, attempt + 1, hint)
         dead_keys.extend(attempt_keys)
         _delete_quietly(backend, attempt_keys)
@@ -411,6 +424,7 @@ def _create_version(
     paths: TablePaths,
     target: int,
     body: bytes,
+    new_md: TableMetadata,
     commit_id: str,
     settings: CommitSettings,
 ) -> tuple[bool, Loaded]:
@@ -427,8 +441,7 @@ def _create_version(
         sends += 1
         try:
             backend.put_if_absent(key, body)
-            location = backend.uri_for(key)
-            return True, Loaded(metadata_from_json(body, location), target, location)
+            return True, Loaded(new_md, target, backend.uri_for(key))
         except ObjectExistsError:
             pass  # someone holds the key: maybe an earlier send of ours
         except StorageError as exc:  # the request may or may not have landed

@@ -33,6 +33,7 @@ from datashard.expressions import (
 from datashard.layout import key_for_uri
 from datashard.manifest import DataFile, ManifestFile, read_manifest, read_manifest_list
 from datashard.metadata import Snapshot, TableMetadata
+from datashard.partitioning import PartitionPruner
 from datashard.schema import Schema
 from datashard.types import NestedField, field_id_of, to_arrow_field, to_arrow_type
 
@@ -135,8 +136,11 @@ class Scan:
         """The data files of the snapshot that might hold matching rows (stats-pruned)."""
         if self.snapshot is None:
             return iter(())
+        pruner = PartitionPruner(self.metadata, self._bound)  # datashard.partitioning
         manifests = [
-            m for m in read_manifest_files(self._backend, self.snapshot) if _is_data_manifest(m)
+            m
+            for m in read_manifest_files(self._backend, self.snapshot)
+            if _is_data_manifest(m) and pruner.manifest_might_match(m)
         ]
 
         def entries(m: ManifestFile) -> list[FileScanTask]:
@@ -146,6 +150,8 @@ class Scan:
                 if _is_deleted(entry.status):
                     continue
                 df = entry.data_file
+                if not pruner.file_might_match(m.partition_spec_id, df):
+                    continue
                 if not isinstance(self._bound, BoundTrue) and not might_match(
                     self._bound, df, from_bytes
                 ):

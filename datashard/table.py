@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,8 @@ class Table:
         self.name = name
         #: manifests of snapshots this writer knows (its own commits), by snapshot id
         self._manifest_cache: dict[int, list[Any]] = {}
+        #: the version-hint write of the last commit, running in the background
+        self._hint: Future[bool] | bool = True
 
     # -- opening tables written elsewhere ----------------------------------------------------
 
@@ -132,8 +135,15 @@ class Table:
     def __repr__(self) -> str:
         return f"Table({self.name!r}, location={self.location!r}, version={self.version})"
 
+    def flush(self) -> None:
+        """Wait for background work of the last commit (its best-effort version-hint write)."""
+        if isinstance(self._hint, Future):
+            self._hint.result()
+            self._hint = True
+
     def refresh(self) -> Table:
         """Load the newest metadata (other writers' commits); returns ``self``."""
+        self.flush()
         if self._paths is None:
             return self
         loaded = load_newest(self._backend, self._paths, self._loaded)
@@ -247,8 +257,9 @@ class Table:
 
     def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
         paths = self._writable()
+        self.flush()
         producer = AppendCommit(self._backend, paths, self._loaded, self._manifest_cache)
-        loaded = producer.commit(tables)
+        loaded, self._hint = producer.commit(tables)
         self._loaded = loaded
         snap = loaded.metadata.current_snapshot()
         if snap is None:  # pragma: no cover - an append always makes one
