@@ -49,7 +49,7 @@ from datashard.storage.base import (
     validate_prefix,
     validate_range,
 )
-from datashard.storage.parallel import PartPool, gather, split_range
+from datashard.storage.parallel import PartPool, gather, in_worker, split_range
 from datashard.storage.retry import RequestGate, RequestKind
 from datashard.storage.s3_config import MAX_PARTS, MAX_SINGLE_PUT, S3Config
 from datashard.storage.s3_errors import classify, error_code, http_status, translate
@@ -270,7 +270,8 @@ class S3Backend(StorageBackend):
         start on the pool right then, pinned to that ETag, while the first body streams in.
         """
         cfg = self.config
-        first_end = end if end - start <= cfg.read_threshold else start + cfg.read_part_size
+        split = end - start > cfg.read_threshold and not in_worker()  # no nesting: no deadlock
+        first_end = start + cfg.read_part_size if split else end
         _, _, pool = self._state()
         state: dict[str, Any] = {}
         futures: builtins.list[Future[int]] = []
@@ -404,7 +405,7 @@ class S3Backend(StorageBackend):
         if isinstance(data, (bytes, bytearray, memoryview)):
             view = memoryview(data).cast("B")
             if len(view) <= cfg.multipart_threshold:
-                self._put(key, bytes(view))
+                self._put(key, data if isinstance(data, bytes) else bytes(view))
                 return
             chunks: Iterable[Any] = (view[s:e] for s, e in split_range(0, len(view), cfg.part_size))
         else:

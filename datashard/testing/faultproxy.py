@@ -15,8 +15,9 @@ connection. Told to, it answers or breaks the next requests instead:
 
 Each rule applies to the next ``n`` matching requests, optionally only to one HTTP method and a
 path regex. ``requests`` counts every request received by method, ``forwarded`` those that
-reached the server, ``max_in_flight`` the most requests open at once, and ``arrivals`` lists
-``(monotonic time, method, path)`` of every request.
+reached the server, ``max_in_flight`` the most requests open at once, ``arrivals`` lists
+``(monotonic time, method, path)`` of every request and ``headers`` their headers (lower-case
+names), in the same order.
 
 Everything runs on plain threads; :meth:`stop` closes every socket and joins the threads.
 """
@@ -81,6 +82,7 @@ class FaultProxy:
         self.forwarded: collections.Counter[str] = collections.Counter()
         self.injected: collections.Counter[str] = collections.Counter()
         self.arrivals: list[tuple[float, str, str]] = []
+        self.headers: list[dict[str, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.connections = 0
@@ -183,12 +185,14 @@ class FaultProxy:
             self.forwarded.clear()
             self.injected.clear()
             self.arrivals.clear()
+            self.headers.clear()
             self.max_in_flight = self.in_flight
 
-    def _take(self, method: str, path: str) -> Rule | None:
+    def _take(self, method: str, path: str, headers: dict[str, str]) -> Rule | None:
         with self._lock:
             self.requests[method] += 1
             self.arrivals.append((time.monotonic(), method, path))
+            self.headers.append(headers)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             for rule in self._rules:
@@ -238,7 +242,7 @@ class FaultProxy:
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                     head = _drop_header(head, b"expect")
                 body = _read_body(client_file, headers)
-                rule = self._take(method, path)
+                rule = self._take(method, path, headers)
                 try:
                     if rule is not None and rule.action == "fail":
                         self._done()

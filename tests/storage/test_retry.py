@@ -147,6 +147,15 @@ def test_permanent_errors_are_not_retried(backend: S3Backend, proxy: FaultProxy)
     assert proxy.requests["PUT"] == 1
 
 
+def test_conditional_request_conflict_is_a_lost_race(backend: S3Backend, proxy: FaultProxy) -> None:
+    """AWS answers 409 ConditionalRequestConflict while another conditional write of the key is
+    in flight: this caller did not create the object."""
+    proxy.fail(1, status=409, code="ConditionalRequestConflict", method="PUT")
+    with pytest.raises(ObjectExistsError, match="'contended'"):
+        backend.put_if_absent("contended", b"x")
+    assert (proxy.requests["PUT"], proxy.requests["HEAD"]) == (1, 0)
+
+
 # -- lost responses of the conditional create ------------------------------------------------
 
 

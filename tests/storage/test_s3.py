@@ -136,6 +136,57 @@ def test_no_secret_in_config_or_backend_repr_or_str() -> None:
     assert "12345" not in str(info.value)
 
 
+def test_anonymous_requests_are_unsigned(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    raw = moto_s3.client()
+    raw.put_object(Bucket=moto_bucket, Key="root/public", Body=b"open", ACL="public-read")
+    options = {"endpoint_url": proxy.url, "anonymous": True, "path_style": True}
+    with open_backend(f"s3://{moto_bucket}/root", **options) as backend:
+        assert backend.read("public") == b"open"
+    assert proxy.headers and all("authorization" not in h for h in proxy.headers)
+
+
+def test_requester_pays_is_sent_on_every_request(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    with _via(proxy, moto_s3, moto_bucket, requester_pays=True) as backend:
+        backend.write("k", b"v")
+        backend.put_if_absent("k2", b"v")
+        assert backend.read("k") == b"v" and backend.head("k").size == 1
+        assert [m.key for m in backend.list()] == ["k", "k2"]
+        backend.delete_many(["k", "k2"])
+    assert len(proxy.headers) == 6
+    assert all(h.get("x-amz-request-payer") == "requester" for h in proxy.headers)
+
+
+def test_profile_and_default_chain_credentials_are_used(
+    ceph_s3: S3Server, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ceph checks signatures, so a read that succeeds proves the keys came from the profile
+    file, or from the environment (the default chain)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    creds = tmp_path / "credentials"
+    creds.write_text(
+        f"[bench-profile]\naws_access_key_id = {ceph_s3.access_key_id}\n"
+        f"aws_secret_access_key = {ceph_s3.secret_access_key}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    root = f"s3://{ceph_s3.bucket}/creds"
+    common = {"endpoint_url": ceph_s3.endpoint_url, "region": ceph_s3.region, "path_style": True}
+    with open_backend(root, profile="bench-profile", **common) as backend:
+        backend.write("k", b"from profile")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ceph_s3.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ceph_s3.secret_access_key)
+    with open_backend(root, **common) as backend:
+        assert backend.read("k") == b"from profile"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    with open_backend(root, **common) as backend, pytest.raises(StoragePermissionError):
+        backend.read("k")
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -257,24 +308,33 @@ def test_large_read_and_read_ranges_match_the_object(moto_backend: S3Backend) ->
     assert backend.read("empty") == b"" and backend.read_range("empty", 0, 10) == b""
 
 
+@pytest.fixture(params=["moto", "ceph"])
+def any_s3(request: pytest.FixtureRequest) -> S3Server:
+    server: S3Server = request.getfixturevalue(f"{request.param}_s3")
+    return server
+
+
 def test_object_replaced_during_a_parallel_read_raises_precondition_failed(
-    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+    any_s3: S3Server,
 ) -> None:
-    """The parts after the first are pinned to the first response's ETag: a reader never
-    returns a mix of two versions."""
-    backend = _via(proxy, moto_s3, moto_bucket, read_threshold=1000, read_part_size=1000)
-    raw = moto_s3.client()
-    with backend:
-        backend.write("obj", b"a" * 5000)
-        proxy.delay(0.0, method="GET")  # the first GET passes untouched; before the second
+    """The parts after the first are pinned to the first response's ETag (sent unquoted, which
+    Ceph needs): a reader never returns a mix of two versions."""
+    bucket = new_s3_bucket(any_s3, "etag-pin")
+    raw = any_s3.client()
 
-        def overwrite(method: str, path: str) -> None:
-            raw.put_object(Bucket=moto_bucket, Key="root/obj", Body=b"b" * 5000)
+    def overwrite(method: str, path: str) -> None:
+        raw.put_object(Bucket=bucket, Key="root/obj", Body=b"b" * 5000)
 
-        proxy.call(overwrite, method="GET")  # one reaches the server, another writer replaces it
-        with pytest.raises(PreconditionFailedError, match="'obj'"):
-            backend.read_into("obj", bytearray(5000))
-        assert backend.read("obj") == b"b" * 5000
+    with FaultProxy(any_s3.endpoint_url) as proxy:
+        backend = _via(proxy, any_s3, bucket, read_threshold=1000, read_part_size=1000)
+        with backend:
+            backend.write("obj", b"a" * 5000)
+            assert backend.read("obj") == b"a" * 5000  # unchanged: the pinned parts match
+            proxy.delay(0.0, method="GET")  # the first GET passes untouched; before the next
+            proxy.call(overwrite, method="GET")  # one is sent, another writer replaces the object
+            with pytest.raises(PreconditionFailedError, match="'obj'"):
+                backend.read_into("obj", bytearray(5000))
+            assert backend.read("obj") == b"b" * 5000
 
 
 # -- writes ----------------------------------------------------------------------------------
