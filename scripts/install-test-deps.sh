@@ -11,6 +11,12 @@ CEPH_PACKAGES=(radosgw ceph-mon ceph-osd ceph-common ceph-base)
 # The commands servers.py runs; if any is missing the packages are (re)installed.
 CEPH_COMMANDS=(ceph-mon ceph-osd radosgw radosgw-admin ceph-authtool monmaptool ceph)
 
+# Wait for another apt/dpkg (unattended upgrades on a fresh VM) instead of failing at once.
+APT_GET=(apt-get -q -o DPkg::Lock::Timeout=300)
+# npm needs a home for its cache; some CI runners start with HOME unset.
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
+
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
 as_root() {
@@ -56,13 +62,13 @@ install_ceph() {
     done
     if [ "$need_update" -eq 1 ]; then
         log "ceph: apt-get update"
-        as_root apt-get update -q
+        as_root "${APT_GET[@]}" update
     fi
-    if ! as_root apt-get install -y -q --no-install-recommends "${CEPH_PACKAGES[@]}"; then
+    if ! as_root "${APT_GET[@]}" install -y --no-install-recommends "${CEPH_PACKAGES[@]}"; then
         # Stale lists give 404s for superseded versions: refresh once and retry.
         log "ceph: install failed; apt-get update and retry"
-        as_root apt-get update -q
-        as_root apt-get install -y -q --no-install-recommends "${CEPH_PACKAGES[@]}"
+        as_root "${APT_GET[@]}" update
+        as_root "${APT_GET[@]}" install -y --no-install-recommends "${CEPH_PACKAGES[@]}"
     fi
     if missing="$(ceph_missing)"; then
         log "ceph: '$missing' still missing after installing ${CEPH_PACKAGES[*]}"
@@ -83,7 +89,11 @@ install_azurite() {
         return 0
     fi
     log "azurite: npm ci in $NODE_DIR"
-    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    if ! (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error); then
+        log "azurite: npm ci failed; retrying once"
+        sleep 5
+        (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
     cp "$NODE_DIR/package-lock.json" "$stamp"
 }
 
