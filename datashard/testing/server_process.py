@@ -31,6 +31,8 @@ _PR_SET_PDEATHSIG = 1
 
 #: Popen objects of the processes :func:`spawn` started and that have not been reaped yet.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: PIDs this process has already stopped: never signalled again (the number may be reused).
+_STOPPED: set[int] = set()
 
 
 class ServerStartError(DataShardError, RuntimeError):
@@ -309,10 +311,10 @@ def stop_pids(pids: Sequence[int], grace: float = 10.0) -> None:
     """Stop processes by PID: SIGTERM (to the process and its group), wait, then SIGKILL.
 
     The processes must have been started by :func:`spawn` (each leads its own process group).
-    They are stopped together; ``grace`` bounds the wait before SIGKILL. Raises ServerStopError
-    if any survives SIGKILL for 10 seconds.
+    They are stopped together; ``grace`` bounds the wait before SIGKILL. Stopping a PID a second
+    time does nothing. Raises ServerStopError if any survives SIGKILL for 10 seconds.
     """
-    live = [pid for pid in pids if pid > 0]
+    live = [pid for pid in pids if pid > 0 and pid not in _STOPPED]
     for pid in live:
         _signal(pid, signal.SIGTERM)
     if not _wait_gone(live, grace):
@@ -321,6 +323,7 @@ def stop_pids(pids: Sequence[int], grace: float = 10.0) -> None:
         if not _wait_gone(live, 10.0):
             left = [pid for pid in live if pid_alive(pid)]
             raise ServerStopError(f"processes {left} survived SIGKILL")
+    _STOPPED.update(live)
 
 
 def _wait_gone(pids: Sequence[int], timeout: float) -> bool:
