@@ -169,6 +169,11 @@ class NestedField:
     field_type: IcebergType
     required: bool = True
     doc: str | None = None
+    #: The spec's ``initial-default`` / ``write-default``, in their JSON single-value form
+    #: (see :mod:`datashard.evolution`): the value of rows written before the field existed,
+    #: and the value an append that leaves the field out writes.
+    initial_default: Any = None
+    write_default: Any = None
 
     def __str__(self) -> str:
         req = "required" if self.required else "optional"
@@ -354,7 +359,8 @@ def parse_field(value: Any) -> NestedField:
         raise SchemaError(f"field {name!r}: 'required' must be true or false, got {required!r}")
     doc = value.get("doc")
     return NestedField(_as_int(value["id"], f"field {name!r} id"), name,
-                       parse_type(value["type"]), required, doc)
+                       parse_type(value["type"]), required, doc,
+                       value.get("initial-default"), value.get("write-default"))
 
 
 def type_to_json(t: IcebergType) -> Any:
@@ -390,6 +396,10 @@ def field_to_json(f: NestedField) -> dict[str, Any]:
     }
     if f.doc is not None:
         out["doc"] = f.doc
+    if f.initial_default is not None:
+        out["initial-default"] = f.initial_default
+    if f.write_default is not None:
+        out["write-default"] = f.write_default
     return out
 
 
