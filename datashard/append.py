@@ -15,6 +15,7 @@ commit (no read), else from the parent's manifest list (one read).
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -295,6 +296,16 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(8, thread_name_prefix="datashard-commit")
         return _POOL
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of the parent's threads: start a fresh pool when needed."""
+    global _POOL, _POOL_LOCK
+    _POOL = None
+    _POOL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:

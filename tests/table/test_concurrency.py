@@ -65,3 +65,19 @@ def _run(wh: Any) -> None:
 @pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
 def test_eight_processes_never_lose_or_double_a_row(warehouse: Any) -> None:
     _run(warehouse)
+
+
+def _append_in_child(uri: str) -> None:
+    load_table("t", warehouse=uri).append_records([{"writer": 99, "commit": 0, "row": 0}])
+
+
+def test_a_forked_child_commits_after_its_parent_did(local_wh: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    table.append_records([{"writer": 0, "commit": 0, "row": 0}])  # starts the commit threads
+    child = multiprocessing.get_context("fork").Process(
+        target=_append_in_child, args=(local_wh.uri,)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert load_table("t", warehouse=local_wh.uri).count() == 2
