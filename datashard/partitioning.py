@@ -211,9 +211,8 @@ def _single(array: pa.Array) -> bool:
 
 
 def _groupable(array: pa.Array) -> pa.Array:
-    if isinstance(array.type, pa.ExtensionType):
-        return array.storage
-    return array
+    storage = getattr(array, "storage", None)  # extension arrays (uuid) group by storage
+    return storage if isinstance(storage, pa.Array) else array
 
 
 def _values(

@@ -378,11 +378,10 @@ def _time_arrow(name: str, source: IcebergType, array: pa.Array) -> pa.Array:
 
 
 def _physical_list(source: IcebergType, array: pa.Array) -> list[Any]:
-    if isinstance(array.type, pa.ExtensionType):
-        array = array.storage
     values: list[Any] = array.to_pylist()
     if isinstance(source, UUIDType):
-        return [None if v is None else uuid.UUID(bytes=bytes(v)) for v in values]
+        return [v if v is None or isinstance(v, uuid.UUID) else uuid.UUID(bytes=bytes(v))
+                for v in values]
     return values
 
 
