@@ -20,7 +20,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from datashard.testing.servers import (
+# The conformance suite lives in the package: let pytest explain its failed asserts.
+pytest.register_assert_rewrite("datashard.testing.store")
+
+from datashard.testing.servers import (  # noqa: E402
     AzureServer,
     GCSServer,
     S3Server,

@@ -14,15 +14,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-# The suite lives in the package: let pytest explain its failed asserts as it does for tests.
-pytest.register_assert_rewrite("datashard.testing.store")
-
-from datashard.storage.base import StorageBackend  # noqa: E402
-from datashard.storage.config import open_backend  # noqa: E402
-from datashard.storage.memory import MemoryBackend  # noqa: E402
-from datashard.storage.s3 import S3Backend, S3Config  # noqa: E402
-from datashard.testing.servers import S3Server, new_s3_bucket  # noqa: E402
-from datashard.testing.store import StorageConformance  # noqa: E402
+from datashard.storage.base import StorageBackend
+from datashard.storage.config import open_backend
+from datashard.storage.memory import MemoryBackend
+from datashard.storage.s3 import S3Backend, S3Config
+from datashard.testing.servers import S3Server, new_s3_bucket
+from datashard.testing.store import StorageConformance
 
 
 class TestMemory(StorageConformance):
