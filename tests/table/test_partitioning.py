@@ -201,6 +201,7 @@ def test_bad_spec_evolution_changes_nothing(warehouse: Any) -> None:
     table = create_table("p", SCHEMA, warehouse=warehouse.uri, partition_spec=[("day", "identity")],
                          **warehouse.options)
     table.append_records(_rows(5))
+    table.flush()
     before = warehouse.snapshot_of_storage()
     with pytest.raises(SchemaError, match="score.*double"):
         table.update_partition_spec([("score", "truncate[2]")])
