@@ -44,12 +44,18 @@ class KeyTests(SuiteBase):
         expected = sorted(keys, key=lambda k: k.encode("utf-8"))
         assert keys_of(backend.list()) == expected
 
-    def test_list_reports_sizes_matching_head(self, backend: StorageBackend) -> None:
+    def test_list_reports_what_head_reports(self, backend: StorageBackend) -> None:
+        """Key, size and (where both give one) etag agree, so a reader can pin a version it
+        found by listing."""
         for i in range(5):
             backend.write(f"d/{i}", b"y" * (i * 100))
         for meta in backend.list("d/"):
-            assert meta.size == backend.head(meta.key).size
-            assert meta.key == backend.head(meta.key).key
+            head = backend.head(meta.key)
+            assert (meta.key, meta.size) == (head.key, head.size)
+            if meta.etag is not None and head.etag is not None:
+                assert meta.etag == head.etag, meta.key
+                data = backend.read_range_if_match(meta.key, 0, 10, meta.etag)
+                assert data == b"y" * min(10, meta.size)
 
     def test_list_with_prefix_is_a_string_prefix(self, backend: StorageBackend) -> None:
         for key in ("a/x", "a/y/z", "ab/y", "a.b", "abc", "b/a"):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from datashard.errors import (
-    ObjectExistsError,
-)
+from datashard.errors import ObjectExistsError
 from datashard.storage.base import StorageBackend
 from datashard.testing.race import qualified_name, race_put_if_absent
 from datashard.testing.store.base import (
@@ -261,6 +261,30 @@ class WriteTests(SuiteBase):
         assert backend.read("a/b") == b"object"
         assert backend.read("a/b/c") == b"below it"
         assert keys_of(backend.list("a/")) == ["a/b", "a/b/c"]
+
+    def test_one_backend_serves_many_threads(self, backend: StorageBackend) -> None:
+        """16 threads share one backend that has not made a client yet (a fresh unpickled copy):
+        each writes, reads and creates its own keys at once; nothing is lost or mixed."""
+        shared = pickle.loads(pickle.dumps(backend))
+        barrier = threading.Barrier(16)
+
+        def work(i: int) -> tuple[bytes, bytes]:
+            barrier.wait(60)
+            mine = data_of(1000 + i, seed=i)
+            shared.write(f"t/{i:02d}/w", mine)
+            shared.put_if_absent(f"t/{i:02d}/p", mine[::-1])
+            return shared.read(f"t/{i:02d}/w"), shared.read_range(f"t/{i:02d}/p", 0, 10**6)
+
+        try:
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                results = list(pool.map(work, range(16)))
+        finally:
+            shared.close()
+        for i, (written, created) in enumerate(results):
+            assert written == data_of(1000 + i, seed=i), i
+            assert created == data_of(1000 + i, seed=i)[::-1], i
+        expected = sorted(f"t/{i:02d}/{kind}" for i in range(16) for kind in "pw")
+        assert keys_of(backend.list("t/")) == expected
 
     def test_race_exactly_one_put_if_absent_wins(self, backend: StorageBackend) -> None:
         """16 writers ``put_if_absent`` one key at the same instant, each with its own payload:
