@@ -163,6 +163,7 @@ class NoConflictingChanges:
             )
         pruner = PartitionPruner(base, self.bound) if self.bound is not None else None
         for snap in between:
+            added: list[tuple[ManifestFile, ManifestEntry]] = []
             for m in self.reader.manifests(snap):
                 if m.added_snapshot_id != snap.snapshot_id or m.content != MANIFEST_DATA:
                     continue
@@ -175,17 +176,18 @@ class NoConflictingChanges:
                             f"{self.what} conflicts with snapshot {snap.snapshot_id} "
                             f"({snap.operation}) of {base.location}: it already removed {path}"
                         )
-                    if (
-                        e.status == ADDED
-                        and self.bound is not None
-                        and pruner is not None
-                        and file_might_match(self.bound, pruner, m.partition_spec_id, e.data_file)
-                    ):
-                        raise CommitConflictError(
-                            f"{self.what} conflicts with snapshot {snap.snapshot_id} "
-                            f"({snap.operation}) of {base.location}: it added {path}, which may "
-                            "hold rows in the filter's range; reload and retry"
-                        )
+                    if e.status == ADDED:
+                        added.append((m, e))
+            if self.bound is None or pruner is None:
+                continue
+            for m, e in added:
+                if file_might_match(self.bound, pruner, m.partition_spec_id, e.data_file):
+                    raise CommitConflictError(
+                        f"{self.what} conflicts with snapshot {snap.snapshot_id} "
+                        f"({snap.operation}) of {base.location}: it added "
+                        f"{e.data_file.file_path}, which may hold rows in the filter's range; "
+                        "reload and retry"
+                    )
 
 
 # --------------------------------------------------------------------------------------------
