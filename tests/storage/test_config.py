@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from datashard.errors import ConfigError, DataShardError, StoragePermissionError
+from datashard.storage.azure import AzureBackend
+from datashard.storage.azure_config import AzureConfig
 from datashard.storage.config import (
     BackendConfig,
     backend_from_env,
@@ -19,6 +21,8 @@ from datashard.storage.config import (
     open_backend,
 )
 from datashard.storage.direct import DirectBackend, DirectConfig
+from datashard.storage.gcs import GCSBackend
+from datashard.storage.gcs_config import GCSConfig
 from datashard.storage.local import LocalBackend, LocalConfig
 from datashard.storage.memory import MemoryBackend, MemoryConfig
 from datashard.storage.s3 import S3Backend, S3Config
@@ -494,3 +498,96 @@ def test_wrong_credentials_raise_permission_error_without_the_secret(
         exc = exc.__cause__ or exc.__context__
     for record in caplog.records:
         assert_no_secret(record.getMessage())
+
+
+# -- Azure and GCS configs ------------------------------------------------------------------
+
+AZURE_CONNECTION = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    f"AccountKey={SECRET_KEY};BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;"
+)
+
+
+def test_open_backend_azure_uris() -> None:
+    for scheme in ("az", "abfs", "abfss"):
+        backend = open_backend(f"{scheme}://tables/pre/fix", account_name="acct")
+        assert isinstance(backend, AzureBackend)
+        assert isinstance(backend.config, AzureConfig)
+        assert (backend.config.container, backend.config.prefix) == ("tables", "pre/fix")
+    assert open_backend("az://tables/p", account_name="acct").root_uri == "az://tables/p"
+
+
+def test_open_backend_gcs_uri() -> None:
+    backend = open_backend("gs://bucket/pre/fix", endpoint="http://127.0.0.1:1", anonymous=True)
+    assert isinstance(backend, GCSBackend)
+    assert isinstance(backend.config, GCSConfig)
+    assert (backend.config.bucket, backend.config.prefix) == ("bucket", "pre/fix")
+    assert backend.root_uri == "gs://bucket/pre/fix"
+
+
+@pytest.mark.parametrize("uri", ["az://tables/p", "gs://bucket/p"])
+def test_unknown_cloud_option_names_it(uri: str) -> None:
+    with pytest.raises(ConfigError, match="'no_such_option'"):
+        open_backend(uri, account_name="acct", no_such_option=1)
+
+
+@pytest.mark.parametrize(
+    ("uri", "options"),
+    [
+        ("az://tables/p", {"account_name": "devstoreaccount1", "account_key": SECRET_KEY}),
+        ("az://tables/p", {"account_name": "devstoreaccount1", "sas_token": TOKEN}),
+        ("az://tables/p", {"connection_string": AZURE_CONNECTION}),
+        ("gs://bucket/p", {"token": TOKEN}),
+        ("gs://bucket/p", {"credentials_json": f'{{"private_key": "{SECRET_KEY}"}}'}),
+    ],
+)
+def test_cloud_secrets_are_not_in_repr_or_str(uri: str, options: dict[str, Any]) -> None:
+    backend = open_backend(uri, **options)
+    for text in (repr(backend), str(backend), repr(backend.config), str(backend.config)):
+        assert_no_secret(text)
+
+
+@pytest.mark.parametrize(
+    ("uri", "options"),
+    [
+        ("az://tables/p", {"account_name": "a", "account_key": SECRET_KEY, "sas_token": TOKEN}),
+        ("az://tables/p", {"account_key": SECRET_KEY}),  # no account name
+        ("az://tables/p", {"connection_string": AZURE_CONNECTION, "account_key": SECRET_KEY}),
+        ("az://tables/p", {"account_name": "a", "account_key": 12345}),
+        ("az://tables/p", {"account_name": "a", "account_key": [SECRET_KEY]}),
+        ("gs://bucket/p", {"token": TOKEN, "credentials_json": SECRET_KEY}),
+        ("gs://bucket/p", {"token": (TOKEN,)}),
+        ("gs://bucket/p", {"token": TOKEN, "part_size": "huge"}),
+    ],
+)
+def test_cloud_config_errors_never_show_a_secret(uri: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_backend(uri, **options)
+    assert_no_secret(str(info.value))
+    assert_no_secret(repr(info.value))
+
+
+def test_cloud_configs_from_environment() -> None:
+    azure = config_from_env(
+        {
+            "DATASHARD_STORAGE_TYPE": "azure",
+            "DATASHARD_AZURE_BUCKET": "tables",
+            "DATASHARD_AZURE_ACCOUNT": "acct",
+            "DATASHARD_AZURE_KEY": SECRET_KEY,
+            "DATASHARD_AZURE_PART_SIZE": "1048576",
+        }
+    )
+    assert isinstance(azure, AzureConfig)
+    assert (azure.container, azure.account_name, azure.part_size) == ("tables", "acct", 1 << 20)
+    assert_no_secret(repr(azure))
+    gcs = config_from_env(
+        {
+            "DATASHARD_STORAGE_TYPE": "gcs",
+            "DATASHARD_GCS_BUCKET": "b",
+            "DATASHARD_GCS_ANONYMOUS": "1",
+        }
+    )
+    assert isinstance(gcs, GCSConfig)
+    assert (gcs.bucket, gcs.anonymous) == ("b", True)
+    with pytest.raises(ConfigError, match="DATASHARD_GCS_FOO"):
+        config_from_env({"DATASHARD_STORAGE_TYPE": "gcs", "DATASHARD_GCS_FOO": "1"})
