@@ -30,8 +30,8 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from datashard.errors import (
@@ -51,7 +51,7 @@ from datashard.storage.base import (
     validate_prefix,
     validate_range,
 )
-from datashard.storage.config import BackendConfig, split_scheme
+from datashard.storage.gcs_config import GCSConfig
 from datashard.storage.gcs_errors import (
     GCSResponseError,
     bucket_missing,
@@ -64,97 +64,14 @@ from datashard.storage.retry import RequestKind
 
 T = TypeVar("T")
 MiB = 1024 * 1024
-#: Resumable upload chunks must be multiples of this (the last chunk excepted).
-CHUNK_QUANTUM = 256 * 1024
 #: Object metadata entry that tags a ``put_if_absent`` attempt (see the module docstring).
 TOKEN_METADATA = "datashard-put-token"
 READ_ATTEMPTS = 3
+#: A JSON-API batch request holds at most 100 calls.
+DELETE_BATCH = 100
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 _INSTALL_HINT = "pip install 'datashard[gcs]'"
-
-
-@dataclass(frozen=True, kw_only=True)
-class GCSConfig(BackendConfig):
-    """Where the objects live and how to reach them.
-
-    Credentials, in order of precedence: ``anonymous=True``; ``service_account_file`` (a path to
-    a service-account JSON key file); ``credentials_json`` (the contents of such a file);
-    ``token`` (an OAuth2 access token); otherwise Google's default chain
-    (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, the metadata server), or anonymous access when
-    only ``STORAGE_EMULATOR_HOST`` is set. At most one may be set.
-    """
-
-    env_name: ClassVar[str] = "GCS"
-    env_aliases: ClassVar[dict[str, str]] = {
-        "CREDENTIALS_FILE": "service_account_file",
-        "KEY_FILE": "service_account_file",
-        "CREDENTIALS": "credentials_json",
-    }
-
-    bucket: str
-    prefix: str = ""
-    project: str | None = None
-    #: API endpoint, e.g. ``http://127.0.0.1:9023`` for an emulator; default
-    #: ``STORAGE_EMULATOR_HOST`` if set, else https://storage.googleapis.com.
-    endpoint: str | None = None
-    service_account_file: str | None = None
-    credentials_json: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-    anonymous: bool = False
-    #: Ranged reads are split into parts of this size, fetched concurrently.
-    part_size: int = 16 * MiB
-    #: Resumable upload chunk size: a multiple of 256 KiB.
-    chunk_size: int = 8 * MiB
-    #: ``write`` of bytes up to this size is one upload request; larger ones are resumable.
-    single_put_size: int = 16 * MiB
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.bucket or "/" in self.bucket:
-            raise ConfigError(f"GCSConfig.bucket {self.bucket!r} is not a bucket name")
-        if self.prefix and (self.prefix.startswith("/") or self.prefix.endswith("/")):
-            raise ConfigError(f"GCSConfig.prefix {self.prefix!r} must not start or end with '/'")
-        if self.prefix:
-            validate_key(self.prefix)
-        chosen = [
-            name
-            for name in ("anonymous", "service_account_file", "credentials_json", "token")
-            if getattr(self, name)
-        ]
-        if len(chosen) > 1:
-            raise ConfigError(
-                f"GCSConfig takes one kind of credential, got {' and '.join(chosen)}; keep one"
-            )
-        for name in ("part_size", "chunk_size", "single_put_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"GCSConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.chunk_size % CHUNK_QUANTUM:
-            raise ConfigError(
-                f"GCSConfig.chunk_size must be a multiple of 256 KiB, got {self.chunk_size}"
-            )
-
-    def root_uri(self) -> str:
-        return f"gs://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
-
-    @classmethod
-    def from_uri(cls, uri: str, **options: Any) -> GCSConfig:
-        """``gs://bucket/prefix`` plus options."""
-        scheme, rest = split_scheme(uri)
-        if scheme != "gs":
-            raise ConfigError(f"GCSConfig takes a gs:// URI, got {uri!r}")
-        bucket, _, path = rest.partition("/")
-        if not bucket:
-            raise ConfigError(f"storage URI {uri!r} names no bucket; expected gs://bucket/")
-        values = {"bucket": bucket, "prefix": path.strip("/")}
-        for name, value in values.items():
-            if name in options and options[name] != value:
-                raise ConfigError(
-                    f"option {name}={options[name]!r} contradicts the URI {uri!r} ({value!r})"
-                )
-        return cls.build({**values, **options})
 
 
 @dataclass
@@ -423,6 +340,31 @@ class GCSBackend(StorageBackend):
             return b""
         return self._retrying(lambda: self._read_span(key, start, end))
 
+    def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
+        """One suffix-range GET (``Range: bytes=-N``); a server that ignores the range and sends
+        the whole object (the emulator does) is handled too."""
+        validate_key(key)
+        validate_range(key, 0, length)
+        if length == 0:
+            return b"", self.head(key).size
+
+        def fetch() -> tuple[bytes, int]:
+            session = self._connection().session
+            headers = {"Range": f"bytes=-{length}", "Accept-Encoding": "identity"}
+            url = self._media_url(key)
+            with session.get(url, headers=headers, stream=True, timeout=self._timeout) as resp:
+                if resp.status_code == 416:  # a suffix of an empty object
+                    return b"", 0
+                if resp.status_code not in (200, 206):
+                    raise GCSResponseError.from_response(resp)
+                body: bytes = resp.content
+                total = _content_range_total(resp.headers.get("Content-Range"))
+                if resp.status_code == 200 or total is None:
+                    return body[max(0, len(body) - length) :], len(body)
+                return body, total
+
+        return self._call("read", "read_tail", key, fetch)
+
     def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
         validate_key(key)
         for start, end in ranges:
@@ -682,7 +624,30 @@ class GCSBackend(StorageBackend):
 
     def delete_many(self, keys: Iterable[str]) -> None:
         names = builtins.list(dict.fromkeys(validate_key(k) for k in keys))
-        self._parts.run([functools.partial(self.delete, key) for key in names])
+        for start in range(0, len(names), DELETE_BATCH):
+            batch = names[start : start + DELETE_BATCH]
+            self._call(
+                "write", "delete_many", batch[0], functools.partial(self._delete_batch, batch)
+            )
+
+    def _delete_batch(self, keys: builtins.list[str]) -> None:
+        """One JSON-API batch request of up to 100 deletes; missing objects are fine."""
+        conn = self._connection()
+        batch = conn.client.batch(raise_exception=False)
+        with batch:
+            for key in keys:
+                conn.bucket.delete_blob(self._name(key), retry=None, timeout=self._timeout)
+        # finish() stores one response per deferred request, in order
+        responses: builtins.list[Any] = getattr(batch, "_responses", [])
+        if len(responses) != len(keys):
+            raise ConnectionError(f"batch delete answered {len(responses)} of {len(keys)} deletes")
+        for key, response in zip(keys, responses, strict=True):
+            status = int(response.status_code)
+            if 200 <= status < 300:
+                continue
+            if status == 404 and self._bucket_exists():
+                continue
+            raise self._error(GCSResponseError(status), "delete_many", key)
 
     # -- lifecycle -------------------------------------------------------------------------
 
