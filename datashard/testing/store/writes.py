@@ -114,6 +114,40 @@ class WriteTests(SuiteBase):
         assert not backend.exists("new/obj")
         assert keys_of(backend.list()) == []
 
+    @pytest.mark.parametrize("existed", [False, True], ids=["new", "overwrite"])
+    def test_object_is_invisible_while_being_written(
+        self, backend: StorageBackend, existed: bool
+    ) -> None:
+        """While a chunked write is half done, readers and ``list`` see the old state only:
+        no partial object, no temp file, no upload in progress."""
+        if existed:
+            backend.write("dir/obj", b"old")
+        halfway, resume = threading.Event(), threading.Event()
+        chunk = data_of(MiB, seed=3)
+
+        def chunks() -> Iterator[bytes]:
+            yield chunk
+            halfway.set()
+            if not resume.wait(60):
+                raise TimeoutError("the test never resumed the write")
+            yield chunk
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            writing = pool.submit(backend.write, "dir/obj", chunks())
+            try:
+                assert halfway.wait(60), "the write never consumed its first chunk"
+                assert keys_of(backend.list()) == (["dir/obj"] if existed else [])
+                if existed:
+                    assert backend.read("dir/obj") == b"old"
+                    assert backend.head("dir/obj").size == 3
+                else:
+                    assert not backend.exists("dir/obj")
+            finally:
+                resume.set()
+            writing.result(timeout=120)
+        assert backend.read("dir/obj") == chunk + chunk
+        assert keys_of(backend.list()) == ["dir/obj"]
+
     def test_write_of_str_is_refused(self, backend: StorageBackend) -> None:
         with pytest.raises(TypeError):
             backend.write("obj", "text")  # type: ignore[arg-type]
