@@ -67,11 +67,17 @@ class AppendCommit:
         paths: TablePaths,
         base: Loaded,
         manifest_cache: MutableMapping[int, list[ManifestFile]],
+        entry_cache: MutableMapping[str, list[ManifestEntry]] | None = None,
     ) -> None:
         self.backend = backend
         self.paths = paths
         self.base = base
         self.cache = manifest_cache
+        #: entries of manifests this writer wrote, by manifest path (saves reads when merging)
+        self.entry_cache: MutableMapping[str, list[ManifestEntry]] = (
+            {} if entry_cache is None else entry_cache
+        )
+        self._merged: dict[str, list[ManifestEntry]] = {}
         self.snapshot_id = new_snapshot_id()
         self.commit_id = new_commit_id()
         self.schema = base.metadata.current_schema()
@@ -154,12 +160,11 @@ class AppendCommit:
         parent = md.current_snapshot()
         written: list[str] = []
         ours = replace(self.manifest, sequence_number=seq, min_sequence_number=seq)
-        inherited = self.parent_manifests(md)
-        if settings.merge_enabled and len(inherited) + 1 > settings.min_count_to_merge:
-            inherited, merged_key = self.merge(inherited, md, seq, settings)
-            if merged_key is not None:
-                written.append(merged_key)
-        manifests = [ours, *inherited]
+        manifests = [ours, *self.parent_manifests(md)]
+        self._merged = {}
+        if settings.merge_enabled:
+            manifests, merged_keys = self.merge_tiers(manifests, ours, seq, settings)
+            written.extend(merged_keys)
         list_key = (
             f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
         )
@@ -191,29 +196,55 @@ class AppendCommit:
         self._last_manifests = manifests
         return new_md, written
 
-    def merge(
+    def merge_tiers(
         self,
         manifests: list[ManifestFile],
-        md: TableMetadata,
+        ours: ManifestFile,
         seq: int,
         settings: CommitSettings,
-    ) -> tuple[list[ManifestFile], str | None]:
-        """Rewrite the small data manifests of the default spec into one (entries EXISTING)."""
-        small = [
-            m
-            for m in manifests
-            if m.content == MANIFEST_DATA
-            and m.partition_spec_id == self.spec.spec_id
-            and m.manifest_length < settings.target_manifest_bytes
+    ) -> tuple[list[ManifestFile], list[str]]:
+        """Merge small manifests by size class so the list and the merge work stay bounded.
+
+        With ``M = commit.manifest.min-count-to-merge``, a data manifest of the default spec
+        with ``f`` files is in class ``floor(log_M f)``. When a class holds ``M`` manifests
+        they are rewritten into one (of a higher class); the entries keep their snapshot ids and
+        sequence numbers, as EXISTING. Each file is rewritten about ``log_M(files)`` times in
+        the table's life; the list holds fewer than ``M`` manifests per class. This commit's
+        own manifest is never merged into another.
+        """
+        base = settings.min_count_to_merge
+        written: list[str] = []
+        for _ in range(8):  # a merge can fill the next class: cascade, bounded
+            classes: dict[int, list[ManifestFile]] = {}
+            for m in manifests:
+                if (
+                    m is not ours
+                    and m.content == MANIFEST_DATA
+                    and m.partition_spec_id == self.spec.spec_id
+                    and m.manifest_length < settings.target_manifest_bytes
+                ):
+                    classes.setdefault(_size_class(m, base), []).append(m)
+            full = sorted(k for k, group in classes.items() if len(group) >= base)
+            if not full:
+                break
+            group = classes[full[0]]
+            merged, key = self.merge(group, seq)
+            written.append(key)
+            manifests = [ours, merged, *(m for m in manifests if m is not ours and m not in group)]
+        return manifests, written
+
+    def _entries(self, m: ManifestFile) -> list[ManifestEntry]:
+        cached = self.entry_cache.get(m.manifest_path)
+        if cached is not None:
+            return cached
+        data = self.backend.read(key_for_uri(self.backend, m.manifest_path))
+        return read_manifest(data, m.manifest_path, m)
+
+    def merge(self, group: list[ManifestFile], seq: int) -> tuple[ManifestFile, str]:
+        """Rewrite ``group`` into one manifest (live entries, as EXISTING); it and its key."""
+        entries = [
+            replace(e, status=EXISTING) for m in group for e in self._entries(m) if e.is_live
         ]
-        if len(small) < 2:
-            return manifests, None
-        entries: list[ManifestEntry] = []
-        for m in small:
-            data = self.backend.read(key_for_uri(self.backend, m.manifest_path))
-            for e in read_manifest(data, m.manifest_path, m):
-                if e.is_live:
-                    entries.append(replace(e, status=EXISTING))
         body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
         key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"
         try:
@@ -230,8 +261,22 @@ class AppendCommit:
             added_snapshot_id=self.snapshot_id,
             sequence_number=seq,
         )
-        kept = [m for m in manifests if m not in small]
-        return [merged, *kept], key
+        self._merged[merged.manifest_path] = entries
+        return merged, key
+
+    def _remember_entries(self, seq: int) -> None:
+        """Keep the entries of the manifests this commit wrote (and the list now names), so the
+        next merge need not read them back."""
+        live = {m.manifest_path for m in self._last_manifests}
+        for path in [p for p in self.entry_cache if p not in live]:
+            del self.entry_cache[path]
+        if self.manifest is not None:
+            self.entry_cache[self.manifest.manifest_path] = [
+                ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in self.data_files
+            ]
+        self.entry_cache.update(self._merged)
+        if sum(len(v) for v in self.entry_cache.values()) > _MAX_CACHED_ENTRIES:
+            self.entry_cache.clear()
 
     def summary(self, parent: Snapshot | None) -> dict[str, str]:
         added_records = sum(df.record_count for df in self.data_files)
@@ -282,8 +327,12 @@ class AppendCommit:
         if snap is not None and snap.snapshot_id == self.snapshot_id:
             self.cache.clear()  # keep only the newest: older bases mean a lost race anyway
             self.cache[self.snapshot_id] = list(self._last_manifests)
+            self._remember_entries(snap.sequence_number)
         return result.loaded, result.hint
 
+
+#: Entries a writer keeps in memory for merging, at most.
+_MAX_CACHED_ENTRIES = 200_000
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -306,6 +355,15 @@ def _forget_pool_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _size_class(m: ManifestFile, base: int) -> int:
+    files = max(1, m.added_files_count + m.existing_files_count)
+    k = 0
+    while files >= base:
+        files //= base
+        k += 1
+    return k
 
 
 def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:

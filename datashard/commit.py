@@ -70,7 +70,7 @@ class CommitSettings:
     property                                      default   meaning
     ============================================  ========  ======================================
     ``commit.retry.num-retries``                  20        retries after a lost race
-    ``commit.retry.min-wait-ms``                  10        first backoff (full jitter)
+    ``commit.retry.min-wait-ms``                  10        shortest backoff
     ``commit.retry.max-wait-ms``                  2000      backoff cap
     ``commit.manifest.min-count-to-merge``        50        merge small manifests beyond this
     ``commit.manifest-merge.enabled``             true      merge at all
@@ -124,7 +124,8 @@ class CommitSettings:
         )
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to sleep before retry ``attempt`` (0-based): full jitter, capped."""
+        """Seconds to sleep before retry ``attempt`` (0-based): uniform in
+        ``[min-wait, min(max-wait, min-wait * 2**attempt)]``."""
         cap = min(self.max_wait_ms, self.min_wait_ms * (2 ** min(attempt, 30)))
         return random.uniform(self.min_wait_ms, max(self.min_wait_ms, cap)) / 1000.0
 

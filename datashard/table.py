@@ -58,6 +58,8 @@ class Table:
         self.name = name
         #: manifests of snapshots this writer knows (its own commits), by snapshot id
         self._manifest_cache: dict[int, list[Any]] = {}
+        #: entries of manifests this writer wrote, by manifest path (for merging)
+        self._entry_cache: dict[str, list[Any]] = {}
         #: the version-hint write of the last commit, running in the background
         self._hint: Future[bool] | bool = True
 
@@ -258,7 +260,9 @@ class Table:
     def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
         paths = self._writable()
         self.flush()
-        producer = AppendCommit(self._backend, paths, self._loaded, self._manifest_cache)
+        producer = AppendCommit(
+            self._backend, paths, self._loaded, self._manifest_cache, self._entry_cache
+        )
         loaded, self._hint = producer.commit(tables)
         self._loaded = loaded
         snap = loaded.metadata.current_snapshot()
