@@ -367,8 +367,9 @@ def commit(
     ``staged_keys`` (data files, manifests) are deleted only if the commit provably did not
     land. Raises ``CommitConflictError`` (a requirement failed), ``CommitRetriesExhaustedError``
     (every attempt lost a race) or ``CommitStateUnknownError`` (the outcome could not be
-    learned; nothing is deleted). With ``background``, the version-hint write after the win
-    runs there and :attr:`CommitResult.hint` is its future.
+    learned; nothing is deleted). With ``background``, the version-hint write after the win and
+    the removal of lost attempts' manifest lists run there; :attr:`CommitResult.hint` is the
+    future of that work.
     """
     attempt = 0
     dead_keys: list[str] = []  # written by attempts that provably did not land
@@ -398,12 +399,13 @@ def commit(
         if landed:
             hint: bool | Future[bool]
             if background is not None:
-                hint = background.submit(write_hint, backend, paths, target)
+                hint = background.submit(_after_win, backend, paths, target, list(dead_keys))
             else:
                 hint = write_hint(backend, paths, target)
             return CommitResult(found, attempt + 1, hint)
         dead_keys.extend(attempt_keys)
-        _delete_quietly(backend, attempt_keys)
+        if background is None:
+            _delete_quietly(backend, attempt_keys)  # else after the win, in the background
         if attempt >= settings.num_retries:
             raise give_up(
                 CommitRetriesExhaustedError(
@@ -473,6 +475,13 @@ def _create_version(
 def _refresh_from(backend: StorageBackend, paths: TablePaths, known: Loaded) -> Loaded:
     """The newest version at or after ``known``."""
     return load_newest(backend, paths, known) or known
+
+
+def _after_win(backend: StorageBackend, paths: TablePaths, version: int, dead: list[str]) -> bool:
+    """Background work after a win: the hint, then the files of attempts that lost."""
+    written = write_hint(backend, paths, version)
+    _delete_quietly(backend, dead)
+    return written
 
 
 def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:
