@@ -25,7 +25,9 @@ import builtins
 import functools
 import heapq
 import itertools
+import logging
 import os
+import re
 import threading
 import uuid
 from collections import deque
@@ -33,7 +35,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from datashard.errors import ConfigError, DataShardError, ObjectExistsError, PreconditionFailedError
+from datashard.errors import (
+    ConfigError,
+    DataShardError,
+    ObjectExistsError,
+    PreconditionFailedError,
+    StorageError,
+)
 from datashard.storage.azure_config import AzureConfig
 from datashard.storage.azure_errors import error_code, http_status, translate
 from datashard.storage.base import (
@@ -153,6 +161,7 @@ class AzureBackend(StorageBackend):
                 f"the az:// backend needs azure-storage-blob, which is not installed: "
                 f"{_INSTALL_HINT}"
             ) from exc
+        _redact_request_logs()
         session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=4, pool_maxsize=cfg.max_concurrency + 4
@@ -214,13 +223,12 @@ class AzureBackend(StorageBackend):
 
     def _call(self, kind: RequestKind, operation: str, key: str | None, fn: Callable[[], T]) -> T:
         """Run ``fn`` through the gate, SDK errors translated (so transient ones are retried)."""
-        from azure.core.exceptions import AzureError
 
         def attempt() -> T:
             try:
                 return fn()
-            except (AzureError, OSError) as exc:
-                if isinstance(exc, DataShardError):
+            except Exception as exc:
+                if isinstance(exc, DataShardError) or not _sdk_error(exc):
                     raise
                 raise self._translate(exc, operation, key) from exc
 
@@ -383,15 +391,21 @@ class AzureBackend(StorageBackend):
             if len(view) <= self.config.single_put_size:
                 self._put(key, bytes(view))
                 return
-            self._put_blocks(key, (view[i : i + size] for i in range(0, len(view), size)), None)
-            return
-        blocks = _rechunk(data, size)
-        first = next(blocks, b"")
-        second = next(blocks, None)
+            for attempt in range(READ_ATTEMPTS):  # bytes can be staged again; a stream cannot
+                try:
+                    slices = (view[i : i + size] for i in range(0, len(view), size))
+                    self._put_blocks(key, slices, None)
+                    return
+                except BlocksDiscardedError:
+                    if attempt == READ_ATTEMPTS - 1:
+                        raise
+        chunks = _rechunk(data, size)
+        first = next(chunks, b"")
+        second = next(chunks, None)
         if second is None:
             self._put(key, first)
             return
-        self._put_blocks(key, itertools.chain([first, second], blocks), None)
+        self._put_blocks(key, itertools.chain([first, second], chunks), None)
 
     def _put(self, key: str, data: bytes) -> None:
         self._call(
@@ -438,7 +452,21 @@ class AzureBackend(StorageBackend):
                 future.cancel()
         block_list = [BlobBlock(block_id=b) for b in ids]
         if token is None:
-            self._call("write", "write", key, lambda: self._blob(key).commit_block_list(block_list))
+
+            def commit() -> None:
+                try:
+                    self._blob(key).commit_block_list(block_list)
+                except Exception as exc:
+                    if error_code(exc) == "InvalidBlockList":
+                        raise BlocksDiscardedError(
+                            f"write {key!r} in {self.root_uri}: another writer committed this "
+                            "blob while this upload staged its blocks, and Azure discarded them "
+                            "(InvalidBlockList); write it again",
+                            key=key,
+                        ) from exc
+                    raise
+
+            self._call("write", "write", key, commit)
             return
         from azure.core import MatchConditions
 
@@ -448,7 +476,6 @@ class AzureBackend(StorageBackend):
             lambda blob: blob.commit_block_list(
                 block_list,
                 metadata={TOKEN_METADATA: token},
-                etag="*",
                 match_condition=MatchConditions.IfMissing,
             ),
         )
@@ -487,10 +514,11 @@ class AzureBackend(StorageBackend):
                 send(blob)
                 return
             except Exception as exc:
-                if isinstance(exc, DataShardError):
+                if isinstance(exc, DataShardError) or not _sdk_error(exc):
                     raise
                 code, status = error_code(exc), http_status(exc)
-                conflict = code in ("BlobAlreadyExists", "ConditionNotMet") or (
+                # InvalidBlockList: a writer committed the blob and so discarded our blocks
+                conflict = code in ("BlobAlreadyExists", "ConditionNotMet", "InvalidBlockList") or (
                     not code and status in (409, 412)
                 )
                 if not conflict:
@@ -509,7 +537,7 @@ class AzureBackend(StorageBackend):
         try:
             props = blob.get_blob_properties()
         except Exception as exc:
-            if isinstance(exc, DataShardError):
+            if isinstance(exc, DataShardError) or not _sdk_error(exc):
                 raise
             if _blob_missing(exc):
                 return False  # deleted since: whoever created it, it was not this call
@@ -602,6 +630,40 @@ class AzureBackend(StorageBackend):
         if session is not None:
             session.close()
         self._parts.close()
+
+
+class BlocksDiscardedError(StorageError):
+    """A concurrent commit of the same blob discarded this upload's staged blocks."""
+
+
+_SIGNATURE = re.compile(r"(?i)\b(sig=)[^&\s\"']+")
+
+
+class _RedactSignatures(logging.Filter):
+    """Hide SAS signatures in urllib3's request lines (it logs URLs, query strings included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "sig=" in message.lower():
+            record.msg = _SIGNATURE.sub(r"\1REDACTED", message)
+            record.args = ()
+        return True
+
+
+_REDACTOR = _RedactSignatures()
+
+
+def _redact_request_logs() -> None:
+    logger = logging.getLogger("urllib3.connectionpool")
+    if _REDACTOR not in logger.filters:
+        logger.addFilter(_REDACTOR)
+
+
+def _sdk_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the SDK or the network (not a bug in the caller's code)."""
+    from azure.core.exceptions import AzureError
+
+    return isinstance(exc, (AzureError, OSError))
 
 
 def _blob_missing(exc: BaseException) -> bool:
