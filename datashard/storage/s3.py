@@ -65,6 +65,8 @@ TOKEN_META = "datashard-token"
 #: Everything a botocore call can raise that the error table translates.
 SDK_ERRORS = (ClientError, BotoCoreError, Urllib3HTTPError, http.client.HTTPException, OSError)
 DELETE_BATCH = 1000
+#: How many times a plain read starts again when the object is replaced under it.
+READ_RESTARTS = 5
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,10 @@ class S3Backend(StorageBackend):
             except StorageError:
                 raise
             except SDK_ERRORS as exc:
-                raise self._error(exc, operation, key) from exc
+                error = self._error(exc, operation, key)
+                if isinstance(error, TransientStorageError):
+                    log.debug("%s (the gate retries it if attempts remain)", error)
+                raise error from exc
 
         return gate.call(kind, attempt)
 
@@ -260,7 +265,22 @@ class S3Backend(StorageBackend):
         return self._request("read", "GET", key, fetch)
 
     def _read_span(
-        self, key: str, start: int, end: int, view: memoryview | None
+        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
+    ) -> tuple[int, memoryview]:
+        """:meth:`_read_span_once`, started again (up to ``READ_RESTARTS`` times) when the
+        object is replaced while its parts are fetched, unless the caller pinned an ETag: a plain
+        read returns one whole version and does not fail because another writer replaced it."""
+        for restart in range(READ_RESTARTS + 1):
+            try:
+                return self._read_span_once(key, start, end, view, pin)
+            except PreconditionFailedError:
+                if pin is not None or restart == READ_RESTARTS:
+                    raise
+                log.debug("%r in %s changed while read; reading it again", key, self.root_uri)
+        raise AssertionError("unreachable")
+
+    def _read_span_once(
+        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None
     ) -> tuple[int, memoryview]:
         """Bytes ``[start, end)`` (clamped to the size) into ``view``, or into a new buffer when
         ``view`` is None. Returns ``(count, buffer)``.
@@ -290,7 +310,7 @@ class S3Backend(StorageBackend):
             total = max(0, stop - start)
             whole = view[:total] if view is not None else memoryview(bytearray(total))
             state["whole"], state["size"] = whole, got.size
-            etag = _unquote(got.etag)
+            etag = pin or _unquote(got.etag)
             futures.extend(
                 pool.submit(self._part_task(key, s, e, whole[s - start : e - start], etag))
                 for s, e in split_range(first_end, stop, cfg.read_part_size)
@@ -298,7 +318,7 @@ class S3Backend(StorageBackend):
             return whole
 
         try:
-            count = self._get(key, start, first_end, first_sink)
+            count = self._get(key, start, first_end, first_sink, pin)
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -319,6 +339,60 @@ class S3Backend(StorageBackend):
             return b""
         count, buffer = self._read_span(key, start, end, None)
         return bytes(buffer[:count])
+
+    def read_range_if_match(self, key: str, start: int, end: int, etag: str) -> bytes:
+        """``read_range`` with every GET conditional on ``etag`` (``If-Match``); raises
+        ``PreconditionFailedError`` if the object no longer has it."""
+        validate_key(key)
+        validate_range(key, start, end)
+        pin = _unquote(etag) or etag
+        count, buffer = (0, memoryview(b"")) if start == end else self._read_span(
+            key, start, end, None, pin
+        )
+        if count == 0:  # nothing was fetched, so nothing was checked yet
+            current = self.head(key).etag
+            if current != pin:
+                raise PreconditionFailedError(
+                    f"GET {key!r} in {self.root_uri}: the object's etag is {current!r}, "
+                    f"not {pin!r}",
+                    key=key,
+                )
+        return bytes(buffer[:count])
+
+    def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
+        """The last ``length`` bytes and the object size, in one suffix-range GET."""
+        validate_key(key)
+        validate_range(key, 0, length)
+        if length == 0:
+            return b"", self.head(key).size
+        params = {
+            "Bucket": self.config.bucket,
+            "Key": self.config.object_key(key),
+            "Range": f"bytes=-{length}",
+            **self._extra(),
+        }
+
+        def fetch(client: Any) -> tuple[bytes, int]:
+            try:
+                response = client.get_object(**params)
+            except ClientError as exc:
+                if error_code(exc) == "InvalidRange" or http_status(exc) == 416:
+                    return b"", -1  # an empty object: no suffix to give
+                raise
+            count = int(response.get("ContentLength", 0))
+            buf = bytearray(count)
+            read_body_into(response["Body"], memoryview(buf))
+            content_range = response.get("ContentRange")
+            if not content_range:  # a 200 with the whole object
+                return bytes(buf[-length:]), count
+            return bytes(buf), _parse_total(content_range, count, 0)
+
+        data, size = self._request("read", "GET", key, fetch)
+        if size < 0:
+            size = self.head(key).size
+            if size:  # not empty after all (replaced meanwhile): read it again
+                return self.read_tail(key, length)
+        return data, size
 
     def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
         validate_key(key)
@@ -343,13 +417,25 @@ class S3Backend(StorageBackend):
         if all(end - start <= cfg.read_threshold for start, end in ranges):
             return pool.run([self._range_task(key, s, e) for s, e in ranges])
         # some range is large: learn the size once, then run every part of every range at once
+        for restart in range(READ_RESTARTS + 1):
+            try:
+                return self._read_ranges_once(key, ranges)
+            except PreconditionFailedError:
+                if restart == READ_RESTARTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_ranges_once(
+        self, key: str, ranges: Sequence[tuple[int, int]]
+    ) -> builtins.list[bytes]:
+        _, _, pool = self._state()
         meta = self.head(key)
-        etag = _unquote(meta.etag)
+        etag = meta.etag
         buffers = [bytearray(max(0, min(e, meta.size) - s)) for s, e in ranges]
-        tasks: list[Callable[[], int]] = []
+        tasks: builtins.list[Callable[[], int]] = []
         for (start, _), buf in zip(ranges, buffers, strict=True):
             whole = memoryview(buf)
-            for s, e in split_range(start, start + len(buf), cfg.read_part_size):
+            for s, e in split_range(start, start + len(buf), self.config.read_part_size):
                 tasks.append(self._part_task(key, s, e, whole[s - start : e - start], etag))
         pool.run(tasks)
         return [bytes(b) for b in buffers]
@@ -360,7 +446,19 @@ class S3Backend(StorageBackend):
     def _part_task(
         self, key: str, start: int, end: int, target: memoryview, etag: str | None
     ) -> Callable[[], int]:
-        return lambda: self._get(key, start, end, lambda got: target, etag)
+        """Fetch one part into ``target``; a short part means the object changed."""
+
+        def task() -> int:
+            count = self._get(key, start, end, lambda got: target, etag)
+            if count != end - start:
+                raise PreconditionFailedError(
+                    f"GET {key!r} in {self.root_uri}: bytes {start}-{end} gave {count} bytes; "
+                    "the object changed while it was read",
+                    key=key,
+                )
+            return count
+
+        return task
 
     def head(self, key: str) -> ObjectMeta:
         validate_key(key)

@@ -338,27 +338,59 @@ def test_part_pool_fills_one_buffer_from_any_range_fetch(moto_backend: S3Backend
         pool.close()
 
 
-def test_object_replaced_during_a_parallel_read_raises_precondition_failed(
-    any_s3: S3Server,
-) -> None:
+def test_object_replaced_during_a_parallel_read_is_read_again_whole(any_s3: S3Server) -> None:
     """The parts after the first are pinned to the first response's ETag (sent unquoted, which
-    Ceph needs): a reader never returns a mix of two versions."""
+    Ceph needs). When another writer replaces the object mid-read, a plain read starts again and
+    returns the new version whole; a read pinned by the caller raises PreconditionFailedError."""
     bucket = new_s3_bucket(any_s3, "etag-pin")
     raw = any_s3.client()
 
-    def overwrite(method: str, path: str) -> None:
-        raw.put_object(Bucket=bucket, Key="root/obj", Body=b"b" * 5000)
+    def overwrite_with(body: bytes) -> Any:
+        def overwrite(method: str, path: str) -> None:
+            raw.put_object(Bucket=bucket, Key="root/obj", Body=body)
+
+        return overwrite
 
     with FaultProxy(any_s3.endpoint_url) as proxy:
         backend = _via(proxy, any_s3, bucket, read_threshold=1000, read_part_size=1000)
         with backend:
             backend.write("obj", b"a" * 5000)
+            proxy.clear()
             assert backend.read("obj") == b"a" * 5000  # unchanged: the pinned parts match
-            proxy.delay(0.0, method="GET")  # the first GET passes untouched; before the next
-            proxy.call(overwrite, method="GET")  # one is sent, another writer replaces the object
+            assert proxy.requests["GET"] == 5
+            for new in (b"b" * 4500, b"c" * 5000):  # shorter, then the same size
+                proxy.clear()
+                proxy.delay(0.0, method="GET")  # the first GET passes untouched; before the
+                proxy.call(overwrite_with(new), method="GET")  # next, a writer replaces it
+                buf = bytearray(6000)
+                assert backend.read_into("obj", buf) == len(new)
+                assert buf[: len(new)] == new  # past the count: whatever the first pass left
+                assert proxy.requests["GET"] > 5  # the first pass was abandoned
+            etag = backend.head("obj").etag
+            assert etag is not None
+            assert backend.read_range_if_match("obj", 10, 4000, etag) == b"c" * 3990
+            proxy.delay(0.0, method="GET")
+            proxy.call(overwrite_with(b"d" * 5000), method="GET")
             with pytest.raises(PreconditionFailedError, match="'obj'"):
-                backend.read_into("obj", bytearray(5000))
-            assert backend.read("obj") == b"b" * 5000
+                backend.read_range_if_match("obj", 0, 5000, etag)
+            with pytest.raises(PreconditionFailedError):
+                backend.read_range_if_match("obj", 0, 10, etag)  # one GET, refused by the server
+
+
+def test_read_tail_is_one_suffix_request(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    with _via(proxy, moto_s3, moto_bucket) as backend:
+        backend.write("obj", b"0123456789")
+        backend.write("empty", b"")
+        proxy.clear()
+        assert backend.read_tail("obj", 4) == (b"6789", 10)
+        assert backend.read_tail("obj", 50) == (b"0123456789", 10)
+        assert proxy.requests["GET"] == 2 and proxy.requests["HEAD"] == 0
+        assert backend.read_tail("empty", 4) == (b"", 0)
+        assert backend.read_tail("obj", 0) == (b"", 10)
+        with pytest.raises(ObjectNotFoundError):
+            backend.read_tail("missing", 4)
 
 
 # -- writes ----------------------------------------------------------------------------------
