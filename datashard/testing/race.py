@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import queue as queue_module
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -145,10 +146,11 @@ def _race_processes(
     for proc in procs:
         proc.start()
     got: dict[int, WriterResult] = {}
+    deadline = time.monotonic() + timeout
     try:
         for _ in procs:
             try:
-                item: WriterResult = results.get(timeout=timeout)
+                item: WriterResult = results.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue_module.Empty:
                 break
             got[item.index] = item
@@ -161,7 +163,7 @@ def _race_processes(
         results.close()
     return [
         got.get(i)
-        or WriterResult(i, "error", "", f"writer process {i} reported nothing within {timeout}s")
+        or WriterResult(i, "error", "", f"writer process {i} reported nothing in {timeout}s")
         for i in range(len(payloads))
     ]
 
