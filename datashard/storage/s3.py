@@ -27,7 +27,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -51,7 +50,8 @@ from datashard.storage.base import (
 )
 from datashard.storage.parallel import PartPool, gather, in_worker, split_range
 from datashard.storage.retry import RequestGate, RequestKind
-from datashard.storage.s3_config import MAX_PARTS, MAX_SINGLE_PUT, S3Config
+from datashard.storage.s3_body import Got, parse_total, read_body_into, unquote_etag
+from datashard.storage.s3_config import MAX_SINGLE_PUT, S3Config
 from datashard.storage.s3_errors import classify, error_code, http_status, translate
 from datashard.storage.s3_multipart import upload_multipart
 
@@ -67,65 +67,6 @@ SDK_ERRORS = (ClientError, BotoCoreError, Urllib3HTTPError, http.client.HTTPExce
 DELETE_BATCH = 1000
 #: How many times a plain read starts again when the object is replaced under it.
 READ_RESTARTS = 5
-
-
-@dataclass(frozen=True)
-class _Got:
-    """What a ranged GET's headers tell: where the bytes start, how many, of how big an object."""
-
-    start: int
-    count: int
-    size: int
-    etag: str | None
-
-
-def _unquote(etag: str | None) -> str | None:
-    return etag.strip('"') if etag else None
-
-
-def _parse_total(content_range: str | None, content_length: int, start: int) -> int:
-    """The object size from ``Content-Range: bytes a-b/size`` (or a 200's length)."""
-    if content_range and "/" in content_range:
-        total = content_range.rsplit("/", 1)[1].strip()
-        if total.isdigit():
-            return int(total)
-    return start + content_length
-
-
-def read_body_into(body: Any, view: memoryview) -> None:
-    """Read exactly ``len(view)`` bytes of a botocore streaming body into ``view``.
-
-    Reads from the socket into the view (``http.client``'s ``readinto``) when the body is a plain
-    urllib3 response; otherwise through ``body.read`` in chunks. A short body raises
-    ``TransientStorageError``; the connection goes back to the pool only when fully read.
-    """
-    raw: Any = getattr(body, "_raw_stream", None)
-    fp: Any = getattr(raw, "_fp", None)
-    direct = isinstance(fp, http.client.HTTPResponse) and not raw.headers.get("content-encoding")
-    pos, total = 0, len(view)
-    try:
-        while pos < total:
-            if direct:
-                n = fp.readinto(view[pos:])
-            else:
-                chunk = body.read(min(total - pos, 8 * 1024 * 1024))
-                n = len(chunk)
-                view[pos : pos + n] = chunk
-            if not n:
-                raise TransientStorageError(
-                    f"the response body ended after {pos} of {total} bytes", key=None
-                )
-            pos += n
-    except BaseException:
-        body.close()
-        raise
-    if direct:
-        if fp.isclosed():
-            raw.release_conn()
-        else:  # unread bytes left: the connection cannot be reused
-            body.close()
-    else:
-        body.close()
 
 
 class S3Backend(StorageBackend):
@@ -219,7 +160,7 @@ class S3Backend(StorageBackend):
         key: str,
         start: int,
         end: int,
-        sink: Callable[[_Got], memoryview],
+        sink: Callable[[Got], memoryview],
         if_match: str | None = None,
     ) -> int:
         """GET bytes ``[start, end)`` of ``key``; ``sink(got)`` gives the view to fill.
@@ -252,8 +193,8 @@ class S3Backend(StorageBackend):
                     f"GET {key!r} in {self.root_uri}: the server ignored the Range header",
                     key=key,
                 )
-            total = _parse_total(content_range, count, start)
-            got = _Got(start, count, total, response.get("ETag"))
+            total = parse_total(content_range, count, start)
+            got = Got(start, count, total, response.get("ETag"))
             try:
                 view = sink(got)
             except BaseException:
@@ -296,7 +237,7 @@ class S3Backend(StorageBackend):
         state: dict[str, Any] = {}
         futures: builtins.list[Future[int]] = []
 
-        def first_sink(got: _Got) -> memoryview:
+        def first_sink(got: Got) -> memoryview:
             if "whole" in state:  # a retry of the first part: same buffer, same object
                 if got.size != state["size"]:
                     raise PreconditionFailedError(
@@ -310,7 +251,7 @@ class S3Backend(StorageBackend):
             total = max(0, stop - start)
             whole = view[:total] if view is not None else memoryview(bytearray(total))
             state["whole"], state["size"] = whole, got.size
-            etag = pin or _unquote(got.etag)
+            etag = pin or unquote_etag(got.etag)
             futures.extend(
                 pool.submit(self._part_task(key, s, e, whole[s - start : e - start], etag))
                 for s, e in split_range(first_end, stop, cfg.read_part_size)
@@ -345,7 +286,7 @@ class S3Backend(StorageBackend):
         ``PreconditionFailedError`` if the object no longer has it."""
         validate_key(key)
         validate_range(key, start, end)
-        pin = _unquote(etag) or etag
+        pin = unquote_etag(etag) or etag
         count, buffer = (0, memoryview(b"")) if start == end else self._read_span(
             key, start, end, None, pin
         )
@@ -385,7 +326,7 @@ class S3Backend(StorageBackend):
             content_range = response.get("ContentRange")
             if not content_range:  # a 200 with the whole object
                 return bytes(buf[-length:]), count
-            return bytes(buf), _parse_total(content_range, count, 0)
+            return bytes(buf), parse_total(content_range, count, 0)
 
         data, size = self._request("read", "GET", key, fetch)
         if size < 0:
@@ -474,7 +415,7 @@ class S3Backend(StorageBackend):
         return ObjectMeta(
             key=key,
             size=int(response.get("ContentLength", 0)),
-            etag=_unquote(response.get("ETag")),
+            etag=unquote_etag(response.get("ETag")),
             version=None if version in (None, "null") else version,
             last_modified=response.get("LastModified"),
         )
@@ -593,7 +534,7 @@ class S3Backend(StorageBackend):
                 yield ObjectMeta(
                     key=item["Key"][len(root):],
                     size=int(item.get("Size", 0)),
-                    etag=_unquote(item.get("ETag")),
+                    etag=unquote_etag(item.get("ETag")),
                     last_modified=item.get("LastModified"),
                 )
             token = page.get("NextContinuationToken")
@@ -656,6 +597,3 @@ def _lister(params: dict[str, Any]) -> Callable[[Any], Any]:
 def _code_class(code: str) -> type[StorageError]:
     return classify(ClientError({"Error": {"Code": code}}, "DeleteObjects"))
 
-
-# keep the limit importable next to the backend
-__all__ += ["MAX_PARTS"]
