@@ -203,3 +203,18 @@ def test_default_warehouse_comes_from_the_environment(
     table.append_records(_records(0, 2))
     assert table.location == f"file://{tmp_path}/env-table"
     assert load_table("env-table").count() == 2
+
+
+def test_drop_table_removes_everything_and_the_name_is_free_again(local_wh: Any) -> None:
+    from datashard import drop_table
+
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    table.append_records(_records(0, 2))
+    table.flush()
+    drop_table("t", warehouse=local_wh.uri)
+    assert local_wh.keys() == []
+    with pytest.raises(TableNotFoundError):
+        load_table("t", warehouse=local_wh.uri)
+    with pytest.raises(TableNotFoundError):
+        drop_table("t", warehouse=local_wh.uri)
+    assert create_table("t", SCHEMA, warehouse=local_wh.uri).count() == 0
