@@ -241,8 +241,12 @@ def expire_snapshots(
     loaded: Loaded | None = None
     if not dry_run:
 
+        landed: list[Snapshot] = []
+
         def change(m: TableMetadata) -> TableMetadata:
-            expire = {s.snapshot_id for s in snapshots_to_expire(m, cutoff, retain_last)}
+            found = snapshots_to_expire(m, cutoff, retain_last)
+            landed[:] = found  # the last attempt's set is the one that commits
+            expire = {s.snapshot_id for s in found}
             return replace(
                 m,
                 snapshots=tuple(s for s in m.snapshots if s.snapshot_id not in expire),
@@ -252,9 +256,10 @@ def expire_snapshots(
         loaded = commit_change(backend, paths, base, change)
         md = loaded.metadata
         kept_ids = {s.snapshot_id for s in md.snapshots}
-        doomed = [s for s in doomed if s.snapshot_id not in kept_ids]
+        doomed = [s for s in landed if s.snapshot_id not in kept_ids]
     kept = [s for s in md.snapshots if s.snapshot_id not in {d.snapshot_id for d in doomed}]
-    lists, manifests, data = referenced_files(reader, kept)
+    lists, manifests, _ = referenced_files(reader, kept)
+    data = _live_data(reader, kept)  # a DELETED entry does not keep a file
     old_lists, old_manifests, _ = referenced_files(reader, doomed)
     old_data = _live_data(reader, doomed)
     victims = sorted(
