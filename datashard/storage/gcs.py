@@ -236,7 +236,7 @@ class GCSBackend(StorageBackend):
             try:
                 return fn()
             except Exception as exc:
-                if isinstance(exc, DataShardError):
+                if isinstance(exc, DataShardError) or not _sdk_error(exc):
                     raise
                 raise self._error(exc, operation, key) from exc
 
@@ -424,7 +424,8 @@ class GCSBackend(StorageBackend):
         if isinstance(data, (bytes, bytearray, memoryview)):
             view = memoryview(data).cast("B")
             if len(view) <= self.config.single_put_size:
-                self._upload(key, bytes(view), None)
+                whole = bytes(view)
+                self._call("write", "write", key, lambda: self._upload(key, whole, None))
                 return
             self._resumable(key, (view[i : i + size] for i in range(0, len(view), size)), None)
             return
@@ -432,7 +433,7 @@ class GCSBackend(StorageBackend):
         first = next(blocks, b"")
         second = next(blocks, None)
         if second is None:
-            self._upload(key, first, None)
+            self._call("write", "write", key, lambda: self._upload(key, first, None))
             return
         self._resumable(key, itertools.chain([first, second], blocks), None)
 
@@ -539,7 +540,7 @@ class GCSBackend(StorageBackend):
                 self._upload(key, payload, token)
                 return
             except Exception as exc:
-                if isinstance(exc, DataShardError):
+                if isinstance(exc, DataShardError) or not _sdk_error(exc):
                     raise
                 if classify(exc) is not PreconditionFailedError or http_status(exc) != 412:
                     raise self._error(exc, "put_if_absent", key) from exc
@@ -560,7 +561,7 @@ class GCSBackend(StorageBackend):
         try:
             blob = self._reload(key)
         except Exception as exc:
-            if isinstance(exc, DataShardError):
+            if isinstance(exc, DataShardError) or not _sdk_error(exc):
                 raise
             if http_status(exc) == 404:
                 return False  # deleted since: whoever created it, it was not this call
@@ -657,6 +658,21 @@ class GCSBackend(StorageBackend):
         if conn is not None:
             conn.session.close()
         self._parts.close()
+
+
+def _sdk_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from Google's libraries, the server or the network (not a bug in
+    the caller's code)."""
+    import requests
+    from google.api_core.exceptions import GoogleAPIError
+    from google.auth.exceptions import GoogleAuthError
+
+    sdk = (GCSResponseError, GoogleAPIError, GoogleAuthError, requests.RequestException, OSError)
+    if isinstance(exc, sdk):
+        return True
+    from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+
+    return isinstance(exc, (InvalidResponse, DataCorruption))
 
 
 def _persisted(header: str | None) -> int:
