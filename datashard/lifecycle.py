@@ -11,20 +11,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from datashard.commit import AssertCurrentSchemaId, AssertRefSnapshotId, Loaded, load_newest
-from datashard.errors import CorruptMetadataError, TableError, ValidationError
+from datashard.errors import CorruptMetadataError, ValidationError
 from datashard.evolution import SchemaUpdate, fill_write_defaults_arrow
 from datashard.expressions import FilterLike
-from datashard.maintenance import (
-    DEFAULT_TARGET_FILE_SIZE,
-    CompactResult,
-    ExpireResult,
-    set_current_change,
-)
+from datashard.maintenance import DEFAULT_TARGET_FILE_SIZE, CompactResult, ExpireResult
 from datashard.maintenance import compact as _compact
 from datashard.maintenance import expire_snapshots as _expire
 from datashard.maintenance import remove_orphan_files as _orphans
-from datashard.metadata import Snapshot, SnapshotRef, TableMetadata
+from datashard.metadata import Snapshot, TableMetadata
 from datashard.partitioning import evolve_spec
+from datashard.refs import check_ref_name, remove_ref_change, set_current_change, set_ref_change
 from datashard.rewrite import bind_filter, overwrite_files
 from datashard.schema import Schema
 from datashard.table_updates import AssertDefaultSpecId, AssertLastColumnId, commit_change
@@ -164,41 +160,21 @@ def set_current(table: Table, snapshot_id: int, *, ancestor_only: bool) -> Snaps
     return table.snapshot(snapshot_id)
 
 
-def _check_ref_name(name: object) -> str:
-    if not isinstance(name, str) or not name or name == "main":
-        raise ValidationError(
-            f"a tag or branch name is a non-empty string other than 'main', got {name!r}"
-        )
-    return name
-
-
 def set_ref(table: Table, name: str, snapshot_id: int | None, kind: Any) -> None:
     paths = table._writable()
-    _check_ref_name(name)
+    check_ref_name(name)
     md = table.metadata
     sid = md.current_snapshot_id if snapshot_id is None else snapshot_id
-    if sid is None or md.snapshot_by_id(sid) is None:
-        raise ValidationError(f"no snapshot {sid} in table {md.location} to name {name!r}")
-    if name in md.refs:
-        raise TableError(f"table {md.location} already has a ref named {name!r}")
-
-    def change(m: TableMetadata) -> TableMetadata:
-        if m.snapshot_by_id(sid) is None:
-            raise ValidationError(f"snapshot {sid} is gone from {m.location}")
-        return replace(m, refs={**m.refs, name: SnapshotRef(sid, kind)})
-
+    if sid is None:
+        raise ValidationError(f"table {md.location} has no snapshot to name {name!r}")
+    change = set_ref_change(name, sid, kind)
     _set(table, commit_change(table.backend, paths, table._loaded, change))
 
 
 def remove_ref(table: Table, name: str) -> None:
     paths = table._writable()
-    _check_ref_name(name)
-    if name not in table.metadata.refs:
-        raise ValidationError(f"table {table.location} has no ref {name!r}")
-
-    def change(m: TableMetadata) -> TableMetadata:
-        return replace(m, refs={k: v for k, v in m.refs.items() if k != name})
-
+    check_ref_name(name)
+    change = remove_ref_change(name)
     _set(table, commit_change(table.backend, paths, table._loaded, change))
 
 

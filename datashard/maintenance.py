@@ -31,7 +31,7 @@ from datashard.datafile import write_parquet
 from datashard.errors import StorageError, ValidationError
 from datashard.layout import HINT, TablePaths, key_for_uri
 from datashard.manifest import ManifestEntry
-from datashard.metadata import Snapshot, SnapshotLogEntry, TableMetadata, now_ms
+from datashard.metadata import Snapshot, TableMetadata, now_ms
 from datashard.partitioning import split_by_partition
 from datashard.rewrite import FileRewrite, ManifestReader
 from datashard.scan import read_parquet_by_id
@@ -337,44 +337,6 @@ def _ours(backend: StorageBackend, uri: str) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------------------------
-# rollback, tags
-
-
-def set_current_change(snapshot_id: int, *, ancestor_only: bool) -> Any:
-    """The change that makes ``snapshot_id`` the current snapshot of ``main``."""
-
-    def change(md: TableMetadata) -> TableMetadata:
-        target = md.snapshot_by_id(snapshot_id)
-        if target is None:
-            raise ValidationError(
-                f"no snapshot {snapshot_id} in table {md.location}; known: "
-                f"{[s.snapshot_id for s in md.snapshots][-10:]}"
-            )
-        if ancestor_only and snapshot_id not in {s.snapshot_id for s in md.ancestors()}:
-            raise ValidationError(
-                f"snapshot {snapshot_id} is not an ancestor of the current snapshot "
-                f"{md.current_snapshot_id} of {md.location}; use set_current to jump to it"
-            )
-        from datashard.metadata import SnapshotRef
-
-        refs = dict(md.refs)
-        old = refs.get("main")
-        refs["main"] = (
-            replace(old, snapshot_id=snapshot_id) if old is not None
-            else SnapshotRef(snapshot_id, "branch")
-        )
-        return replace(
-            md,
-            refs=refs,
-            current_snapshot_id=snapshot_id,
-            snapshot_log=(*md.snapshot_log,
-                          SnapshotLogEntry(max(now_ms(), md.last_updated_ms), snapshot_id)),
-        )
-
-    return change
-
-
 __all__ = [
     "DEFAULT_ORPHAN_AGE",
     "DEFAULT_SNAPSHOT_AGE",
@@ -385,6 +347,5 @@ __all__ = [
     "expire_snapshots",
     "referenced_files",
     "remove_orphan_files",
-    "set_current_change",
     "snapshots_to_expire",
 ]
