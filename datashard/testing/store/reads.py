@@ -4,6 +4,7 @@ reads, ``head`` and ``exists``."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -76,6 +77,17 @@ class ReadTests(SuiteBase):
         assert type(info.value) is InvalidPathError
         with pytest.raises(InvalidPathError):
             backend.read_ranges("obj", [(0, 2), (start, end)])
+
+    @pytest.mark.parametrize(("start", "end"), [(0.0, 5), (0, 5.0), ("0", 5), (None, 5)])
+    def test_read_range_with_non_int_bounds_raises(
+        self, backend: StorageBackend, start: Any, end: Any
+    ) -> None:
+        backend.write("obj", b"0123456789")
+        with pytest.raises(InvalidPathError) as info:
+            backend.read_range("obj", start, end)
+        assert type(info.value) is InvalidPathError
+        with pytest.raises(InvalidPathError):
+            backend.read_ranges("obj", [(start, end)])
 
     def test_read_range_across_large_object(self, backend: StorageBackend) -> None:
         data = data_of(10 * MiB, seed=10)
