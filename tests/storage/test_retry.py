@@ -129,6 +129,22 @@ def test_botocore_itself_does_not_retry(
     assert (proxy.requests["HEAD"], proxy.requests["GET"]) == (1, 1)
 
 
+def test_lost_responses_of_a_multipart_upload_still_write_the_object(any_s3: S3Server) -> None:
+    """A part upload and the completion land but their answers are lost: the retries (the
+    completion's may meet NoSuchUpload, which then means done) still give one whole object."""
+    mib = 1024 * 1024
+    data = bytes(range(256)) * (11 * mib // 256)
+    options = {"multipart_threshold": 5 * mib, "part_size": 5 * mib}
+    root = f"s3://{any_s3.bucket}/lost-multipart/{threading.get_ident()}-{id(data)}"
+    with FaultProxy(any_s3.endpoint_url) as proxy, _backend(proxy, any_s3, root, **options) as b:
+        proxy.drop_response(1, method="PUT", path=r"partNumber=2")
+        proxy.drop_response(1, method="POST", path=r"uploadId=")
+        b.write("big", data)
+        assert proxy.injected["drop_response"] == 2
+        assert (proxy.requests["PUT"], proxy.requests["POST"]) == (4, 3)
+        assert b.read("big") == data
+
+
 # -- what is not -----------------------------------------------------------------------------
 
 
