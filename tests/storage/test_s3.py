@@ -8,6 +8,7 @@ over loopback (moto, and Ceph RGW where moto does not behave like S3: signatures
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -438,6 +439,29 @@ def test_delete_many_removes_batches_over_a_thousand(
         backend.delete_many(keys + ["d/missing"])
         assert proxy.requests["POST"] == 2  # two DeleteObjects batches
         assert list(backend.list("d/")) == []
+
+
+def test_delete_many_reports_each_refused_key(ceph_s3: S3Server) -> None:
+    """A bucket policy (enforced by Ceph) denies deletes under keep/: the other keys go, and one
+    error names every refused key with its S3 code."""
+    bucket = new_s3_bucket(ceph_s3, "delete-refused")
+    raw = ceph_s3.client()
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
+                       "Resource": f"arn:aws:s3:::{bucket}/root/keep/*"}],
+    }
+    raw.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny))
+    with open_backend(f"s3://{bucket}/root", **_options(ceph_s3)) as backend:
+        for key in ("keep/a", "keep/b", "go/c"):
+            backend.write(key, b"x")
+        with pytest.raises(StoragePermissionError) as info:
+            backend.delete_many(["keep/a", "go/c", "keep/b"])
+        message = str(info.value)
+        assert "2 of 3" in message and "'keep/a' (AccessDenied)" in message
+        assert "'keep/b' (AccessDenied)" in message
+        assert info.value.key == "keep/a"
+        assert [m.key for m in backend.list()] == ["keep/a", "keep/b"]
 
 
 # -- processes -------------------------------------------------------------------------------
