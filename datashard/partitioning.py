@@ -294,7 +294,10 @@ class PartitionPruner:
         return out
 
     def manifest_might_match(self, m: ManifestFile) -> bool:
-        """False only when the manifest's partition summaries prove no file matches."""
+        """False when the manifest has no live file (by its counts), or its partition
+        summaries prove no file matches."""
+        if m.added_files_count == 0 and m.existing_files_count == 0 and m.deleted_files_count:
+            return False  # only DELETED entries (what a delete or compaction removed)
         if not self.active or not m.partitions:
             return True
         proj = self._projection(m.partition_spec_id)

@@ -251,36 +251,40 @@ class FileRewrite:
             ))
         found: set[str] = set()
         deleted_records = 0
+        # entries of the manifests that hold a removed file, by spec: written as one manifest
+        # of the files that stay (EXISTING) and one of the removed ones (DELETED) per spec
+        kept: dict[int, list[ManifestEntry]] = {}
+        gone: dict[int, list[ManifestEntry]] = {}
         for m in self.reader.manifests(parent):
             if m.content != MANIFEST_DATA:
                 manifests.append(m)
                 continue
             entries = self.reader.entries(m)
-            hits = [e for e in entries if e.is_live and e.data_file.file_path in self.removed]
-            if not hits:
+            if not any(e.is_live and e.data_file.file_path in self.removed for e in entries):
                 manifests.append(m)
                 continue
-            out: list[ManifestEntry] = []
             for e in entries:
                 if not e.is_live:
                     continue  # deletes of earlier snapshots are not carried over
-                status = DELETED if e.data_file.file_path in self.removed else EXISTING
-                if status == DELETED:
+                if e.data_file.file_path in self.removed:
                     found.add(e.data_file.file_path)
                     deleted_records += e.data_file.record_count
-                out.append(replace(
-                    e, status=status,
-                    snapshot_id=self.snapshot_id if status == DELETED else e.snapshot_id,
+                    gone.setdefault(m.partition_spec_id, []).append(
+                        replace(e, status=DELETED, snapshot_id=self.snapshot_id)
+                    )
+                else:
+                    kept.setdefault(m.partition_spec_id, []).append(replace(e, status=EXISTING))
+        for group in (kept, gone):
+            for spec_id, out in sorted(group.items()):
+                spec = md.spec(spec_id)
+                body = write_manifest(out, self.schema, spec, self.snapshot_id)
+                key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"
+                self._write(key, body, written)
+                manifests.append(build_manifest_file(
+                    out, manifest_path=self.backend.uri_for(key), manifest_length=len(body),
+                    spec=spec, schema=self.schema, added_snapshot_id=self.snapshot_id,
+                    sequence_number=seq,
                 ))
-            spec = md.spec(m.partition_spec_id)
-            body = write_manifest(out, self.schema, spec, self.snapshot_id)
-            key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"
-            self._write(key, body, written)
-            manifests.append(build_manifest_file(
-                out, manifest_path=self.backend.uri_for(key), manifest_length=len(body),
-                spec=spec, schema=self.schema, added_snapshot_id=self.snapshot_id,
-                sequence_number=seq,
-            ))
         missing = set(self.removed) - found
         if missing:
             raise CommitConflictError(
