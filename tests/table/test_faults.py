@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,11 +33,13 @@ def _rows(batch: int, n: int = 3) -> list[dict[str, int]]:
     return [{"batch": batch, "row": r} for r in range(n)]
 
 
-def _setup(tmp_path: Path, stale: bool) -> tuple[FaultyBackend, Table, str]:
+def _setup(
+    where: Path | str, stale: bool, options: dict[str, Any] | None = None
+) -> tuple[FaultyBackend, Table, str]:
     """A table with batch 0 committed, a writer over a fault wrapper that is warm (holds the
     newest version) or stale (another writer committed batch 1 after it loaded)."""
-    uri = f"file://{tmp_path}/wh"
-    backend = open_backend(uri)
+    uri = f"file://{where}/wh" if isinstance(where, Path) else where
+    backend = open_backend(uri, **(options or {}))
     create_table("t", SCHEMA, warehouse=backend, properties=FAST)
     faulty = FaultyBackend(backend)
     writer = load_table("t", warehouse=faulty)
@@ -47,8 +50,10 @@ def _setup(tmp_path: Path, stale: bool) -> tuple[FaultyBackend, Table, str]:
     return faulty, writer, uri
 
 
-def _calls_of_one_append(tmp_path: Path, stale: bool) -> list[tuple[str, str]]:
-    faulty, writer, _ = _setup(tmp_path, stale)
+def _calls_of_one_append(
+    where: Path | str, stale: bool, options: dict[str, Any] | None = None
+) -> list[tuple[str, str]]:
+    faulty, writer, _ = _setup(where, stale, options)
     faulty.arm()
     writer.append_records(_rows(7))
     writer.flush()  # the version-hint write runs in the background
@@ -95,11 +100,41 @@ def test_a_fault_at_any_call_never_loses_or_doubles_a_commit(
 ) -> None:
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
-    calls = _calls_of_one_append(probe_dir, stale)
+    _fault_case(probe_dir, tmp_path / "real", {}, stale, index, kind)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("warehouse", ["moto"], indirect=True)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stale", [False, True])
+def test_faults_on_s3_never_lose_or_double_a_commit(
+    warehouse: Any, stale: bool, kind: FaultKind
+) -> None:
+    n = len(_calls_of_one_append(warehouse.uri + "/count", stale, warehouse.options))
+    for index in range(n):
+        _fault_case(
+            f"{warehouse.uri}/probe{index}",
+            f"{warehouse.uri}/real{index}",
+            warehouse.options,
+            stale,
+            index,
+            kind,
+        )
+
+
+def _fault_case(
+    probe: Path | str,
+    real: Path | str,
+    options: dict[str, Any],
+    stale: bool,
+    index: int,
+    kind: FaultKind,
+) -> None:
+    calls = _calls_of_one_append(probe, stale, options)
     method, key = calls[index]
     cls = _key_class(key)
     nth = sum(1 for m, k in calls[: index + 1] if m == method and cls in k)
-    faulty, writer, uri = _setup(tmp_path / "real", stale)
+    faulty, writer, uri = _setup(real, stale, options)
     faulty.arm(Fault(method, nth=nth, kind=kind, delay=0.01, key_contains=cls))
     acknowledged = {0} | ({1} if stale else set())
     unknown = False
@@ -113,7 +148,7 @@ def test_a_fault_at_any_call_never_loses_or_doubles_a_commit(
         pass  # a clean failure: the commit provably did not land
     assert faulty.injected, f"no fault was injected at {method} #{nth} ({key})"
 
-    table = load_table("t", warehouse=uri)  # loadable
+    table = load_table("t", warehouse=uri, **options)  # loadable
     batches = Counter(r["batch"] for r in table.to_arrow().to_pylist())
     for batch in acknowledged:
         assert batches[batch] == 3, (batch, batches)
@@ -125,5 +160,8 @@ def test_a_fault_at_any_call_never_loses_or_doubles_a_commit(
     # the writer that saw the fault keeps working
     writer.refresh().append_records(_rows(9))
     assert (
-        Counter(r["batch"] for r in load_table("t", warehouse=uri).to_arrow().to_pylist())[9] == 3
+        Counter(
+            r["batch"] for r in load_table("t", warehouse=uri, **options).to_arrow().to_pylist()
+        )[9]
+        == 3
     )
