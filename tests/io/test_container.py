@@ -386,3 +386,28 @@ def test_container_errors_survive_pickling_to_other_processes(backend: StorageBa
     assert (again.key, again.uri, str(again)) == (info.value.key, info.value.uri, str(info.value))
     version = UnsupportedFormatVersionError("m", "k", found=3, supported=1)
     assert pickle.loads(pickle.dumps(version)).found == 3
+
+
+def test_reader_pickles_for_worker_processes(tmp_path: Path) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    uri = f"file://{tmp_path}/w.msgc"
+    with LazyWriter(uri) as w:
+        w["samples"] = [{"x": i} for i in range(3000)]
+    with LazyReader(uri) as r:
+        copy = pickle.loads(pickle.dumps(r))
+        assert copy["samples"][2999] == {"x": 2999}
+        copy.close()
+        (tmp_path / "reader.pickle").write_bytes(pickle.dumps(r))
+    code = (
+        "import pickle, sys\n"
+        "with pickle.load(open(sys.argv[1], 'rb')) as r:\n"
+        "    print(r['samples'][1234]['x'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "reader.pickle")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert out.stdout.strip() == "1234"

@@ -67,6 +67,11 @@ class LazyReader:
             )
         self._loc = resolve(target, key, storage_options)
         self.uri = self._loc.uri
+        self._options = {
+            "tail_size": tail_size,
+            "cache_bytes": cache_bytes,
+            "whole_index_limit": whole_index_limit,
+        }
         tail_size = max(tail_size, FOOTER_SIZE)
         try:
             source, key = self._loc.source, self._loc.key
@@ -155,6 +160,12 @@ class LazyReader:
             return root._materialize(memoryview(whole.value_bytes(0, self.size)), 0)
         return root
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as "reopen this object" (for worker processes): the backend pickles its config,
+        the caches are not sent, and the copy checks the footer again."""
+        args = (self._loc.source, self._loc.key, self._loc.owned, self.size, self._options)
+        return (_reopen, args)
+
     def __repr__(self) -> str:
         return f"<LazyReader {self.uri} ({self.size} bytes, root {self.footer.root.kind.name})>"
 
@@ -174,3 +185,11 @@ class LazyReader:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _reopen(
+    source: RangeSource, key: str, owned: bool, size: int, options: dict[str, int]
+) -> LazyReader:
+    reader = LazyReader(source, key, size=size, **options)
+    reader._loc.owned = owned
+    return reader
