@@ -174,6 +174,7 @@ class AzureBackend(StorageBackend):
             session_owner=False,
             connection_timeout=cfg.connect_timeout,
             read_timeout=cfg.read_timeout,
+            connection_data_block_size=1024 * 1024,  # the default 4 KiB reads cost 2x throughput
         )
         options: dict[str, Any] = {
             "transport": transport,
