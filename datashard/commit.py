@@ -385,6 +385,18 @@ def commit(
             for requirement in requirements:
                 requirement.validate(base.metadata)
             new_md, attempt_keys = build(base, attempt)
+        except ObjectNotFoundError as exc:
+            # A file the base names is gone: maintenance (expire_snapshots) deletes files only
+            # after committing a newer version, so this base is stale: build on the newest.
+            try:
+                newer = _refresh_from(backend, paths, base)
+            except StorageError as exc2:
+                raise give_up(exc2) from exc2.__cause__
+            if newer.version == base.version or attempt >= settings.num_retries:
+                raise give_up(exc) from exc.__cause__
+            base = newer
+            attempt += 1
+            continue
         except (CommitConflictError, StorageError) as exc:
             raise give_up(exc) from exc.__cause__
         body = metadata_to_json(new_md)

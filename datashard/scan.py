@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from datashard.conversions import from_bytes
 from datashard.errors import CorruptMetadataError, SchemaError, StorageError, ValidationError
+from datashard.evolution import default_array
 from datashard.expressions import (
     Bound,
     BoundTrue,
@@ -312,6 +313,8 @@ def read_parquet_by_id(data: bytes, uri: str, fields: Sequence[NestedField]) -> 
             if column.type != target:
                 column = column.cast(target)
             arrays.append(column)
+        elif f.initial_default is not None:  # added later with a default (datashard.evolution)
+            arrays.append(default_array(f, raw.num_rows, f.initial_default))
         else:
             arrays.append(pa.nulls(raw.num_rows, type=target))
     return pa.Table.from_arrays(arrays, schema=pa.schema([to_arrow_field(f) for f in fields]))

@@ -26,6 +26,11 @@ from datashard.errors import (
     TableNotFoundError,
     ValidationError,
 )
+from datashard.evolution import (
+    SchemaUpdate,
+    fill_write_defaults_arrow,
+    fill_write_defaults_records,
+)
 from datashard.expressions import FilterLike
 from datashard.layout import TablePaths, key_for_uri
 from datashard.metadata import Snapshot, SnapshotLogEntry, TableMetadata
@@ -247,6 +252,81 @@ class Table:
         yield tx
         tx.commit()
 
+    # -- evolution, rewrites, maintenance (datashard.evolution / rewrite / maintenance) ------
+
+    def update_schema(self) -> SchemaUpdate:
+        """A builder of schema changes committed together: ``with t.update_schema() as u:
+        u.add_column("c", "long")`` (see :mod:`datashard.evolution`)."""
+        from datashard.lifecycle import schema_update
+
+        return schema_update(self)
+
+    def update_partition_spec(self, spec: Any) -> None:
+        """Make ``spec`` the default partition spec; old files keep theirs."""
+        from datashard.lifecycle import update_partition_spec
+
+        update_partition_spec(self, spec)
+
+    def overwrite(self, data: DataLike, filter: FilterLike = None) -> Snapshot | None:
+        """Replace the rows matching ``filter`` (every row when ``None``) with ``data``."""
+        from datashard.lifecycle import overwrite
+
+        return overwrite(self, data, filter)
+
+    def delete(self, filter: FilterLike) -> Snapshot | None:
+        """Delete the rows matching ``filter``; ``None`` when no row matched."""
+        from datashard.lifecycle import delete
+
+        return delete(self, filter)
+
+    def compact(self, target_file_size: int | None = None, **kwargs: Any) -> Any:
+        """Rewrite small data files into files of about ``target_file_size`` bytes."""
+        from datashard.lifecycle import compact
+
+        return compact(self, target_file_size, **kwargs)
+
+    def expire_snapshots(self, older_than: Any = None, retain_last: int = 1, **kw: Any) -> Any:
+        """Drop snapshots older than ``older_than`` and the files only they used."""
+        from datashard.lifecycle import expire_snapshots
+
+        return expire_snapshots(self, older_than, retain_last, **kw)
+
+    def remove_orphan_files(self, older_than: Any = None, dry_run: bool = False) -> list[str]:
+        """Delete unreferenced files older than ``older_than``; their URIs."""
+        from datashard.lifecycle import remove_orphan_files
+
+        return remove_orphan_files(self, older_than, dry_run=dry_run)
+
+    def rollback_to(self, snapshot_id: int) -> Snapshot:
+        """Make an ancestor of the current snapshot current again."""
+        from datashard.lifecycle import set_current
+
+        return set_current(self, snapshot_id, ancestor_only=True)
+
+    def set_current(self, snapshot_id: int) -> Snapshot:
+        """Make any snapshot the table keeps current."""
+        from datashard.lifecycle import set_current
+
+        return set_current(self, snapshot_id, ancestor_only=False)
+
+    def create_tag(self, name: str, snapshot_id: int | None = None) -> None:
+        """Name a snapshot (default: the current one); tagged snapshots are never expired."""
+        from datashard.lifecycle import set_ref
+
+        set_ref(self, name, snapshot_id, "tag")
+
+    def create_branch(self, name: str, snapshot_id: int | None = None) -> None:
+        """A branch ``name`` at a snapshot (default: the current one), readable by name."""
+        from datashard.lifecycle import set_ref
+
+        set_ref(self, name, snapshot_id, "branch")
+
+    def remove_ref(self, name: str) -> None:
+        """Remove a tag or branch (not ``main``)."""
+        from datashard.lifecycle import remove_ref
+
+        remove_ref(self, name)
+
     # -- used by Transaction -----------------------------------------------------------------
 
     def _writable(self) -> TablePaths:
@@ -284,7 +364,7 @@ class Transaction:
     def append(self, data: DataLike) -> None:
         """Validate ``data`` against the table schema now; write it at commit."""
         self._check_open()
-        table = _to_arrow(data)
+        table = fill_write_defaults_arrow(_to_arrow(data), self._schema)
         check_not_empty(table.num_rows)
         self._pending.append(self._schema.coerce_arrow(table))
 
@@ -300,6 +380,7 @@ class Transaction:
                 f"append_records takes a list of dicts, got {type(records).__name__}"
             )
         check_not_empty(len(records))
+        records = fill_write_defaults_records(records, self._schema)
         self._pending.append(self._schema.records_to_arrow(records))
 
     def commit(self) -> Snapshot | None:
