@@ -140,11 +140,9 @@ def _bench_local_case(
     def write_plain() -> None:
         backend.write("p", msgpack.packb(obj))
 
-    row("write", median_time(write_ours, reps), {
-        "msglc": median_time(write_msglc, reps),
-        "packb": median_time(lambda: msgpack.packb(obj), reps),
-        "packb+write": median_time(write_plain, reps),
-    })
+    writes = interleaved({"ours": write_ours, "msglc": write_msglc,
+                          "packb": lambda: msgpack.packb(obj), "packb+write": write_plain}, reps)
+    row("write", writes.pop("ours"), writes)
     print(f"{'':34} sizes: ours {os.path.getsize(ours_path)}, msglc "
           f"{os.path.getsize(msglc_path)}, msgpack {os.path.getsize(plain_path)} bytes")
 

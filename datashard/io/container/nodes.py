@@ -104,7 +104,7 @@ class _Node:
             self._whole = self._ctx.cache.get(self._ref.off, self._ref.end)
         return self._whole
 
-    def _child(self, kind: int, off: int, length: int, path: str) -> Ref:
+    def _child(self, kind: int, off: int, length: int) -> Ref:
         return make_ref(kind, off, length, self._ctx.limit, self._ctx.name, self._ctx.key)
 
     def _missing(self, key: object, what: str) -> EntryNotFoundError:
@@ -136,7 +136,7 @@ class _Node:
             kinds = lks & np.uint64(0xFF)
             for i in np.flatnonzero(kinds != np.uint64(Kind.PACKED)).tolist():
                 lk = int(lks[i])
-                ref = node._child(lk & 0xFF, int(offs[i]), lk >> 8, node._path)
+                ref = node._child(lk & 0xFF, int(offs[i]), lk >> 8)
                 child = self._ctx.open(ref, f"{node._path}[...]")
                 stack.append(child)
 
@@ -230,7 +230,7 @@ class LazyMap(_Node, Mapping[Any, Any]):
             raise self._missing(key, "key") from None
         where = f"{self._path}[{key!r}]"
         for off, lk, koff, klen in self._candidates(kb):
-            ref = self._child(lk & 0xFF, off, lk >> 8, where)
+            ref = self._child(lk & 0xFF, off, lk >> 8)
             if ref.kind != Kind.PACKED:
                 if self._key_matches(kb, koff, klen):
                     return self._ctx.open(ref, where)
@@ -263,7 +263,7 @@ class LazyMap(_Node, Mapping[Any, Any]):
             if kind == Kind.PACKED:
                 out[k] = self._value_in(span, base, off + klen, off + length, where)
             else:
-                child = self._ctx.open(self._child(kind, off, length, where), where)
+                child = self._ctx.open(self._child(kind, off, length), where)
                 out[k] = child._materialize(span, base)
         return out
 
@@ -314,7 +314,7 @@ class LazyList(_Node, Sequence[Any]):
         start = self._ref.off + i * LIST_RECORD_SIZE
         off, lk = (int(x) for x in np.frombuffer(self._get(start, start + 16), dtype="<u8"))
         where = f"{self._path}[{index}]"
-        return self._ctx.open(self._child(lk & 0xFF, off, lk >> 8, where), where)
+        return self._ctx.open(self._child(lk & 0xFF, off, lk >> 8), where)
 
     def __iter__(self) -> Iterator[Any]:
         for i in range(self._count):
@@ -329,7 +329,7 @@ class LazyList(_Node, Sequence[Any]):
             if kind == Kind.PACKED:
                 out.append(self._value_in(span, base, off, off + length, where))
             else:
-                child = self._ctx.open(self._child(kind, off, length, where), where)
+                child = self._ctx.open(self._child(kind, off, length), where)
                 out.append(child._materialize(span, base))
         return out
 

@@ -12,13 +12,10 @@ import msgpack
 import numpy as np
 
 from datashard.errors import CorruptFileError
-from datashard.io.container.encoder import ListBuilder, MapBuilder
+from datashard.io.container.encoder import _LIST_DTYPE, _MAP_DTYPE, ListBuilder, MapBuilder
 from datashard.io.container.format import (
     HEADER_SIZE,
-    LIST_RECORD_SIZE,
-    MAP_RECORD_SIZE,
     NODE_HEADER_SIZE,
-    Kind,
     MapLayout,
     NodeHeader,
     Ref,
@@ -26,10 +23,8 @@ from datashard.io.container.format import (
     fence_count,
 )
 
-MAP_DTYPE = np.dtype(
-    [("hash", "<u8"), ("off", "<u8"), ("lk", "<u8"), ("koff", "<u4"), ("klen", "<u4")]
-)
-LIST_DTYPE = np.dtype([("off", "<u8"), ("lk", "<u8")])
+MAP_DTYPE = _MAP_DTYPE
+LIST_DTYPE = _LIST_DTYPE
 
 
 def check_records(
@@ -134,10 +129,7 @@ def load_list_builder(region: bytes, ref: Ref, limit: int, name: str, key: str) 
 
 __all__ = [
     "LIST_DTYPE",
-    "LIST_RECORD_SIZE",
     "MAP_DTYPE",
-    "MAP_RECORD_SIZE",
-    "Kind",
     "ListRegion",
     "MapRegion",
     "check_records",

@@ -146,14 +146,15 @@ class LazyWriter:
             raise
 
     def _root_as(self, cls: type[Any], how: str) -> Any:
+        """The root builder, made on first use; ``ContainerError`` if the root is another kind."""
         self._check_open()
         if self._root is None:
             self._root = cls()
         if not isinstance(self._root, cls):
-            have = "a single value" if isinstance(self._root, Ref) else type(self._root).__name__
+            names = {MapBuilder: "a map", ListBuilder: "a list", Ref: "a single value"}
             raise ContainerError(
-                f"{self.uri}: {how} needs a root {cls.__name__[:-7].lower()}, but the root is "
-                f"already {have.replace('Builder', '').lower()}"
+                f"{self.uri}: {how} needs {names[cls]} at the root, but the root is already "
+                f"{names[type(self._root)]}"
             )
         return self._root
 
