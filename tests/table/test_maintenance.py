@@ -261,3 +261,48 @@ def test_orphan_cleanup_and_expiry_while_processes_append(warehouse: Any) -> Non
     for snap in final.snapshots():  # every kept snapshot is whole
         final.scan(snapshot_id=snap.snapshot_id).count()
         final.scan(snapshot_id=snap.snapshot_id).to_arrow()
+
+
+_FAST = {"commit.retry.min-wait-ms": "1", "commit.retry.max-wait-ms": "5"}
+
+
+@pytest.mark.parametrize("kind", ["fail", "timeout", "lose"])
+@pytest.mark.parametrize(
+    "method,key", [("put_if_absent", ".metadata.json"), ("write", ".avro"),
+                   ("write", ".parquet"), ("read", "snap-")]
+)
+@pytest.mark.parametrize("operation", ["compact", "delete"])
+def test_a_fault_at_any_call_of_a_rewrite_leaves_the_rows_whole(
+    local_wh: Any, kind: Any, method: str, key: str, operation: str
+) -> None:
+    from datashard.errors import DataShardError
+    from datashard.testing.faults import Fault, FaultyBackend
+
+    create_table("m", SCHEMA, warehouse=local_wh.backend, properties=_FAST)
+    writer = load_table("m", warehouse=local_wh.backend)
+    for c in range(4):
+        writer.append_records(_records(0, c))
+    writer.flush()
+    faulty = FaultyBackend(local_wh.backend, Fault(method, 1, kind, key))
+    table = load_table("m", warehouse=faulty)
+    try:
+        if operation == "compact":
+            table.compact(target_file_size=1 << 20)
+        else:
+            table.delete(col("commit") == 1)
+        acknowledged = True
+    except DataShardError:
+        acknowledged = False
+    fresh = load_table("m", warehouse=local_wh.backend)
+    keys = _keys(fresh.to_arrow())
+    assert max(keys.values()) == 1
+    everything = {(0, c, r) for c in range(4) for r in range(ROWS)}
+    if operation == "delete" and acknowledged:
+        assert set(keys) == everything - {(0, 1, r) for r in range(ROWS)}
+    elif operation == "delete":
+        assert set(keys) in (everything, everything - {(0, 1, r) for r in range(ROWS)})
+    else:
+        assert set(keys) == everything
+    for snap in fresh.snapshots():  # every snapshot's files are there
+        fresh.scan(snapshot_id=snap.snapshot_id).to_arrow()
+    assert _keys(_theirs(fresh, local_wh)) == keys
