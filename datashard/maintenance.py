@@ -126,16 +126,30 @@ def compact(
     try:
         for group in chosen:
             group.sort(key=lambda e: e.sequence_number or 0)
-            with ThreadPoolExecutor(min(8, len(group))) as pool:
-                tables = list(pool.map(read, group))
-            for e in group:
-                rewrite.removed[e.data_file.file_path] = e.data_file
-            _write_sized(rewrite, pa.concat_tables(tables), target_file_size)
+            for chunk in _bins(group, target_file_size):  # bounds memory to about a target
+                with ThreadPoolExecutor(min(8, len(chunk))) as pool:
+                    tables = list(pool.map(read, chunk))
+                for e in chunk:
+                    rewrite.removed[e.data_file.file_path] = e.data_file
+                _write_sized(rewrite, pa.concat_tables(tables), target_file_size)
     except BaseException:
         rewrite.discard()
         raise
     loaded = rewrite.commit(check_added=False)
     return loaded, CompactResult(n_files, len(rewrite.added), n_rows, rewrite.snapshot_id)
+
+
+def _bins(entries: list[ManifestEntry], target: int) -> list[list[ManifestEntry]]:
+    """Consecutive runs of ``entries`` whose input bytes add up to about ``target``."""
+    out: list[list[ManifestEntry]] = [[]]
+    size = 0
+    for e in entries:
+        if out[-1] and size + e.data_file.file_size_in_bytes > target:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += e.data_file.file_size_in_bytes
+    return out
 
 
 def _write_sized(rewrite: FileRewrite, table: pa.Table, target: int) -> None:
