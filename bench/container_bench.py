@@ -9,8 +9,8 @@ For each, in one run:
   cache (warm), locally after evicting the file's pages with ``posix_fadvise(DONTNEED)`` (cold),
   and on Ceph RGW: ours, msglc's ``LazyReader`` (over s3fs), and ``msgpack.unpackb`` of the
   whole object. Times are taken straight against the server; HTTP requests are counted in a
-  separate pass through a loopback proxy. "suffix GET" rows use a bench-only S3 backend whose
-  ``read_tail`` is one ``Range: bytes=-N`` GET (the override proposed for s3.py).
+  separate pass through a loopback proxy. Variants of ours: ``size=`` given, and
+  ``tail_size=64 KiB`` (instead of the default 512 KiB).
 
 Prints medians and ratios (>1 means ours is faster) and HTTP request counts per read.
 
@@ -59,10 +59,13 @@ def interleaved(
     limits: dict[str, int] | None = None,
     before: Mapping[str, Callable[[], None]] | None = None,
 ) -> dict[str, float]:
-    """Median time of each function, run round-robin so load changes hit all of them alike."""
+    """Median time of each function, run round-robin (rotating the order) so that load changes
+    and the after-effects of a heavy neighbour hit all of them alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
     for i in range(repeat):
-        for name, fn in fns.items():
+        for name in names[i % len(names):] + names[: i % len(names)]:  # rotate: no fixed order
+            fn = fns[name]
             if limits and i >= limits.get(name, repeat):
                 continue
             if before and name in before:
@@ -178,36 +181,11 @@ def _bench_local_case(
 # Ceph RGW
 
 
-def _suffix_s3_class() -> type[StorageBackend]:
-    """S3Backend plus the one-request ``read_tail`` (``Range: bytes=-N``) proposed for s3.py.
-
-    Bench only, to show what that override saves: the contract's default ``read_tail`` costs a
-    HEAD and a GET on S3 today.
-    """
-    from datashard.storage.s3 import S3Backend
-
-    class SuffixS3Backend(S3Backend):
-        def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
-            client = self._state()[0]
-            response = client.get_object(
-                Bucket=self.config.bucket,
-                Key=self.config.object_key(key),
-                Range=f"bytes=-{length}",
-            )
-            body: bytes = response["Body"].read()
-            total = response.get("ContentRange", "").rsplit("/", 1)[-1]
-            return body, int(total) if total.isdigit() else len(body)
-
-    return SuffixS3Backend
-
-
 class _S3Side:
-    """One way to reach the server: our backends (plain, suffix-read) and an s3fs file system."""
+    """One way to reach the server: our S3 backend and an s3fs file system for msglc."""
 
     def __init__(self, server: Any, bucket: str, endpoint: str) -> None:
         import s3fs
-
-        from datashard.storage.s3 import S3Config
 
         options = {
             "endpoint_url": endpoint,
@@ -217,7 +195,6 @@ class _S3Side:
             "path_style": True,
         }
         self.backend = open_backend(f"s3://{bucket}", **options)
-        self.suffix = _suffix_s3_class()(S3Config.from_uri(f"s3://{bucket}", **options))
         self.fs = s3fs.S3FileSystem(
             key=server.access_key_id,
             secret=server.secret_access_key,
@@ -228,7 +205,6 @@ class _S3Side:
 
     def close(self) -> None:
         self.backend.close()
-        self.suffix.close()
 
 
 def bench_s3(data: dict[str, tuple[dict[str, bytes], str]], repeat: int) -> None:
@@ -266,15 +242,7 @@ def _s3_readers(
             assert r[key] == obj[key]
 
     def tail() -> None:
-        with LazyReader(backend, "o.msgc", tail_size=MiB) as r:
-            assert r[key] == obj[key]
-
-    def suffix() -> None:
-        with LazyReader(side.suffix, "o.msgc") as r:
-            assert r[key] == obj[key]
-
-    def suffix_tail() -> None:
-        with LazyReader(side.suffix, "o.msgc", tail_size=MiB) as r:
+        with LazyReader(backend, "o.msgc", tail_size=64 * KiB) as r:
             assert r[key] == obj[key]
 
     def msglc() -> None:
@@ -285,8 +253,8 @@ def _s3_readers(
     def unpackb() -> None:
         assert msgpack.unpackb(backend.read("p.msgpack"))[key] == obj[key]
 
-    return {"ours": ours, "size known": sized, "tail 1 MiB": tail, "suffix GET": suffix,
-            "suffix GET + tail 1 MiB": suffix_tail, "msglc": msglc, "unpackb": unpackb}
+    return {"ours": ours, "size known": sized, "tail 64 KiB": tail,
+            "msglc": msglc, "unpackb": unpackb}
 
 
 def _bench_s3_case(
@@ -324,7 +292,7 @@ def _bench_s3_case(
     times = interleaved(_s3_readers(direct, obj, key, size), repeat, {"unpackb": whole_reps})
     msglc = {"msglc": times["msglc"]}
     row("read one entry (open + lookup)", times["ours"], {**msglc, "unpackb": times["unpackb"]})
-    for label in ("size known", "tail 1 MiB", "suffix GET", "suffix GET + tail 1 MiB"):
+    for label in ("size known", "tail 64 KiB"):
         row(f"  ... {label}", times[label], msglc)
     print("requests per read:")
     for label, text in counts.items():

@@ -55,21 +55,33 @@ _RUNS: dict[str, Any] = {
 }
 
 
-def test_cold_lookup_costs_one_head_and_two_range_gets(
+def test_cold_lookup_costs_two_range_gets_and_nothing_else(
     s3: StorageBackend, proxy: FaultProxy
 ) -> None:
     with LazyWriter(s3, "runs.msgc") as w:
         w.write(_RUNS)
     proxy.clear()
-    with LazyReader(s3, "runs.msgc") as r:
+    with LazyReader(s3, "runs.msgc") as r:  # suffix GET (footer + indexes), then the value
         assert r["runs"][7]["loss"] == 0.7
-    assert _gets_and_heads(proxy) == (2, 1)
+    assert sum(proxy.requests.values()) == proxy.requests["GET"] == 2
 
     size = s3.head("runs.msgc").size
     proxy.clear()
-    with LazyReader(s3, "runs.msgc", size=size) as r:  # size known (from a listing): no HEAD
+    with LazyReader(s3, "runs.msgc", size=size, tail_size=64 * 1024) as r:
         assert r["sample-500"] == _RUNS["sample-500"]
-    assert _gets_and_heads(proxy) == (2, 0)
+    assert sum(proxy.requests.values()) == proxy.requests["GET"] == 2
+
+
+def test_cold_lookup_in_a_10k_entry_root_costs_two_range_gets(
+    s3: StorageBackend, proxy: FaultProxy
+) -> None:
+    samples = {f"key-{i:06d}": os.urandom(1024) for i in range(10_000)}
+    with LazyWriter(s3, "10k.msgc") as w:
+        w.write(samples)
+    proxy.clear()
+    with LazyReader(s3, "10k.msgc") as r:
+        assert r["key-005000"] == samples["key-005000"]
+    assert sum(proxy.requests.values()) == proxy.requests["GET"] == 2
 
 
 def test_warm_reader_costs_one_range_get_per_value(

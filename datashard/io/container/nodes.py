@@ -109,7 +109,7 @@ class _Node:
 
     def _missing(self, key: object, what: str) -> EntryNotFoundError:
         return EntryNotFoundError(
-            f"no {what} {key!r} in {self._path} of {self._ctx.name}", key=key, uri=self._ctx.name
+            f"no {what} in {self._path} of {self._ctx.name}", key=key, uri=self._ctx.name
         )
 
     def _packed_span(self) -> tuple[int, int]:
@@ -227,7 +227,7 @@ class LazyMap(_Node, Mapping[Any, Any]):
         try:
             kb = _pack_key(key)
         except (TypeError, ValueError, OverflowError):
-            raise self._missing(key, "key") from None
+            raise self._missing(key, f"key {key!r}") from None
         where = f"{self._path}[{key!r}]"
         for off, lk, koff, klen in self._candidates(kb):
             ref = self._child(lk & 0xFF, off, lk >> 8)
@@ -238,7 +238,7 @@ class LazyMap(_Node, Mapping[Any, Any]):
             data = self._ctx.value_bytes(ref.off, ref.end)
             if klen < len(data) and bytes(data[:klen]) == kb:
                 return self._ctx.unpack(memoryview(data)[klen:], where)
-        raise self._missing(key, "key")
+        raise self._missing(key, f"key {key!r}")
 
     def __getitem__(self, key: Any) -> Any:
         return self._lookup(key)
@@ -310,7 +310,7 @@ class LazyList(_Node, Sequence[Any]):
             )
         i = index + self._count if index < 0 else index
         if not 0 <= i < self._count:
-            raise self._missing(index, f"index (of {self._count})")
+            raise self._missing(index, f"index {index} (it has {self._count} entries)")
         start = self._ref.off + i * LIST_RECORD_SIZE
         off, lk = (int(x) for x in np.frombuffer(self._get(start, start + 16), dtype="<u8"))
         where = f"{self._path}[{index}]"

@@ -39,18 +39,17 @@ def split_uri(uri: str) -> tuple[str, str]:
     A plain path is a ``file://`` location; its directory becomes the backend root.
     """
     scheme, rest = split_scheme(uri)
-    if "://" not in uri:
-        path = os.path.abspath(uri)
-        directory, name = os.path.split(path)
+    if "://" not in uri or scheme == "file":
+        directory, name = os.path.split(os.path.abspath(rest))
+        if not name:
+            raise ConfigError(f"container path {uri!r} names a directory, not a file")
         return f"file://{directory}", name
     rest = rest.rstrip("/")
-    if "/" not in rest.lstrip("/"):
+    if "/" not in rest:
         raise ConfigError(
             f"container URI {uri!r} names no object; expected {scheme}://<root>/<name>"
         )
     root, name = rest.rsplit("/", 1)
-    if scheme == "file" and root == "":
-        root = "/"
     return f"{scheme}://{root}", name
 
 
