@@ -575,7 +575,7 @@ class AzureBackend(StorageBackend):
                 yield ObjectMeta(
                     key=item.name[cut:],
                     size=int(item.size),
-                    etag=item.etag,
+                    etag=_quoted(item.etag),  # listings give it bare, HEAD quoted
                     version=item.version_id,
                     last_modified=item.last_modified,
                 )
@@ -665,6 +665,10 @@ def _sdk_error(exc: BaseException) -> bool:
     from azure.core.exceptions import AzureError
 
     return isinstance(exc, (AzureError, OSError))
+
+
+def _quoted(etag: str | None) -> str | None:
+    return f'"{etag}"' if etag and not etag.startswith('"') else etag
 
 
 def _blob_missing(exc: BaseException) -> bool:
