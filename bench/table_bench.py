@@ -340,6 +340,9 @@ def run_system(system: str, root: Root, args: argparse.Namespace) -> dict[str, f
     out["seq_first10_s"] = statistics.mean(lat[:10])
     out["seq_last10_s"] = statistics.mean(lat[-10:])
     out["seq_age_ratio"] = out["seq_last10_s"] / out["seq_first10_s"]
+    if args.seq >= 200:  # after the metadata reached its retention bounds (100 snapshots)
+        out["seq_101_110_s"] = statistics.mean(lat[100:110])
+        out["seq_age_ratio_steady"] = out["seq_last10_s"] / out["seq_101_110_s"]
 
     rd = impl.create(f"r-{tag}")
     chunk = args.read_rows // 5
@@ -410,7 +413,8 @@ def requests_per_append(system: str, root: Root) -> float:
 
 ROWS_ORDER = [
     "create_s", "append_100_s", "append_10k_s", "seq_median_s", "seq_first10_s", "seq_last10_s",
-    "seq_age_ratio", "read_50k_s", "read_50k_pyarrow_s", "read_vs_pyarrow", "time_travel_s",
+    "seq_age_ratio", "seq_101_110_s", "seq_age_ratio_steady", "read_50k_s", "read_50k_pyarrow_s",
+    "read_vs_pyarrow", "time_travel_s",
     "contention_commits_per_s", "contention_rows_lost", "contention_commits_failed",
     "requests_per_append",
 ]
