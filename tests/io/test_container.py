@@ -411,3 +411,18 @@ def test_reader_pickles_for_worker_processes(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=True,
     )
     assert out.stdout.strip() == "1234"
+
+
+def test_nested_containers_in_a_large_map_are_found_through_fences(
+    backend: StorageBackend,
+) -> None:
+    obj = {f"run-{i}": [i, "x" * 40] for i in range(2000)}
+    _write(backend, "nested.msgc", obj, lazy_threshold=10)
+    with LazyReader(backend, "nested.msgc", tail_size=1024, whole_index_limit=0) as r:
+        for i in (0, 777, 1999):
+            child = r[f"run-{i}"]
+            assert isinstance(child, LazyList)
+            assert child.to_obj() == [i, "x" * 40]
+        assert "run-5" in r and "run-2000" not in r
+        with pytest.raises(EntryNotFoundError):
+            r["run-2000"]

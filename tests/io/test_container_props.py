@@ -29,7 +29,7 @@ _values = st.recursive(
 
 _BACKEND = MemoryBackend(MemoryConfig(name="container-properties"))
 _SETTINGS = settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
@@ -47,12 +47,21 @@ def _deep(value: Any) -> Any:
 
 
 @_SETTINGS
-@given(obj=_values, threshold=st.sampled_from([0, 16, 200, 1 << 20]))
-def test_any_value_round_trips_like_plain_msgpack(obj: Any, threshold: int) -> None:
+@given(
+    obj=_values,
+    threshold=st.sampled_from([0, 16, 200, 1 << 20]),
+    whole_index_limit=st.sampled_from([0, 1 << 20]),
+)
+def test_any_value_round_trips_like_plain_msgpack(
+    obj: Any, threshold: int, whole_index_limit: int
+) -> None:
+    """Small suffix reads, and indexes searched piecewise (fences, pages) or fetched whole."""
     with LazyWriter(_BACKEND, "prop.msgc", lazy_threshold=threshold) as w:
         w.write(obj)
     expected = _expected(obj)
-    with LazyReader(_BACKEND, "prop.msgc", tail_size=64) as r:
+    with LazyReader(
+        _BACKEND, "prop.msgc", tail_size=64, whole_index_limit=whole_index_limit
+    ) as r:
         assert r.to_obj() == expected
         assert _deep(r.root) == expected
         if isinstance(r.root, (LazyMap, LazyList)):
