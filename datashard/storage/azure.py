@@ -53,7 +53,7 @@ from datashard.storage.base import (
     validate_prefix,
     validate_range,
 )
-from datashard.storage.parallel import PartPool, RangeFetch
+from datashard.storage.parallel import PartPool, RangeFetch, split_range
 from datashard.storage.retry import RequestKind
 
 T = TypeVar("T")
@@ -289,11 +289,20 @@ class AzureBackend(StorageBackend):
         stop = min(end, total)
         if start + len(data) >= stop:
             return data
-        buf = bytearray(stop - start)
-        buf[: len(data)] = data
-        rest = memoryview(buf)[len(data) :]
-        self._parts.fetch_into(self._fetch_pinned(key, etag), rest, start + len(data), total, part)
-        return bytes(buf)
+        pinned = etag
+
+        def fetch(s: int, e: int) -> bytes:
+            got: bytes = self._call(
+                "read", "read", key, lambda: self._download(key, s, e - s, pinned).readall()
+            )
+            if len(got) != e - s:
+                raise PreconditionFailedError(f"{key!r} changed size while read", key=key)
+            return got
+
+        # parts as bytes joined once: cheaper than filling a zeroed buffer and copying it out
+        parts = split_range(start + len(data), stop, part)
+        chunks = self._parts.run([functools.partial(fetch, s, e) for s, e in parts])
+        return b"".join([data, *chunks])
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         """Run a multi-part read again when the object changed between its parts."""

@@ -59,7 +59,7 @@ from datashard.storage.gcs_errors import (
     http_status,
     translate,
 )
-from datashard.storage.parallel import PartPool, RangeFetch
+from datashard.storage.parallel import PartPool, RangeFetch, split_range
 from datashard.storage.retry import RequestKind
 
 T = TypeVar("T")
@@ -311,12 +311,17 @@ class GCSBackend(StorageBackend):
         stop = min(end, total)
         if start + len(data) >= stop:
             return data
-        buf = bytearray(stop - start)
-        buf[: len(data)] = data
-        rest = memoryview(buf)[len(data) :]
-        fetch = self._fetch_pinned(key, generation)
-        self._parts.fetch_into(fetch, rest, start + len(data), total, part)
-        return bytes(buf)
+
+        def fetch(s: int, e: int) -> bytes:
+            got = self._call("read", "read", key, lambda: self._get(key, s, e, None, generation))
+            if got is None or not isinstance(got[0], bytes) or len(got[0]) != e - s:
+                raise PreconditionFailedError(f"{key!r} changed size while read", key=key)
+            return got[0]
+
+        # parts as bytes joined once: cheaper than filling a zeroed buffer and copying it out
+        parts = split_range(start + len(data), stop, part)
+        chunks = self._parts.run([functools.partial(fetch, s, e) for s, e in parts])
+        return b"".join([data, *chunks])
 
     def _retrying(self, fn: Callable[[], T]) -> T:
         """Run a multi-part read again when the object changed between its parts."""
