@@ -349,6 +349,22 @@ def test_read_of_a_blob_overwritten_between_parts_is_never_mixed(
         assert fired
 
 
+def test_parts_run_concurrently_within_max_concurrency(
+    azurite: AzureServer, azure_container: str, proxy: FaultProxy
+) -> None:
+    part = 64 * KiB
+    data = data_of(32 * part, seed=9)
+    with _through(proxy, azurite, azure_container) as backend:
+        backend.write("obj", data)
+        limited = AzureBackend(replace(backend.config, part_size=part, max_concurrency=3))
+        proxy.clear()
+        buf = bytearray(len(data))
+        assert limited.read_into("obj", buf) == len(data) and buf == data
+        assert proxy.requests["GET"] == 32
+        assert 1 < proxy.max_in_flight <= 3
+        limited.close()
+
+
 # -- retries -----------------------------------------------------------------------------------
 
 

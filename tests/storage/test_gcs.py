@@ -273,6 +273,21 @@ def test_read_into_across_part_boundaries(gcs_emulator: GCSServer, gcs_bucket: s
         assert backend.read_tail("obj", part + 1) == (data[-(part + 1) :], len(data))
 
 
+def test_parts_run_concurrently_within_max_concurrency(
+    gcs_emulator: GCSServer, gcs_bucket: str, proxy: FaultProxy
+) -> None:
+    part = 64 * KiB
+    data = data_of(32 * part, seed=9)
+    options = {"endpoint": proxy.url, "part_size": part, "max_concurrency": 3}
+    with _open(gcs_emulator, gcs_bucket, **options) as backend:
+        backend.write("obj", data)
+        proxy.clear()
+        buf = bytearray(len(data))
+        assert backend.read_into("obj", buf) == len(data) and buf == data
+        assert proxy.requests["GET"] == 32
+        assert 1 < proxy.max_in_flight <= 3
+
+
 def test_throttling_and_cut_downloads_are_retried(
     gcs_emulator: GCSServer, gcs_bucket: str, proxy: FaultProxy
 ) -> None:

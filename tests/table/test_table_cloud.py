@@ -28,9 +28,10 @@ PROPS = {"history.expire.max-snapshots": "1000", "commit.retry.num-retries": "10
 RETRIES = {"retry_first_delay": 0.05, "retry_max_delay": 1.0, "retry_attempts": 8}
 
 
-def _warehouse(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+def _warehouse(kind: str, request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """A fresh warehouse URI and its options on Azurite (``azure``) or the GCS emulator."""
     run = uuid.uuid4().hex[:8]
-    if request.param == "azure":
+    if kind == "azure":
         azurite: AzureServer = request.getfixturevalue("azurite")
         container: str = request.getfixturevalue("azure_container")
         options = {
@@ -48,7 +49,8 @@ def _warehouse(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
 
 @pytest.fixture(params=["azure", "gcs"])
 def cloud_wh(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    return _warehouse(request)
+    kind: str = request.param
+    return _warehouse(kind, request)
 
 
 def _records(writer: int, commit: int, rows: int) -> list[dict[str, int]]:
@@ -91,8 +93,7 @@ GCS_NO_PRECONDITIONS = (
 def test_concurrent_appends_from_processes_keep_every_row(
     cloud: str, request: pytest.FixtureRequest
 ) -> None:
-    request.param = cloud
-    uri, options = _warehouse(request)
+    uri, options = _warehouse(cloud, request)
     create_table("t", SCHEMA, warehouse=uri, properties=PROPS, **options)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(WRITERS, mp_context=ctx) as pool:
