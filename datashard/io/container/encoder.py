@@ -167,6 +167,8 @@ Node = MapBuilder | ListBuilder
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)
 _CONTAINERS = (dict, list, tuple)
+#: Types whose values are always packed inline (never lazy) on the hot path.
+_SCALARS = frozenset({bytes, str, int, float, bool, type(None)})
 
 
 class Encoder:
@@ -213,32 +215,31 @@ class Encoder:
     def _map_entries(self, builder: MapBuilder, value: dict[Any, Any], what: str) -> None:
         """``map_entry`` for every item of a new map, inlined for small values (the hot loop)."""
         pack, write = self._pack, self.sink.write
-        keys, offs, lens, positions = builder.keys, builder.offs, builder.lens, builder.positions
+        keys, setpos = builder.keys, builder.positions.setdefault
+        add_key, add_off, add_len = keys.append, builder.offs.append, builder.lens.append
         pos = self.pos
         key: Any = None
         try:
             for key, v in value.items():
-                if isinstance(v, _CONTAINERS) or (
-                    isinstance(v, bytes) and len(v) >= _ZERO_COPY_MIN
-                ):
+                t = type(v)
+                if (t is bytes and len(v) >= _ZERO_COPY_MIN) or t not in _SCALARS:
                     self.pos = pos
                     self.map_entry(builder, key, v, what)
                     pos = self.pos
                     continue
                 kb = pack(key)
-                vb = pack(v)
+                entry = kb + pack(v)
                 n = len(keys)
-                if positions.setdefault(kb, n) != n:  # two keys that pack alike: slow path
+                if setpos(kb, n) != n:  # two keys that pack alike: the general path
                     self.pos = pos
                     self.map_entry(builder, key, v, what)
                     pos = self.pos
                     continue
-                write(kb)
-                write(vb)
-                length = len(kb) + len(vb)
-                keys.append(kb)
-                offs.append(pos)
-                lens.append(length)
+                write(entry)
+                length = len(entry)
+                add_key(kb)
+                add_off(pos)
+                add_len(length)
                 pos += length
         except _PACK_ERRORS as exc:
             raise ContainerError(f"cannot encode {what}[{key!r}] as msgpack: {exc}") from exc
