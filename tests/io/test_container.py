@@ -426,3 +426,15 @@ def test_nested_containers_in_a_large_map_are_found_through_fences(
         assert "run-5" in r and "run-2000" not in r
         with pytest.raises(EntryNotFoundError):
             r["run-2000"]
+
+
+def test_one_reader_serves_many_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = open_backend(f"file://{tmp_path}")
+    obj = {f"k{i}": {"i": i, "pad": bytes(100)} for i in range(5000)}
+    _write(backend, "t.msgc", obj)
+    with LazyReader(backend, "t.msgc", tail_size=4096) as r:  # index fetched under contention
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda i: r[f"k{i}"]["i"], range(0, 5000, 7)))
+    assert got == list(range(0, 5000, 7))
