@@ -241,3 +241,122 @@ def run_in_process(
 def read_object(backend: StorageBackend, key: str) -> bytes:
     """``backend.read(key)``: a named function a child process can run."""
     return backend.read(key)
+
+
+# --------------------------------------------------------------------------------------------
+# commit loops: many writers append to one version log, the way table commits do
+
+
+@dataclass(frozen=True)
+class CommitLoopResult:
+    """One writer of :func:`commit_loops`: the versions it won, its attempts, any error."""
+
+    writer: int
+    won: list[int]
+    attempts: int
+    error: str = ""
+
+
+def version_key(version: int) -> str:
+    """The key of one version of the log: ``log/v000001`` ..."""
+    return f"log/v{version:06d}"
+
+
+def commit_payload(writer: int, nth: int) -> bytes:
+    """What writer ``writer`` stores for its ``nth`` win."""
+    return f"writer {writer} commit {nth}".encode()
+
+
+def _commit_loop(
+    backend: StorageBackend, writer: int, commits: int, limit: int, barrier: Any, timeout: float
+) -> CommitLoopResult:
+    won: list[int] = []
+    attempts = 0
+    try:
+        _warm_up(backend, version_key(0))
+        barrier.wait(timeout)
+        deadline = time.monotonic() + timeout
+        version = 0
+        while len(won) < commits and version < limit and time.monotonic() < deadline:
+            version += 1
+            attempts += 1
+            try:
+                backend.put_if_absent(version_key(version), commit_payload(writer, len(won)))
+            except ObjectExistsError:
+                continue  # another writer holds this version: probe the next one
+            won.append(version)
+    except BaseException:  # noqa: BLE001 - reported, never swallowed
+        return CommitLoopResult(writer, won, attempts, traceback.format_exc())
+    return CommitLoopResult(writer, won, attempts)
+
+
+def _commit_process(
+    backend: StorageBackend,
+    writer: int,
+    commits: int,
+    limit: int,
+    barrier: Any,
+    results: Any,
+    timeout: float,
+) -> None:
+    results.put(_commit_loop(backend, writer, commits, limit, barrier, timeout))
+
+
+def commit_loops(
+    backend: StorageBackend,
+    writers: int = 8,
+    commits: int = 5,
+    *,
+    mode: RaceMode = "process",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[CommitLoopResult]:
+    """``writers`` writers each append ``commits`` versions to one log at once.
+
+    Each writer probes forward from version 1 and ``put_if_absent``s the first version it finds
+    free, moving on when it loses, exactly like a table commit against its metadata versions.
+    With an atomic create, versions ``1 .. writers * commits`` end up each held by one writer and
+    every writer wins ``commits`` times. Results are in writer order.
+    """
+    limit = writers * commits
+    if mode == "thread":
+        tbarrier = threading.Barrier(writers)
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            futures = [
+                pool.submit(_commit_loop, backend, w, commits, limit, tbarrier, timeout)
+                for w in range(writers)
+            ]
+            return [f.result(timeout=timeout * 2) for f in futures]
+    ctx = process_context()
+    barrier = ctx.Barrier(writers)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(  # type: ignore[attr-defined]
+            target=_commit_process,
+            args=(backend, w, commits, limit, barrier, results, timeout),
+            name=f"datashard-commit-writer-{w}",
+            daemon=True,
+        )
+        for w in range(writers)
+    ]
+    for proc in procs:
+        proc.start()
+    got: dict[int, CommitLoopResult] = {}
+    deadline = time.monotonic() + timeout * 2
+    try:
+        for _ in procs:
+            try:
+                item: CommitLoopResult = results.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue_module.Empty:
+                break
+            got[item.writer] = item
+    finally:
+        for proc in procs:
+            proc.join(timeout=10.0)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10.0)
+        results.close()
+    return [
+        got.get(w) or CommitLoopResult(w, [], 0, f"writer process {w} reported nothing")
+        for w in range(writers)
+    ]

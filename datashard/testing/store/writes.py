@@ -11,7 +11,13 @@ import pytest
 
 from datashard.errors import ObjectExistsError
 from datashard.storage.base import StorageBackend
-from datashard.testing.race import qualified_name, race_put_if_absent
+from datashard.testing.race import (
+    commit_loops,
+    commit_payload,
+    qualified_name,
+    race_put_if_absent,
+    version_key,
+)
 from datashard.testing.store.base import (
     MiB,
     SuiteBase,
@@ -295,6 +301,26 @@ class WriteTests(SuiteBase):
         assert backend.read("a/b") == b"object"
         assert backend.read("a/b/c") == b"below it"
         assert keys_of(backend.list("a/")) == ["a/b", "a/b/c"]
+
+    def test_concurrent_commit_loops_lose_nothing(self, backend: StorageBackend) -> None:
+        """8 writers (processes, or threads for ``race_mode = "thread"``) each append 5
+        versions to one log by probing forward with ``put_if_absent``, the way table commits
+        claim metadata versions: versions 1-40 each hold exactly one writer's commit, every
+        writer won 5 times, and nothing else was written."""
+        writers, commits = 8, 5
+        results = commit_loops(backend, writers, commits, mode=self.race_mode)
+        report = "\n".join(
+            f"writer {r.writer}: won {r.won} in {r.attempts} attempts {r.error}" for r in results
+        )
+        assert [r.error for r in results] == [""] * writers, report
+        assert [len(r.won) for r in results] == [commits] * writers, report
+        owner = {v: r.writer for r in results for v in r.won}
+        assert sorted(owner) == list(range(1, writers * commits + 1)), report
+        for r in results:
+            for nth, version in enumerate(r.won):
+                assert backend.read(version_key(version)) == commit_payload(r.writer, nth)
+        expected = [version_key(v) for v in range(1, writers * commits + 1)]
+        assert keys_of(backend.list("log/")) == expected
 
     def test_one_backend_serves_many_threads(self, backend: StorageBackend) -> None:
         """16 threads share one backend that has not made a client yet (a fresh unpickled copy):
