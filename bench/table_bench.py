@@ -301,12 +301,14 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _worker(
-    system: str, root: Root, name: str, writer: int, commits: int, n: int
+    system: str, root: Root, name: str, writer: int, commits: int, n: int, start_at: float
 ) -> tuple[int, float, float]:
-    """Append ``commits`` batches; (acknowledged commits, wall-clock start, end of the loop)."""
+    """Append ``commits`` batches from wall-clock ``start_at`` on (so every writer starts
+    together, after its imports); (acknowledged commits, start, end of the loop)."""
     impl = IMPLS[system](root)
     handle = impl.open(name)
     done = 0
+    time.sleep(max(0.0, start_at - time.time()))
     began = time.time()
     for c in range(commits):
         try:
@@ -325,6 +327,19 @@ def run_system(system: str, root: Root, args: argparse.Namespace) -> dict[str, f
     out: dict[str, float] = {}
     tag = uuid.uuid4().hex[:6]
 
+    parts = set(args.only.split(","))
+    if "basic" in parts:
+        _basic(impl, tag, out)
+    if "seq" in parts:
+        _sequential(impl, tag, args, out)
+    if "read" in parts:
+        _reads(impl, root, tag, args, out)
+    if "contention" in parts and args.procs:
+        _contention(system, impl, root, tag, args, out)
+    return out
+
+
+def _basic(impl: System, tag: str, out: dict[str, float]) -> None:
     out["create_s"], handle = timed(lambda: impl.create(f"c-{tag}"))
     out["append_100_s"] = statistics.median(
         timed(lambda: impl.append(handle, rows(100)))[0] for _ in range(3)
@@ -333,6 +348,8 @@ def run_system(system: str, root: Root, args: argparse.Namespace) -> dict[str, f
         timed(lambda: impl.append(handle, rows(10_000)))[0] for _ in range(3)
     )
 
+
+def _sequential(impl: System, tag: str, args: argparse.Namespace, out: dict[str, float]) -> None:
     seq = impl.create(f"s-{tag}")
     lat = [timed(lambda i=i: impl.append(seq, rows(100, start=i * 100)))[0]
            for i in range(args.seq)]
@@ -344,6 +361,10 @@ def run_system(system: str, root: Root, args: argparse.Namespace) -> dict[str, f
         out["seq_101_110_s"] = statistics.mean(lat[100:110])
         out["seq_age_ratio_steady"] = out["seq_last10_s"] / out["seq_101_110_s"]
 
+
+def _reads(
+    impl: System, root: Root, tag: str, args: argparse.Namespace, out: dict[str, float]
+) -> None:
     rd = impl.create(f"r-{tag}")
     chunk = args.read_rows // 5
     impl.append(rd, rows(chunk, start=0))
@@ -352,7 +373,7 @@ def run_system(system: str, root: Root, args: argparse.Namespace) -> dict[str, f
         impl.append(rd, rows(chunk, start=k * chunk))
     rd = impl.open_fresh(rd)
     out["read_50k_s"], df = timed(lambda: impl.read(impl.open_fresh(rd)))
-    assert len(df) == args.read_rows, (system, len(df))
+    assert len(df) == args.read_rows, (impl.name, len(df))
     files = impl.files(rd)
     if files:
         fs = root.arrow_fs()
@@ -362,25 +383,29 @@ def run_system(system: str, root: Root, args: argparse.Namespace) -> dict[str, f
         assert len(t) == args.read_rows
         out["read_vs_pyarrow"] = out["read_50k_s"] / out["read_50k_pyarrow_s"]
     out["time_travel_s"], old = timed(lambda: impl.read_version(rd, first))
-    assert len(old) == chunk, (system, len(old))
+    assert len(old) == chunk, (impl.name, len(old))
 
+
+def _contention(
+    system: str, impl: System, root: Root, tag: str, args: argparse.Namespace,
+    out: dict[str, float],
+) -> None:
     if args.procs:
         name = f"p-{tag}"
         impl.create(name)
         ctx = multiprocessing.get_context("spawn")
+        start_at = time.time() + 4.0 + args.procs  # after every worker's imports and load
         with ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
-            futs = [pool.submit(_worker, system, root, name, w, args.proc_commits, 10)
+            futs = [pool.submit(_worker, system, root, name, w, args.proc_commits, 10, start_at)
                     for w in range(args.procs)]
             results = [f.result() for f in futs]
         acked = sum(r[0] for r in results)
-        # from the first writer's first commit to the last writer's last (process start-up and
-        # imports excluded)
+        # from the common start to the last writer's last commit (start-up excluded)
         elapsed = max(r[2] for r in results) - min(r[1] for r in results)
         final = impl.count(impl.open(name))
         out["contention_commits_per_s"] = acked / elapsed
         out["contention_rows_lost"] = acked * 10 - final
         out["contention_commits_failed"] = args.procs * args.proc_commits - acked
-    return out
 
 
 def _fs_path(uri: str) -> str:
@@ -452,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--read-rows", type=int, default=50_000)
     p.add_argument("--procs", type=int, default=8)
     p.add_argument("--proc-commits", type=int, default=25)
+    p.add_argument("--only", default="basic,seq,read,contention,requests",
+                   help="workloads to run (default: all)")
     a = p.parse_args(argv)
     systems = [s for s in a.systems.split(",") if s]
     for backend in a.backends.split(","):
@@ -471,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{backend}] {s} ...", file=sys.stderr, flush=True)
                 try:
                     results[s] = run_system(s, root, a)
-                    if root.kind == "s3":
+                    if root.kind == "s3" and "requests" in a.only:
                         results[s]["requests_per_append"] = requests_per_append(s, root)
                 except Exception as exc:
                     print(f"[{backend}] {s} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
