@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,12 @@ def run(appends: int, rows: int, repeat: int, root: Path) -> list[tuple[str, flo
     ds_scan_after, f = best(lambda: table.scan(filter=flt).to_arrow(), repeat)
     assert a.num_rows == total and f.num_rows == hi - lo
     files_after = len(list(table.scan().plan_files()))
+    ds_bytes_before = _bytes(root / "ds")
+    start = time.perf_counter()
+    table.expire_snapshots(older_than=timedelta(0))
+    table.remove_orphan_files(older_than=timedelta(0))
+    ds_cleanup = time.perf_counter() - start
+    ds_bytes_after = _bytes(root / "ds")
 
     # -- deltalake --------------------------------------------------------------------------
     path = str(root / "delta")
@@ -105,12 +112,21 @@ def run(appends: int, rows: int, repeat: int, root: Path) -> list[tuple[str, flo
     dl_read_after, a = best(lambda: DeltaTable(path).to_pyarrow_table(), repeat)
     dl_scan_after, f = best(lambda: DeltaTable(path).to_pyarrow_table(filters=filters), repeat)
     assert a.num_rows == total and f.num_rows == hi - lo
+    dl_bytes_before = _bytes(root / "delta")
+    start = time.perf_counter()
+    DeltaTable(path).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    dl_cleanup = time.perf_counter() - start
+    dl_bytes_after = _bytes(root / "delta")
     ours = table.scan(filter=flt).to_arrow().sort_by("ts")
     theirs = f.select(ours.column_names).sort_by("ts")
     assert pc.all(pc.equal(ours.column("ts"), theirs.column("ts"))).as_py()
 
     print(f"\n{appends} appends x {rows} rows = {total} rows; datashard: {files_before} -> "
           f"{files_after} data files ({result.rewritten_files} rewritten)")
+    print(f"storage after compaction: datashard {ds_bytes_before / 1e6:.1f} MB -> "
+          f"{ds_bytes_after / 1e6:.1f} MB after expire_snapshots + remove_orphan_files; "
+          f"deltalake {dl_bytes_before / 1e6:.1f} MB -> {dl_bytes_after / 1e6:.1f} MB after "
+          "vacuum")
     return [
         (f"{appends} appends (total)", ds_append, dl_append),
         ("read all, before compaction", ds_read_before, dl_read_before),
@@ -118,7 +134,12 @@ def run(appends: int, rows: int, repeat: int, root: Path) -> list[tuple[str, flo
         ("compaction", ds_compact, dl_compact),
         ("read all, after compaction", ds_read_after, dl_read_after),
         ("filtered scan (1%), after", ds_scan_after, dl_scan_after),
+        ("expire + orphans / vacuum", ds_cleanup, dl_cleanup),
     ]
+
+
+def _bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def main() -> None:
