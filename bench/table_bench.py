@@ -301,14 +301,14 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _worker(
-    system: str, root: Root, name: str, writer: int, commits: int, n: int, start_at: float
+    system: str, root: Root, name: str, writer: int, commits: int, n: int, barrier: Any
 ) -> tuple[int, float, float]:
-    """Append ``commits`` batches from wall-clock ``start_at`` on (so every writer starts
-    together, after its imports); (acknowledged commits, start, end of the loop)."""
+    """Append ``commits`` batches once every writer is ready (imports done, table loaded);
+    (acknowledged commits, start, end of the loop)."""
     impl = IMPLS[system](root)
     handle = impl.open(name)
     done = 0
-    time.sleep(max(0.0, start_at - time.time()))
+    barrier.wait(timeout=300)
     began = time.time()
     for c in range(commits):
         try:
@@ -394,9 +394,9 @@ def _contention(
         name = f"p-{tag}"
         impl.create(name)
         ctx = multiprocessing.get_context("spawn")
-        start_at = time.time() + 4.0 + args.procs  # after every worker's imports and load
-        with ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
-            futs = [pool.submit(_worker, system, root, name, w, args.proc_commits, 10, start_at)
+        with ctx.Manager() as manager, ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
+            barrier = manager.Barrier(args.procs)
+            futs = [pool.submit(_worker, system, root, name, w, args.proc_commits, 10, barrier)
                     for w in range(args.procs)]
             results = [f.result() for f in futs]
         acked = sum(r[0] for r in results)
