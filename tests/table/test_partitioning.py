@@ -58,7 +58,7 @@ def _live_partitions(table: Table) -> list[tuple[int, dict[str, Any]]]:
     backend = table.backend
     snap = table.current_snapshot()
     assert snap is not None
-    out = []
+    out: list[tuple[int, dict[str, Any]]] = []
     for m in read_manifest_list(backend.read(backend.key_for(snap.manifest_list)),
                                 snap.manifest_list):
         data = backend.read(backend.key_for(m.manifest_path))
