@@ -47,6 +47,9 @@ from datashard.datafile import write_parquet
 from datashard.errors import CommitConflictError, StorageError
 from datashard.expressions import (
     Bound,
+    BoundAnd,
+    BoundOr,
+    BoundPredicate,
     BoundTrue,
     FilterLike,
     bind,
@@ -74,7 +77,14 @@ from datashard.partitioning import PartitionPruner, split_by_partition
 from datashard.scan import read_parquet_by_id
 from datashard.schema import Schema
 from datashard.storage.base import StorageBackend
-from datashard.types import to_arrow_type
+from datashard.types import (
+    BinaryType,
+    DoubleType,
+    FixedType,
+    FloatType,
+    StringType,
+    to_arrow_type,
+)
 
 
 def bind_filter(md: TableMetadata, filter: FilterLike) -> Bound:
@@ -128,6 +138,62 @@ def file_might_match(
     if not pruner.file_might_match(spec_id, df):
         return False
     return might_match(bound, df, from_bytes)
+
+
+def must_match(bound: Bound, df: DataFile) -> bool:
+    """Whether the statistics of ``df`` prove that EVERY row matches ``bound`` (strict; ``False``
+    when they cannot tell). Such a file is dropped without being read."""
+    if isinstance(bound, BoundTrue):
+        return True
+    if isinstance(bound, BoundAnd):
+        return must_match(bound.left, df) and must_match(bound.right, df)
+    if isinstance(bound, BoundOr):
+        return must_match(bound.left, df) or must_match(bound.right, df)
+    if not isinstance(bound, BoundPredicate):
+        return False
+    try:
+        return _predicate_must_match(bound, df)
+    except Exception:  # an undecodable or incomparable bound proves nothing
+        return False
+
+
+def _predicate_must_match(p: BoundPredicate, df: DataFile) -> bool:
+    fid = p.field_id
+    nulls = df.null_value_counts.get(fid)
+    values = df.value_counts.get(fid)
+    if p.op == "is null":
+        return nulls is not None and values is not None and nulls == values
+    if nulls != 0:
+        return False  # unknown, or a null row that matches no comparison
+    if p.op == "not null":
+        return True
+    if isinstance(p.iceberg_type, (StringType, BinaryType, FixedType)):
+        return False  # bounds may be truncated: they cannot prove every value
+    if isinstance(p.iceberg_type, (FloatType, DoubleType)) and df.nan_value_counts.get(fid) != 0:
+        return False
+    raw_lo, raw_hi = df.lower_bounds.get(fid), df.upper_bounds.get(fid)
+    if raw_lo is None or raw_hi is None:
+        return False
+    lo = pa.scalar(from_bytes(p.iceberg_type, raw_lo), type=p.arrow_type).as_py()
+    hi = pa.scalar(from_bytes(p.iceberg_type, raw_hi), type=p.arrow_type).as_py()
+    v = p.values[0] if p.values else None
+    if p.op == "==":
+        return bool(lo == hi == v)
+    if p.op == "!=":
+        return bool(v < lo or v > hi)
+    if p.op == "<":
+        return bool(hi < v)
+    if p.op == "<=":
+        return bool(hi <= v)
+    if p.op == ">":
+        return bool(lo > v)
+    if p.op == ">=":
+        return bool(lo >= v)
+    if p.op == "in":
+        return bool(lo == hi and lo in p.values)
+    if p.op == "not in":
+        return all(x < lo or x > hi for x in p.values)
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,7 +488,7 @@ def overwrite_files(
             df = e.data_file
             if not file_might_match(bound, pruner, m.partition_spec_id, df):
                 continue
-            if isinstance(bound, BoundTrue):
+            if must_match(bound, df):  # every row matches (statistics): drop unread
                 rewrite.removed[df.file_path] = df
                 continue
             data = backend.read(key_for_uri(backend, df.file_path))

@@ -174,3 +174,41 @@ def test_bad_input_raises_and_changes_nothing(
     with pytest.raises(error, match=match):
         call(table)
     assert local_wh.snapshot_of_storage() == before
+
+
+def test_files_whose_statistics_prove_a_full_match_are_dropped_unread(local_wh: Any) -> None:
+    from datashard.testing.faults import FaultyBackend
+
+    _make(local_wh)
+    faulty = FaultyBackend(local_wh.backend)
+    table = load_table("t", warehouse=faulty)
+    assert [t.record_count for t in table.scan().plan_files()] == [10, 10, 10]
+    faulty.reset()
+    snap = table.delete((col("id") >= 10) & (col("id") <= 25))
+    assert snap is not None
+    reads = [k for m, k in faulty.calls if m == "read" and "/data/" in k]
+    assert len(reads) == 1  # file C (20-29) is read and rewritten; file B (10-19) is not read
+    assert _ids(table.to_arrow()) == [*range(0, 10), *range(26, 30)]
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [col("id") < 5, col("id") >= 0, col("v") > -1.0, col("region") == "eu",
+     col("id").isin([1, 2]), col("id").not_in([100]), col("id") != 100, col("v").is_null(),
+     col("v").not_null(), (col("id") < 3) | (col("id") > 0)],
+)
+def test_the_strict_check_never_drops_a_file_with_a_row_that_does_not_match(
+    local_wh: Any, expr: Any
+) -> None:
+    from datashard.rewrite import bind_filter, must_match
+
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    table.append_records([{"id": 1, "region": "eu", "v": 1.0}, {"id": 2, "region": None,
+                                                                 "v": None}])
+    table.append_records([{"id": 3, "region": "eu", "v": 2.0}])
+    bound = bind_filter(table.metadata, expr)
+    matching = set(table.scan(filter=expr).to_arrow().column("id").to_pylist())
+    for task in table.scan().plan_files():
+        if must_match(bound, task.data_file):
+            in_file = {1, 2} if task.record_count == 2 else {3}
+            assert in_file <= matching, (expr, in_file)
