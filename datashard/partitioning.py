@@ -293,6 +293,17 @@ class PartitionPruner:
             out = p if isinstance(out, BoundTrue) else ("and", out, p)
         return out
 
+    def _result_types(self, spec: PartitionSpec) -> list[IcebergType] | None:
+        """The partition value types of ``spec`` (sources looked up in every schema), or
+        ``None`` when a source is in no schema (then nothing is pruned by this spec)."""
+        out: list[IcebergType] = []
+        for pf in spec.fields:
+            source = self._types.get(pf.source_id)
+            if source is None:
+                return None
+            out.append(parse_transform(pf.transform).result_type(source))
+        return out
+
     def manifest_might_match(self, m: ManifestFile) -> bool:
         """False when the manifest has no live file (by its counts), or its partition
         summaries prove no file matches."""
@@ -304,12 +315,14 @@ class PartitionPruner:
         if proj is None:
             return True
         spec, tree = proj
-        ptypes = spec.partition_type(_schema_for_types(self._md))
+        types = self._result_types(spec)
+        if types is None:
+            return True
         ranges = []
-        for f, s in zip(ptypes.fields, m.partitions, strict=False):
+        for t, s in zip(types, m.partitions, strict=False):
             try:
-                lo = None if s.lower_bound is None else from_bytes(f.field_type, s.lower_bound)
-                hi = None if s.upper_bound is None else from_bytes(f.field_type, s.upper_bound)
+                lo = None if s.lower_bound is None else from_bytes(t, s.lower_bound)
+                hi = None if s.upper_bound is None else from_bytes(t, s.upper_bound)
             except Exception:
                 lo = hi = None
             ranges.append((s.contains_null, lo, hi))
@@ -325,23 +338,16 @@ class PartitionPruner:
         spec, tree = proj
         if not spec.fields:
             return True
-        ptypes = spec.partition_type(_schema_for_types(self._md))
+        types = self._result_types(spec)
+        if types is None:
+            return True
         values = []
-        for f, pf in zip(ptypes.fields, spec.fields, strict=True):
+        for t, pf in zip(types, spec.fields, strict=True):
             raw = df.partition.get(pf.name)
-            values.append(None if raw is None else _phys(f.field_type, raw))
+            values.append(None if raw is None else _phys(t, raw))
         return _eval(tree, lambda p: _value_match(p, values))
 
 
-def _schema_for_types(md: TableMetadata) -> Schema:
-    """A schema holding every column any schema of the table had (for dropped sources)."""
-    current = md.current_schema()
-    seen = {f.field_id for f in current.fields}
-    extra = [f for s in md.schemas for f in s.fields if f.field_id not in seen]
-    if not extra:
-        return current
-    unique = {f.field_id: f for f in extra}
-    return Schema(current.schema_id, [*current.fields, *unique.values()])
 
 
 def _phys(t: IcebergType, v: Any) -> Any:

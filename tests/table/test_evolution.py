@@ -174,3 +174,19 @@ def test_appends_with_the_old_writer_still_commit_after_an_added_column(local_wh
     writer.append_records(_rows(1, start=1))  # validated against the schema it holds
     table = load_table("e", warehouse=local_wh.uri)
     assert table.to_arrow().column("extra").to_pylist() == [None, None]
+
+
+def test_filtered_scans_of_a_partitioned_table_survive_a_dropped_and_re_added_name(
+    local_wh: Any
+) -> None:
+    table = create_table("e", SCHEMA, warehouse=local_wh.uri,
+                         partition_spec=[("id", "bucket[2]")])
+    table.append_records(_rows(4))
+    table.update_schema().drop_column("legacy").commit()
+    table.update_schema().add_column("legacy", "long").commit()
+    table.update_schema().rename_column("event", "ev").commit()
+    table.append_records([{"id": 9, "ev": "e9", "legacy": 5}])
+    assert table.scan(filter=col("id") == 2).to_arrow().column("ev").to_pylist() == ["e2"]
+    found = table.scan(filter=col("legacy") == 5).to_arrow()
+    assert found.column("id").to_pylist() == [9]
+    assert _plain(_static(table, local_wh))[-1]["legacy"] == 5
