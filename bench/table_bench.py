@@ -234,8 +234,10 @@ class PyIceberg(System):
         from pyiceberg.catalog.sql import SqlCatalog
         props: dict[str, str] = {}
         if self.root.kind == "s3":
+            # fsspec FileIO: pyarrow's multipart upload gets 411 from Ceph RGW
             props = {"s3.endpoint": self.root.endpoint, "s3.access-key-id": self.root.access_key,
-                     "s3.secret-access-key": self.root.secret_key, "s3.region": self.root.region}
+                     "s3.secret-access-key": self.root.secret_key, "s3.region": self.root.region,
+                     "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO"}
             warehouse = f"s3://{self.root.path}"
         else:
             warehouse = f"file://{self.root.path}"

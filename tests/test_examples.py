@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def test_example_runs_twice_in_a_fresh_warehouse(script: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
     env["DATASHARD_LOCAL_PATH"] = str(tmp_path / "wh")
-    for run in (1, 2):
+    for _run in (1, 2):
         done = subprocess.run(
             [sys.executable, str(EXAMPLES / script)],
             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
