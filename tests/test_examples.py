@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,4 +26,21 @@ def test_example_runs_twice_in_a_fresh_warehouse(script: str, tmp_path: Path) ->
         assert "logout" in done.stdout
         assert "1 row(s) in the first snapshot" in done.stdout
     assert (tmp_path / "wh" / "user-events" / "metadata" / "v5.metadata.json").exists()
+    assert not (tmp_path / "datashard-warehouse").exists()
+
+
+@pytest.mark.s3
+def test_quickstart_runs_on_s3_configured_by_the_environment(
+    moto_s3: Any, moto_bucket: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
+    env.update(moto_s3.env(moto_bucket))
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 row(s) in the first snapshot" in done.stdout
+    keys = [o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=moto_bucket)["Contents"]]
+    assert "user-events/metadata/v3.metadata.json" in keys
     assert not (tmp_path / "datashard-warehouse").exists()
