@@ -159,7 +159,9 @@ class LocalBackend(StorageBackend):
 
     # -- paths and errors ------------------------------------------------------------------
 
-    def _path(self, key: str) -> str:
+    def _path(self, key: str, writing: bool = False) -> str:
+        """The file of ``key``; ``writing`` also refuses names the file system cannot hold
+        (reading such a key is simply not found)."""
         validate_key(key)
         for segment in key.split("/"):
             if segment.startswith(TEMP_PREFIX):
@@ -168,7 +170,25 @@ class LocalBackend(StorageBackend):
                     f"{self.scheme}:// reserves for its temp files",
                     key=key,
                 )
+            if writing and len(segment.encode("utf-8", "surrogateescape")) > self._name_max:
+                raise InvalidPathError(
+                    f"object key {key!r} has a segment of {len(segment.encode())} bytes; the file "
+                    f"system under {self.root_uri} allows names of at most {self._name_max} bytes",
+                    key=key,
+                )
         return os.path.join(self.root, *key.split("/"))
+
+    @property
+    def _name_max(self) -> int:
+        """The longest file name the file system takes (``NAME_MAX``, 255 on most)."""
+        limit = getattr(self, "_name_max_cache", None)
+        if limit is None:
+            try:
+                limit = os.pathconf(self.root, "PC_NAME_MAX")
+            except OSError:  # the root does not exist yet: the usual POSIX limit
+                limit = 255
+            self._name_max_cache = limit
+        return int(limit)
 
     def _error(self, exc: OSError, key: str, action: str) -> StorageError:
         """The datashard error for ``exc``, raised while trying to ``action`` ``key``."""
@@ -247,6 +267,10 @@ class LocalBackend(StorageBackend):
         validate_key(key)
         validate_range(key, offset, offset)
         view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError(
+                f"read_into needs a writable buffer, got a read-only {type(buffer).__name__}"
+            )
         fd, size = self._open_read(key)
         try:
             want = max(0, min(len(view), size - offset))
@@ -333,7 +357,7 @@ class LocalBackend(StorageBackend):
         return temp
 
     def write(self, key: str, data: WriteData) -> None:
-        path = self._path(key)
+        path = self._path(key, writing=True)
         try:
             temp = self._write_temp(key, path, data)
         except OSError as exc:
@@ -350,7 +374,7 @@ class LocalBackend(StorageBackend):
         self._sync_parent(path, key)
 
     def put_if_absent(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+        path = self._path(key, writing=True)
         try:
             temp = self._write_temp(key, path, data)
         except OSError as exc:
