@@ -24,16 +24,14 @@ from __future__ import annotations
 import builtins
 import functools
 import heapq
-import itertools
 import logging
 import os
 import re
-import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 from datashard.errors import (
     ConfigError,
@@ -42,27 +40,22 @@ from datashard.errors import (
     PreconditionFailedError,
     StorageError,
 )
+from datashard.storage._ranged_backend import READ_ATTEMPTS as READ_ATTEMPTS
+from datashard.storage._ranged_backend import FirstPart, RangedBackend, slices
 from datashard.storage.azure_config import AzureConfig
 from datashard.storage.azure_errors import error_code, http_status, translate
 from datashard.storage.base import (
     ObjectMeta,
-    StorageBackend,
-    WriteData,
     collect_chunks,
     validate_key,
     validate_prefix,
     validate_range,
 )
-from datashard.storage.parallel import PartPool, RangeFetch, split_range
-from datashard.storage.retry import RequestKind
 
-T = TypeVar("T")
 MiB = 1024 * 1024
 
 #: Blob metadata entry that tags a ``put_if_absent`` attempt (see the module docstring).
 TOKEN_METADATA = "datashard_put_token"
-#: Whole reads that meet a concurrent overwrite between their parts start over this many times.
-READ_ATTEMPTS = 3
 #: Azure Blob Batch takes at most 256 sub-requests.
 DELETE_BATCH = 256
 
@@ -123,22 +116,27 @@ def utf8_ordered(metas: Iterable[ObjectMeta]) -> Iterator[ObjectMeta]:
         yield heapq.heappop(heap)[2]
 
 
-class AzureBackend(StorageBackend):
+class AzureBackend(RangedBackend):
     """Azure Blob Storage (block blobs) under the storage contract."""
 
     scheme = "az"
     config_class = AzureConfig
     config: AzureConfig
+    delete_batch = DELETE_BATCH
 
     def __init__(self, config: AzureConfig) -> None:
-        super().__init__(config)
-        self._gate = config.request_gate()
-        self._parts = PartPool(config.max_concurrency, name="datashard-azure")
-        self._lock = threading.Lock()
+        super().__init__(
+            config,
+            gate=config.request_gate(),
+            max_concurrency=config.max_concurrency,
+            part_size=config.part_size,
+            write_block_size=config.block_size,
+            single_put_size=config.single_put_size,
+            prefix=config.prefix,
+            pool_name="datashard-azure",
+        )
         self._client: Any = None
         self._session: Any = None
-        self._pid = os.getpid()
-        self._prefix = f"{config.prefix}/" if config.prefix else ""
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -217,23 +215,13 @@ class AzureBackend(StorageBackend):
     def _blob(self, key: str) -> Any:
         return self._container().get_blob_client(self._prefix + key)
 
-    def _translate(self, exc: BaseException, operation: str, key: str | None) -> DataShardError:
+    def _error(self, exc: BaseException, operation: str, key: str | None) -> DataShardError:
         return translate(
             exc, operation=operation, container=self.config.container, key=key, where=self.root_uri
         )
 
-    def _call(self, kind: RequestKind, operation: str, key: str | None, fn: Callable[[], T]) -> T:
-        """Run ``fn`` through the gate, SDK errors translated (so transient ones are retried)."""
-
-        def attempt() -> T:
-            try:
-                return fn()
-            except Exception as exc:
-                if isinstance(exc, DataShardError) or not _sdk_error(exc):
-                    raise
-                raise self._translate(exc, operation, key) from exc
-
-        return self._gate.call(kind, attempt)
+    def _is_sdk_error(self, exc: BaseException) -> bool:
+        return _sdk_error(exc)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -249,14 +237,14 @@ class AzureBackend(StorageBackend):
         )
 
     def _first_part(
-        self, key: str, start: int, end: int, view: memoryview | None, etag: str | None = None
-    ) -> tuple[bytes | int, int, str] | None:
+        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
+    ) -> FirstPart:
         """Bytes ``[start, end)`` (or their count, written into ``view``), the object size and
         ETag; ``None`` when ``start`` is at or past the end of the object."""
 
         def fetch() -> tuple[bytes | int, int, str] | None:
             try:
-                down = self._download(key, start, end - start, etag)
+                down = self._download(key, start, end - start, pin)
             except Exception as exc:
                 if http_status(exc) == 416:  # the blob exists; the range starts at/after its end
                     return None
@@ -267,64 +255,15 @@ class AzureBackend(StorageBackend):
 
         return self._call("read", "read", key, fetch)
 
-    def _fetch_pinned(self, key: str, etag: str) -> RangeFetch:
-        def fetch(start: int, end: int, view: memoryview) -> int:
-            count: int = self._call(
-                "read",
-                "read",
-                key,
-                lambda: self._download(key, start, end - start, etag).readinto(_ViewSink(view)),
-            )
-            return count
+    def _get_pinned(self, key: str, start: int, end: int, pin: str | None) -> bytes:
+        got: bytes = self._download(key, start, end - start, pin).readall()
+        return got
 
-        return fetch
-
-    def _read_span(self, key: str, start: int, end: int, etag: str | None = None) -> bytes:
-        part = self.config.part_size
-        first = self._first_part(key, start, min(end, start + part), None, etag)
-        if first is None:
-            return b""
-        data, total, etag = first
-        assert isinstance(data, bytes)
-        stop = min(end, total)
-        if start + len(data) >= stop:
-            return data
-        pinned = etag
-
-        def fetch(s: int, e: int) -> bytes:
-            got: bytes = self._call(
-                "read", "read", key, lambda: self._download(key, s, e - s, pinned).readall()
-            )
-            if len(got) != e - s:
-                raise PreconditionFailedError(f"{key!r} changed size while read", key=key)
-            return got
-
-        # parts as bytes joined once: cheaper than filling a zeroed buffer and copying it out
-        parts = split_range(start + len(data), stop, part)
-        chunks = self._parts.run([functools.partial(fetch, s, e) for s, e in parts])
-        return b"".join([data, *chunks])
-
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """Run a multi-part read again when the object changed between its parts."""
-        for attempt in range(READ_ATTEMPTS):
-            try:
-                return fn()
-            except PreconditionFailedError:
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def read(self, key: str) -> bytes:
-        validate_key(key)
-        return self._retrying(lambda: self._read_span(key, 0, 1 << 62))
-
-    def read_range(self, key: str, start: int, end: int) -> bytes:
-        validate_key(key)
-        validate_range(key, start, end)
-        if start == end:
-            self.head(key)  # a missing object still raises
-            return b""
-        return self._retrying(lambda: self._read_span(key, start, end))
+    def _get_pinned_into(
+        self, key: str, start: int, end: int, view: memoryview, pin: str | None
+    ) -> int:
+        count: int = self._download(key, start, end - start, pin).readinto(_ViewSink(view))
+        return count
 
     def read_range_if_match(self, key: str, start: int, end: int, etag: str) -> bytes:
         """One conditional ranged GET (``If-Match``) per part: ``PreconditionFailedError`` when
@@ -345,39 +284,6 @@ class AzureBackend(StorageBackend):
             self.head(key)  # Azure answers 412, not 404, for a deleted blob: tell them apart
             raise
 
-    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
-        validate_key(key)
-        for start, end in ranges:
-            validate_range(key, start, end)
-        tasks = [lambda s=s, e=e: self.read_range(key, s, e) for s, e in ranges]
-        return self._parts.run(tasks)
-
-    def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
-        validate_key(key)
-        view = memoryview(buffer).cast("B")
-        validate_range(key, offset, offset)
-        if view.readonly:
-            raise TypeError(f"read_into({key!r}) needs a writable buffer, got a read-only one")
-        if len(view) == 0:
-            self.head(key)
-            return 0
-        return self._retrying(lambda: self._read_into(key, view, offset))
-
-    def _read_into(self, key: str, view: memoryview, offset: int) -> int:
-        part = self.config.part_size
-        first_len = min(len(view), part)
-        first = self._first_part(key, offset, offset + first_len, view[:first_len])
-        if first is None:
-            return 0
-        count, total, etag = first
-        assert isinstance(count, int)
-        stop = min(offset + len(view), total)
-        if offset + count >= stop:
-            return count
-        rest = view[count : stop - offset]
-        fetch = self._fetch_pinned(key, etag)
-        return count + self._parts.fetch_into(fetch, rest, offset + count, total, part)
-
     def head(self, key: str) -> ObjectMeta:
         validate_key(key)
         props = self._call("read", "head", key, lambda: self._blob(key).get_blob_properties())
@@ -391,31 +297,17 @@ class AzureBackend(StorageBackend):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def write(self, key: str, data: WriteData) -> None:
-        validate_key(key)
-        if isinstance(data, str):
-            raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
-        size = self.config.block_size
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            view = memoryview(data).cast("B")
-            if len(view) <= self.config.single_put_size:
-                self._put(key, bytes(view))
+    def _put_sliced(self, key: str, view: memoryview) -> None:
+        for attempt in range(READ_ATTEMPTS):  # bytes can be staged again; a stream cannot
+            try:
+                self._put_blocks(key, slices(view, self.config.block_size), None)
                 return
-            for attempt in range(READ_ATTEMPTS):  # bytes can be staged again; a stream cannot
-                try:
-                    slices = (view[i : i + size] for i in range(0, len(view), size))
-                    self._put_blocks(key, slices, None)
-                    return
-                except BlocksDiscardedError:
-                    if attempt == READ_ATTEMPTS - 1:
-                        raise
-        chunks = _rechunk(data, size)
-        first = next(chunks, b"")
-        second = next(chunks, None)
-        if second is None:
-            self._put(key, first)
-            return
-        self._put_blocks(key, itertools.chain([first, second], chunks), None)
+            except BlocksDiscardedError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+
+    def _put_stream(self, key: str, blocks: Iterable[bytes | memoryview]) -> None:
+        self._put_blocks(key, blocks, None)
 
     def _put(self, key: str, data: bytes) -> None:
         self._call(
@@ -495,9 +387,7 @@ class AzureBackend(StorageBackend):
         payload = collect_chunks(data)
         token = uuid.uuid4().hex
         if len(payload) > self.config.single_put_size:
-            size = self.config.block_size
-            view = memoryview(payload)
-            self._put_blocks(key, (view[i : i + size] for i in range(0, len(view), size)), token)
+            self._put_blocks(key, slices(memoryview(payload), self.config.block_size), token)
             return
         self._create(
             key,
@@ -532,7 +422,7 @@ class AzureBackend(StorageBackend):
                     not code and status in (409, 412)
                 )
                 if not conflict:
-                    raise self._translate(exc, "put_if_absent", key) from exc
+                    raise self._error(exc, "put_if_absent", key) from exc
                 if attempts > 1 and self._carries_token(blob, key, token):
                     return
                 raise ObjectExistsError(
@@ -544,16 +434,8 @@ class AzureBackend(StorageBackend):
         self._gate.call("write", attempt)
 
     def _carries_token(self, blob: Any, key: str, token: str) -> bool:
-        try:
-            props = blob.get_blob_properties()
-        except Exception as exc:
-            if isinstance(exc, DataShardError) or not _sdk_error(exc):
-                raise
-            if _blob_missing(exc):
-                return False  # deleted since: whoever created it, it was not this call
-            raise self._translate(exc, "put_if_absent", key) from exc
-        metadata = props.metadata or {}
-        return bool(metadata.get(TOKEN_METADATA) == token)
+        load = blob.get_blob_properties
+        return self._token_matches(key, token, load, _blob_missing, TOKEN_METADATA)
 
     # -- listing and deletes ---------------------------------------------------------------
 
@@ -575,22 +457,14 @@ class AzureBackend(StorageBackend):
 
         return self._call("read", "list", full or None, page)
 
-    def _list_rest(
-        self, full: str, items: builtins.list[Any], token: str | None
-    ) -> Iterator[ObjectMeta]:
-        cut = len(self._prefix)
-        while True:
-            for item in items:
-                yield ObjectMeta(
-                    key=item.name[cut:],
-                    size=int(item.size),
-                    etag=_quoted(item.etag),  # listings give it bare, HEAD quoted
-                    version=item.version_id,
-                    last_modified=item.last_modified,
-                )
-            if not token:
-                return
-            items, token = self._list_page(full, token)
+    def _list_meta(self, item: Any, key: str) -> ObjectMeta:
+        return ObjectMeta(
+            key=key,
+            size=int(item.size),
+            etag=_quoted(item.etag),  # listings give it bare, HEAD quoted
+            version=item.version_id,
+            last_modified=item.last_modified,
+        )
 
     def delete(self, key: str) -> None:
         validate_key(key)
@@ -604,14 +478,6 @@ class AzureBackend(StorageBackend):
                 raise
 
         self._call("write", "delete", key, remove)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        names = builtins.list(dict.fromkeys(validate_key(k) for k in keys))
-        for start in range(0, len(names), DELETE_BATCH):
-            batch = names[start : start + DELETE_BATCH]
-            self._call(
-                "write", "delete_many", batch[0], functools.partial(self._delete_batch, batch)
-            )
 
     def _delete_batch(self, batch: builtins.list[str]) -> None:
         from azure.core.exceptions import HttpResponseError
@@ -627,7 +493,7 @@ class AzureBackend(StorageBackend):
             exc = HttpResponseError(response=response)
             if _blob_missing(exc):
                 continue
-            raise self._translate(exc, "delete_many", key) from exc
+            raise self._error(exc, "delete_many", key) from exc
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -684,17 +550,3 @@ def _blob_missing(exc: BaseException) -> bool:
     """Whether ``exc`` says the blob (not the container) does not exist."""
     code = error_code(exc)
     return code == "BlobNotFound" or (not code and http_status(exc) == 404)
-
-
-def _rechunk(chunks: Iterable[Any], size: int) -> Iterator[bytes]:
-    """The bytes of ``chunks`` cut into blocks of ``size`` (the last shorter, none if empty)."""
-    pending = bytearray()
-    for chunk in chunks:
-        if isinstance(chunk, str):
-            raise TypeError("write() takes bytes chunks, not str; encode them first")
-        pending += chunk
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
