@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import builtins
 import functools
-import itertools
 import json
 import os
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from datashard.errors import (
@@ -42,10 +40,10 @@ from datashard.errors import (
     PreconditionFailedError,
     StorageError,
 )
+from datashard.storage._ranged_backend import READ_ATTEMPTS as READ_ATTEMPTS
+from datashard.storage._ranged_backend import FirstPart, RangedBackend, slices
 from datashard.storage.base import (
     ObjectMeta,
-    StorageBackend,
-    WriteData,
     collect_chunks,
     validate_key,
     validate_prefix,
@@ -59,14 +57,10 @@ from datashard.storage.gcs_errors import (
     http_status,
     translate,
 )
-from datashard.storage.parallel import PartPool, RangeFetch, split_range
-from datashard.storage.retry import RequestKind
 
-T = TypeVar("T")
 MiB = 1024 * 1024
 #: Object metadata entry that tags a ``put_if_absent`` attempt (see the module docstring).
 TOKEN_METADATA = "datashard-put-token"
-READ_ATTEMPTS = 3
 #: A JSON-API batch request holds at most 100 calls.
 DELETE_BATCH = 100
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
@@ -90,21 +84,26 @@ def _content_range_total(value: str | None) -> int | None:
     return None
 
 
-class GCSBackend(StorageBackend):
+class GCSBackend(RangedBackend):
     """Google Cloud Storage under the storage contract."""
 
     scheme = "gs"
     config_class = GCSConfig
     config: GCSConfig
+    delete_batch = DELETE_BATCH
 
     def __init__(self, config: GCSConfig) -> None:
-        super().__init__(config)
-        self._gate = config.request_gate()
-        self._parts = PartPool(config.max_concurrency, name="datashard-gcs")
-        self._lock = threading.Lock()
+        super().__init__(
+            config,
+            gate=config.request_gate(),
+            max_concurrency=config.max_concurrency,
+            part_size=config.part_size,
+            write_block_size=config.chunk_size,
+            single_put_size=config.single_put_size,
+            prefix=config.prefix,
+            pool_name="datashard-gcs",
+        )
         self._conn: _Connection | None = None
-        self._pid = os.getpid()
-        self._prefix = f"{config.prefix}/" if config.prefix else ""
         self._bucket_seen = False
         self._timeout = (config.connect_timeout, config.read_timeout)
 
@@ -229,18 +228,8 @@ class GCSBackend(StorageBackend):
         self._bucket_seen = response.status_code == 200
         return True
 
-    def _call(self, kind: RequestKind, operation: str, key: str | None, fn: Callable[[], T]) -> T:
-        """Run ``fn`` through the gate, errors translated (so transient ones are retried)."""
-
-        def attempt() -> T:
-            try:
-                return fn()
-            except Exception as exc:
-                if isinstance(exc, DataShardError) or not _sdk_error(exc):
-                    raise
-                raise self._error(exc, operation, key) from exc
-
-        return self._gate.call(kind, attempt)
+    def _is_sdk_error(self, exc: BaseException) -> bool:
+        return _sdk_error(exc)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -288,62 +277,19 @@ class GCSBackend(StorageBackend):
             return pos, total, resp.headers.get("x-goog-generation")
 
     def _first_part(
-        self, key: str, start: int, end: int, view: memoryview | None
-    ) -> tuple[bytes | int, int, str | None] | None:
-        return self._call("read", "read", key, lambda: self._get(key, start, end, view, None))
+        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
+    ) -> FirstPart:
+        return self._call("read", "read", key, lambda: self._get(key, start, end, view, pin))
 
-    def _fetch_pinned(self, key: str, generation: str | None) -> RangeFetch:
-        def fetch(start: int, end: int, view: memoryview) -> int:
-            got = self._call(
-                "read", "read", key, lambda: self._get(key, start, end, view, generation)
-            )
-            return 0 if got is None else int(got[0])
+    def _get_pinned(self, key: str, start: int, end: int, pin: str | None) -> bytes | None:
+        got = self._get(key, start, end, None, pin)
+        return got[0] if got is not None and isinstance(got[0], bytes) else None
 
-        return fetch
-
-    def _read_span(self, key: str, start: int, end: int) -> bytes:
-        part = self.config.part_size
-        first = self._first_part(key, start, min(end, start + part), None)
-        if first is None:
-            return b""
-        data, total, generation = first
-        assert isinstance(data, bytes)
-        stop = min(end, total)
-        if start + len(data) >= stop:
-            return data
-
-        def fetch(s: int, e: int) -> bytes:
-            got = self._call("read", "read", key, lambda: self._get(key, s, e, None, generation))
-            if got is None or not isinstance(got[0], bytes) or len(got[0]) != e - s:
-                raise PreconditionFailedError(f"{key!r} changed size while read", key=key)
-            return got[0]
-
-        # parts as bytes joined once: cheaper than filling a zeroed buffer and copying it out
-        parts = split_range(start + len(data), stop, part)
-        chunks = self._parts.run([functools.partial(fetch, s, e) for s, e in parts])
-        return b"".join([data, *chunks])
-
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """Run a multi-part read again when the object changed between its parts."""
-        for attempt in range(READ_ATTEMPTS):
-            try:
-                return fn()
-            except PreconditionFailedError:
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def read(self, key: str) -> bytes:
-        validate_key(key)
-        return self._retrying(lambda: self._read_span(key, 0, 1 << 62))
-
-    def read_range(self, key: str, start: int, end: int) -> bytes:
-        validate_key(key)
-        validate_range(key, start, end)
-        if start == end:
-            self.head(key)  # a missing object still raises
-            return b""
-        return self._retrying(lambda: self._read_span(key, start, end))
+    def _get_pinned_into(
+        self, key: str, start: int, end: int, view: memoryview, pin: str | None
+    ) -> int:
+        got = self._get(key, start, end, view, pin)
+        return 0 if got is None else int(got[0])
 
     def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
         """One suffix-range GET (``Range: bytes=-N``); a server that ignores the range and sends
@@ -370,39 +316,6 @@ class GCSBackend(StorageBackend):
 
         return self._call("read", "read_tail", key, fetch)
 
-    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
-        validate_key(key)
-        for start, end in ranges:
-            validate_range(key, start, end)
-        tasks = [functools.partial(self.read_range, key, s, e) for s, e in ranges]
-        return self._parts.run(tasks)
-
-    def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
-        validate_key(key)
-        view = memoryview(buffer).cast("B")
-        validate_range(key, offset, offset)
-        if view.readonly:
-            raise TypeError(f"read_into({key!r}) needs a writable buffer, got a read-only one")
-        if len(view) == 0:
-            self.head(key)
-            return 0
-        return self._retrying(lambda: self._read_into(key, view, offset))
-
-    def _read_into(self, key: str, view: memoryview, offset: int) -> int:
-        part = self.config.part_size
-        first_len = min(len(view), part)
-        first = self._first_part(key, offset, offset + first_len, view[:first_len])
-        if first is None:
-            return 0
-        count, total, generation = first
-        assert isinstance(count, int)
-        stop = min(offset + len(view), total)
-        if offset + count >= stop:
-            return count
-        rest = view[count : stop - offset]
-        fetch = self._fetch_pinned(key, generation)
-        return count + self._parts.fetch_into(fetch, rest, offset + count, total, part)
-
     def _reload(self, key: str) -> Any:
         blob = self._connection().bucket.blob(self._name(key))
         blob.reload(retry=None, timeout=self._timeout)
@@ -421,26 +334,11 @@ class GCSBackend(StorageBackend):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def write(self, key: str, data: WriteData) -> None:
-        validate_key(key)
-        if isinstance(data, str):
-            raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
-        size = self.config.chunk_size
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            view = memoryview(data).cast("B")
-            if len(view) <= self.config.single_put_size:
-                whole = bytes(view)
-                self._call("write", "write", key, lambda: self._upload(key, whole, None))
-                return
-            self._resumable(key, (view[i : i + size] for i in range(0, len(view), size)), None)
-            return
-        blocks = _rechunk(data, size)
-        first = next(blocks, b"")
-        second = next(blocks, None)
-        if second is None:
-            self._call("write", "write", key, lambda: self._upload(key, first, None))
-            return
-        self._resumable(key, itertools.chain([first, second], blocks), None)
+    def _put(self, key: str, data: bytes) -> None:
+        self._call("write", "write", key, lambda: self._upload(key, data, None))
+
+    def _put_stream(self, key: str, blocks: Iterable[bytes | memoryview]) -> None:
+        self._resumable(key, blocks, None)
 
     def _upload(self, key: str, data: bytes, token: str | None) -> None:
         """One multipart upload; with a ``token``, only if the object does not exist."""
@@ -527,10 +425,9 @@ class GCSBackend(StorageBackend):
         payload = collect_chunks(data)
         token = uuid.uuid4().hex
         if len(payload) > self.config.single_put_size:
-            size = self.config.chunk_size
-            view = memoryview(payload)
+            blocks = slices(memoryview(payload), self.config.chunk_size)
             try:
-                self._resumable(key, (view[i : i + size] for i in range(0, len(view), size)), token)
+                self._resumable(key, blocks, token)
             except PreconditionFailedError as exc:
                 if self._carries_token(key, token):
                     return
@@ -563,15 +460,8 @@ class GCSBackend(StorageBackend):
         )
 
     def _carries_token(self, key: str, token: str) -> bool:
-        try:
-            blob = self._reload(key)
-        except Exception as exc:
-            if isinstance(exc, DataShardError) or not _sdk_error(exc):
-                raise
-            if http_status(exc) == 404:
-                return False  # deleted since: whoever created it, it was not this call
-            raise self._error(exc, "put_if_absent", key) from exc
-        return bool((blob.metadata or {}).get(TOKEN_METADATA) == token)
+        load = functools.partial(self._reload, key)
+        return self._token_matches(key, token, load, _object_missing, TOKEN_METADATA)
 
     # -- listing and deletes ---------------------------------------------------------------
 
@@ -597,22 +487,14 @@ class GCSBackend(StorageBackend):
 
         return self._call("read", "list", full or None, page)
 
-    def _list_rest(
-        self, full: str, items: builtins.list[Any], token: str | None
-    ) -> Iterator[ObjectMeta]:
-        cut = len(self._prefix)
-        while True:
-            for blob in items:
-                yield ObjectMeta(
-                    key=blob.name[cut:],
-                    size=int(blob.size),
-                    etag=blob.etag,
-                    version=str(blob.generation) if blob.generation is not None else None,
-                    last_modified=blob.updated,
-                )
-            if not token:
-                return
-            items, token = self._list_page(full, token)
+    def _list_meta(self, item: Any, key: str) -> ObjectMeta:
+        return ObjectMeta(
+            key=key,
+            size=int(item.size),
+            etag=item.etag,
+            version=str(item.generation) if item.generation is not None else None,
+            last_modified=item.updated,
+        )
 
     def delete(self, key: str) -> None:
         validate_key(key)
@@ -627,14 +509,6 @@ class GCSBackend(StorageBackend):
                 raise
 
         self._call("write", "delete", key, remove)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        names = builtins.list(dict.fromkeys(validate_key(k) for k in keys))
-        for start in range(0, len(names), DELETE_BATCH):
-            batch = names[start : start + DELETE_BATCH]
-            self._call(
-                "write", "delete_many", batch[0], functools.partial(self._delete_batch, batch)
-            )
 
     def _delete_batch(self, keys: builtins.list[str]) -> None:
         """One JSON-API batch request of up to 100 deletes; missing objects are fine."""
@@ -689,15 +563,5 @@ def _persisted(header: str | None) -> int:
     return 0
 
 
-def _rechunk(chunks: Iterable[Any], size: int) -> Iterator[bytes]:
-    """The bytes of ``chunks`` cut into blocks of ``size`` (the last shorter, none if empty)."""
-    pending = bytearray()
-    for chunk in chunks:
-        if isinstance(chunk, str):
-            raise TypeError("write() takes bytes chunks, not str; encode them first")
-        pending += chunk
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
+def _object_missing(exc: BaseException) -> bool:
+    return http_status(exc) == 404
