@@ -118,6 +118,9 @@ class TestGCS(StorageConformance):
         "test_put_if_absent_loses_to_a_back_door_object": GCS_IGNORES_PRECONDITIONS,
         "test_race_exactly_one_put_if_absent_wins": GCS_IGNORES_PRECONDITIONS,
     }
+    # Eight writers probing forward collide on some version in nearly every run, and then the
+    # emulator lets both "create" it; a run without a collision passes.
+    possible_failures = {"test_concurrent_commit_loops_lose_nothing": GCS_IGNORES_PRECONDITIONS}
 
     @pytest.fixture
     def backend(self, gcs_emulator: GCSServer, gcs_bucket: str) -> Iterator[StorageBackend]:

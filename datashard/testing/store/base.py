@@ -127,14 +127,19 @@ class SuiteBase:
     shared_across_processes: ClassVar[bool] = True
     #: ``{"test_name": "why this backend fails it"}``: marked ``xfail(strict=True)``.
     expected_failures: ClassVar[Mapping[str, str]] = {}
+    #: ``{"test_name": "why"}`` for tests this backend fails only when a race goes a certain way
+    #: (an emulator that ignores preconditions loses a race only when writers collide):
+    #: marked ``xfail(strict=False)``.
+    possible_failures: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name, reason in cls.expected_failures.items():
-            if not name.startswith("test_") or not callable(getattr(cls, name, None)):
-                raise TypeError(f"{cls.__name__}.expected_failures names no test: {name!r}")
-            if not reason:
-                raise TypeError(f"{cls.__name__}.expected_failures[{name!r}] needs a reason")
+        for table in ("expected_failures", "possible_failures"):
+            for name, reason in getattr(cls, table).items():
+                if not name.startswith("test_") or not callable(getattr(cls, name, None)):
+                    raise TypeError(f"{cls.__name__}.{table} names no test: {name!r}")
+                if not reason:
+                    raise TypeError(f"{cls.__name__}.{table}[{name!r}] needs a reason")
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -166,3 +171,6 @@ class SuiteBase:
         reason = self.expected_failures.get(name)
         if reason:
             request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+        reason = self.possible_failures.get(name)
+        if reason:
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
