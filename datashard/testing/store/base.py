@@ -131,6 +131,8 @@ class SuiteBase:
     #: (an emulator that ignores preconditions loses a race only when writers collide):
     #: marked ``xfail(strict=False)``.
     possible_failures: ClassVar[Mapping[str, str]] = {}
+    #: Keys ``test_delete_many_of_many_keys`` deletes: more than one batch of the backend.
+    many_delete_keys: ClassVar[int] = 1005
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -138,8 +138,9 @@ class KeyTests(SuiteBase):
         assert keys_of(backend.list()) == ["keep"]
 
     def test_delete_many_of_many_keys(self, backend: StorageBackend) -> None:
-        """1,005 keys: more than one S3 ``DeleteObjects`` batch of 1,000."""
-        keys = [f"k/{i:05d}" for i in range(1005)]
+        """1,005 keys by default: more than one S3 ``DeleteObjects`` batch of 1,000
+        (``many_delete_keys`` sets the count for a backend with smaller batches)."""
+        keys = [f"k/{i:05d}" for i in range(self.many_delete_keys)]
         self._raw_put_all(backend, [*keys, "other"])
         backend.delete_many(keys)
         assert keys_of(backend.list()) == ["other"]
