@@ -34,6 +34,7 @@ from datashard.storage.base import (
     StorageBackend,
     WriteData,
     validate_key,
+    validate_prefix,
     validate_range,
 )
 from datashard.storage.parallel import PartPool, RangeFetch, split_range
@@ -278,6 +279,12 @@ class RangedBackend(StorageBackend):
 
     # -- listing and deletes ---------------------------------------------------------------
 
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        full = self._prefix + prefix
+        items, token = self._list_page(full, None)  # the first page now: errors raise here
+        return self._list_rest(full, items, token)
+
     def _list_rest(
         self, full: str, items: builtins.list[Any], token: str | None
     ) -> Iterator[ObjectMeta]:
@@ -296,6 +303,14 @@ class RangedBackend(StorageBackend):
             self._call(
                 "write", "delete_many", batch[0], functools.partial(self._delete_batch, batch)
             )
+
+
+def pool_connections(session: Any, adapter_class: Any, max_concurrency: int) -> None:
+    """Mount on ``session`` (a ``requests.Session``) one ``adapter_class`` whose connection pool
+    holds ``max_concurrency`` concurrent requests and a few spare."""
+    adapter = adapter_class(pool_connections=4, pool_maxsize=max_concurrency + 4)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
 
 
 def slices(view: memoryview, size: int) -> Iterator[memoryview]:

@@ -41,14 +41,13 @@ from datashard.errors import (
     StorageError,
 )
 from datashard.storage._ranged_backend import READ_ATTEMPTS as READ_ATTEMPTS
-from datashard.storage._ranged_backend import FirstPart, RangedBackend, slices
+from datashard.storage._ranged_backend import FirstPart, RangedBackend, pool_connections, slices
 from datashard.storage.azure_config import AzureConfig
 from datashard.storage.azure_errors import error_code, http_status, translate
 from datashard.storage.base import (
     ObjectMeta,
     collect_chunks,
     validate_key,
-    validate_prefix,
     validate_range,
 )
 
@@ -161,11 +160,7 @@ class AzureBackend(RangedBackend):
             ) from exc
         _redact_request_logs()
         session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=cfg.max_concurrency + 4
-        )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        pool_connections(session, requests.adapters.HTTPAdapter, cfg.max_concurrency)
         self._session = session
         transport = RequestsTransport(
             session=session,
@@ -440,10 +435,7 @@ class AzureBackend(RangedBackend):
     # -- listing and deletes ---------------------------------------------------------------
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        validate_prefix(prefix)
-        full = self._prefix + prefix
-        items, token = self._list_page(full, None)
-        return utf8_ordered(self._list_rest(full, items, token))
+        return utf8_ordered(super().list(prefix))
 
     def _list_page(self, full: str, token: str | None) -> tuple[builtins.list[Any], str | None]:
         def page() -> tuple[builtins.list[Any], str | None]:

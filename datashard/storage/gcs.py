@@ -27,7 +27,7 @@ import functools
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -41,12 +41,11 @@ from datashard.errors import (
     StorageError,
 )
 from datashard.storage._ranged_backend import READ_ATTEMPTS as READ_ATTEMPTS
-from datashard.storage._ranged_backend import FirstPart, RangedBackend, slices
+from datashard.storage._ranged_backend import FirstPart, RangedBackend, pool_connections, slices
 from datashard.storage.base import (
     ObjectMeta,
     collect_chunks,
     validate_key,
-    validate_prefix,
     validate_range,
 )
 from datashard.storage.gcs_config import GCSConfig
@@ -133,11 +132,7 @@ class GCSBackend(RangedBackend):
             endpoint = f"http://{endpoint}"
         credentials, project = self._credentials(emulated=cfg.endpoint is None and bool(emulator))
         session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=cfg.max_concurrency + 4
-        )
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        pool_connections(session, requests.adapters.HTTPAdapter, cfg.max_concurrency)
         options = {"api_endpoint": endpoint} if endpoint else None
         client = storage.Client(
             project=cfg.project or project or "<none>",
@@ -464,12 +459,6 @@ class GCSBackend(RangedBackend):
         return self._token_matches(key, token, load, _object_missing, TOKEN_METADATA)
 
     # -- listing and deletes ---------------------------------------------------------------
-
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        validate_prefix(prefix)
-        full = self._prefix + prefix
-        items, token = self._list_page(full, None)
-        return self._list_rest(full, items, token)
 
     def _list_page(self, full: str, token: str | None) -> tuple[builtins.list[Any], str | None]:
         def page() -> tuple[builtins.list[Any], str | None]:
