@@ -39,7 +39,7 @@ def batch_to_tensors(batch: pa.RecordBatch) -> dict[str, Any]:
     return out
 
 
-class TorchRowGroupDataset(IterableDataset):  # type: ignore[misc]
+class TorchRowGroupDataset(IterableDataset[Any]):
     """An ``IterableDataset`` yielding one transformed item per record batch."""
 
     def __init__(
