@@ -500,15 +500,19 @@ class S3Backend(StorageBackend):
         gate.call("write", attempt)
 
     def _has_token(self, key: str, token: str) -> bool:
-        """Whether the object at ``key`` was written by the ``put_if_absent`` holding ``token``."""
-        response = self._request(
-            "read",
-            "HEAD",
-            key,
-            lambda c: c.head_object(
+        """Whether the object at ``key`` was written by the ``put_if_absent`` holding ``token``.
+
+        Called from inside a ``put_if_absent`` attempt, which already holds a gate slot: the HEAD
+        goes straight to the client (a second slot could deadlock at ``max_concurrency=1``); a
+        transient error here makes the gate retry the whole attempt.
+        """
+        client, _, _ = self._state()
+        try:
+            response = client.head_object(
                 Bucket=self.config.bucket, Key=self.config.object_key(key), **self._extra()
-            ),
-        )
+            )
+        except SDK_ERRORS as exc:
+            raise self._error(exc, "HEAD", key) from exc
         metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
         return bool(metadata.get(TOKEN_META) == token)
 

@@ -197,6 +197,29 @@ def test_lost_response_of_a_winning_conditional_put_is_reported_as_a_win(
                 b.put_if_absent("v1.json", b"second caller")
 
 
+def test_lost_response_is_detected_with_a_single_request_slot(any_s3: S3Server) -> None:
+    """With ``max_concurrency=1`` the token check runs inside the PUT's own slot: no deadlock."""
+    with FaultProxy(any_s3.endpoint_url) as proxy:
+        root = f"s3://{any_s3.bucket}/lost-one-slot/{threading.get_ident()}-{id(proxy)}"
+        with _backend(proxy, any_s3, root, max_concurrency=1) as b:
+            proxy.drop_response(1, method="PUT")
+            done: list[BaseException | None] = []
+
+            def put() -> None:
+                try:
+                    b.put_if_absent("v1.json", b"ours")
+                    done.append(None)
+                except BaseException as exc:  # reported below
+                    done.append(exc)
+
+            worker = threading.Thread(target=put, daemon=True)
+            worker.start()
+            worker.join(timeout=60)
+            assert done == [None], "put_if_absent hung or failed with one request slot"
+            assert b.read("v1.json") == b"ours"
+            assert proxy.requests["HEAD"] == 1
+
+
 def test_lost_response_when_another_writer_won_is_still_a_loss(
     any_s3: S3Server,
 ) -> None:
