@@ -410,9 +410,13 @@ def commit(
             raise give_up(exc) from exc.__cause__
         if landed:
             hint: bool | Future[bool]
+            hint = False
             if background is not None:
-                hint = background.submit(_after_win, backend, paths, target, list(dead_keys))
-            else:
+                try:
+                    hint = background.submit(_after_win, backend, paths, target, list(dead_keys))
+                except RuntimeError:  # the pool is shut down (interpreter exit): do it here
+                    background = None
+            if background is None:
                 hint = write_hint(backend, paths, target)
             return CommitResult(found, attempt + 1, hint)
         dead_keys.extend(attempt_keys)

@@ -8,6 +8,7 @@ metadata, hint). Call :meth:`Table.refresh` to see other writers' commits.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -67,6 +68,7 @@ class Table:
         self._entry_cache: dict[str, list[Any]] = {}
         #: the version-hint write of the last commit, running in the background
         self._hint: Future[bool] | bool = True
+        self._hint_pid = os.getpid()
 
     # -- opening tables written elsewhere ----------------------------------------------------
 
@@ -145,7 +147,10 @@ class Table:
     def flush(self) -> None:
         """Wait for background work of the last commit (its best-effort version-hint write)."""
         if isinstance(self._hint, Future):
-            self._hint.result()
+            if self._hint_pid == os.getpid():
+                self._hint.result()
+            # else: the work belongs to the process we were forked from; no thread here will
+            # finish it, and the hint is only advisory.
             self._hint = True
 
     def refresh(self) -> Table:
@@ -344,6 +349,7 @@ class Table:
             self._backend, paths, self._loaded, self._manifest_cache, self._entry_cache
         )
         loaded, self._hint = producer.commit(tables)
+        self._hint_pid = os.getpid()
         self._loaded = loaded
         snap = loaded.metadata.current_snapshot()
         if snap is None:  # pragma: no cover - an append always makes one
