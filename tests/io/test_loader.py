@@ -105,7 +105,7 @@ class _RangeRecorder(FaultyBackend):
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.spans.append((key, offset, offset + memoryview(buffer).nbytes))
         try:
-            threading.Event().wait(0.002)  # long enough for overlapping reads to show
+            threading.Event().wait(0.02)  # long enough for overlapping reads to show
             return super().read_into(key, buffer, offset)
         finally:
             with self._flight:
