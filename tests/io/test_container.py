@@ -438,3 +438,41 @@ def test_one_reader_serves_many_threads(tmp_path: Path) -> None:
         with ThreadPoolExecutor(4) as pool:
             got = list(pool.map(lambda i: r[f"k{i}"]["i"], range(0, 5000, 7)))
     assert got == list(range(0, 5000, 7))
+
+
+def test_many_small_entries_written_in_batches_read_back_exactly(backend: StorageBackend) -> None:
+    # Crosses the writer's batch boundary (1024 entries) with all-bytes, mixed scalar and
+    # non-scalar batches, bin 8 / bin 16 sizes, and keys that pack alike (two NaNs).
+    small = {f"k{i}": os.urandom(i % 300) for i in range(2100)}
+    mixed: dict[Any, Any] = {
+        i: [b"x" * (i * 40), i, "s" * (i % 40), None, 1.5][i % 5] for i in range(2100)
+    }
+    mixed[float("nan")], mixed[float("nan")] = b"a", b"b"
+    items = [os.urandom(i % 600) for i in range(1500)] + [1, "two", [3], b"y" * 70_000]
+    _write(backend, "small.msgc", small)
+    _write(backend, "mixed.msgc", mixed, lazy_threshold=0)
+    with LazyWriter(backend, "list.msgc") as w:
+        w.extend(items[:1030])
+        w.extend(tuple(items[1030:]))
+    with LazyReader(backend, "small.msgc") as r:
+        assert r.to_obj() == small
+        assert r["k1024"] == small["k1024"] and r["k2099"] == small["k2099"]
+    with LazyReader(backend, "mixed.msgc") as r:
+        assert len(r) == 2101  # the two NaNs pack alike: the second replaces the first
+        assert r[float("nan")] == b"b"
+        assert r[1025] == mixed[1025] and r[2098] == mixed[2098]
+    with LazyReader(backend, "list.msgc") as r:
+        assert r.to_obj() == msgpack.unpackb(msgpack.packb(items))
+        assert r[1023] == items[1023] and r[1024] == items[1024]
+
+
+def test_bad_value_in_a_large_extend_names_its_index_and_keeps_the_rest(
+    backend: StorageBackend,
+) -> None:
+    with LazyWriter(backend, "ext.msgc") as w:
+        w.extend([b"a"] * 5)
+        with pytest.raises(ContainerError, match=r"\[1505\]"):
+            w.extend([b"b"] * 1500 + [2**70])
+        w.append(b"c")
+    with LazyReader(backend, "ext.msgc") as r:
+        assert r.to_obj() == [b"a"] * 5 + [b"b"] * 1500 + [b"c"]

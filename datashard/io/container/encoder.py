@@ -8,7 +8,7 @@ index records of lazy maps and lists in memory; it writes those node regions at 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import msgpack
@@ -169,6 +169,18 @@ _PACK_ERRORS = (TypeError, ValueError, OverflowError)
 _CONTAINERS = (dict, list, tuple)
 #: Types whose values are always packed inline (never lazy) on the hot path.
 _SCALARS = frozenset({bytes, str, int, float, bool, type(None)})
+#: Entries per batch of the batched map/list paths (bounds the extra memory of one batch).
+BATCH = 1024
+
+
+_BYTES_ONLY = frozenset({bytes})
+
+
+def _small_scalars(types: set[type], vals: list[Any]) -> bool:
+    """Whether every value (of ``types``) is packed inline and no ``bytes`` is a zero-copy one."""
+    if not types <= _SCALARS:
+        return False
+    return bytes not in types or all(len(v) < _ZERO_COPY_MIN for v in vals if type(v) is bytes)
 
 
 class Encoder:
@@ -207,20 +219,118 @@ class Encoder:
             self._map_entries(builder, value, what)
         else:
             builder = ListBuilder()
-            for i, v in enumerate(value):
-                self.list_entry(builder, v, what, i)
+            for i in range(0, len(value), BATCH):
+                batch = list(value[i : i + BATCH])
+                if not self.list_batch(builder, batch):
+                    for j, v in enumerate(batch, i):
+                        self.list_entry(builder, v, what, j)
         self.done.append(builder)
         return builder
 
     def _map_entries(self, builder: MapBuilder, value: dict[Any, Any], what: str) -> None:
-        """``map_entry`` for every item of a new map, inlined for small values (the hot loop)."""
+        """``map_entry`` for every item of a new map, in batches of small values (the hot path).
+
+        A batch of ``BATCH`` items whose values are all small scalars is packed by a few C
+        calls and written with one write; any other batch (a container, a large ``bytes``, a
+        value or key msgpack refuses, a repeated packed key) goes entry by entry.
+        """
+        keys, vals = list(value), list(value.values())
+        for i in range(0, len(keys), BATCH):
+            ks, vs = keys[i : i + BATCH], vals[i : i + BATCH]
+            if not self._map_batch(builder, ks, vs):
+                self._map_slow(builder, zip(ks, vs, strict=True), what)
+
+    def _map_batch(self, builder: MapBuilder, keys: list[Any], vals: list[Any]) -> bool:
+        """Write one batch of entries in one go if every value is a small scalar, else ``False``."""
+        n = len(keys)
+        types = set(map(type, vals))
+        pack = self._pack
+        data: bytes | memoryview
+        try:
+            if types == _BYTES_ONLY:
+                vlens = np.fromiter(map(len, vals), dtype=np.int64, count=n)
+                if int(vlens.max()) >= _ZERO_COPY_MIN:
+                    return False
+                kbs: list[bytes] = list(map(pack, keys))
+                # One C call packs the batch as an array [k0, v0, k1, v1, ...]: past the
+                # array's header that is exactly the entries' bytes, and a small bin value
+                # packs to its size plus a 2-byte (bin 8) or 3-byte (bin 16) header.
+                flat: list[Any] = [None] * (2 * n)
+                flat[0::2] = keys
+                flat[1::2] = vals
+                data = memoryview(pack(flat))[1 if 2 * n < 16 else 3 :]
+                vlens += np.where(vlens < 256, 2, 3)
+            elif _small_scalars(types, vals):
+                kbs = list(map(pack, keys))
+                vbs: list[bytes] = list(map(pack, vals))
+                parts: list[bytes] = [b""] * (2 * n)
+                parts[0::2] = kbs
+                parts[1::2] = vbs
+                data = b"".join(parts)
+                vlens = np.fromiter(map(len, vbs), dtype=np.int64, count=n)
+            else:
+                return False
+        except _PACK_ERRORS:
+            return False  # the entry-by-entry path raises with the entry named
+        positions = builder.positions
+        n0 = len(builder.keys)
+        if len(positions) != n0 or not positions.keys().isdisjoint(kbs):
+            return False
+        positions.update(zip(kbs, range(n0, n0 + n), strict=True))
+        if len(positions) != n0 + n:  # two keys of the batch pack alike
+            for kb in kbs:
+                positions.pop(kb, None)
+            return False
+        lens = np.fromiter(map(len, kbs), dtype=np.int64, count=n) + vlens
+        ends = np.cumsum(lens) + self.pos
+        if int(ends[-1]) - self.pos != len(data):
+            raise AssertionError("batched entry lengths disagree with the packed bytes")
+        self.sink.write(data)
+        builder.keys.extend(kbs)
+        builder.offs.extend((ends - lens).tolist())
+        builder.lens.extend(lens.tolist())
+        self.pos = int(ends[-1])
+        return True
+
+    def list_batch(self, builder: ListBuilder, vals: list[Any]) -> bool:
+        """Write one batch of list entries in one go if all are small scalars, else ``False``."""
+        n = len(vals)
+        types = set(map(type, vals))
+        data: bytes | memoryview
+        try:
+            if types == _BYTES_ONLY:
+                lens = np.fromiter(map(len, vals), dtype=np.int64, count=n)
+                if int(lens.max()) >= _ZERO_COPY_MIN:
+                    return False
+                # Past the array's header, one packed array is exactly its items' bytes.
+                data = memoryview(self._pack(vals))[1 if n < 16 else 3 :]
+                lens += np.where(lens < 256, 2, 3)
+            elif _small_scalars(types, vals):
+                vbs: list[bytes] = list(map(self._pack, vals))
+                data = b"".join(vbs)
+                lens = np.fromiter(map(len, vbs), dtype=np.int64, count=n)
+            else:
+                return False
+        except _PACK_ERRORS:
+            return False  # the entry-by-entry path raises with the entry named
+        ends = np.cumsum(lens) + self.pos
+        if int(ends[-1]) - self.pos != len(data):
+            raise AssertionError("batched entry lengths disagree with the packed bytes")
+        self.sink.write(data)
+        builder.offs.extend((ends - lens).tolist())
+        builder.lens.extend(lens.tolist())
+        self.pos = int(ends[-1])
+        return True
+
+    def _map_slow(self, builder: MapBuilder, batch: Iterable[tuple[Any, Any]], what: str) -> None:
+        """``map_entry`` for every item of ``batch``, inlined for small values."""
         pack, write = self._pack, self.sink.write
         keys, setpos = builder.keys, builder.positions.setdefault
         add_key, add_off, add_len = keys.append, builder.offs.append, builder.lens.append
         pos = self.pos
         key: Any = None
         try:
-            for key, v in value.items():
+            for key, v in batch:
                 t = type(v)
                 if (t is bytes and len(v) >= _ZERO_COPY_MIN) or t not in _SCALARS:
                     self.pos = pos

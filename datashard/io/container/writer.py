@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import IO, Any, Literal
 
 from datashard.errors import ContainerError, ObjectNotFoundError
-from datashard.io.container.encoder import Encoder, ListBuilder, MapBuilder, Node
+from datashard.io.container.encoder import BATCH, Encoder, ListBuilder, MapBuilder, Node
 from datashard.io.container.format import (
     FOOTER_SIZE,
     HEADER_SIZE,
@@ -123,8 +123,22 @@ class LazyWriter:
             raise
 
     def extend(self, values: Iterable[Any]) -> None:
-        for value in values:
-            self.append(value)
+        if not isinstance(values, (list, tuple)):
+            for value in values:
+                self.append(value)
+            return
+        for i in range(0, len(values), BATCH):
+            batch = list(values[i : i + BATCH])
+            root = self._root_as(ListBuilder, "append()")
+            mark = self._enc.mark()
+            try:
+                done = self._enc.list_batch(root, batch)
+            except BaseException:
+                self._enc.rollback(mark)
+                raise
+            if not done:  # a container, a large bytes or a bad value: one by one
+                for value in batch:
+                    self.append(value)
 
     def write(self, obj: Any) -> None:
         """Store ``obj`` as the whole root: a map for a dict, a list for a list, else one value."""
