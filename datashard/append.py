@@ -279,31 +279,7 @@ class AppendCommit:
             self.entry_cache.clear()
 
     def summary(self, parent: Snapshot | None) -> dict[str, str]:
-        added_records = sum(df.record_count for df in self.data_files)
-        added_size = sum(df.file_size_in_bytes for df in self.data_files)
-        out = {
-            "operation": "append",
-            "added-data-files": str(len(self.data_files)),
-            "added-records": str(added_records),
-            "added-files-size": str(added_size),
-            "changed-partition-count": "1",
-            COMMIT_ID: self.commit_id,
-        }
-        prev: Mapping[str, Any] = parent.summary if parent is not None else {}
-        for total, added in (
-            ("total-records", added_records),
-            ("total-data-files", len(self.data_files)),
-            ("total-files-size", added_size),
-        ):
-            if parent is None or total in prev:
-                try:
-                    out[total] = str(int(prev.get(total, 0)) + added)
-                except ValueError:
-                    pass
-        if parent is None or "total-delete-files" in prev:
-            for key in ("total-delete-files", "total-position-deletes", "total-equality-deletes"):
-                out[key] = str(prev.get(key, "0"))
-        return out
+        return snapshot_summary("append", self.data_files, (), 0, parent, self.commit_id)
 
     # -- the whole commit ------------------------------------------------------------------------
 
@@ -366,6 +342,54 @@ def _size_class(m: ManifestFile, base: int) -> int:
     return k
 
 
+def snapshot_summary(
+    operation: str,
+    added: Sequence[DataFile],
+    removed: Sequence[DataFile],
+    deleted_records: int,
+    parent: Snapshot | None,
+    commit_id: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The Iceberg snapshot summary of a commit that adds and removes whole data files.
+
+    Running totals continue the parent's (from zero for a first snapshot); a total the parent
+    does not carry (another writer left it out) is left out too rather than guessed.
+    """
+    added_records = sum(df.record_count for df in added)
+    added_size = sum(df.file_size_in_bytes for df in added)
+    removed_size = sum(df.file_size_in_bytes for df in removed)
+    partitions = {repr(sorted(df.partition.items())) for df in (*added, *removed)}
+    out = {
+        "operation": operation,
+        "added-data-files": str(len(added)),
+        "added-records": str(added_records),
+        "added-files-size": str(added_size),
+        "changed-partition-count": str(len(partitions)),
+        COMMIT_ID: commit_id,
+    }
+    if removed:
+        out["deleted-data-files"] = str(len(removed))
+        out["deleted-records"] = str(deleted_records)
+        out["removed-files-size"] = str(removed_size)
+    out.update(extra or {})
+    prev: Mapping[str, Any] = parent.summary if parent is not None else {}
+    for total, delta in (
+        ("total-records", added_records - deleted_records),
+        ("total-data-files", len(added) - len(removed)),
+        ("total-files-size", added_size - removed_size),
+    ):
+        if parent is None or total in prev:
+            try:
+                out[total] = str(int(prev.get(total, 0)) + delta)
+            except ValueError:
+                pass
+    for key in ("total-delete-files", "total-position-deletes", "total-equality-deletes"):
+        if parent is None or key in prev:
+            out[key] = str(prev.get(key, "0"))
+    return out
+
+
 def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:
     try:
         backend.delete_many(list(keys))
@@ -373,4 +397,4 @@ def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:
         pass
 
 
-__all__ = ["AppendCommit"]
+__all__ = ["AppendCommit", "snapshot_summary"]

@@ -25,13 +25,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from datashard.append import snapshot_summary
 from datashard.commit import (
-    COMMIT_ID,
     MAIN,
     AddSnapshot,
     AssertTableUUID,
@@ -370,7 +369,15 @@ class FileRewrite:
             sequence_number=seq,
             timestamp_ms=max(now_ms(), md.last_updated_ms),
             manifest_list=self.backend.uri_for(list_key),
-            summary=self._summary(parent, deleted_records),
+            summary=snapshot_summary(
+                self.operation,
+                self.added,
+                list(self.removed.values()),
+                deleted_records,
+                parent,
+                self.commit_id,
+                self.extra_summary,
+            ),
             schema_id=md.current_schema_id,
         )
         new_md = apply(
@@ -384,37 +391,6 @@ class FileRewrite:
     def _write(self, key: str, body: bytes, written: list[str]) -> None:
         written.append(key)
         self.backend.write(key, body)
-
-    def _summary(self, parent: Snapshot | None, deleted_records: int) -> dict[str, str]:
-        added_records = sum(df.record_count for df in self.added)
-        added_size = sum(df.file_size_in_bytes for df in self.added)
-        deleted_size = sum(df.file_size_in_bytes for df in self.removed.values())
-        out = {
-            "operation": self.operation,
-            "added-data-files": str(len(self.added)),
-            "added-records": str(added_records),
-            "added-files-size": str(added_size),
-            "deleted-data-files": str(len(self.removed)),
-            "deleted-records": str(deleted_records),
-            "removed-files-size": str(deleted_size),
-            COMMIT_ID: self.commit_id,
-            **self.extra_summary,
-        }
-        prev: Mapping[str, Any] = parent.summary if parent is not None else {}
-        for total, delta in (
-            ("total-records", added_records - deleted_records),
-            ("total-data-files", len(self.added) - len(self.removed)),
-            ("total-files-size", added_size - deleted_size),
-        ):
-            if total in prev:
-                try:
-                    out[total] = str(int(prev[total]) + delta)
-                except ValueError:
-                    pass
-        for key in ("total-delete-files", "total-position-deletes", "total-equality-deletes"):
-            if key in prev:
-                out[key] = str(prev[key])
-        return out
 
     def commit(self, check_added: bool) -> Loaded:
         """Run the commit loop; on any failure the new data files are deleted."""
