@@ -30,6 +30,7 @@ import os
 import secrets
 import shutil
 import string
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -271,6 +272,26 @@ def _gcs_create_bucket(endpoint: str, project: str, name: str) -> None:
         response.read()
 
 
+def _spawn_ready(
+    argv: list[str],
+    root: Path,
+    log: Path,
+    timeout: float,
+    ready: Callable[[], bool],
+    what: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` logging to ``log`` and wait until ``ready()``; on failure stop it and
+    raise ``ServerStartError`` with the log tail."""
+    proc = spawn(argv, log, env=env, cwd=root)
+    try:
+        wait_until(ready, what=what, timeout=timeout, processes=[proc], logs=[log])
+    except BaseException as exc:
+        stop_pids([proc.pid], grace=5.0)
+        raise _fail(root, exc, [log]) from exc
+    return proc
+
+
 def _new_root(kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"datashard-{kind}-"))
 
@@ -353,19 +374,12 @@ def start_moto(*, timeout: float = 60.0, region: str = "us-east-1") -> S3Server:
     log = root / "moto.log"
     program = _venv_program("moto_server")
     env = dict(os.environ, MOTO_ALLOW_NONEXISTENT_REGION="false")
-    proc = spawn([program, "-H", HOST, "-p", str(port)], log, env=env, cwd=root)
     url = f"http://{HOST}:{port}"
-    try:
-        wait_until(
-            lambda: http_status(url + "/moto-api/") is not None,
-            what=f"moto server on {url}",
-            timeout=timeout,
-            processes=[proc],
-            logs=[log],
-        )
-    except BaseException as exc:
-        stop_pids([proc.pid], grace=5.0)
-        raise _fail(root, exc, [log]) from exc
+    proc = _spawn_ready(
+        [program, "-H", HOST, "-p", str(port)], root, log, timeout,
+        ready=lambda: http_status(url + "/moto-api/") is not None,
+        what=f"moto server on {url}", env=env,
+    )  # fmt: skip
     server = S3Server(
         kind="moto",
         endpoint_url=url,
@@ -417,19 +431,12 @@ def start_azurite(*, timeout: float = 60.0) -> AzureServer:
         "--disableProductStyleUrl",
         "--disableTelemetry",
     ]  # fmt: skip
-    proc = spawn(argv, log, cwd=root)
     endpoint = f"http://{HOST}:{port}/{AZURITE_ACCOUNT_NAME}"
-    try:
-        wait_until(
-            lambda: http_status(endpoint + "?comp=list") is not None,
-            what=f"Azurite blob service on {endpoint}",
-            timeout=timeout,
-            processes=[proc],
-            logs=[log],
-        )
-    except BaseException as exc:
-        stop_pids([proc.pid], grace=5.0)
-        raise _fail(root, exc, [log]) from exc
+    proc = _spawn_ready(
+        argv, root, log, timeout,
+        ready=lambda: http_status(endpoint + "?comp=list") is not None,
+        what=f"Azurite blob service on {endpoint}",
+    )  # fmt: skip
     connection_string = (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT_NAME};"
         f"AccountKey={AZURITE_ACCOUNT_KEY};BlobEndpoint={endpoint};"
