@@ -23,6 +23,7 @@ from datashard.errors import (
     StoragePermissionError,
     TransientStorageError,
 )
+from datashard.storage.error_text import detail, storage_error
 
 #: Azure Storage error code -> datashard error class.
 CODE_TABLE: dict[str, type[StorageError]] = {
@@ -132,33 +133,13 @@ def translate(
     ``where`` is the backend root URI, named in the message. The caller raises the result
     ``from exc``. The message never includes the server's text (see the module docstring).
     """
-    cls = classify(exc)
-    code = error_code(exc)
-    status = http_status(exc)
-    what = f"{key!r} in {where}" if key is not None else where
-    detail = f"Azure {code or 'error'}" + (f", HTTP {status}" if status else "")
-    if not code and not status:
-        detail = type(exc).__name__
-    if cls is BucketNotFoundError:
-        return BucketNotFoundError(
-            f"{operation} {what}: container {container!r} does not exist ({detail}); create it "
-            f"or fix the container in the storage URI",
-            bucket=container,
-            key=key,
-        )
-    if cls is ObjectNotFoundError:
-        message = f"{operation}: no object {what} ({detail})"
-    elif cls is StoragePermissionError:
-        message = (
-            f"{operation} {what} was refused ({detail}): check the account key, SAS token or "
-            f"credential and that it may access container {container!r}"
-        )
-    elif cls is TransientStorageError:
-        message = f"{operation} {what} failed with a transient error ({detail}); it may be retried"
-    elif cls is PreconditionFailedError:
-        message = f"{operation} {what}: the object changed while it was read ({detail})"
-    elif cls is ObjectExistsError:
-        message = f"{operation} {what}: the object already exists ({detail})"
-    else:
-        message = f"{operation} {what} failed ({detail})"
-    return cls(message, key=key)
+    return storage_error(
+        classify(exc),
+        operation=operation,
+        key=key,
+        where=where,
+        detail=detail("Azure", error_code(exc), http_status(exc), exc),
+        container_kind="container",
+        container=container,
+        credentials="the account key, SAS token or credential",
+    )

@@ -19,13 +19,13 @@ from typing import Any
 
 from datashard.errors import (
     BucketNotFoundError,
-    ObjectExistsError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StorageError,
     StoragePermissionError,
     TransientStorageError,
 )
+from datashard.storage.error_text import detail, storage_error
 
 #: GCS error reason -> datashard error class.
 REASON_TABLE: dict[str, type[StorageError]] = {
@@ -143,29 +143,16 @@ def translate(
     ``from exc``. A 404 is an ``ObjectNotFoundError`` here; the backend decides whether the
     bucket is what is missing.
     """
-    cls = classify(exc)
-    reason = error_reason(exc)
-    status = http_status(exc)
-    what = f"{key!r} in {where}" if key is not None else where
-    detail = f"GCS {reason or 'error'}" + (f", HTTP {status}" if status else "")
-    if not reason and not status:
-        detail = type(exc).__name__
-    if cls is ObjectNotFoundError:
-        message = f"{operation}: no object {what} ({detail})"
-    elif cls is StoragePermissionError:
-        message = (
-            f"{operation} {what} was refused ({detail}): check the service account, token or "
-            f"default credentials and that they may access bucket {bucket!r}"
-        )
-    elif cls is TransientStorageError:
-        message = f"{operation} {what} failed with a transient error ({detail}); it may be retried"
-    elif cls is PreconditionFailedError:
-        message = f"{operation} {what}: the object changed while it was read ({detail})"
-    elif cls is ObjectExistsError:
-        message = f"{operation} {what}: the object already exists ({detail})"
-    else:
-        message = f"{operation} {what} failed ({detail})"
-    return cls(message, key=key)
+    return storage_error(
+        classify(exc),
+        operation=operation,
+        key=key,
+        where=where,
+        detail=detail("GCS", error_reason(exc), http_status(exc), exc),
+        container_kind="bucket",
+        container=bucket,
+        credentials="the service account, token or default credentials",
+    )
 
 
 def bucket_missing(operation: str, bucket: str, key: str | None, where: str) -> StorageError:
