@@ -90,9 +90,9 @@ def ref_to_json(r: SnapshotRef) -> dict[str, Any]:
     return out
 
 
-def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
-    """The spec JSON object of table metadata."""
-    return {
+def _around_snapshots(md: TableMetadata) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The spec JSON fields of ``md`` before and after ``snapshots``, in the order written."""
+    head = {
         "format-version": md.format_version,
         "table-uuid": md.table_uuid,
         "location": md.location,
@@ -110,7 +110,8 @@ def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
         # -1 for "none", as Java writes it; PyIceberg and Java both read it back as no snapshot.
         "current-snapshot-id": -1 if md.current_snapshot_id is None else md.current_snapshot_id,
         "refs": {name: ref_to_json(r) for name, r in md.refs.items()},
-        "snapshots": [snapshot_to_json(s) for s in md.snapshots],
+    }
+    tail = {
         "statistics": [dict(s) for s in md.statistics],
         "partition-statistics": [dict(s) for s in md.partition_statistics],
         "snapshot-log": [
@@ -122,11 +123,47 @@ def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
             for e in md.metadata_log
         ],
     }
+    return head, tail
+
+
+def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
+    """The spec JSON object of table metadata."""
+    head, tail = _around_snapshots(md)
+    return {**head, "snapshots": [snapshot_to_json(s) for s in md.snapshots], **tail}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+#: Encoded JSON of snapshots already written or read by this process, by snapshot id. A
+#: snapshot never changes once made, and a table's metadata carries up to
+#: ``history.expire.max-snapshots`` of them into every new version: encoding each once, not
+#: once per commit, keeps a commit's cost flat as the table ages. An entry is used only for
+#: the very object it was made from (identity), so a stale entry can never be written.
+_SNAPSHOT_TEXT: dict[int, tuple[Snapshot, str]] = {}
+_MEMO_LIMIT = 4096  # entries; cleared whole when full (tables keep ~100 snapshots)
+
+
+def _snapshot_text(s: Snapshot) -> str:
+    hit = _SNAPSHOT_TEXT.get(s.snapshot_id)
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    text = _dumps(snapshot_to_json(s))
+    if len(_SNAPSHOT_TEXT) >= _MEMO_LIMIT:
+        _SNAPSHOT_TEXT.clear()
+    _SNAPSHOT_TEXT[s.snapshot_id] = (s, text)
+    return text
 
 
 def metadata_to_json(md: TableMetadata) -> bytes:
-    """The UTF-8 JSON bytes of ``md`` for a ``*.metadata.json`` file."""
-    return json.dumps(metadata_to_dict(md), separators=(",", ":"), ensure_ascii=False).encode()
+    """The UTF-8 JSON bytes of ``md`` for a ``*.metadata.json`` file (the same bytes as
+    ``json.dumps(metadata_to_dict(md))`` in compact form)."""
+    before, after = _around_snapshots(md)
+    head, tail = _dumps(before), _dumps(after)
+    snapshots = ",".join(_snapshot_text(s) for s in md.snapshots)
+    # "{...head...}" and "{...tail...}" spliced around the snapshots array, keys in order
+    return f'{head[:-1]},"snapshots":[{snapshots}],{tail[1:]}'.encode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,13 +207,24 @@ class _Reader:
         return value
 
     def items(self, d: Mapping[str, Any], key: str, path: str,
-              parse: Callable[[Mapping[str, Any], str], T], required: bool = False) -> list[T]:
+              parse: Callable[[Mapping[str, Any], str], T], required: bool = False,
+              fast: Callable[[dict[str, Any]], T | None] | None = None) -> list[T]:
+        """``parse`` of each object in the list ``d[key]``. ``fast``, if given, answers for a
+        well-formed element at once (``None``: not sure, parse it with full checks)."""
         if required:
             raw = self.get(d, key, list, path)
         else:
             raw = self.get(d, key, list, path, default=[])
-        return [parse(self.obj(v, f"{path}{key}[{i}]"), f"{path}{key}[{i}].")
-                for i, v in enumerate(raw)]
+        out: list[T] = []
+        for i, v in enumerate(raw):
+            if fast is not None and type(v) is dict:
+                got = fast(v)
+                if got is not None:
+                    out.append(got)
+                    continue
+            where = f"{path}{key}[{i}]"
+            out.append(parse(self.obj(v, where), where + "."))
+        return out
 
 
 def _schema(r: _Reader, d: Mapping[str, Any], path: str) -> Schema:
@@ -206,7 +254,28 @@ def _sort_order(r: _Reader, d: Mapping[str, Any], path: str) -> SortOrder:
     return SortOrder(r.get(d, "order-id", int, path), tuple(r.items(d, "fields", path, field)))
 
 
+#: Snapshots already parsed by this process, by id, with the JSON object each came from. A
+#: table's every version repeats its retained snapshots; a writer that lost a race reads the
+#: winner's version and finds all but one of them here. Used only when the JSON object is
+#: equal to the one parsed before, so the result is exactly what parsing would give.
+_SNAPSHOT_MEMO: dict[int, tuple[dict[str, Any], Snapshot]] = {}
+
+
+def _known_snapshot(d: dict[str, Any]) -> Snapshot | None:
+    sid = d.get("snapshot-id")
+    hit = _SNAPSHOT_MEMO.get(sid) if type(sid) is int else None
+    return hit[1] if hit is not None and hit[0] == d else None
+
+
 def _snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:
+    snapshot = _parse_snapshot(r, d, path)
+    if len(_SNAPSHOT_MEMO) >= _MEMO_LIMIT:
+        _SNAPSHOT_MEMO.clear()
+    _SNAPSHOT_MEMO[snapshot.snapshot_id] = (dict(d), snapshot)
+    return snapshot
+
+
+def _parse_snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:
     summary = r.obj(r.get(d, "summary", dict, path, default={"operation": "append"}),
                     path + "summary")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in summary.items()):
@@ -233,6 +302,16 @@ def _ref(r: _Reader, d: Mapping[str, Any], path: str) -> SnapshotRef:
         r.get(d, "max-snapshot-age-ms", int, path, default=None, nullable=True),
         r.get(d, "min-snapshots-to-keep", int, path, default=None, nullable=True),
     )
+
+
+def _fast_snapshot_log(e: dict[str, Any]) -> SnapshotLogEntry | None:
+    ts, sid = e.get("timestamp-ms"), e.get("snapshot-id")
+    return SnapshotLogEntry(ts, sid) if type(ts) is int and type(sid) is int else None
+
+
+def _fast_metadata_log(e: dict[str, Any]) -> MetadataLogEntry | None:
+    ts, file = e.get("timestamp-ms"), e.get("metadata-file")
+    return MetadataLogEntry(ts, file) if type(ts) is int and type(file) is str else None
 
 
 def _decode(data: bytes, location: str) -> Any:
@@ -270,7 +349,8 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
     schemas = r.items(d, "schemas", "", lambda s, p: _schema(r, s, p), required=True)
     specs = r.items(d, "partition-specs", "", lambda s, p: _spec(r, s, p), required=True)
     orders = r.items(d, "sort-orders", "", lambda s, p: _sort_order(r, s, p))
-    snapshots = r.items(d, "snapshots", "", lambda s, p: _snapshot(r, s, p))
+    snapshots = r.items(d, "snapshots", "", lambda s, p: _snapshot(r, s, p),
+                        fast=_known_snapshot)
     properties = r.obj(r.get(d, "properties", dict, "", default={}), "properties")
     if not all(isinstance(v, str) for v in properties.values()):
         raise r.fail("properties must map strings to strings")
@@ -283,9 +363,11 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
     if current is not None and MAIN_BRANCH not in refs:
         refs[MAIN_BRANCH] = SnapshotRef(current, "branch")  # the spec's implied main branch
     snap_log = r.items(d, "snapshot-log", "", lambda e, p: SnapshotLogEntry(
-        r.get(e, "timestamp-ms", int, p), r.get(e, "snapshot-id", int, p)))
+        r.get(e, "timestamp-ms", int, p), r.get(e, "snapshot-id", int, p)),
+        fast=_fast_snapshot_log)
     meta_log = r.items(d, "metadata-log", "", lambda e, p: MetadataLogEntry(
-        r.get(e, "timestamp-ms", int, p), r.get(e, "metadata-file", str, p)))
+        r.get(e, "timestamp-ms", int, p), r.get(e, "metadata-file", str, p)),
+        fast=_fast_metadata_log)
     stats = r.items(d, "statistics", "", lambda e, p: dict(e))
     part_stats = r.items(d, "partition-statistics", "", lambda e, p: dict(e))
     md = TableMetadata(

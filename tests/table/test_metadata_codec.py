@@ -201,3 +201,41 @@ def test_metadata_pickles_for_worker_processes() -> None:
 
     md = _two_snapshot_metadata()
     assert pickle.loads(pickle.dumps(md)) == md
+
+
+# -- the per-process memos that keep a commit's cost flat -------------------------------------
+
+
+def test_written_bytes_are_exactly_the_spec_object_serialised() -> None:
+    from datashard.metadata_codec import metadata_to_dict
+
+    md = _two_snapshot_metadata()
+    compact = json.dumps(metadata_to_dict(md), separators=(",", ":"), ensure_ascii=False)
+    assert metadata_to_json(md) == compact.encode()
+    assert metadata_to_json(md) == metadata_to_json(md)  # the second time from the memo
+    empty = new_table_metadata(SCHEMA, LOC)
+    assert json.loads(metadata_to_json(empty))["snapshots"] == []
+
+
+def test_a_snapshot_changed_under_the_same_id_is_parsed_afresh() -> None:
+    first = metadata_from_json(GOOD, "v2.metadata.json")  # the memo now knows snapshots 11, 22
+    doc = json.loads(GOOD)
+    doc["snapshots"][1]["summary"]["added-records"] = "40"
+    changed = metadata_from_json(json.dumps(doc).encode(), "v3.metadata.json")
+    assert first.snapshot_by_id(22).summary["added-records"] == "4"
+    assert changed.snapshot_by_id(22).summary["added-records"] == "40"
+    # a snapshot the memo knows, broken in a later file, still fails naming that file
+    doc["snapshots"][0]["timestamp-ms"] = "yesterday"
+    with pytest.raises(CorruptMetadataError, match=r"v4\.metadata\.json.*snapshots\[0\]"):
+        metadata_from_json(json.dumps(doc).encode(), "v4.metadata.json")
+
+
+def test_malformed_log_entries_are_named_even_after_good_ones() -> None:
+    doc = json.loads(GOOD)
+    doc["snapshot-log"][1]["snapshot-id"] = True  # a bool is not an id
+    with pytest.raises(CorruptMetadataError, match=r"snapshot-log\[1\]\.snapshot-id"):
+        metadata_from_json(json.dumps(doc).encode(), "v5.metadata.json")
+    doc = json.loads(GOOD)
+    doc["metadata-log"][0]["metadata-file"] = 7
+    with pytest.raises(CorruptMetadataError, match=r"metadata-log\[0\]\.metadata-file"):
+        metadata_from_json(json.dumps(doc).encode(), "v6.metadata.json")
