@@ -84,13 +84,21 @@ def path_from_uri(uri: str, scheme: str) -> str:
 class LocalConfig(BackendConfig):
     """``file:///abs/path``: ``path`` is the root directory, made absolute when the config is made.
 
-    Environment: ``DATASHARD_STORAGE_TYPE=local`` and ``DATASHARD_LOCAL_PATH`` (default
-    ``./datashard-warehouse`` under the current directory).
+    Environment: ``DATASHARD_STORAGE_TYPE=local``, ``DATASHARD_LOCAL_PATH`` (default
+    ``./datashard-warehouse`` under the current directory) and ``DATASHARD_LOCAL_FSYNC``.
+
+    ``fsync=False`` skips every fsync (of files and of directories). Writes stay atomic to
+    readers and ``put_if_absent`` stays exclusive between processes, so table commits are still
+    never lost or doubled while the machine runs; what goes is crash durability: after a power
+    loss or kernel crash, objects written shortly before, table versions included, may be
+    missing or empty. For scratch and test data; it is what object_store's LocalFileSystem
+    (lance, delta-rs) does unless told otherwise.
     """
 
     env_name = "LOCAL"
 
     path: str = field(default_factory=_default_path)
+    fsync: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -296,6 +304,8 @@ class LocalBackend(StorageBackend):
     # -- writes ----------------------------------------------------------------------------
 
     def _fsync_dir(self, directory: str) -> None:
+        if not self.config.fsync:
+            return
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
@@ -348,7 +358,8 @@ class LocalBackend(StorageBackend):
         try:
             for view in _chunks(data):
                 _write_all(fd, view)
-            os.fsync(fd)
+            if self.config.fsync:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             _unlink_quietly(temp)

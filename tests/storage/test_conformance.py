@@ -87,6 +87,20 @@ class TestLocal(_FileBackdoor):
             yield backend
 
 
+class TestLocalNoFsync(_FileBackdoor):
+    """``file://`` with ``fsync=False``: not crash-durable, but every guarantee a running system
+    sees (atomic writes, exclusive creates between processes, listing) must still hold."""
+
+    expected_failures = {"test_key_can_be_an_object_and_a_prefix": _FS_PREFIX_CLASH}
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Iterator[StorageBackend]:
+        root = tmp_path / "root"
+        root.mkdir()
+        with open_backend(f"file://{root}", fsync=False) as backend:
+            yield backend
+
+
 def _disk_dir() -> Path:
     """A directory on a disk-backed file system (O_DIRECT is refused by tmpfs, where /tmp is)."""
     for candidate in (Path("/var/tmp"), Path(__file__).resolve().parents[2] / ".servers"):

@@ -441,3 +441,39 @@ def test_uri_without_an_absolute_path_is_a_config_error(uri: str) -> None:
 def test_unknown_option_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="block_size"):
         open_backend(f"file://{tmp_path}", block_size=4096)
+
+
+# -- durability switch -----------------------------------------------------------------------
+
+
+def _fsyncs(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> int:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    backend.write("a/b/one", b"1")
+    backend.put_if_absent("a/b/two", b"2")
+    backend.delete_many(["a/b/one"])
+    monkeypatch.setattr(os, "fsync", real)
+    return len(calls)
+
+
+def test_fsync_is_on_by_default_and_off_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    durable = open_backend(f"file://{tmp_path}/durable")
+    assert isinstance(durable, LocalBackend) and durable.config.fsync is True
+    # files, their directories, and the new parents a write made
+    assert _fsyncs(durable, monkeypatch) >= 6
+    fast = backend_from_env({"DATASHARD_STORAGE_TYPE": "local",
+                             "DATASHARD_LOCAL_PATH": str(tmp_path / "fast"),
+                             "DATASHARD_LOCAL_FSYNC": "false"})
+    assert isinstance(fast, LocalBackend) and fast.config.fsync is False
+    assert _fsyncs(fast, monkeypatch) == 0
+    assert fast.read("a/b/two") == b"2" and [m.key for m in fast.list("")] == ["a/b/two"]
+    with pytest.raises(ConfigError, match=r"LocalConfig\.fsync expects bool, got 'sometimes'"):
+        open_backend(f"file://{tmp_path}/x", fsync="sometimes")
