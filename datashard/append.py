@@ -233,17 +233,30 @@ class AppendCommit:
             manifests = [ours, merged, *(m for m in manifests if m is not ours and m not in group)]
         return manifests, written
 
-    def _entries(self, m: ManifestFile) -> list[ManifestEntry]:
-        cached = self.entry_cache.get(m.manifest_path)
-        if cached is not None:
-            return cached
+    def _read_entries(self, m: ManifestFile) -> list[ManifestEntry]:
         data = self.backend.read(key_for_uri(self.backend, m.manifest_path))
         return read_manifest(data, m.manifest_path, m)
+
+    def _entries(self, group: list[ManifestFile]) -> list[list[ManifestEntry]]:
+        """The entries of each manifest of ``group``: from the writer's cache, the rest read
+        concurrently and kept there (a manifest never changes), so an attempt that lost a race
+        and merges the same manifests again reads none of them twice."""
+        missing = [m for m in group if m.manifest_path not in self.entry_cache]
+        if len(missing) == 1:
+            self.entry_cache[missing[0].manifest_path] = self._read_entries(missing[0])
+        elif missing:
+            futures = [_pool().submit(self._read_entries, m) for m in missing]
+            for m, future in zip(missing, futures, strict=True):
+                self.entry_cache[m.manifest_path] = future.result()
+        return [self.entry_cache[m.manifest_path] for m in group]
 
     def merge(self, group: list[ManifestFile], seq: int) -> tuple[ManifestFile, str]:
         """Rewrite ``group`` into one manifest (live entries, as EXISTING); it and its key."""
         entries = [
-            replace(e, status=EXISTING) for m in group for e in self._entries(m) if e.is_live
+            replace(e, status=EXISTING)
+            for manifest_entries in self._entries(group)
+            for e in manifest_entries
+            if e.is_live
         ]
         body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
         key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"

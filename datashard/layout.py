@@ -96,16 +96,31 @@ def exists(backend: StorageBackend, key: str) -> bool:
     return True
 
 
-def probe_forward(backend: StorageBackend, paths: TablePaths, known: int) -> int | None:
+#: Versions probed one by one before the hint is consulted.
+_HINT_AFTER = 2
+
+
+def probe_forward(
+    backend: StorageBackend, paths: TablePaths, known: int, use_hint: bool = True
+) -> int | None:
     """The newest version reachable from ``known`` (which exists) by ``head`` on known+1, ...
+    (with ``use_hint``, jumping to the hint's version once two versions were found).
 
     ``None`` when more than ``_MAX_PROBE`` versions follow (the caller lists instead).
     """
     n = known
-    for _ in range(_MAX_PROBE):
+    for step in range(1, _MAX_PROBE + 1):
         if not exists(backend, paths.version(n + 1)):
             return n
         n += 1
+        if use_hint and step == _HINT_AFTER:
+            # Far behind (a writer back from a backoff, a reader loaded long ago): the hint
+            # names a version that exists, probably near the newest; jump there rather than
+            # ``head`` every version in between. A hint that names a missing version (nothing
+            # of ours writes one) makes the caller's read fail, and it lists instead.
+            hint = read_hint(backend, paths)
+            if hint is not None and hint > n:
+                n = hint
     return None
 
 
@@ -142,7 +157,7 @@ def newest_listed_version(backend: StorageBackend, paths: TablePaths) -> int | N
     versions = list_versions(backend, paths)
     if not versions:
         return None
-    return probe_forward(backend, paths, versions[-1]) or versions[-1]
+    return probe_forward(backend, paths, versions[-1], use_hint=False) or versions[-1]
 
 
 def newest_foreign_metadata(backend: StorageBackend, paths: TablePaths) -> str | None:

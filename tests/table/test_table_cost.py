@@ -78,3 +78,64 @@ def test_the_metadata_file_stops_growing(local_wh: Any) -> None:
     size_30 = local_wh.backend.head("t/metadata/v31.metadata.json").size
     size_60 = local_wh.backend.head("t/metadata/v61.metadata.json").size
     assert abs(size_60 - size_30) < 0.05 * size_30
+
+
+def test_a_writer_far_behind_jumps_to_the_hint_instead_of_probing_each_version(
+    local_wh: Any,
+) -> None:
+    create_table("t", SCHEMA, warehouse=local_wh.uri).append_records([{"n": 0}])
+    counting = FaultyBackend(local_wh.backend)
+    behind = load_table("t", warehouse=counting)  # at v2
+    ahead = load_table("t", warehouse=local_wh.uri)
+    for i in range(1, 13):
+        ahead.append_records([{"n": i}])
+    ahead.flush()  # the hint names v14
+    counting.reset()
+    assert behind.refresh().version == 14
+    # head v3, head v4, the hint (v14), head v15 (missing), read v14: not 12 heads
+    assert [m for m, _ in counting.calls] == ["head", "head", "read", "head", "read"]
+    assert behind.count() == 13
+
+
+def test_a_hint_naming_a_missing_version_falls_back_to_a_listing(local_wh: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    behind = load_table("t", warehouse=local_wh.uri)  # at v1
+    for i in range(4):
+        table.append_records([{"n": i}])
+    table.flush()
+    local_wh.backend.write("t/metadata/version-hint.text", b"40")  # no v40: not ours
+    assert behind.refresh().version == 5
+    assert behind.count() == 4
+
+
+class _CommitsFirst(FaultyBackend):
+    """Runs ``first`` just before the first conditional create: a race lost on purpose."""
+
+    def __init__(self, inner: Any, first: Any) -> None:
+        super().__init__(inner)
+        self.first = first
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        first, self.first = self.first, None
+        if first is not None:
+            first()
+        super().put_if_absent(key, data)
+
+
+def test_a_merge_reads_each_foreign_manifest_once_even_when_the_race_is_lost(
+    local_wh: Any,
+) -> None:
+    props = {"commit.manifest.min-count-to-merge": "4"}
+    other = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=props)
+    for i in range(4):  # four one-file manifests: a full size class for the next append
+        other.append_records([{"n": i}])
+    counting = _CommitsFirst(local_wh.backend, lambda: other.create_tag("racer"))
+    writer = load_table("t", warehouse=counting)
+    counting.reset()
+    writer.append_records([{"n": 4}])
+    manifest_reads = [k for m, k in counting.calls if m == "read" and k.endswith("-m0.avro")]
+    assert len(manifest_reads) == 4 and len(set(manifest_reads)) == 4, counting.calls
+    assert counting.count("put_if_absent") == 2  # lost to the tag, won on the retry
+    fresh = load_table("t", warehouse=local_wh.uri)
+    assert sorted(fresh.to_arrow().column("n").to_pylist()) == [0, 1, 2, 3, 4]
+    assert len(read_manifest_files(local_wh.backend, fresh.current_snapshot())) == 2
