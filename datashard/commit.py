@@ -70,8 +70,8 @@ class CommitSettings:
     property                                      default   meaning
     ============================================  ========  ======================================
     ``commit.retry.num-retries``                  20        retries after a lost race
-    ``commit.retry.min-wait-ms``                  5         shortest backoff
-    ``commit.retry.max-wait-ms``                  100       backoff cap
+    ``commit.retry.min-wait-ms``                  20        shortest backoff
+    ``commit.retry.max-wait-ms``                  500       backoff cap
     ``commit.manifest.min-count-to-merge``        50        merge small manifests beyond this
     ``commit.manifest-merge.enabled``             true      merge at all
     ``commit.manifest.target-size-bytes``         8 MiB     a manifest this big is not merged
@@ -81,8 +81,8 @@ class CommitSettings:
     """
 
     num_retries: int = 20
-    min_wait_ms: int = 5
-    max_wait_ms: int = 100
+    min_wait_ms: int = 20
+    max_wait_ms: int = 500
     min_count_to_merge: int = 50
     merge_enabled: bool = True
     target_manifest_bytes: int = 8 << 20
