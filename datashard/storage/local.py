@@ -336,16 +336,14 @@ class LocalBackend(StorageBackend):
                 continue
             self._fsync_dir(os.path.dirname(path))
 
-    def _write_temp(self, key: str, path: str, data: WriteData) -> str:
-        """Write ``data`` to a fsynced temp file beside ``path``; return the temp path."""
+    def _open_temp(self, key: str, path: str, flags: int) -> tuple[int, str]:
+        """A new, empty temp file beside ``path`` (parents made as needed): ``(fd, temp)``."""
         directory = os.path.dirname(path)
         temp = os.path.join(directory, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         for attempt in range(_MKDIR_ATTEMPTS):
             try:
                 self._makedirs(directory, key)
-                fd = os.open(temp, flags, 0o666)
-                break
+                return os.open(temp, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), temp
             except FileNotFoundError:  # a concurrent delete pruned a directory: recreate it
                 if attempt == _MKDIR_ATTEMPTS - 1:
                     raise
@@ -355,6 +353,11 @@ class LocalBackend(StorageBackend):
                     "a file system cannot hold both 'a' and 'a/b'",
                     key,
                 ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _write_temp(self, key: str, path: str, data: WriteData) -> str:
+        """Write ``data`` to a fsynced temp file beside ``path``; return the temp path."""
+        fd, temp = self._open_temp(key, path, os.O_WRONLY)
         try:
             for view in _chunks(data):
                 _write_all(fd, view)
@@ -376,6 +379,41 @@ class LocalBackend(StorageBackend):
                 raise
             raise self._error(exc, key, "write") from exc
         try:
+            os.replace(temp, path)
+        except OSError as exc:
+            _unlink_quietly(temp)
+            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise self._is_directory(key) from exc
+            raise self._error(exc, key, "write") from exc
+        self._sync_parent(path, key)
+
+    # -- a file written in place, then published ---------------------------------------------
+
+    def open_spool(self, key: str) -> tuple[int, str]:
+        """A new temp file in ``key``'s directory, open for reading and writing: ``(fd, path)``.
+
+        For a caller that writes an object's bytes itself (the container writer) and then makes
+        them the object with :meth:`publish_spool`, with no second copy. Like every temp file it
+        is never listed; the caller closes ``fd`` and removes the file if it does not publish.
+        """
+        path = self._path(key, writing=True)
+        try:
+            return self._open_temp(key, path, os.O_RDWR)
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise self._error(exc, key, "write") from exc
+
+    def publish_spool(self, fd: int, temp: str, key: str) -> None:
+        """Make the file ``temp`` (from :meth:`open_spool`, its data written through ``fd``) the
+        object ``key``, atomically and durably as :meth:`write` does: fsync, rename over the
+        key, fsync the directory. On failure the object is unchanged and ``temp`` is removed."""
+        path = self._path(key, writing=True)
+        if os.path.dirname(temp) != os.path.dirname(path):
+            raise ValueError(f"{temp!r} is not a spool file of {key!r} (open_spool makes one)")
+        try:
+            if self.config.fsync:
+                os.fsync(fd)
             os.replace(temp, path)
         except OSError as exc:
             _unlink_quietly(temp)

@@ -17,6 +17,7 @@ from datashard.errors import (
     EntryNotFoundError,
     ObjectNotFoundError,
     UnsupportedFormatVersionError,
+    UnsupportedOperationError,
 )
 from datashard.io.container import LazyList, LazyMap, LazyReader, LazyWriter, combine
 from datashard.io.container.format import FOOTER_SIZE, MAGIC
@@ -280,6 +281,39 @@ def test_failed_upload_removes_spool_and_publishes_nothing(tmp_path: Path) -> No
             w["a"] = os.urandom(10_000)
     assert os.listdir(spool) == []
     assert not failing.exists("x.msgc")
+
+
+def test_a_local_container_is_published_by_renaming_its_spool(tmp_path: Path) -> None:
+    local = open_backend(f"file://{tmp_path}/wh")
+    local.write("runs/old.msgc", b"not touched")
+    with LazyWriter(local, "runs/new.msgc") as w:
+        w["a"] = os.urandom(300_000)
+        spool = Path(w.spool_path)
+        assert spool.parent == tmp_path / "wh" / "runs"  # beside its target: same file system
+        inode = spool.stat().st_ino
+        assert [m.key for m in local.list("")] == ["runs/old.msgc"]  # the spool is never listed
+    published = tmp_path / "wh" / "runs" / "new.msgc"
+    assert published.stat().st_ino == inode  # the very file written: no second copy
+    assert sorted(os.listdir(tmp_path / "wh" / "runs")) == ["new.msgc", "old.msgc"]
+    assert len(LazyReader(local, "runs/new.msgc")["a"]) == 300_000
+
+    with pytest.raises(RuntimeError), LazyWriter(local, "runs/old.msgc") as w:
+        w["a"] = 1
+        raise RuntimeError("the producer died half-way")
+    assert sorted(os.listdir(tmp_path / "wh" / "runs")) == ["new.msgc", "old.msgc"]
+    assert local.read("runs/old.msgc") == b"not touched"
+
+
+def test_a_local_container_that_cannot_be_published_leaves_the_old_object(
+    tmp_path: Path,
+) -> None:
+    local = open_backend(f"file://{tmp_path}/wh")
+    local.write("d/x/inner", b"1")  # "d/x" is a directory: a file cannot replace it
+    with pytest.raises(UnsupportedOperationError, match="'d/x'"):
+        with LazyWriter(local, "d/x") as w:
+            w["a"] = 1
+    assert os.listdir(tmp_path / "wh" / "d") == ["x"]  # no spool left behind
+    assert local.read("d/x/inner") == b"1"
 
 
 def _raise(key: str, data: Any) -> None:

@@ -1,11 +1,13 @@
 """``LazyWriter``: write a container through a local spool file, publish it on a clean close.
 
 Every writer spools to a local temp file (a table of contents can only be written once every
-entry is known), then on ``close`` writes the TOC and footer and hands the whole file, mapped in
-memory, to the backend's atomic ``write`` (object stores upload large ones in parts). The temp
-file is deleted whether the upload succeeds or fails; a writer left by an exception publishes
-nothing. The local disk (``spool_dir``, default the system temp dir) must hold the whole
-container.
+entry is known), then on ``close`` writes the TOC and footer and publishes the file. To an object
+store (and any backend but ``file://``/``direct://``) it hands the whole file, mapped in memory,
+to the backend's atomic ``write`` (object stores upload large ones in parts); the local disk
+(``spool_dir``, default the system temp dir) must hold the whole container. To ``file://`` and
+``direct://`` it spools in the target's own directory, as a hidden temp file, and publishes by
+fsync and rename: no second copy. Either way the temp file is gone after ``close``, whether
+publishing succeeded or failed; a writer left by an exception publishes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from datashard.io.container.format import (
 )
 from datashard.io.container.regions import load_list_builder, load_map_builder
 from datashard.io.container.source import Location, RangeSource, Target, resolve
+from datashard.storage.local import LocalBackend
 
 #: Default size of the range reads that copy an existing container (append mode, combine).
 PART_SIZE = 8 * 1024 * 1024
@@ -54,8 +57,10 @@ class LazyWriter:
     lazy containers of their own. ``mode="a"`` opens an existing container (a missing one starts
     empty) and adds to its root map or list; see docs/container.md for the space it costs.
 
-    ``spool_dir`` holds the temp file (default: the system temp dir); ``part_size`` is the size
-    of the range reads that copy an existing container in append mode.
+    ``spool_dir`` holds the temp file (default: the system temp dir, or for a ``file://`` or
+    ``direct://`` target its own directory, which lets ``close`` publish by rename; naming a
+    ``spool_dir`` there costs a copy); ``part_size`` is the size of the range reads that copy an
+    existing container in append mode.
 
     The container is published only by a clean ``close()`` (leaving the ``with`` block without an
     exception); ``abort()`` or an exception discard it. Raises ``ContainerError`` for a value
@@ -87,9 +92,19 @@ class LazyWriter:
         self._root: Node | Ref | None = None
         self._closed = False
         self.size: int | None = None
-        fd, self.spool_path = tempfile.mkstemp(
-            prefix=".datashard-container-", suffix=".tmp", dir=spool_dir
-        )
+        backend = self._backend
+        self._local: LocalBackend | None = None
+        if spool_dir is None and isinstance(backend, LocalBackend):
+            self._local = backend
+            try:
+                fd, self.spool_path = backend.open_spool(self._loc.key)
+            except BaseException:
+                self._loc.close()
+                raise
+        else:
+            fd, self.spool_path = tempfile.mkstemp(
+                prefix=".datashard-container-", suffix=".tmp", dir=spool_dir
+            )
         self._file: IO[bytes] = os.fdopen(fd, "w+b", buffering=1024 * 1024)
         try:
             start = HEADER_SIZE
@@ -189,7 +204,10 @@ class LazyWriter:
             size = self._enc.pos + FOOTER_SIZE
             self._file.write(encode_footer(size, toc_start, root_ref))
             self._file.flush()
-            self._upload(size)
+            if self._local is not None:
+                self._local.publish_spool(self._file.fileno(), self.spool_path, self._loc.key)
+            else:
+                self._upload(size)
             self.size = size
         finally:
             self._discard()
