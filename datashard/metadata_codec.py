@@ -91,7 +91,8 @@ def ref_to_json(r: SnapshotRef) -> dict[str, Any]:
 
 
 def _around_snapshots(md: TableMetadata) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The spec JSON fields of ``md`` before and after ``snapshots``, in the order written."""
+    """The spec JSON fields of ``md`` before ``snapshots`` and the statistics after it (the logs
+    follow those), in the order written."""
     head = {
         "format-version": md.format_version,
         "table-uuid": md.table_uuid,
@@ -114,6 +115,17 @@ def _around_snapshots(md: TableMetadata) -> tuple[dict[str, Any], dict[str, Any]
     tail = {
         "statistics": [dict(s) for s in md.statistics],
         "partition-statistics": [dict(s) for s in md.partition_statistics],
+    }
+    return head, tail
+
+
+def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
+    """The spec JSON object of table metadata."""
+    head, tail = _around_snapshots(md)
+    return {
+        **head,
+        "snapshots": [snapshot_to_json(s) for s in md.snapshots],
+        **tail,
         "snapshot-log": [
             {"timestamp-ms": e.timestamp_ms, "snapshot-id": e.snapshot_id}
             for e in md.snapshot_log
@@ -123,17 +135,14 @@ def _around_snapshots(md: TableMetadata) -> tuple[dict[str, Any], dict[str, Any]
             for e in md.metadata_log
         ],
     }
-    return head, tail
-
-
-def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
-    """The spec JSON object of table metadata."""
-    head, tail = _around_snapshots(md)
-    return {**head, "snapshots": [snapshot_to_json(s) for s in md.snapshots], **tail}
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+#: A str as a JSON string, exactly as ``_dumps`` writes one (``ensure_ascii=False``).
+_json_str = json.encoder.encode_basestring
 
 
 #: Encoded JSON of snapshots already written or read by this process, by snapshot id. A
@@ -160,10 +169,25 @@ def metadata_to_json(md: TableMetadata) -> bytes:
     """The UTF-8 JSON bytes of ``md`` for a ``*.metadata.json`` file (the same bytes as
     ``json.dumps(metadata_to_dict(md))`` in compact form)."""
     before, after = _around_snapshots(md)
-    head, tail = _dumps(before), _dumps(after)
+    head = _dumps(before)
     snapshots = ",".join(_snapshot_text(s) for s in md.snapshots)
-    # "{...head...}" and "{...tail...}" spliced around the snapshots array, keys in order
-    return f'{head[:-1]},"snapshots":[{snapshots}],{tail[1:]}'.encode()
+    # the two logs (up to write.metadata.previous-versions-max and history.expire.max-snapshots
+    # entries) formatted directly: the same text json.dumps makes of their objects
+    snapshot_log = ",".join(
+        f'{{"timestamp-ms":{e.timestamp_ms},"snapshot-id":{e.snapshot_id}}}'
+        for e in md.snapshot_log
+    )
+    metadata_log = ",".join(
+        f'{{"timestamp-ms":{e.timestamp_ms},"metadata-file":{_json_str(e.metadata_file)}}}'
+        for e in md.metadata_log
+    )
+    # "{...head...}" then the rest, keys in metadata_to_dict's order
+    return (
+        f'{head[:-1]},"snapshots":[{snapshots}],'
+        f'"statistics":{_dumps(after["statistics"])},'
+        f'"partition-statistics":{_dumps(after["partition-statistics"])},'
+        f'"snapshot-log":[{snapshot_log}],"metadata-log":[{metadata_log}]}}'
+    ).encode()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -215,6 +215,12 @@ def test_written_bytes_are_exactly_the_spec_object_serialised() -> None:
     assert metadata_to_json(md) == metadata_to_json(md)  # the second time from the memo
     empty = new_table_metadata(SCHEMA, LOC)
     assert json.loads(metadata_to_json(empty))["snapshots"] == []
+    odd = dataclasses.replace(md, metadata_log=(
+        MetadataLogEntry(1, 'file:///w/t "quoted" \\ ü\n/v1.metadata.json'),
+    ), statistics=({"snapshot-id": 22, "statistics-path": "s", "blob-metadata": []},))
+    compact = json.dumps(metadata_to_dict(odd), separators=(",", ":"), ensure_ascii=False)
+    assert metadata_to_json(odd) == compact.encode()
+    assert metadata_from_json(metadata_to_json(odd), "v9.metadata.json") == odd
 
 
 def test_a_snapshot_changed_under_the_same_id_is_parsed_afresh() -> None:
