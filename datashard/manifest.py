@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,8 +254,46 @@ def write_manifest_list(
         "sequence-number": str(sequence_number),
         "format-version": str(FORMAT_VERSION),
     }
-    return _write_avro(_PARSED_MANIFEST_FILE_SCHEMA,
-                       (_manifest_file_record(m) for m in manifests), metadata)
+    # The header (schema, metadata, sync marker) from fastavro, the one data block from the
+    # records' encodings, each made once per process: a list repeats its parent's manifests,
+    # so encoding only the new ones keeps an old table's commit as cheap as a young one's.
+    header = _write_avro(_PARSED_MANIFEST_FILE_SCHEMA, (), metadata)
+    if not manifests:
+        return header
+    body = b"".join(_manifest_file_bytes(m) for m in manifests)
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)  # raw, RFC 1951
+    block = deflate.compress(body) + deflate.flush()
+    sync = header[-16:]
+    return b"".join([header, _avro_long(len(manifests)), _avro_long(len(block)), block, sync])
+
+
+def _avro_long(n: int) -> bytes:
+    """``n`` in Avro's zig-zag variable-length encoding."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+#: Avro encodings of manifest-list records, by the ManifestFile they encode (identity).
+_RECORD_BYTES: dict[int, tuple[ManifestFile, bytes]] = {}
+_RECORD_MEMO_LIMIT = 4096
+
+
+def _manifest_file_bytes(m: ManifestFile) -> bytes:
+    hit = _RECORD_BYTES.get(id(m))
+    if hit is not None and hit[0] is m:
+        return hit[1]
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, _PARSED_MANIFEST_FILE_SCHEMA, _manifest_file_record(m))
+    data = buf.getvalue()
+    if len(_RECORD_BYTES) >= _RECORD_MEMO_LIMIT:
+        _RECORD_BYTES.clear()
+    _RECORD_BYTES[id(m)] = (m, data)  # holding m keeps its id from being reused
+    return data
 
 
 def build_manifest_file(
