@@ -42,7 +42,14 @@ from datashard.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from datashard.layout import TablePaths, newest_listed_version, newest_version, write_hint
+from datashard.layout import (
+    _MAX_PROBE,
+    TablePaths,
+    newest_listed_version,
+    newest_version,
+    read_hint,
+    write_hint,
+)
 from datashard.metadata import (
     MetadataLogEntry,
     Snapshot,
@@ -409,6 +416,7 @@ def commit(
             dead_keys.extend(attempt_keys)
             raise give_up(exc) from exc.__cause__
         if landed:
+            assert found is not None  # a win always returns the version it made
             hint: bool | Future[bool]
             hint = False
             if background is not None:
@@ -433,7 +441,7 @@ def commit(
         sleep(settings.backoff(attempt))
         attempt += 1
         try:
-            base = _refresh_from(backend, paths, found)
+            base = _newest_after_loss(backend, paths, target, found)
         except StorageError as exc:
             raise give_up(exc) from exc.__cause__
 
@@ -446,9 +454,11 @@ def _create_version(
     new_md: TableMetadata,
     commit_id: str,
     settings: CommitSettings,
-) -> tuple[bool, Loaded]:
+) -> tuple[bool, Loaded | None]:
     """Try to create ``v<target>``: ``(True, it)`` if this commit landed there, else
-    ``(False, it)`` with the version another writer made.
+    ``(False, it)`` with the version another writer made, read back when a send's outcome was
+    unknown, or ``(False, None)`` after a clean loss (the key was taken: not by us, nothing to
+    read here; the caller reads the newest version next).
 
     Raises ``CommitStateUnknownError`` when a send's outcome is unknown and ``v<target>``
     cannot be read; a ``StorageError`` from reading it back after a clean loss propagates.
@@ -462,7 +472,9 @@ def _create_version(
             backend.put_if_absent(key, body)
             return True, Loaded(new_md, target, backend.uri_for(key))
         except ObjectExistsError:
-            pass  # someone holds the key: maybe an earlier send of ours
+            if uncertain is None:
+                return False, None  # every send was answered: someone else holds the key
+            # else maybe an earlier send of ours landed: read it
         except StorageError as exc:  # the request may or may not have landed
             uncertain = exc
         try:
@@ -486,6 +498,40 @@ def _create_version(
                 f"be read back ({exc}); its files are kept: reload the table to see"
             ) from (uncertain or exc)
         return carries_commit(found.metadata, commit_id), found
+
+
+def _newest_after_loss(
+    backend: StorageBackend, paths: TablePaths, taken: int, found: Loaded | None
+) -> Loaded:
+    """The newest version after losing the race for ``v<taken>`` (``found``: it, if read).
+
+    Reads ``v<taken+1>``, ``v<taken+2>`` ... until one is missing: a hit costs one GET that
+    brings the body along, where a ``head`` probe needs a GET after it; only the last body is
+    parsed. After two hits the hint is consulted and, if it is ahead, probing jumps there (a
+    hint naming a missing version is ignored). A run longer than that is left to
+    :func:`load_newest`, which lists.
+    """
+    have, data = taken, b""  # the newest version read and its bytes (none read yet)
+    probe, jumped = taken + 1, False
+    for step in range(1, _MAX_PROBE + 1):
+        try:
+            body = backend.read(paths.version(probe))
+        except ObjectNotFoundError:
+            if not jumped or probe == have + 1:
+                break
+            probe = have + 1  # the hint named a missing version: go on one by one
+            continue
+        have, data, probe = probe, body, probe + 1
+        if step == 2 and not jumped:
+            hint = read_hint(backend, paths)
+            if hint is not None and hint > probe:
+                probe, jumped = hint, True
+    else:
+        return load_newest(backend, paths, found) or load_version(backend, paths, taken)
+    if have == taken:
+        return found if found is not None else load_version(backend, paths, taken)
+    location = backend.uri_for(paths.version(have))
+    return Loaded(metadata_from_json(data, location), have, location)
 
 
 def _refresh_from(backend: StorageBackend, paths: TablePaths, known: Loaded) -> Loaded:

@@ -139,3 +139,32 @@ def test_a_merge_reads_each_foreign_manifest_once_even_when_the_race_is_lost(
     fresh = load_table("t", warehouse=local_wh.uri)
     assert sorted(fresh.to_arrow().column("n").to_pylist()) == [0, 1, 2, 3, 4]
     assert len(read_manifest_files(local_wh.backend, fresh.current_snapshot())) == 2
+
+
+@pytest.mark.parametrize("bogus_hint", [False, True])
+def test_a_lost_race_reads_the_newer_versions_with_one_get_each(
+    local_wh: Any, bogus_hint: bool
+) -> None:
+    create_table("t", SCHEMA, warehouse=local_wh.uri)
+    racer = load_table("t", warehouse=local_wh.uri)
+
+    def race() -> None:  # three commits land while the writer prepares v2
+        for i in range(3):
+            racer.append_records([{"n": 100 + i}])
+        racer.flush()
+        if bogus_hint:  # a hint ahead of every version (nothing of ours writes one)
+            local_wh.backend.write("t/metadata/version-hint.text", b"99")
+
+    counting = _CommitsFirst(local_wh.backend, race)
+    writer = load_table("t", warehouse=counting)  # at v1
+    counting.reset()
+    writer.append_records([{"n": 1}])
+    versions = [k.rsplit("/", 1)[-1] for m, k in counting.calls
+                if m == "read" and k.endswith(".metadata.json")]
+    expected = ["v3.metadata.json", "v4.metadata.json"]
+    expected += ["v99.metadata.json", "v5.metadata.json"] if bogus_hint else ["v5.metadata.json"]
+    assert versions == expected  # lost v2: read on from v3, the body with each hit
+    assert counting.count("head") == 0
+    assert counting.count("put_if_absent") == 2 and writer.version == 5
+    assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) \
+        == [1, 100, 101, 102]
