@@ -213,8 +213,33 @@ def write_manifest(
                 f"manifest entry for {e.data_file.file_path} has status {e.status} but no "
                 "sequence number; only ADDED entries may inherit theirs"
             )
-    records = [_entry_record(e, snapshot_id, ptype) for e in entries]
-    return _write_avro(avro_schema, records, metadata)
+    header = _manifest_header(ptype, tuple(metadata.items()))
+    return _container(header, [_encode(avro_schema, _entry_record(e, snapshot_id, ptype))
+                               for e in entries])
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest_header(partition_type: StructType, metadata: tuple[tuple[str, str], ...]) -> bytes:
+    """The Avro header of a manifest (schema, metadata, sync marker): the same for every
+    manifest of one table schema, spec and content, so made once by fastavro and reused."""
+    return _write_avro(_parsed_entry_schema(partition_type), (), dict(metadata))
+
+
+def _encode(parsed: Any, record: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, record)
+    return buf.getvalue()
+
+
+def _container(header: bytes, encoded: Sequence[bytes]) -> bytes:
+    """An Avro object container file: ``header`` (fastavro's, ending in the file's sync marker),
+    then the encoded records as one deflate block (raw RFC 1951, as Avro's codec says)."""
+    if not encoded:
+        return header
+    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+    block = deflate.compress(b"".join(encoded)) + deflate.flush()
+    return b"".join([header, _avro_long(len(encoded)), _avro_long(len(block)), block,
+                     header[-16:]])
 
 
 def _manifest_file_record(m: ManifestFile) -> dict[str, Any]:
@@ -258,13 +283,7 @@ def write_manifest_list(
     # records' encodings, each made once per process: a list repeats its parent's manifests,
     # so encoding only the new ones keeps an old table's commit as cheap as a young one's.
     header = _write_avro(_PARSED_MANIFEST_FILE_SCHEMA, (), metadata)
-    if not manifests:
-        return header
-    body = b"".join(_manifest_file_bytes(m) for m in manifests)
-    deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)  # raw, RFC 1951
-    block = deflate.compress(body) + deflate.flush()
-    sync = header[-16:]
-    return b"".join([header, _avro_long(len(manifests)), _avro_long(len(block)), block, sync])
+    return _container(header, [_manifest_file_bytes(m) for m in manifests])
 
 
 def _avro_long(n: int) -> bytes:
@@ -287,9 +306,7 @@ def _manifest_file_bytes(m: ManifestFile) -> bytes:
     hit = _RECORD_BYTES.get(id(m))
     if hit is not None and hit[0] is m:
         return hit[1]
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, _PARSED_MANIFEST_FILE_SCHEMA, _manifest_file_record(m))
-    data = buf.getvalue()
+    data = _encode(_PARSED_MANIFEST_FILE_SCHEMA, _manifest_file_record(m))
     if len(_RECORD_BYTES) >= _RECORD_MEMO_LIMIT:
         _RECORD_BYTES.clear()
     _RECORD_BYTES[id(m)] = (m, data)  # holding m keeps its id from being reused

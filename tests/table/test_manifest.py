@@ -216,6 +216,25 @@ def test_a_manifest_list_is_the_avro_file_fastavro_would_write() -> None:
     assert read_manifest_list(empty, "e") == [] and list(fastavro.reader(io.BytesIO(empty))) == []
 
 
+def test_a_large_manifest_is_one_block_that_every_reader_takes() -> None:
+    """Manifests reuse one header per schema and spec and hold one deflate block of records
+    encoded by fastavro; a manifest far larger than fastavro's own block size reads back whole,
+    through fastavro and through our reader, twice in a row (the second from the cached
+    header)."""
+    entries = [ManifestEntry(EXISTING, 5, 3, 3, _data_file(f"f{i}", 10 + i, i, 2 * i))
+               for i in range(2000)]
+    first = write_manifest(entries, SCHEMA, UNPARTITIONED, 9)
+    second = write_manifest(entries[:1], SCHEMA, UNPARTITIONED, 9)
+    assert len(first) > 16 * 1024  # compressed; several times fastavro's 16 KB block raw
+    for data, expected in ((first, entries), (second, entries[:1])):
+        avro = fastavro.reader(io.BytesIO(data))
+        assert avro.metadata["partition-spec-id"] == "0" and avro.metadata["content"] == "data"
+        assert json.loads(avro.metadata["schema"]) == SCHEMA.to_json()
+        assert len(list(avro)) == len(expected)
+        assert read_manifest(data, "m.avro") == expected
+    assert read_manifest(write_manifest([], SCHEMA, UNPARTITIONED, 9), "e.avro") == []
+
+
 @pytest.mark.parametrize("cut", [0, 10, 100, -20])
 def test_truncated_or_corrupt_avro_names_the_file(cut: int) -> None:
     data = write_manifest([ManifestEntry(ADDED, None, None, None, _data_file("a", 1, 1, 1))],
