@@ -15,16 +15,15 @@ commit (no read), else from the parent's manifest list (one read).
 
 from __future__ import annotations
 
-import os
-import threading
 import uuid
 from collections.abc import Mapping, MutableMapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
 
+from datashard._threads import shared_pool
 from datashard.commit import (
     COMMIT_ID,
     MAIN,
@@ -131,7 +130,7 @@ class AppendCommit:
             except BaseException:
                 _delete_quietly(self.backend, [writes[0][0]])
                 raise
-        futures = [_pool().submit(self.backend.write, key, data) for key, data in writes]
+        futures = [shared_pool().submit(self.backend.write, key, data) for key, data in writes]
         errors = [f.exception() for f in futures]
         failed = next((e for e in errors if e is not None), None)
         if failed is not None:
@@ -245,7 +244,7 @@ class AppendCommit:
         if len(missing) == 1:
             self.entry_cache[missing[0].manifest_path] = self._read_entries(missing[0])
         elif missing:
-            futures = [_pool().submit(self._read_entries, m) for m in missing]
+            futures = [shared_pool().submit(self._read_entries, m) for m in missing]
             for m, future in zip(missing, futures, strict=True):
                 self.entry_cache[m.manifest_path] = future.result()
         return [self.entry_cache[m.manifest_path] for m in group]
@@ -310,7 +309,7 @@ class AppendCommit:
             self.commit_id,
             settings,
             staged_keys=staged,
-            background=_pool(),
+            background=shared_pool(),
         )
         snap = result.loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:
@@ -323,27 +322,6 @@ class AppendCommit:
 #: Entries a writer keeps in memory for merging, at most.
 _MAX_CACHED_ENTRIES = 200_000
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Threads for a commit's independent writes (shared by every table in the process)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(8, thread_name_prefix="datashard-commit")
-        return _POOL
-
-
-def _forget_pool_after_fork() -> None:
-    """A forked child has none of the parent's threads: start a fresh pool when needed."""
-    global _POOL, _POOL_LOCK
-    _POOL = None
-    _POOL_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _size_class(m: ManifestFile, base: int) -> int:

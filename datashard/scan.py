@@ -9,7 +9,6 @@ reads as nulls in older files.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datashard._threads import bounded_map
 from datashard.conversions import from_bytes
 from datashard.errors import CorruptMetadataError, SchemaError, StorageError, ValidationError
 from datashard.evolution import default_array
@@ -171,8 +171,7 @@ class Scan:
         if len(manifests) <= 1:
             planned = [entries(m) for m in manifests]
         else:
-            with ThreadPoolExecutor(min(self.max_workers, len(manifests))) as pool:
-                planned = list(pool.map(entries, manifests))
+            planned = list(bounded_map(entries, manifests, self.max_workers))
         tasks = [task for group in planned for task in group]
         tasks.sort(key=lambda t: t.sequence_number)  # rows come back in commit order
         return iter(tasks)
@@ -195,8 +194,7 @@ class Scan:
         if len(tasks) <= 1:
             yield from (self._read_task(t) for t in tasks)
             return
-        with ThreadPoolExecutor(min(self.max_workers, len(tasks))) as pool:
-            yield from pool.map(self._read_task, tasks)
+        yield from bounded_map(self._read_task, tasks, self.max_workers)
 
     def to_arrow(self) -> pa.Table:
         """The matching rows as one Arrow table (an empty one with the schema if none)."""
