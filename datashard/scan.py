@@ -199,7 +199,7 @@ class Scan:
     def to_arrow(self) -> pa.Table:
         """The matching rows as one Arrow table (an empty one with the schema if none)."""
         schema = self._output_schema()
-        tables = [t.cast(schema) for t in self._tables()]
+        tables = [t if t.schema == schema else t.cast(schema) for t in self._tables()]
         if not tables:
             return schema.empty_table()
         return pa.concat_tables(tables)

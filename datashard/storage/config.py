@@ -20,6 +20,7 @@ Environment (read by ``backend_from_env``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import os
 import types
@@ -63,6 +64,13 @@ def _default_concurrency(env: Mapping[str, str] | None = None) -> int:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of a config class (resolving them evaluates strings:
+    done once per class, not on every config made)."""
+    return typing.get_type_hints(cls)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackendConfig:
     """Settings shared by every backend: retries, requests in flight, rate limits."""
@@ -80,7 +88,7 @@ class BackendConfig:
     write_rate_limit: float | None = None
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             _check_type(type(self).__name__, f.name, value, hints[f.name])
@@ -121,7 +129,7 @@ class BackendConfig:
                 f"unknown {source}{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
                 f" for {cls.__name__}; expected one of: {', '.join(sorted(known))}"
             )
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         coerced = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in values.items()}
         try:
             return cls(**coerced)
