@@ -20,7 +20,6 @@ Environment (read by ``backend_from_env``):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import os
 import types
@@ -64,11 +63,16 @@ def _default_concurrency(env: Mapping[str, str] | None = None) -> int:
     return value
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _type_hints(cls: type) -> dict[str, Any]:
     """The resolved field annotations of a config class (resolving them evaluates strings:
     done once per class, not on every config made)."""
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 @dataclass(frozen=True, kw_only=True)
