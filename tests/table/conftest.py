@@ -77,3 +77,10 @@ def local_wh(tmp_path: Path) -> Warehouse:
 @pytest.fixture
 def make_local_wh() -> Callable[[Path], Warehouse]:
     return local_warehouse
+
+
+@pytest.fixture
+def ceph_wh(request: pytest.FixtureRequest) -> Warehouse:
+    """A fresh warehouse on Ceph RGW."""
+    return s3_warehouse(request.getfixturevalue("ceph_s3"),
+                        request.getfixturevalue("ceph_bucket"))

@@ -36,7 +36,10 @@ def test_a_cold_load_costs_three_requests(local_wh: Any) -> None:
     first.flush()
     counting = FaultyBackend(local_wh.backend)
     load_table("t", warehouse=counting)
-    assert [m for m, _ in counting.calls] == ["read", "head", "read"]  # hint, probe, metadata
+    # the hint; then, at once, the version it names and a probe for the one after
+    assert counting.calls[0] == ("read", "t/metadata/version-hint.text")
+    assert sorted(counting.calls[1:]) == [("head", "t/metadata/v3.metadata.json"),
+                                          ("read", "t/metadata/v2.metadata.json")]
 
 
 def test_metadata_log_and_snapshot_list_stay_bounded(local_wh: Any) -> None:
@@ -168,3 +171,20 @@ def test_a_lost_race_reads_the_newer_versions_with_one_get_each(
     assert counting.count("put_if_absent") == 2 and writer.version == 5
     assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) \
         == [1, 100, 101, 102]
+
+
+def test_a_cold_load_reads_the_hinted_version_while_probing_the_next(
+    ceph_s3: Any, ceph_wh: Any
+) -> None:
+    from datashard.testing.faultproxy import FaultProxy
+
+    wh = ceph_wh
+    table = create_table("t", SCHEMA, warehouse=wh.uri, **wh.options)
+    table.append_records([{"n": 1}])
+    table.flush()
+    with FaultProxy(ceph_s3.endpoint_url) as proxy:
+        options = {**wh.options, "endpoint_url": proxy.url}
+        proxy.delay(0.3, n=2, path=r"/v\d+\.metadata\.json")  # hold the GET and the HEAD
+        loaded = load_table("t", warehouse=wh.uri, **options)
+        assert loaded.count() == 1
+        assert proxy.max_in_flight >= 2  # both held at once: two round trips, not three
