@@ -9,6 +9,7 @@ reads as nulls in older files.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datashard._threads import bounded_map
+from datashard._threads import bounded_map, shared_pool
 from datashard.conversions import from_bytes
 from datashard.errors import CorruptMetadataError, SchemaError, StorageError, ValidationError
 from datashard.evolution import default_array
@@ -89,6 +90,11 @@ def read_manifest_files(backend: StorageBackend, snapshot: Snapshot) -> list[Man
 class Scan:
     """A read of one snapshot: which columns, which rows.
 
+    ``max_workers`` bounds the manifests read at once and the files :meth:`to_batches` reads
+    ahead; :meth:`to_arrow` and :meth:`to_pandas` start each file's read as soon as its
+    manifest is parsed, on the process's shared pool (``datashard._threads``), with the
+    backend's own request limit (``max_concurrency``) on top.
+
     Raises ``ValidationError`` when built for an unknown column, snapshot id or a time before
     the first snapshot.
     """
@@ -135,6 +141,13 @@ class Scan:
 
     def plan_files(self) -> Iterator[FileScanTask]:
         """The data files of the snapshot that might hold matching rows (stats-pruned)."""
+        tasks = [task for group in self._planned_groups() for task in group]
+        tasks.sort(key=lambda t: t.sequence_number)  # rows come back in commit order
+        return iter(tasks)
+
+    def _planned_groups(self) -> Iterator[list[FileScanTask]]:
+        """The matching files of each data manifest, manifest by manifest as they are read
+        (concurrently, in manifest-list order)."""
         if self.snapshot is None:
             return iter(())
         pruner = PartitionPruner(self.metadata, self._bound)  # datashard.partitioning
@@ -169,12 +182,8 @@ class Scan:
             return tasks
 
         if len(manifests) <= 1:
-            planned = [entries(m) for m in manifests]
-        else:
-            planned = list(bounded_map(entries, manifests, self.max_workers))
-        tasks = [task for group in planned for task in group]
-        tasks.sort(key=lambda t: t.sequence_number)  # rows come back in commit order
-        return iter(tasks)
+            return iter([entries(m) for m in manifests])
+        return bounded_map(entries, manifests, self.max_workers)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -196,10 +205,21 @@ class Scan:
             return
         yield from bounded_map(self._read_task, tasks, self.max_workers)
 
+    def _all_tables(self) -> list[pa.Table]:
+        """Every matching file read, in commit order. A manifest's files start reading as soon
+        as it is parsed, while later manifests are still being read: on object storage the
+        planning and the reading overlap instead of taking a round trip each."""
+        pool = shared_pool()
+        started: list[tuple[int, Future[pa.Table]]] = []
+        for group in self._planned_groups():
+            started.extend((t.sequence_number, pool.submit(self._read_task, t)) for t in group)
+        started.sort(key=lambda pair: pair[0])  # stable: commit order, as plan_files gives
+        return [future.result() for _, future in started]
+
     def to_arrow(self) -> pa.Table:
         """The matching rows as one Arrow table (an empty one with the schema if none)."""
         schema = self._output_schema()
-        tables = [t if t.schema == schema else t.cast(schema) for t in self._tables()]
+        tables = [t if t.schema == schema else t.cast(schema) for t in self._all_tables()]
         if not tables:
             return schema.empty_table()
         return pa.concat_tables(tables)

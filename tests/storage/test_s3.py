@@ -242,6 +242,26 @@ def test_wrong_secret_is_a_permission_error_that_never_shows_it(
     assert SECRET not in caplog.text
 
 
+def test_backends_in_one_process_keep_their_own_credentials(ceph_s3: S3Server) -> None:
+    """Clients share the parsed S3 service model, never a credential: made in either order, a
+    backend with the right secret works and one with a wrong secret is refused."""
+    good_options = _options(ceph_s3)
+    bad_options = _options(ceph_s3, secret_access_key=SECRET, retry_attempts=2)
+    for order in ("good first", "bad first"):
+        good = open_backend(f"s3://{ceph_s3.bucket}", **good_options)
+        bad = open_backend(f"s3://{ceph_s3.bucket}", **bad_options)
+        first, second = (good, bad) if order == "good first" else (bad, good)
+        for backend in (first, second):
+            if backend is good:
+                backend.write("creds/k", order.encode())
+                assert backend.read("creds/k") == order.encode()
+            else:
+                with pytest.raises(StoragePermissionError):
+                    backend.read("creds/k")
+        good.close()
+        bad.close()
+
+
 def test_unknown_access_key_and_session_token_never_show(
     ceph_s3: S3Server, caplog: pytest.LogCaptureFixture
 ) -> None:
