@@ -8,6 +8,8 @@ reads as nulls in older files.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,7 +35,13 @@ from datashard.expressions import (
     to_expr,
 )
 from datashard.layout import key_for_uri
-from datashard.manifest import DataFile, ManifestFile, read_manifest, read_manifest_list
+from datashard.manifest import (
+    DataFile,
+    ManifestEntry,
+    ManifestFile,
+    read_manifest,
+    read_manifest_list,
+)
 from datashard.metadata import Snapshot, TableMetadata
 from datashard.partitioning import PartitionPruner
 from datashard.schema import Schema
@@ -85,6 +93,59 @@ def read_manifest_files(backend: StorageBackend, snapshot: Snapshot) -> list[Man
             ) from exc
         raise
     return list(read_manifest_list(data, uri))
+
+
+class _EntryCache:
+    """Entries of manifests already read by this process, least recently used dropped first
+    beyond :data:`MANIFEST_CACHE_ENTRIES` entries in all.
+
+    A manifest never changes once written (its name is unique and the manifest list records
+    its length), so the entries read once serve every later scan, of any snapshot that lists
+    it; the key holds what the entries inherit from the manifest list as well.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[Any, ...], list[ManifestEntry]] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: tuple[Any, ...]) -> list[ManifestEntry] | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[Any, ...], entries: list[ManifestEntry]) -> None:
+        if len(entries) > self.budget:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = entries
+            self._size += len(entries)
+            while self._size > self.budget:
+                _, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped)
+
+
+#: Manifest entries kept in memory by a process for later scans (about 1-2 KB each).
+MANIFEST_CACHE_ENTRIES = 20_000
+_ENTRY_CACHE = _EntryCache(MANIFEST_CACHE_ENTRIES)
+
+
+def manifest_entries(backend: StorageBackend, m: ManifestFile) -> list[ManifestEntry]:
+    """The entries of manifest ``m`` (as its manifest-list row ``m`` lets them inherit): from
+    this process's cache, else read (and kept)."""
+    key = (m.manifest_path, m.manifest_length, m.added_snapshot_id, m.sequence_number)
+    cached = _ENTRY_CACHE.get(key)
+    if cached is not None:
+        return cached
+    data = _read_file(backend, m.manifest_path, "manifest")
+    entries = read_manifest(data, m.manifest_path, m)
+    _ENTRY_CACHE.put(key, entries)
+    return entries
 
 
 class Scan:
@@ -158,9 +219,8 @@ class Scan:
         ]
 
         def entries(m: ManifestFile) -> list[FileScanTask]:
-            data = _read_file(self._backend, m.manifest_path, "manifest")
             tasks = []
-            for entry in read_manifest(data, m.manifest_path, m):
+            for entry in manifest_entries(self._backend, m):
                 if _is_deleted(entry.status):
                     continue
                 df = entry.data_file
@@ -374,4 +434,12 @@ def _schema_for(metadata: TableMetadata, snapshot: Snapshot | None) -> Schema:
     return metadata.current_schema()
 
 
-__all__ = ["FileScanTask", "Scan", "read_manifest_files", "read_parquet_by_id", "to_millis"]
+__all__ = [
+    "MANIFEST_CACHE_ENTRIES",
+    "FileScanTask",
+    "Scan",
+    "manifest_entries",
+    "read_manifest_files",
+    "read_parquet_by_id",
+    "to_millis",
+]

@@ -188,3 +188,28 @@ def test_a_cold_load_reads_the_hinted_version_while_probing_the_next(
         loaded = load_table("t", warehouse=wh.uri, **options)
         assert loaded.count() == 1
         assert proxy.max_in_flight >= 2  # both held at once: two round trips, not three
+
+
+def test_a_manifest_is_read_once_per_process_for_every_later_scan(local_wh: Any) -> None:
+    counting = FaultyBackend(local_wh.backend)
+    table = create_table("t", SCHEMA, warehouse=counting)
+    for i in range(4):
+        table.append_records([{"n": i}])
+
+    def manifests_read() -> list[str]:
+        return [k for m, k in counting.calls if m == "read" and k.endswith("-m0.avro")]
+
+    counting.reset()
+    assert table.count() == 4 and len(manifests_read()) <= 4
+    counting.reset()
+    assert sorted(table.to_pandas()["n"]) == [0, 1, 2, 3]
+    assert manifests_read() == []  # every manifest came from the cache
+    table.append_records([{"n": 4}])
+    counting.reset()
+    again = load_table("t", warehouse=counting)  # another Table object, same process
+    assert sorted(again.to_pandas()["n"]) == [0, 1, 2, 3, 4]
+    assert len(manifests_read()) == 1  # only the new snapshot's own manifest
+    old = again.history()[0].snapshot_id
+    counting.reset()
+    assert again.scan(snapshot_id=old).to_pandas()["n"].tolist() == [0]
+    assert manifests_read() == []
