@@ -35,23 +35,36 @@ def shared_pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def submit(fn: Callable[..., R], *args: object) -> Future[R]:
+    """``fn(*args)`` on the shared pool; run here, at once, once the interpreter is shutting
+    the pool down (a thread that outlives the main one still gets its work done)."""
+    try:
+        return shared_pool().submit(fn, *args)
+    except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+        done: Future[R] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # delivered by result(), as the pool would
+            done.set_exception(exc)
+        return done
+
+
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """``fn`` of each item, in order, at most ``workers`` running at once on the shared pool.
 
     Results come back as they are consumed; an error is raised when its item's turn comes (the
     items already started run to their end on the pool).
     """
-    pool = shared_pool()
     source = iter(items)
     running: deque[Future[R]] = deque()
     for item in source:
-        running.append(pool.submit(fn, item))
+        running.append(submit(fn, item))
         if len(running) >= max(1, workers):
             break
     while running:
         result = running.popleft().result()
         for item in source:
-            running.append(pool.submit(fn, item))
+            running.append(submit(fn, item))
             break
         yield result
 
@@ -64,4 +77,4 @@ def _forget_pool_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
-__all__ = ["POOL_THREADS", "bounded_map", "shared_pool"]
+__all__ = ["POOL_THREADS", "bounded_map", "shared_pool", "submit"]

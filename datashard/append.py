@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from datashard._threads import shared_pool
+from datashard._threads import shared_pool, submit
 from datashard.commit import (
     COMMIT_ID,
     MAIN,
@@ -130,7 +130,7 @@ class AppendCommit:
             except BaseException:
                 _delete_quietly(self.backend, [writes[0][0]])
                 raise
-        futures = [shared_pool().submit(self.backend.write, key, data) for key, data in writes]
+        futures = [submit(self.backend.write, key, data) for key, data in writes]
         errors = [f.exception() for f in futures]
         failed = next((e for e in errors if e is not None), None)
         if failed is not None:
@@ -244,7 +244,7 @@ class AppendCommit:
         if len(missing) == 1:
             self.entry_cache[missing[0].manifest_path] = self._read_entries(missing[0])
         elif missing:
-            futures = [shared_pool().submit(self._read_entries, m) for m in missing]
+            futures = [submit(self._read_entries, m) for m in missing]
             for m, future in zip(missing, futures, strict=True):
                 self.entry_cache[m.manifest_path] = future.result()
         return [self.entry_cache[m.manifest_path] for m in group]

@@ -32,7 +32,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from datashard._threads import shared_pool
+from datashard._threads import submit
 from datashard.errors import (
     CommitConflictError,
     CommitRetriesExhaustedError,
@@ -338,7 +338,7 @@ def load_newest(
     early: Future[Loaded] | None = None
     start = known.version if known is not None else read_hint(backend, paths)
     if known is None and start is not None:
-        early = shared_pool().submit(load_version, backend, paths, start)
+        early = submit(load_version, backend, paths, start)
     n = newest_version(backend, paths, start) if start is not None else None
     if n is None:
         n = newest_listed_version(backend, paths)

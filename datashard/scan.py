@@ -8,8 +8,9 @@ reads as nulls in older files.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datashard._threads import bounded_map, shared_pool
+from datashard._threads import bounded_map, submit
 from datashard.conversions import from_bytes
 from datashard.errors import CorruptMetadataError, SchemaError, StorageError, ValidationError
 from datashard.evolution import default_array
@@ -110,6 +111,10 @@ class _EntryCache:
         self._items: OrderedDict[tuple[Any, ...], list[ManifestEntry]] = OrderedDict()
         self._size = 0
 
+    def after_fork(self) -> None:
+        """A forked child may have been copied while a thread held the lock: a new one."""
+        self._lock = threading.Lock()
+
     def get(self, key: tuple[Any, ...]) -> list[ManifestEntry] | None:
         with self._lock:
             hit = self._items.get(key)
@@ -133,6 +138,7 @@ class _EntryCache:
 #: Manifest entries kept in memory by a process for later scans (about 1-2 KB each).
 MANIFEST_CACHE_ENTRIES = 20_000
 _ENTRY_CACHE = _EntryCache(MANIFEST_CACHE_ENTRIES)
+os.register_at_fork(after_in_child=_ENTRY_CACHE.after_fork)
 
 
 def manifest_entries(backend: StorageBackend, m: ManifestFile) -> list[ManifestEntry]:
@@ -151,10 +157,10 @@ def manifest_entries(backend: StorageBackend, m: ManifestFile) -> list[ManifestE
 class Scan:
     """A read of one snapshot: which columns, which rows.
 
-    ``max_workers`` bounds the manifests read at once and the files :meth:`to_batches` reads
-    ahead; :meth:`to_arrow` and :meth:`to_pandas` start each file's read as soon as its
-    manifest is parsed, on the process's shared pool (``datashard._threads``), with the
-    backend's own request limit (``max_concurrency``) on top.
+    ``max_workers`` bounds the manifests read at once and the data files read at once (on the
+    process's shared pool, ``datashard._threads``); :meth:`to_arrow` and :meth:`to_pandas`
+    start a manifest's files as soon as it is parsed. The backend's own request limit
+    (``max_concurrency``) applies on top.
 
     Raises ``ValidationError`` when built for an unknown column, snapshot id or a time before
     the first snapshot.
@@ -269,10 +275,15 @@ class Scan:
         """Every matching file read, in commit order. A manifest's files start reading as soon
         as it is parsed, while later manifests are still being read: on object storage the
         planning and the reading overlap instead of taking a round trip each."""
-        pool = shared_pool()
         started: list[tuple[int, Future[pa.Table]]] = []
+        in_flight: deque[Future[pa.Table]] = deque()
         for group in self._planned_groups():
-            started.extend((t.sequence_number, pool.submit(self._read_task, t)) for t in group)
+            for task in group:
+                while len(in_flight) >= self.max_workers:  # at most max_workers reads at once
+                    in_flight.popleft().result()
+                future = submit(self._read_task, task)
+                in_flight.append(future)
+                started.append((task.sequence_number, future))
         started.sort(key=lambda pair: pair[0])  # stable: commit order, as plan_files gives
         return [future.result() for _, future in started]
 

@@ -64,3 +64,91 @@ def test_repeated_scans_start_no_new_threads(
     for _ in range(20):
         assert sorted(table.to_pandas()["n"]) == list(range(6))
     assert started == []  # six files per scan read on the shared pool's threads
+
+
+def test_a_thread_outliving_the_main_one_still_loads_appends_and_reads(tmp_path: Path) -> None:
+    """Python shuts executors down when the main thread ends, before it joins other threads;
+    work from such a thread runs inline instead of failing with RuntimeError."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import threading, time
+        from datashard import Schema, create_table, load_table
+        wh = "file://{tmp_path}/wh"
+        schema = Schema(schema_id=0, fields=[{{"id": 1, "name": "n", "type": "long",
+                                               "required": True}}])
+        create_table("t", schema, warehouse=wh).append_records([{{"n": 0}}])
+
+        def late():
+            time.sleep(0.5)  # the main thread has returned: the pools are shut down
+            table = load_table("t", warehouse=wh)
+            table.append_records([{{"n": 1}}])
+            print("rows", sorted(table.to_pandas()["n"]), flush=True)
+
+        threading.Thread(target=late).start()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "rows [0, 1]" in done.stdout, done.stderr
+
+
+def test_a_child_forked_while_the_manifest_cache_is_busy_can_scan(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from datashard import scan
+
+    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long",
+                                          "required": True}])
+    table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
+    table.append_records([{"n": 7}])
+    lock = scan._ENTRY_CACHE._lock
+    assert lock.acquire(timeout=5)  # as if a scan thread were inside the cache at fork time
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a scan must not wait on the parent's lock
+            ok = False
+            try:
+                signal.alarm(20)  # a child stuck on the lock dies instead of hanging the run
+                ok = table.to_pandas()["n"].tolist() == [7]
+            finally:
+                os._exit(0 if ok else 1)
+    finally:
+        lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_to_arrow_reads_at_most_max_workers_files_at_once(tmp_path: Path) -> None:
+    from datashard.scan import Scan
+    from datashard.testing.faults import FaultyBackend
+
+    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long",
+                                          "required": True}])
+    table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
+    for i in range(12):
+        table.append_records([{"n": i}])
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    class Slow(FaultyBackend):
+        def read(self, key: str) -> bytes:
+            nonlocal running, peak
+            if not key.endswith(".parquet"):
+                return super().read(key)
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            time.sleep(0.02)
+            try:
+                return super().read(key)
+            finally:
+                with lock:
+                    running -= 1
+
+    slow = Slow(table.backend)
+    rows = Scan(slow, table.metadata, max_workers=3).to_arrow().column("n").to_pylist()
+    assert rows == list(range(12)) and 2 <= peak <= 3
