@@ -11,6 +11,7 @@ the backend's :class:`~datashard.storage.retry.RequestGate`, which retries trans
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,23 @@ def _botocore_session() -> Any:
         loader = _LOADER
     session.register_component("data_loader", loader)
     return session
+
+
+def _dedupe_search_paths() -> None:
+    """Each boto3 session adds its data directory to its loader's search paths: on the shared
+    loader that would grow by one entry per client made. Keep each path once, in order."""
+    with _LOADER_LOCK:
+        if _LOADER is not None:
+            paths = _LOADER.search_paths
+            paths[:] = list(dict.fromkeys(paths))
+
+
+def _new_lock_after_fork() -> None:
+    global _LOADER_LOCK
+    _LOADER_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +199,7 @@ class S3Config(BackendConfig):
             profile_name=self.profile,
             botocore_session=_botocore_session(),
         )
+        _dedupe_search_paths()
         region = self.region or session.region_name or "us-east-1"
         s3_options: dict[str, Any] = {}
         if self.path_style is not None:

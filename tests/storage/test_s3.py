@@ -262,6 +262,15 @@ def test_backends_in_one_process_keep_their_own_credentials(ceph_s3: S3Server) -
         bad.close()
 
 
+def test_making_many_clients_does_not_grow_the_shared_loader(moto_s3: S3Server) -> None:
+    from datashard.storage import s3_config
+
+    for _ in range(5):
+        S3Config.from_uri("s3://b", **_options(moto_s3)).make_client()
+    paths = s3_config._LOADER.search_paths
+    assert len(paths) == len(set(paths)), paths
+
+
 def test_unknown_access_key_and_session_token_never_show(
     ceph_s3: S3Server, caplog: pytest.LogCaptureFixture
 ) -> None:
