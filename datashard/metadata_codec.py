@@ -288,7 +288,13 @@ _SNAPSHOT_MEMO: dict[int, tuple[dict[str, Any], Snapshot]] = {}
 def _known_snapshot(d: dict[str, Any]) -> Snapshot | None:
     sid = d.get("snapshot-id")
     hit = _SNAPSHOT_MEMO.get(sid) if type(sid) is int else None
-    return hit[1] if hit is not None and hit[0] == d else None
+    if hit is None or hit[0] != d:
+        return None
+    # == takes 1.0 and True for 1: the types must match too (the summary's values are str, and
+    # a str equals only a str), so a file that a full parse would refuse is never let through
+    if not all(type(d[k]) is type(v) for k, v in hit[0].items()):
+        return None
+    return hit[1]
 
 
 def _snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:

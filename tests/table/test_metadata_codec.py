@@ -230,6 +230,13 @@ def test_a_snapshot_changed_under_the_same_id_is_parsed_afresh() -> None:
     changed = metadata_from_json(json.dumps(doc).encode(), "v3.metadata.json")
     assert first.snapshot_by_id(22).summary["added-records"] == "4"
     assert changed.snapshot_by_id(22).summary["added-records"] == "40"
+    # equal by == but not by type (1000.0, False): refused as a full parse refuses it
+    for field, odd in (("timestamp-ms", float(doc["snapshots"][0]["timestamp-ms"])),
+                       ("schema-id", False)):
+        bad = json.loads(GOOD)
+        bad["snapshots"][0][field] = odd
+        with pytest.raises(CorruptMetadataError, match=rf"snapshots\[0\]\.{field}"):
+            metadata_from_json(json.dumps(bad).encode(), "v3.metadata.json")
     # a snapshot the memo knows, broken in a later file, still fails naming that file
     doc["snapshots"][0]["timestamp-ms"] = "yesterday"
     with pytest.raises(CorruptMetadataError, match=r"v4\.metadata\.json.*snapshots\[0\]"):
