@@ -391,7 +391,7 @@ def read_parquet_by_id(data: bytes, uri: str, fields: Sequence[NestedField]) -> 
         by_id = {f.field_id: f.name for f in fields if f.name in file_schema.names}
     present = [by_id[f.field_id] for f in fields if f.field_id in by_id]
     try:
-        raw = pf.read(columns=present, use_threads=False)
+        raw = pf.read(columns=present, use_threads=True)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptMetadataError(f"data file {uri} is not readable Parquet: {exc}") from exc
     arrays = []
