@@ -151,4 +151,4 @@ def test_to_arrow_reads_at_most_max_workers_files_at_once(tmp_path: Path) -> Non
 
     slow = Slow(table.backend)
     rows = Scan(slow, table.metadata, max_workers=3).to_arrow().column("n").to_pylist()
-    assert rows == list(range(12)) and 2 <= peak <= 3
+    assert rows == list(range(12)) and peak <= 3  # the bound (overlap itself is timing)
