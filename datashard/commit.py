@@ -421,13 +421,7 @@ def commit(
             raise give_up(exc) from exc.__cause__
         body = metadata_to_json(new_md)
         target = base.version + 1
-        try:
-            landed, found = _create_version(
-                backend, paths, target, body, new_md, commit_id, settings
-            )
-        except StorageError as exc:  # a read failed after a clean loss: provably not landed
-            dead_keys.extend(attempt_keys)
-            raise give_up(exc) from exc.__cause__
+        landed, found = _create_version(backend, paths, target, body, new_md, commit_id, settings)
         if landed:
             assert found is not None  # a win always returns the version it made
             hint: bool | Future[bool]
@@ -474,7 +468,7 @@ def _create_version(
     read here; the caller reads the newest version next).
 
     Raises ``CommitStateUnknownError`` when a send's outcome is unknown and ``v<target>``
-    cannot be read; a ``StorageError`` from reading it back after a clean loss propagates.
+    cannot be read.
     """
     key = paths.version(target)
     sends = 0
@@ -504,12 +498,10 @@ def _create_version(
             time.sleep(settings.backoff(sends - 1))
             continue
         except (StorageError, CorruptMetadataError) as exc:
-            if uncertain is None and isinstance(exc, StorageError):
-                raise  # we lost cleanly; the read failed
             raise CommitStateUnknownError(
                 f"the outcome of commit {commit_id} is unknown: {backend.uri_for(key)} could not "
                 f"be read back ({exc}); its files are kept: reload the table to see"
-            ) from (uncertain or exc)
+            ) from uncertain
         return carries_commit(found.metadata, commit_id), found
 
 
