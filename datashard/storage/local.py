@@ -378,7 +378,14 @@ class LocalBackend(StorageBackend):
             if isinstance(exc, StorageError):
                 raise
             raise self._error(exc, key, "write") from exc
+        self._replace(temp, path, key)
+
+    def _replace(self, temp: str, path: str, key: str, fd: int | None = None) -> None:
+        """Rename the finished temp file over ``path`` (fsyncing ``fd`` first, if given) and
+        fsync the directory; on failure remove ``temp`` and leave the object as it was."""
         try:
+            if fd is not None and self.config.fsync:
+                os.fsync(fd)
             os.replace(temp, path)
         except OSError as exc:
             _unlink_quietly(temp)
@@ -411,16 +418,7 @@ class LocalBackend(StorageBackend):
         path = self._path(key, writing=True)
         if os.path.dirname(temp) != os.path.dirname(path):
             raise ValueError(f"{temp!r} is not a spool file of {key!r} (open_spool makes one)")
-        try:
-            if self.config.fsync:
-                os.fsync(fd)
-            os.replace(temp, path)
-        except OSError as exc:
-            _unlink_quietly(temp)
-            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
-                raise self._is_directory(key) from exc
-            raise self._error(exc, key, "write") from exc
-        self._sync_parent(path, key)
+        self._replace(temp, path, key, fd)
 
     def put_if_absent(self, key: str, data: bytes) -> None:
         path = self._path(key, writing=True)
