@@ -176,6 +176,11 @@ BATCH = 1024
 _BYTES_ONLY = frozenset({bytes})
 
 
+def _bin_header(lens: Any) -> Any:
+    """The msgpack header size of each small ``bytes`` value: 2 (bin 8) below 256, else 3."""
+    return np.where(lens < 256, 2, 3)
+
+
 def _small_scalars(types: set[type], vals: list[Any]) -> bool:
     """Whether every value (of ``types``) is packed inline and no ``bytes`` is a zero-copy one."""
     if not types <= _SCALARS:
@@ -258,8 +263,8 @@ class Encoder:
                 flat: list[Any] = [None] * (2 * n)
                 flat[0::2] = keys
                 flat[1::2] = vals
-                data = memoryview(pack(flat))[1 if 2 * n < 16 else 3 :]
-                vlens += np.where(vlens < 256, 2, 3)
+                data = self._packed_items(flat)
+                vlens += _bin_header(vlens)
             elif _small_scalars(types, vals):
                 kbs = list(map(pack, keys))
                 vbs: list[bytes] = list(map(pack, vals))
@@ -281,15 +286,8 @@ class Encoder:
             for kb in kbs:
                 positions.pop(kb, None)
             return False
-        lens = np.fromiter(map(len, kbs), dtype=np.int64, count=n) + vlens
-        ends = np.cumsum(lens) + self.pos
-        if int(ends[-1]) - self.pos != len(data):
-            raise AssertionError("batched entry lengths disagree with the packed bytes")
-        self.sink.write(data)
         builder.keys.extend(kbs)
-        builder.offs.extend((ends - lens).tolist())
-        builder.lens.extend(lens.tolist())
-        self.pos = int(ends[-1])
+        self._emit_batch(builder, data, np.fromiter(map(len, kbs), dtype=np.int64, count=n) + vlens)
         return True
 
     def list_batch(self, builder: ListBuilder, vals: list[Any]) -> bool:
@@ -302,9 +300,8 @@ class Encoder:
                 lens = np.fromiter(map(len, vals), dtype=np.int64, count=n)
                 if int(lens.max()) >= _ZERO_COPY_MIN:
                     return False
-                # Past the array's header, one packed array is exactly its items' bytes.
-                data = memoryview(self._pack(vals))[1 if n < 16 else 3 :]
-                lens += np.where(lens < 256, 2, 3)
+                data = self._packed_items(vals)
+                lens += _bin_header(lens)
             elif _small_scalars(types, vals):
                 vbs: list[bytes] = list(map(self._pack, vals))
                 data = b"".join(vbs)
@@ -313,6 +310,17 @@ class Encoder:
                 return False
         except _PACK_ERRORS:
             return False  # the entry-by-entry path raises with the entry named
+        self._emit_batch(builder, data, lens)
+        return True
+
+    def _packed_items(self, items: list[Any]) -> memoryview:
+        """The msgpack bytes of ``items`` one after another, packed by one C call: past a
+        packed array's header (1 byte below 16 items, else 3) are exactly its items' bytes."""
+        return memoryview(self._pack(items))[1 if len(items) < 16 else 3 :]
+
+    def _emit_batch(self, builder: Node, data: bytes | memoryview, lens: Any) -> None:
+        """Write a batch whose entries are ``lens`` bytes long, one after another, and index
+        them in ``builder``."""
         ends = np.cumsum(lens) + self.pos
         if int(ends[-1]) - self.pos != len(data):
             raise AssertionError("batched entry lengths disagree with the packed bytes")
@@ -320,7 +328,6 @@ class Encoder:
         builder.offs.extend((ends - lens).tolist())
         builder.lens.extend(lens.tolist())
         self.pos = int(ends[-1])
-        return True
 
     def _map_slow(self, builder: MapBuilder, batch: Iterable[tuple[Any, Any]], what: str) -> None:
         """``map_entry`` for every item of ``batch``, inlined for small values."""
