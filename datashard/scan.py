@@ -83,8 +83,12 @@ def to_millis(as_of: datetime | int | float) -> int:
 
 
 def read_manifest_files(backend: StorageBackend, snapshot: Snapshot) -> list[ManifestFile]:
-    """The manifests a snapshot's manifest list names."""
+    """The manifests a snapshot's manifest list names (the list is read once per process: a
+    snapshot's manifest list never changes)."""
     uri = snapshot.manifest_list
+    cached = _CACHE.get(("manifest list", uri))
+    if cached is not None:
+        return list(cached)
     try:
         data = backend.read(key_for_uri(backend, uri))
     except StorageError as exc:
@@ -93,36 +97,38 @@ def read_manifest_files(backend: StorageBackend, snapshot: Snapshot) -> list[Man
                 f"manifest list {uri} of snapshot {snapshot.snapshot_id} is missing"
             ) from exc
         raise
-    return list(read_manifest_list(data, uri))
+    manifests = list(read_manifest_list(data, uri))
+    _CACHE.put(("manifest list", uri), manifests)
+    return list(manifests)
 
 
-class _EntryCache:
-    """Entries of manifests already read by this process, least recently used dropped first
-    beyond :data:`MANIFEST_CACHE_ENTRIES` entries in all.
+class _ListCache:
+    """Manifest lists and manifest entries already read by this process, least recently used
+    dropped first beyond :data:`MANIFEST_CACHE_ENTRIES` items in all.
 
-    A manifest never changes once written (its name is unique and the manifest list records
-    its length), so the entries read once serve every later scan, of any snapshot that lists
-    it; the key holds what the entries inherit from the manifest list as well.
+    Neither ever changes once written (names are unique, and a manifest list records each
+    manifest's length), so what is read once serves every later scan, of any snapshot that
+    names it; a manifest's key holds what its entries inherit from the manifest list as well.
     """
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[Any, ...], list[ManifestEntry]] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
         self._size = 0
 
     def after_fork(self) -> None:
         """A forked child may have been copied while a thread held the lock: a new one."""
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> list[ManifestEntry] | None:
+    def get(self, key: tuple[Any, ...]) -> list[Any] | None:
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
             return hit
 
-    def put(self, key: tuple[Any, ...], entries: list[ManifestEntry]) -> None:
+    def put(self, key: tuple[Any, ...], entries: list[Any]) -> None:
         if len(entries) > self.budget:
             return
         with self._lock:
@@ -135,22 +141,23 @@ class _EntryCache:
                 self._size -= len(dropped)
 
 
-#: Manifest entries kept in memory by a process for later scans (about 1-2 KB each).
+#: Manifest entries and manifest-list rows kept in memory by a process for later scans (about
+#: 1-2 KB each).
 MANIFEST_CACHE_ENTRIES = 20_000
-_ENTRY_CACHE = _EntryCache(MANIFEST_CACHE_ENTRIES)
-os.register_at_fork(after_in_child=_ENTRY_CACHE.after_fork)
+_CACHE = _ListCache(MANIFEST_CACHE_ENTRIES)
+os.register_at_fork(after_in_child=_CACHE.after_fork)
 
 
 def manifest_entries(backend: StorageBackend, m: ManifestFile) -> list[ManifestEntry]:
     """The entries of manifest ``m`` (as its manifest-list row ``m`` lets them inherit): from
     this process's cache, else read (and kept)."""
     key = (m.manifest_path, m.manifest_length, m.added_snapshot_id, m.sequence_number)
-    cached = _ENTRY_CACHE.get(key)
+    cached: list[ManifestEntry] | None = _CACHE.get(key)
     if cached is not None:
         return cached
     data = _read_file(backend, m.manifest_path, "manifest")
     entries = read_manifest(data, m.manifest_path, m)
-    _ENTRY_CACHE.put(key, entries)
+    _CACHE.put(key, entries)
     return entries
 
 

@@ -204,6 +204,7 @@ def test_a_manifest_is_read_once_per_process_for_every_later_scan(local_wh: Any)
     counting.reset()
     assert sorted(table.to_pandas()["n"]) == [0, 1, 2, 3]
     assert manifests_read() == []  # every manifest came from the cache
+    assert not [k for m, k in counting.calls if "/snap-" in k]  # and the manifest list too
     table.append_records([{"n": 4}])
     counting.reset()
     again = load_table("t", warehouse=counting)  # another Table object, same process

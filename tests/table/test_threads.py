@@ -105,7 +105,7 @@ def test_a_child_forked_while_the_manifest_cache_is_busy_can_scan(tmp_path: Path
                                           "required": True}])
     table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
     table.append_records([{"n": 7}])
-    lock = scan._ENTRY_CACHE._lock
+    lock = scan._CACHE._lock
     assert lock.acquire(timeout=5)  # as if a scan thread were inside the cache at fork time
     try:
         pid = os.fork()
