@@ -77,12 +77,26 @@ class RangedBackend(StorageBackend):
         self._parts = PartPool(max_concurrency, name=pool_name)
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._client: Any = None  # made by _connect, once per process
         self._prefix = f"{prefix}/" if prefix else ""
         self._part_size = part_size
         self._write_block_size = write_block_size
         self._single_put_size = single_put_size
 
+    def _connected(self) -> Any:
+        """This process's SDK client, made by :meth:`_connect` on first use and again after a
+        fork (a child must not use its parent's connections)."""
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = self._connect()
+                self._pid = os.getpid()
+            return self._client
+
     # -- hooks the subclass supplies -------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new SDK client for this backend's settings."""
 
     @abstractmethod
     def _is_sdk_error(self, exc: BaseException) -> bool:

@@ -134,18 +134,13 @@ class AzureBackend(RangedBackend):
             prefix=config.prefix,
             pool_name="datashard-azure",
         )
-        self._client: Any = None
         self._session: Any = None
 
     # -- clients ---------------------------------------------------------------------------
 
     def _container(self) -> Any:
         """The ``ContainerClient``, made on first use and again after a fork."""
-        with self._lock:
-            if self._client is None or self._pid != os.getpid():
-                self._client = self._connect()
-                self._pid = os.getpid()
-            return self._client
+        return self._connected()
 
     def _connect(self) -> Any:
         cfg = self.config

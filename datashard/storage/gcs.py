@@ -102,18 +102,14 @@ class GCSBackend(RangedBackend):
             prefix=config.prefix,
             pool_name="datashard-gcs",
         )
-        self._conn: _Connection | None = None
         self._bucket_seen = False
         self._timeout = (config.connect_timeout, config.read_timeout)
 
     # -- connection ------------------------------------------------------------------------
 
     def _connection(self) -> _Connection:
-        with self._lock:
-            if self._conn is None or self._pid != os.getpid():
-                self._conn = self._connect()
-                self._pid = os.getpid()
-            return self._conn
+        connection: _Connection = self._connected()
+        return connection
 
     def _connect(self) -> _Connection:
         cfg = self.config
@@ -522,7 +518,7 @@ class GCSBackend(RangedBackend):
 
     def close(self) -> None:
         with self._lock:
-            conn, self._conn = self._conn, None
+            conn, self._client = self._client, None
         if conn is not None:
             conn.session.close()
         self._parts.close()

@@ -316,7 +316,7 @@ def test_pickled_backend_carries_config_not_clients(
         backend.write("k", b"v")
         blob = pickle.dumps(backend)
     clone = pickle.loads(blob)
-    assert clone._conn is None
+    assert clone._client is None
     assert clone.read("k") == b"v"
     assert len(blob) < 4000
     clone.close()
