@@ -23,7 +23,7 @@ from datashard.errors import (
     StoragePermissionError,
     TransientStorageError,
 )
-from datashard.storage.error_text import detail, storage_error
+from datashard.storage.error_text import STATUS_TABLE, detail, storage_error
 
 #: Azure Storage error code -> datashard error class.
 CODE_TABLE: dict[str, type[StorageError]] = {
@@ -56,20 +56,6 @@ CODE_TABLE: dict[str, type[StorageError]] = {
     "OperationTimedOut": TransientStorageError,
     "InternalError": TransientStorageError,
     "AccountBeingCreated": TransientStorageError,
-}
-
-#: HTTP status -> datashard error class, for responses without a known code (HEAD has no body).
-STATUS_TABLE: dict[int, type[StorageError]] = {
-    401: StoragePermissionError,
-    403: StoragePermissionError,
-    404: ObjectNotFoundError,
-    408: TransientStorageError,
-    412: PreconditionFailedError,
-    429: TransientStorageError,
-    500: TransientStorageError,
-    502: TransientStorageError,
-    503: TransientStorageError,
-    504: TransientStorageError,
 }
 
 

@@ -18,6 +18,21 @@ from datashard.errors import (
     TransientStorageError,
 )
 
+#: HTTP status -> datashard error class, the same for every service (each SDK module looks its
+#: own error codes up first; a HEAD response has no body, so only its status tells).
+STATUS_TABLE: dict[int, type[StorageError]] = {
+    401: StoragePermissionError,
+    403: StoragePermissionError,
+    404: ObjectNotFoundError,
+    408: TransientStorageError,
+    412: PreconditionFailedError,
+    429: TransientStorageError,
+    500: TransientStorageError,
+    502: TransientStorageError,
+    503: TransientStorageError,
+    504: TransientStorageError,
+}
+
 
 def detail(service: str, code: str | None, status: int | None, exc: BaseException) -> str:
     """``"S3 NoSuchKey, HTTP 404"``; the exception's class name when there is neither."""

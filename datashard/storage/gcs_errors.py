@@ -25,7 +25,7 @@ from datashard.errors import (
     StoragePermissionError,
     TransientStorageError,
 )
-from datashard.storage.error_text import detail, storage_error
+from datashard.storage.error_text import STATUS_TABLE, detail, storage_error
 
 #: GCS error reason -> datashard error class.
 REASON_TABLE: dict[str, type[StorageError]] = {
@@ -41,20 +41,6 @@ REASON_TABLE: dict[str, type[StorageError]] = {
     "userRateLimitExceeded": TransientStorageError,
     "backendError": TransientStorageError,
     "internalError": TransientStorageError,
-}
-
-#: HTTP status -> datashard error class.
-STATUS_TABLE: dict[int, type[StorageError]] = {
-    401: StoragePermissionError,
-    403: StoragePermissionError,
-    404: ObjectNotFoundError,
-    408: TransientStorageError,
-    412: PreconditionFailedError,
-    429: TransientStorageError,
-    500: TransientStorageError,
-    502: TransientStorageError,
-    503: TransientStorageError,
-    504: TransientStorageError,
 }
 
 

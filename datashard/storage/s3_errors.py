@@ -37,7 +37,7 @@ from datashard.errors import (
     StoragePermissionError,
     TransientStorageError,
 )
-from datashard.storage.error_text import detail, storage_error
+from datashard.storage.error_text import STATUS_TABLE, detail, storage_error
 
 #: S3 error code -> datashard error class.
 CODE_TABLE: dict[str, type[StorageError]] = {
@@ -71,20 +71,6 @@ CODE_TABLE: dict[str, type[StorageError]] = {
     "RequestTimeout": TransientStorageError,
     "RequestTimeoutException": TransientStorageError,
     "OperationAborted": TransientStorageError,
-}
-
-#: HTTP status -> datashard error class, for responses without a known code (HEAD has no body).
-STATUS_TABLE: dict[int, type[StorageError]] = {
-    401: StoragePermissionError,
-    403: StoragePermissionError,
-    404: ObjectNotFoundError,
-    408: TransientStorageError,
-    412: PreconditionFailedError,
-    429: TransientStorageError,
-    500: TransientStorageError,
-    502: TransientStorageError,
-    503: TransientStorageError,
-    504: TransientStorageError,
 }
 
 #: Exceptions raised without any HTTP response: the connection failed, timed out or was reset.
