@@ -295,9 +295,11 @@ class AppendCommit:
 
     # -- the whole commit ------------------------------------------------------------------------
 
-    def commit(self, tables: Sequence[pa.Table]) -> tuple[Loaded, Future[bool] | bool]:
+    def commit(
+        self, tables: Sequence[pa.Table], after: Future[bool] | None = None
+    ) -> tuple[Loaded, Future[bool] | bool]:
         """Stage ``tables`` and commit them as one snapshot: the new version, and the
-        version-hint write (running in the background)."""
+        version-hint write (running in the background, after ``after``)."""
         staged = self.stage(tables)
         settings = CommitSettings.from_properties(self.base.metadata.properties)
         result = commit(
@@ -310,6 +312,7 @@ class AppendCommit:
             settings,
             staged_keys=staged,
             background=shared_pool(),
+            after=after,
         )
         snap = result.loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:

@@ -381,6 +381,7 @@ def commit(
     staged_keys: Sequence[str] = (),
     sleep: Callable[[float], None] = time.sleep,
     background: Executor | None = None,
+    after: Future[bool] | None = None,
 ) -> CommitResult:
     """Commit what ``build`` makes on ``base``, retrying lost races; the new version on success.
 
@@ -389,7 +390,8 @@ def commit(
     (every attempt lost a race) or ``CommitStateUnknownError`` (the outcome could not be
     learned; nothing is deleted). With ``background``, the version-hint write after the win and
     the removal of lost attempts' manifest lists run there; :attr:`CommitResult.hint` is the
-    future of that work.
+    future of that work. It starts writing once ``after`` (the same work of the writer's
+    previous commit, if still running) is done, so one writer's hints land in order.
     """
     attempt = 0
     dead_keys: list[str] = []  # written by attempts that provably did not land
@@ -428,7 +430,9 @@ def commit(
             hint = False
             if background is not None:
                 try:
-                    hint = background.submit(_after_win, backend, paths, target, list(dead_keys))
+                    hint = background.submit(
+                        _after_win, backend, paths, target, list(dead_keys), after
+                    )
                 except RuntimeError:  # the pool is shut down (interpreter exit): do it here
                     background = None
             if background is None:
@@ -544,8 +548,17 @@ def _refresh_from(backend: StorageBackend, paths: TablePaths, known: Loaded) -> 
     return load_newest(backend, paths, known) or known
 
 
-def _after_win(backend: StorageBackend, paths: TablePaths, version: int, dead: list[str]) -> bool:
-    """Background work after a win: the hint, then the files of attempts that lost."""
+def _after_win(
+    backend: StorageBackend,
+    paths: TablePaths,
+    version: int,
+    dead: list[str],
+    after: Future[bool] | None = None,
+) -> bool:
+    """Background work after a win: the hint (once ``after`` is done), then the files of
+    attempts that lost."""
+    if after is not None:
+        after.exception()  # submitted earlier to the same FIFO pool: running or done
     written = write_hint(backend, paths, version)
     _delete_quietly(backend, dead)
     return written

@@ -66,9 +66,9 @@ class Table:
         self._manifest_cache: dict[int, list[Any]] = {}
         #: entries of manifests this writer wrote, by manifest path (for merging)
         self._entry_cache: dict[str, list[Any]] = {}
-        #: the version-hint write of the last commit, running in the background
-        self._hint: Future[bool] | bool = True
-        self._hint_pid = os.getpid()
+        #: background work of recent commits (version-hint writes) not known to be done
+        self._background: list[Future[bool]] = []
+        self._background_pid = os.getpid()
 
     # -- opening tables written elsewhere ----------------------------------------------------
 
@@ -145,13 +145,32 @@ class Table:
         return f"Table({self.name!r}, location={self.location!r}, version={self.version})"
 
     def flush(self) -> None:
-        """Wait for background work of the last commit (its best-effort version-hint write)."""
-        if isinstance(self._hint, Future):
-            if self._hint_pid == os.getpid():
-                self._hint.result()
-            # else: the work belongs to the process we were forked from; no thread here will
-            # finish it, and the hint is only advisory.
-            self._hint = True
+        """Wait for the background work of earlier commits (best-effort version-hint writes)."""
+        pending, self._background = self._background, []
+        if self._background_pid == os.getpid():
+            for work in pending:
+                work.result()
+        # else: the work belongs to the process we were forked from; no thread here will
+        # finish it, and the hint is only advisory.
+
+    def _last_background(self) -> Future[bool] | None:
+        """The newest background work of this process still running, if any."""
+        if self._background_pid != os.getpid() or not self._background:
+            return None
+        last = self._background[-1]
+        return None if last.done() else last
+
+    def _keep_background(self, work: Future[bool] | bool) -> None:
+        """Track a commit's background work without waiting for it: the next commit need not
+        wait for this one's hint write (it is advisory, and readers probe past a stale one).
+        At most :data:`_MAX_BACKGROUND` stay in flight; beyond that the oldest is waited for."""
+        if self._background_pid != os.getpid():
+            self._background, self._background_pid = [], os.getpid()
+        self._background = [w for w in self._background if not w.done()]
+        if isinstance(work, Future):
+            self._background.append(work)
+        while len(self._background) > _MAX_BACKGROUND:
+            self._background.pop(0).result()
 
     def refresh(self) -> Table:
         """Load the newest metadata (other writers' commits); returns ``self``."""
@@ -344,17 +363,24 @@ class Table:
 
     def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
         paths = self._writable()
-        self.flush()
         producer = AppendCommit(
-            self._backend, paths, self._loaded, self._manifest_cache, self._entry_cache
+            self._backend,
+            paths,
+            self._loaded,
+            self._manifest_cache,
+            self._entry_cache,
         )
-        loaded, self._hint = producer.commit(tables)
-        self._hint_pid = os.getpid()
+        loaded, hint = producer.commit(tables, self._last_background())
+        self._keep_background(hint)
         self._loaded = loaded
         snap = loaded.metadata.current_snapshot()
         if snap is None:  # pragma: no cover - an append always makes one
             raise CorruptMetadataError(f"{loaded.location} has no current snapshot after append")
         return snap
+
+
+#: Commits' background writes one table keeps in flight before a commit waits for the oldest.
+_MAX_BACKGROUND = 4
 
 
 class Transaction:

@@ -3,6 +3,7 @@ log, a bounded snapshot list and a bounded manifest list (merging)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -214,3 +215,32 @@ def test_a_manifest_is_read_once_per_process_for_every_later_scan(local_wh: Any)
     counting.reset()
     assert again.scan(snapshot_id=old).to_pandas()["n"].tolist() == [0]
     assert manifests_read() == []
+
+
+class _SlowHint(FaultyBackend):
+    """Holds every version-hint write until ``release`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.release = threading.Event()
+
+    def write(self, key: str, data: Any) -> None:
+        if key.endswith("version-hint.text"):
+            assert self.release.wait(30), "the hint write was never released"
+        super().write(key, data)
+
+
+def test_a_commit_does_not_wait_for_the_last_ones_hint_write(local_wh: Any) -> None:
+    create_table("t", SCHEMA, warehouse=local_wh.uri)
+    slow = _SlowHint(local_wh.backend)
+    writer = load_table("t", warehouse=slow)
+    writer.append_records([{"n": 0}])
+    writer.append_records([{"n": 1}])  # would hang here if it waited for the first hint
+    assert writer.version == 3 and slow.count("put_if_absent") == 2
+    assert local_wh.backend.read("t/metadata/version-hint.text") == b"1"  # not written yet
+    slow.release.set()
+    writer.flush()  # both hint writes done, in order
+    assert local_wh.backend.read("t/metadata/version-hint.text") == b"3"
+    assert [k for m, k in slow.calls if m == "write" and k.endswith("hint.text")] == [
+        "t/metadata/version-hint.text"
+    ] * 2
