@@ -15,8 +15,9 @@ commit (no read), else from the parent's manifest list (one read).
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
@@ -37,7 +38,7 @@ from datashard.commit import (
     new_commit_id,
 )
 from datashard.datafile import write_parquet
-from datashard.errors import StorageError
+from datashard.errors import CorruptMetadataError, StorageError
 from datashard.layout import TablePaths, key_for_uri
 from datashard.manifest import (
     ADDED,
@@ -67,6 +68,7 @@ class AppendCommit:
         base: Loaded,
         manifest_cache: MutableMapping[int, list[ManifestFile]],
         entry_cache: MutableMapping[str, list[ManifestEntry]] | None = None,
+        prefetch: Prefetch | None = None,
     ) -> None:
         self.backend = backend
         self.paths = paths
@@ -76,7 +78,11 @@ class AppendCommit:
         self.entry_cache: MutableMapping[str, list[ManifestEntry]] = (
             {} if entry_cache is None else entry_cache
         )
+        #: manifest reads running in the background for a coming merge (kept by the table)
+        self.prefetch = Prefetch() if prefetch is None else prefetch
         self._merged: dict[str, list[ManifestEntry]] = {}
+        #: merged manifests this attempt writes (with the manifest list, concurrently)
+        self._merge_writes: list[tuple[str, bytes]] = []
         self.snapshot_id = new_snapshot_id()
         self.commit_id = new_commit_id()
         self.schema = base.metadata.current_schema()
@@ -159,10 +165,12 @@ class AppendCommit:
         parent = md.current_snapshot()
         written: list[str] = []
         ours = replace(self.manifest, sequence_number=seq, min_sequence_number=seq)
+        # the parent is this writer's own last commit iff its manifests are cached
+        own_base = parent is None or parent.snapshot_id in self.cache
         manifests = [ours, *self.parent_manifests(md)]
-        self._merged = {}
+        self._merged, self._merge_writes = {}, []
         if settings.merge_enabled:
-            manifests, merged_keys = self.merge_tiers(manifests, ours, seq, settings)
+            manifests, merged_keys = self.merge_tiers(manifests, ours, seq, settings, own_base)
             written.extend(merged_keys)
         list_key = (
             f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
@@ -172,7 +180,7 @@ class AppendCommit:
         )
         written.append(list_key)
         try:
-            self._write_all([*self._pending, (list_key, body)])
+            self._write_all([*self._pending, *self._merge_writes, (list_key, body)])
         except BaseException:
             _delete_quietly(self.backend, written)
             raise
@@ -201,6 +209,7 @@ class AppendCommit:
         ours: ManifestFile,
         seq: int,
         settings: CommitSettings,
+        own_base: bool = True,
     ) -> tuple[list[ManifestFile], list[str]]:
         """Merge small manifests by size class so the list and the merge work stay bounded.
 
@@ -208,11 +217,23 @@ class AppendCommit:
         with ``f`` files is in class ``floor(log_M f)``. When a class holds ``M`` manifests
         they are rewritten into one (of a higher class); the entries keep their snapshot ids and
         sequence numbers, as EXISTING. Each file is rewritten about ``log_M(files)`` times in
-        the table's life; the list holds fewer than ``M`` manifests per class. This commit's
-        own manifest is never merged into another.
+        the table's life. This commit's own manifest is never merged into another.
+
+        One merge per full class, and no reads while the race is on: a merge of the ``M``
+        manifests whose entries this writer holds (it wrote them, merged them, or read them
+        earlier) costs no request. When a class is full but its entries are not at hand, the
+        writer that made the base snapshot (the writer alone, when there is one; under
+        contention the one most likely to commit next) starts reading them in the background
+        (:class:`Prefetch`) and merges on a later commit; other writers do not read them. Only
+        a class of ``M + M // 2`` manifests is merged at once by anyone, reading what is
+        missing. Reads inside the commit window would make the merging writer lose the race
+        (and every writer that builds while a class is full read the same manifests). So the
+        list holds fewer than ``M`` manifests per class, plus what arrives while a prefetch
+        runs, and fewer than ``M + M // 2`` in any case.
         """
         base = settings.min_count_to_merge
         written: list[str] = []
+        self.prefetch.harvest(self.entry_cache)
         for _ in range(8):  # a merge can fill the next class: cascade, bounded
             classes: dict[int, list[ManifestFile]] = {}
             for m in manifests:
@@ -223,14 +244,36 @@ class AppendCommit:
                     and m.manifest_length < settings.target_manifest_bytes
                 ):
                     classes.setdefault(_size_class(m, base), []).append(m)
-            full = sorted(k for k, group in classes.items() if len(group) >= base)
-            if not full:
+            group: list[ManifestFile] = []
+            for k in sorted(classes):
+                group = self._to_merge(classes[k], base, own_base)
+                if group:
+                    break
+            if not group:
                 break
-            group = classes[full[0]]
             merged, key = self.merge(group, seq)
             written.append(key)
             manifests = [ours, merged, *(m for m in manifests if m is not ours and m not in group)]
         return manifests, written
+
+    def _to_merge(
+        self, members: list[ManifestFile], base: int, own_base: bool
+    ) -> list[ManifestFile]:
+        """The manifests of one size class this attempt merges now (see :meth:`merge_tiers`);
+        may start background reads for a later merge."""
+        if len(members) < base:
+            return []
+        if len(members) >= base + base // 2:
+            return members
+        held = [m for m in members if m.manifest_path in self.entry_cache]
+        if len(held) >= base:
+            return held
+        if own_base:
+            self.prefetch.start(
+                [m for m in members if m.manifest_path not in self.entry_cache],
+                self._read_entries,
+            )
+        return []
 
     def _read_entries(self, m: ManifestFile) -> list[ManifestEntry]:
         data = self.backend.read(key_for_uri(self.backend, m.manifest_path))
@@ -250,7 +293,8 @@ class AppendCommit:
         return [self.entry_cache[m.manifest_path] for m in group]
 
     def merge(self, group: list[ManifestFile], seq: int) -> tuple[ManifestFile, str]:
-        """Rewrite ``group`` into one manifest (live entries, as EXISTING); it and its key."""
+        """Rewrite ``group`` into one manifest (live entries, as EXISTING); it and its key.
+        The manifest is written by :meth:`build`, with the manifest list."""
         entries = [
             replace(e, status=EXISTING)
             for manifest_entries in self._entries(group)
@@ -259,11 +303,7 @@ class AppendCommit:
         ]
         body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
         key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"
-        try:
-            self.backend.write(key, body)
-        except BaseException:
-            _delete_quietly(self.backend, [key])
-            raise
+        self._merge_writes.append((key, body))  # written with the manifest list
         merged = build_manifest_file(
             entries,
             manifest_path=self.backend.uri_for(key),
@@ -320,6 +360,71 @@ class AppendCommit:
             self.cache[self.snapshot_id] = list(self._last_manifests)
             self._remember_entries(snap.sequence_number)
         return result.loaded, result.hint
+
+
+class Prefetch:
+    """Manifest reads a writer runs in the background for a merge on a later commit.
+
+    At most :data:`_PREFETCH_TASKS` background tasks read a batch, each its share one manifest
+    after another (a merge's reads must not crowd the shared pool a commit's writes use).
+    Only the committing thread starts and harvests them, so the entry cache is touched by that
+    thread alone. A read that fails is dropped (a merge reads what it lacks itself); after a
+    fork the parent's tasks are forgotten (their threads are not in the child).
+    """
+
+    def __init__(self) -> None:
+        self._batches: list[tuple[frozenset[str], Future[dict[str, list[ManifestEntry]]]]] = []
+        self._pid = os.getpid()
+
+    def _forget_after_fork(self) -> None:
+        if self._pid != os.getpid():
+            self._batches, self._pid = [], os.getpid()
+
+    def start(
+        self,
+        manifests: Sequence[ManifestFile],
+        read: Callable[[ManifestFile], list[ManifestEntry]],
+    ) -> None:
+        """Read ``manifests`` in the background (those not already being read)."""
+        self._forget_after_fork()
+        running: set[str] = set().union(*(paths for paths, _ in self._batches))
+        todo = [m for m in manifests if m.manifest_path not in running]
+        for i in range(_PREFETCH_TASKS):
+            part = todo[i::_PREFETCH_TASKS]
+            if part:
+                work = submit(_read_each, part, read)
+                self._batches.append((frozenset(m.manifest_path for m in part), work))
+
+    def wait(self) -> None:
+        """Wait until every read started in this process has finished."""
+        self._forget_after_fork()
+        for _, work in self._batches:
+            work.exception()
+
+    def harvest(self, into: MutableMapping[str, list[ManifestEntry]]) -> None:
+        """Move the entries of finished batches into ``into``."""
+        self._forget_after_fork()
+        for batch in [b for b in self._batches if b[1].done()]:
+            self._batches.remove(batch)
+            if batch[1].exception() is None:
+                into.update(batch[1].result())
+
+
+#: Background tasks (threads of the shared pool) one prefetch uses.
+_PREFETCH_TASKS = 4
+
+
+def _read_each(
+    manifests: Sequence[ManifestFile], read: Callable[[ManifestFile], list[ManifestEntry]]
+) -> dict[str, list[ManifestEntry]]:
+    """The entries of each manifest ``read`` can read, by path (failures are left out)."""
+    out: dict[str, list[ManifestEntry]] = {}
+    for m in manifests:
+        try:
+            out[m.manifest_path] = read(m)
+        except (StorageError, CorruptMetadataError):
+            continue
+    return out
 
 
 #: Entries a writer keeps in memory for merging, at most.

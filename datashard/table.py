@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from datashard.append import AppendCommit
+from datashard.append import AppendCommit, Prefetch
 from datashard.commit import Loaded, load_newest
 from datashard.errors import (
     CorruptMetadataError,
@@ -66,6 +66,8 @@ class Table:
         self._manifest_cache: dict[int, list[Any]] = {}
         #: entries of manifests this writer wrote, by manifest path (for merging)
         self._entry_cache: dict[str, list[Any]] = {}
+        #: manifest reads running in the background for a coming merge
+        self._prefetch = Prefetch()
         #: background work of recent commits (version-hint writes) not known to be done
         self._background: list[Future[bool]] = []
         self._background_pid = os.getpid()
@@ -145,7 +147,9 @@ class Table:
         return f"Table({self.name!r}, location={self.location!r}, version={self.version})"
 
     def flush(self) -> None:
-        """Wait for the background work of earlier commits (best-effort version-hint writes)."""
+        """Wait for the background work of earlier commits (best-effort version-hint writes,
+        manifest reads for a coming merge)."""
+        self._prefetch.wait()
         pending, self._background = self._background, []
         if self._background_pid == os.getpid():
             for work in pending:
@@ -369,6 +373,7 @@ class Table:
             self._loaded,
             self._manifest_cache,
             self._entry_cache,
+            self._prefetch,
         )
         loaded, hint = producer.commit(tables, self._last_background())
         self._keep_background(hint)

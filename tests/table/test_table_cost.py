@@ -131,18 +131,68 @@ def test_a_merge_reads_each_foreign_manifest_once_even_when_the_race_is_lost(
 ) -> None:
     props = {"commit.manifest.min-count-to-merge": "4"}
     other = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=props)
-    for i in range(4):  # four one-file manifests: a full size class for the next append
-        other.append_records([{"n": i}])
+    for i in range(6):  # six one-file manifests from six writers (none merges: see below)
+        load_table("t", warehouse=local_wh.uri).append_records([{"n": i}])
+    other.refresh()
     counting = _CommitsFirst(local_wh.backend, lambda: other.create_tag("racer"))
     writer = load_table("t", warehouse=counting)
     counting.reset()
-    writer.append_records([{"n": 4}])
+    writer.append_records([{"n": 6}])
     manifest_reads = [k for m, k in counting.calls if m == "read" and k.endswith("-m0.avro")]
-    assert len(manifest_reads) == 4 and len(set(manifest_reads)) == 4, counting.calls
+    assert len(manifest_reads) == 6 and len(set(manifest_reads)) == 6, counting.calls
     assert counting.count("put_if_absent") == 2  # lost to the tag, won on the retry
     fresh = load_table("t", warehouse=local_wh.uri)
-    assert sorted(fresh.to_arrow().column("n").to_pylist()) == [0, 1, 2, 3, 4]
+    assert sorted(fresh.to_arrow().column("n").to_pylist()) == list(range(7))
     assert len(read_manifest_files(local_wh.backend, fresh.current_snapshot())) == 2
+
+
+def test_a_writer_that_lacks_a_full_class_does_not_read_it_inside_its_commit(
+    local_wh: Any,
+) -> None:
+    props = {"commit.manifest.min-count-to-merge": "4"}
+    other = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=props)
+    for i in range(3):
+        other.append_records([{"n": i}])
+    counting = FaultyBackend(local_wh.backend)
+    writer = load_table("t", warehouse=counting)
+    writer.append_records([{"n": 3}])  # its own manifest and three foreign ones: class full
+    writer.flush()
+    counting.reset()
+    writer.append_records([{"n": 4}])  # builds on its own commit: starts reading, no merge
+    writer.flush()  # waits for those background reads
+    foreign = [k for m, k in counting.calls if m == "read" and k.endswith("-m0.avro")]
+    assert len(foreign) == 3 and len(set(foreign)) == 3, counting.calls
+    assert len(read_manifest_files(local_wh.backend, writer.current_snapshot())) == 5
+    counting.reset()
+    writer.append_records([{"n": 5}])  # merges all five it now holds, reading none
+    writer.flush()
+    assert [k for m, k in counting.calls if m == "read" and k.endswith(".avro")] == []
+    assert counting.count("write") == 5  # data, manifest, merged manifest, list, hint
+    manifests = read_manifest_files(local_wh.backend, writer.current_snapshot())
+    assert len(manifests) == 2
+    fresh = load_table("t", warehouse=local_wh.uri)
+    assert sorted(fresh.to_arrow().column("n").to_pylist()) == list(range(6))
+
+
+def test_a_writer_that_did_not_make_the_base_leaves_a_full_class_alone(local_wh: Any) -> None:
+    props = {"commit.manifest.min-count-to-merge": "4"}
+    create_table("t", SCHEMA, warehouse=local_wh.uri, properties=props)
+    for i in range(3):  # three writers, each of them alone in its process
+        load_table("t", warehouse=local_wh.uri).append_records([{"n": i}])
+    other = load_table("t", warehouse=local_wh.uri)
+    other.append_records([{"n": 3}])
+    counting = FaultyBackend(local_wh.backend)
+    writer = load_table("t", warehouse=counting)  # the base is another writer's commit
+    writer.append_records([{"n": 4}])
+    writer.flush()
+    assert [k for m, k in counting.calls if m == "read" and k.endswith("-m0.avro")] == []
+    assert len(read_manifest_files(local_wh.backend, writer.current_snapshot())) == 5
+    other.refresh().append_records([{"n": 5}])  # holds one of the five: leaves them too
+    assert len(read_manifest_files(local_wh.backend, other.current_snapshot())) == 6
+    other.append_records([{"n": 6}])  # M + M // 2 = 6: merged by anyone, reading the rest
+    assert len(read_manifest_files(local_wh.backend, other.current_snapshot())) == 2
+    assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) \
+        == list(range(7))
 
 
 @pytest.mark.parametrize("bogus_hint", [False, True])
