@@ -3,8 +3,10 @@ its background hint write, and a scan's manifest and data-file reads.
 
 Starting threads per call costs more than reading a small table does (a scan of five files made
 a pool of five threads and joined them each time). The pool starts its threads as work needs
-them, is replaced in a forked child (a child has none of its parent's threads), and no task run
-on it waits for another task on it, so sharing it cannot deadlock.
+them, and is replaced in a forked child (a child has none of its parent's threads). One kind of
+task waits for another: a commit's hint write waits for the same table's previous hint write,
+which was submitted earlier; the queue is first in, first out, so that one is running or done
+by then, and sharing the pool cannot deadlock.
 """
 
 from __future__ import annotations

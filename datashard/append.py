@@ -251,10 +251,23 @@ class AppendCommit:
                     break
             if not group:
                 break
+            # a manifest merged earlier in this attempt (a cascade) is not written yet: merged
+            # again, it is dropped before it is ever written
+            again = {m.manifest_path for m in group if m.manifest_path in self._merged}
             merged, key = self.merge(group, seq)
+            if again:
+                gone = {key_for_uri(self.backend, path) for path in again}
+                self._merge_writes = [(k, b) for k, b in self._merge_writes if k not in gone]
+                written = [k for k in written if k not in gone]
+                for path in again:
+                    del self._merged[path]
             written.append(key)
             manifests = [ours, merged, *(m for m in manifests if m is not ours and m not in group)]
         return manifests, written
+
+    def _held(self, path: str) -> bool:
+        """Whether the entries of the manifest at ``path`` are at hand (no read needed)."""
+        return path in self._merged or path in self.entry_cache
 
     def _to_merge(
         self, members: list[ManifestFile], base: int, own_base: bool
@@ -265,13 +278,12 @@ class AppendCommit:
             return []
         if len(members) >= base + base // 2:
             return members
-        held = [m for m in members if m.manifest_path in self.entry_cache]
+        held = [m for m in members if self._held(m.manifest_path)]
         if len(held) >= base:
             return held
         if own_base:
             self.prefetch.start(
-                [m for m in members if m.manifest_path not in self.entry_cache],
-                self._read_entries,
+                [m for m in members if not self._held(m.manifest_path)], self._read_entries
             )
         return []
 
@@ -283,14 +295,19 @@ class AppendCommit:
         """The entries of each manifest of ``group``: from the writer's cache, the rest read
         concurrently and kept there (a manifest never changes), so an attempt that lost a race
         and merges the same manifests again reads none of them twice."""
-        missing = [m for m in group if m.manifest_path not in self.entry_cache]
+        missing = [m for m in group if not self._held(m.manifest_path)]
         if len(missing) == 1:
             self.entry_cache[missing[0].manifest_path] = self._read_entries(missing[0])
         elif missing:
             futures = [submit(self._read_entries, m) for m in missing]
             for m, future in zip(missing, futures, strict=True):
                 self.entry_cache[m.manifest_path] = future.result()
-        return [self.entry_cache[m.manifest_path] for m in group]
+        return [
+            self._merged[m.manifest_path]
+            if m.manifest_path in self._merged
+            else self.entry_cache[m.manifest_path]
+            for m in group
+        ]
 
     def merge(self, group: list[ManifestFile], seq: int) -> tuple[ManifestFile, str]:
         """Rewrite ``group`` into one manifest (live entries, as EXISTING); it and its key.
@@ -365,15 +382,15 @@ class AppendCommit:
 class Prefetch:
     """Manifest reads a writer runs in the background for a merge on a later commit.
 
-    At most :data:`_PREFETCH_TASKS` background tasks read a batch, each its share one manifest
-    after another (a merge's reads must not crowd the shared pool a commit's writes use).
+    One prefetch at a time per table, in at most :data:`_PREFETCH_TASKS` background tasks, each
+    reading its share one manifest after another (the pool is shared with commits' writes).
     Only the committing thread starts and harvests them, so the entry cache is touched by that
     thread alone. A read that fails is dropped (a merge reads what it lacks itself); after a
     fork the parent's tasks are forgotten (their threads are not in the child).
     """
 
     def __init__(self) -> None:
-        self._batches: list[tuple[frozenset[str], Future[dict[str, list[ManifestEntry]]]]] = []
+        self._batches: list[Future[dict[str, list[ManifestEntry]]]] = []
         self._pid = os.getpid()
 
     def _forget_after_fork(self) -> None:
@@ -385,29 +402,28 @@ class Prefetch:
         manifests: Sequence[ManifestFile],
         read: Callable[[ManifestFile], list[ManifestEntry]],
     ) -> None:
-        """Read ``manifests`` in the background (those not already being read)."""
+        """Read ``manifests`` in the background, unless reads started earlier are running."""
         self._forget_after_fork()
-        running: set[str] = set().union(*(paths for paths, _ in self._batches))
-        todo = [m for m in manifests if m.manifest_path not in running]
+        if self._batches:  # one prefetch at a time per table: the pool is shared
+            return
         for i in range(_PREFETCH_TASKS):
-            part = todo[i::_PREFETCH_TASKS]
+            part = manifests[i::_PREFETCH_TASKS]
             if part:
-                work = submit(_read_each, part, read)
-                self._batches.append((frozenset(m.manifest_path for m in part), work))
+                self._batches.append(submit(_read_each, part, read))
 
     def wait(self) -> None:
         """Wait until every read started in this process has finished."""
         self._forget_after_fork()
-        for _, work in self._batches:
+        for work in self._batches:
             work.exception()
 
     def harvest(self, into: MutableMapping[str, list[ManifestEntry]]) -> None:
         """Move the entries of finished batches into ``into``."""
         self._forget_after_fork()
-        for batch in [b for b in self._batches if b[1].done()]:
+        for batch in [b for b in self._batches if b.done()]:
             self._batches.remove(batch)
-            if batch[1].exception() is None:
-                into.update(batch[1].result())
+            if batch.exception() is None:
+                into.update(batch.result())
 
 
 #: Background tasks (threads of the shared pool) one prefetch uses.

@@ -150,6 +150,9 @@ class Table:
         """Wait for the background work of earlier commits (best-effort version-hint writes,
         manifest reads for a coming merge)."""
         self._prefetch.wait()
+        self._wait_background()
+
+    def _wait_background(self) -> None:
         pending, self._background = self._background, []
         if self._background_pid == os.getpid():
             for work in pending:
@@ -174,11 +177,11 @@ class Table:
         if isinstance(work, Future):
             self._background.append(work)
         while len(self._background) > _MAX_BACKGROUND:
-            self._background.pop(0).result()
+            self._background.pop(0).exception()  # advisory work: its errors are not ours
 
     def refresh(self) -> Table:
         """Load the newest metadata (other writers' commits); returns ``self``."""
-        self.flush()
+        self._wait_background()
         if self._paths is None:
             return self
         loaded = load_newest(self._backend, self._paths, self._loaded)
@@ -376,8 +379,8 @@ class Table:
             self._prefetch,
         )
         loaded, hint = producer.commit(tables, self._last_background())
-        self._keep_background(hint)
         self._loaded = loaded
+        self._keep_background(hint)
         snap = loaded.metadata.current_snapshot()
         if snap is None:  # pragma: no cover - an append always makes one
             raise CorruptMetadataError(f"{loaded.location} has no current snapshot after append")

@@ -294,3 +294,33 @@ def test_a_commit_does_not_wait_for_the_last_ones_hint_write(local_wh: Any) -> N
     assert [k for m, k in slow.calls if m == "write" and k.endswith("hint.text")] == [
         "t/metadata/version-hint.text"
     ] * 2
+
+
+def test_a_merge_that_fills_the_next_class_merges_on_without_reading_its_own_output(
+    local_wh: Any,
+) -> None:
+    props = {"commit.manifest.min-count-to-merge": "4"}  # M = 4: anyone merges at 6
+    create_table("t", SCHEMA, warehouse=local_wh.uri, properties=props)
+    n = 0
+    for _ in range(5):  # five manifests of four files (class 1), each from a new writer
+        with load_table("t", warehouse=local_wh.uri).transaction() as tx:
+            for _ in range(4):
+                tx.append_records([{"n": n}])
+                n += 1
+    for _ in range(6):  # six one-file manifests (class 0)
+        load_table("t", warehouse=local_wh.uri).append_records([{"n": n}])
+        n += 1
+    assert len(read_manifest_files(local_wh.backend, load_table(
+        "t", warehouse=local_wh.uri).current_snapshot())) == 11
+    counting = FaultyBackend(local_wh.backend)
+    writer = load_table("t", warehouse=counting)
+    writer.append_records([{"n": n}])  # class 0 merged into class 1, which then holds six
+    writer.flush()
+    reads = [k for m, k in counting.calls if m == "read" and k.endswith(".avro")]
+    assert not any(k.endswith("-m1.avro") for k in reads), reads  # never its own, unwritten
+    merged_written = [k for m, k in counting.calls if m == "write" and k.endswith("-m1.avro")]
+    assert len(merged_written) == 1  # the intermediate merge is never written
+    manifests = read_manifest_files(local_wh.backend, writer.current_snapshot())
+    assert len(manifests) == 2  # this commit's, and one of all 26 earlier files
+    assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) \
+        == list(range(n + 1))
