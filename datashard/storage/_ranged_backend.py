@@ -33,6 +33,7 @@ from datashard.storage.base import (
     ObjectMeta,
     StorageBackend,
     WriteData,
+    byte_view,
     validate_key,
     validate_prefix,
     validate_range,
@@ -249,11 +250,9 @@ class RangedBackend(StorageBackend):
 
     def write(self, key: str, data: WriteData) -> None:
         validate_key(key)
-        if isinstance(data, str):
-            raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
         size = self._write_block_size
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            view = memoryview(data).cast("B")
+        view = byte_view(data)
+        if view is not None:
             if len(view) <= self._single_put_size:
                 self._put(key, bytes(view))
                 return

@@ -248,12 +248,23 @@ class StorageBackend(ABC):
         self.close()
 
 
+def byte_view(data: WriteData) -> memoryview | None:
+    """``write`` input as one flat byte view, or ``None`` for an iterable of chunks.
+
+    Raises ``TypeError`` for a ``str`` (which would otherwise iterate as characters).
+    """
+    if isinstance(data, str):
+        raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return memoryview(data).cast("B")
+    return None
+
+
 def collect_chunks(data: WriteData) -> bytes:
     """Join ``write`` input into one ``bytes`` (for backends that cannot stream)."""
     if isinstance(data, bytes):
         return data
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    if isinstance(data, str):
-        raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
+    view = byte_view(data)
+    if view is not None:
+        return bytes(view)
     return b"".join(bytes(chunk) for chunk in data)

@@ -315,13 +315,7 @@ class GCSBackend(RangedBackend):
     def head(self, key: str) -> ObjectMeta:
         validate_key(key)
         blob = self._call("read", "head", key, lambda: self._reload(key))
-        return ObjectMeta(
-            key=key,
-            size=int(blob.size),
-            etag=blob.etag,
-            version=str(blob.generation) if blob.generation is not None else None,
-            last_modified=blob.updated,
-        )
+        return self._list_meta(blob, key)  # a listed item and a reloaded blob: same fields
 
     # -- writes ----------------------------------------------------------------------------
 

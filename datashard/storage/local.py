@@ -42,6 +42,7 @@ from datashard.storage.base import (
     ObjectMeta,
     StorageBackend,
     WriteData,
+    byte_view,
     validate_key,
     validate_prefix,
     validate_range,
@@ -126,12 +127,12 @@ def _stat_meta(key: str, st: os.stat_result) -> ObjectMeta:
 
 def _chunks(data: WriteData) -> Iterator[memoryview]:
     """``data`` as byte views, without joining an iterable of chunks."""
-    if isinstance(data, str):
-        raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        yield memoryview(data).cast("B")
+    view = byte_view(data)
+    if view is not None:
+        yield view
         return
-    for chunk in data:
+    chunks: Iterable[Any] = data  # not bytes-like: byte_view said so
+    for chunk in chunks:
         if isinstance(chunk, str):
             raise TypeError("write() chunks must be bytes-like, got a str; encode it first")
         yield memoryview(chunk).cast("B")

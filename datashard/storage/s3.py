@@ -44,6 +44,7 @@ from datashard.storage.base import (
     ObjectMeta,
     StorageBackend,
     WriteData,
+    byte_view,
     validate_key,
     validate_prefix,
     validate_range,
@@ -438,11 +439,9 @@ class S3Backend(StorageBackend):
 
     def write(self, key: str, data: WriteData) -> None:
         validate_key(key)
-        if isinstance(data, str):
-            raise TypeError("write() takes bytes or an iterable of bytes, not str; encode it first")
         cfg = self.config
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            view = memoryview(data).cast("B")
+        view = byte_view(data)
+        if view is not None:
             if len(view) <= cfg.multipart_threshold:
                 self._put(key, data if isinstance(data, bytes) else bytes(view))
                 return
