@@ -66,7 +66,7 @@ def interleaved(
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for i in range(repeat):
-        for name in names[i % len(names):] + names[: i % len(names)]:  # rotate: no fixed order
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate: no fixed order
             fn = fns[name]
             if limits and i >= limits.get(name, repeat):
                 continue
@@ -156,16 +156,25 @@ def _bench_local_case(
     def write_plain_volatile() -> None:
         volatile.write("p", msgpack.packb(obj))
 
-    writes = interleaved({"ours": write_ours, "msglc": write_msglc,
-                          "packb": lambda: msgpack.packb(obj), "packb+write": write_plain,
-                          "ours, fsync off": write_ours_volatile,
-                          "packb+write, fsync off": write_plain_volatile}, reps)
+    writes = interleaved(
+        {
+            "ours": write_ours,
+            "msglc": write_msglc,
+            "packb": lambda: msgpack.packb(obj),
+            "packb+write": write_plain,
+            "ours, fsync off": write_ours_volatile,
+            "packb+write, fsync off": write_plain_volatile,
+        },
+        reps,
+    )
     off = {"packb": writes["packb"], "packb+write": writes.pop("packb+write, fsync off")}
     off_ours = writes.pop("ours, fsync off")
     row("write", writes.pop("ours"), writes)
     row("write, fsync off", off_ours, off)
-    print(f"{'':34} sizes: ours {os.path.getsize(ours_path)}, msglc "
-          f"{os.path.getsize(msglc_path)}, msgpack {os.path.getsize(plain_path)} bytes")
+    print(
+        f"{'':34} sizes: ours {os.path.getsize(ours_path)}, msglc "
+        f"{os.path.getsize(msglc_path)}, msgpack {os.path.getsize(plain_path)} bytes"
+    )
 
     def read_ours() -> None:
         with LazyReader(backend, "o") as r:
@@ -276,13 +285,24 @@ def _s3_readers(
     def floor() -> None:  # one ranged GET of the entry's size: the least any reader can do
         assert len(backend.read_range("o.msgc", 0, value_size)) == value_size
 
-    return {"ours": ours, "size known": sized, "tail 64 KiB": tail,
-            "msglc": msglc, "unpackb": unpackb, "one GET": floor}
+    return {
+        "ours": ours,
+        "size known": sized,
+        "tail 64 KiB": tail,
+        "msglc": msglc,
+        "unpackb": unpackb,
+        "one GET": floor,
+    }
 
 
 def _bench_s3_case(
-    name: str, obj: dict[str, bytes], key: str, direct: _S3Side, counted: _S3Side,
-    proxy: Any, repeat: int,
+    name: str,
+    obj: dict[str, bytes],
+    key: str,
+    direct: _S3Side,
+    counted: _S3Side,
+    proxy: Any,
+    repeat: int,
 ) -> None:
     from msglc import LazyWriter as MsglcWriter
 
@@ -301,8 +321,9 @@ def _bench_s3_case(
     def write_plain() -> None:
         backend.write("p.msgpack", msgpack.packb(obj))
 
-    writes = interleaved({"ours": write_ours, "msglc": write_msglc, "packb+write": write_plain},
-                         reps)
+    writes = interleaved(
+        {"ours": write_ours, "msglc": write_msglc, "packb+write": write_plain}, reps
+    )
     row("write", writes.pop("ours"), writes)
     size = backend.head("o.msgc").size
 
@@ -341,8 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller containers (smoke run)")
     parser.add_argument("--repeat", type=int, default=20, help="runs per read measurement")
     args = parser.parse_args(argv)
-    print(f"python {sys.version.split()[0]}, msgpack {msgpack.version}, cpus {os.cpu_count()}; "
-          "cold = posix_fadvise(DONTNEED) on the one file (the page cache of others untouched)")
+    print(
+        f"python {sys.version.split()[0]}, msgpack {msgpack.version}, cpus {os.cpu_count()}; "
+        "cold = posix_fadvise(DONTNEED) on the one file (the page cache of others untouched)"
+    )
     data = datasets(args.quick)
     if not args.no_local:
         bench_local(data, args.repeat)

@@ -61,8 +61,12 @@ def make_files(size_mib: int, row_group_mib: int, files: int) -> list[bytes]:
             cols[f"f{j}"] = block[:, j]
         sink = io.BytesIO()
         pq.write_table(
-            pa.table(cols), sink, row_group_size=rows_per_group, compression="NONE",
-            use_dictionary=False, write_statistics=False,
+            pa.table(cols),
+            sink,
+            row_group_size=rows_per_group,
+            compression="NONE",
+            use_dictionary=False,
+            write_statistics=False,
         )
         out.append(sink.getvalue())
         first += rows
@@ -84,8 +88,13 @@ def _epoch(fn: Callable[[], Iterator[pa.RecordBatch]]) -> dict[str, float]:
 
 
 def _peers_s3(
-    backend: StorageBackend, endpoint: str, creds: dict[str, str], bucket: str, prefix: str,
-    keys: list[str], prefetch: int,
+    backend: StorageBackend,
+    endpoint: str,
+    creds: dict[str, str],
+    bucket: str,
+    prefix: str,
+    keys: list[str],
+    prefetch: int,
 ) -> dict[str, Callable[[], Callable[[], Iterator[pa.RecordBatch]]]]:
     """Factories: each makes the per-epoch iterator of one peer (state kept across epochs)."""
 
@@ -96,19 +105,25 @@ def _peers_s3(
 
     def pyarrow_dataset() -> Callable[[], Iterator[pa.RecordBatch]]:
         fs = pafs.S3FileSystem(
-            access_key=creds["key"], secret_key=creds["secret"], region=creds["region"],
-            endpoint_override=endpoint, scheme="http",
+            access_key=creds["key"],
+            secret_key=creds["secret"],
+            region=creds["region"],
+            endpoint_override=endpoint,
+            scheme="http",
         )
-        dataset = pads.dataset([f"{bucket}/{prefix}/{k}" for k in keys], filesystem=fs,
-                               format="parquet")
+        dataset = pads.dataset(
+            [f"{bucket}/{prefix}/{k}" for k in keys], filesystem=fs, format="parquet"
+        )
         return lambda: dataset.to_batches(batch_readahead=prefetch)
 
     def s3dlio_loader() -> Callable[[], Iterator[pa.RecordBatch]]:
         import s3dlio
 
         os.environ.update(
-            AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=creds["key"],
-            AWS_SECRET_ACCESS_KEY=creds["secret"], AWS_REGION=creds["region"],
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID=creds["key"],
+            AWS_SECRET_ACCESS_KEY=creds["secret"],
+            AWS_REGION=creds["region"],
         )
 
         def epoch() -> Iterator[pa.RecordBatch]:
@@ -186,8 +201,11 @@ def _drop_caches(directory: Path) -> str:
         return "fadvise"
 
 
-def _run(peers: dict[str, Callable[[], Callable[[], Iterator[pa.RecordBatch]]]], epochs: int,
-         before_first: Callable[[], object] | None = None) -> list[dict[str, Any]]:
+def _run(
+    peers: dict[str, Callable[[], Callable[[], Iterator[pa.RecordBatch]]]],
+    epochs: int,
+    before_first: Callable[[], object] | None = None,
+) -> list[dict[str, Any]]:
     results = []
     for name, factory in peers.items():
         try:
@@ -213,8 +231,10 @@ def _print(title: str, results: list[dict[str, Any]], base: str, expect_rows: in
         ratio = ref.get(r["epoch"], float("nan")) / r["seconds"]
         flag = "" if r["rows"] == expect_rows else f"  ROWS {r['rows']} != {expect_rows}"
         speed = r["mib"] / r["seconds"]
-        print(f"{r['peer']:<22}{r['epoch']:>6}{r['seconds']:>9.3f}{speed:>10.0f}"
-              f"{r['cpu_s']:>9.2f}  {f'x{ratio:.2f}':>22}{flag}")
+        print(
+            f"{r['peer']:<22}{r['epoch']:>6}{r['seconds']:>9.3f}{speed:>10.0f}"
+            f"{r['cpu_s']:>9.2f}  {f'x{ratio:.2f}':>22}{flag}"
+        )
     print(f"(ratio > 1: the peer is faster than {base}; < 1: {base} is faster)")
 
 
@@ -229,10 +249,17 @@ def bench_local(datasets: list[bytes], prefetch: int, epochs: int, directory: Pa
         keys.append(key)
     rows = sum(pq.read_metadata(directory / k).num_rows for k in keys)
     how: list[str] = []
-    results = _run(_peers_local(directory, keys, prefetch), epochs,
-                   before_first=lambda: how.append(_drop_caches(directory)))
-    _print(f"local disk {directory} (epoch 1 cold via {how[0] if how else '?'}; "
-           f"then warm)", results, "pyarrow.parquet", rows)
+    results = _run(
+        _peers_local(directory, keys, prefetch),
+        epochs,
+        before_first=lambda: how.append(_drop_caches(directory)),
+    )
+    _print(
+        f"local disk {directory} (epoch 1 cold via {how[0] if how else '?'}; then warm)",
+        results,
+        "pyarrow.parquet",
+        rows,
+    )
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -242,14 +269,20 @@ def bench_s3(datasets: list[bytes], prefetch: int, epochs: int) -> None:
 
     server = start_ceph()
     try:
-        creds = {"key": server.access_key_id, "secret": server.secret_access_key,
-                 "region": server.region}
+        creds = {
+            "key": server.access_key_id,
+            "secret": server.secret_access_key,
+            "region": server.region,
+        }
         prefix = "loader-bench"
 
         def backend_at(endpoint: str) -> StorageBackend:
             return open_backend(
-                f"s3://{server.bucket}/{prefix}", endpoint_url=endpoint, region=server.region,
-                access_key_id=server.access_key_id, secret_access_key=server.secret_access_key,
+                f"s3://{server.bucket}/{prefix}",
+                endpoint_url=endpoint,
+                region=server.region,
+                access_key_id=server.access_key_id,
+                secret_access_key=server.secret_access_key,
             )
 
         backend = backend_at(server.endpoint_url)
@@ -259,8 +292,9 @@ def bench_s3(datasets: list[bytes], prefetch: int, epochs: int) -> None:
             backend.write(key, data)
             keys.append(key)
         rows = sum(pq.read_metadata(io.BytesIO(d)).num_rows for d in datasets)
-        peers = _peers_s3(backend, server.endpoint_url, creds, server.bucket, prefix, keys,
-                          prefetch)
+        peers = _peers_s3(
+            backend, server.endpoint_url, creds, server.bucket, prefix, keys, prefetch
+        )
         _print("S3 on Ceph RGW over loopback", _run(peers, epochs), "datashard", rows)
 
         print("\n== requests per epoch on S3 (through a counting proxy)")
@@ -269,16 +303,20 @@ def bench_s3(datasets: list[bytes], prefetch: int, epochs: int) -> None:
             counted = _peers_s3(proxied, proxy.url, creds, server.bucket, prefix, keys, prefetch)
             for name, factory in counted.items():
                 if name == "s3dlio":  # it keeps its first endpoint per process: use a child
-                    _count_s3dlio_child(proxy, creds, f"s3://{server.bucket}/{prefix}/data/",
-                                        prefetch, epochs)
+                    _count_s3dlio_child(
+                        proxy, creds, f"s3://{server.bucket}/{prefix}/data/", prefetch, epochs
+                    )
                     continue
                 try:
                     epoch_fn = factory()
                     for e in range(epochs):
                         before = dict(proxy.requests)
                         _epoch(epoch_fn)
-                        diff = {m: n - before.get(m, 0) for m, n in proxy.requests.items()
-                                if n - before.get(m, 0)}
+                        diff = {
+                            m: n - before.get(m, 0)
+                            for m, n in proxy.requests.items()
+                            if n - before.get(m, 0)
+                        }
                         print(f"{name:<22} epoch {e + 1}: {diff}")
                 except Exception as exc:
                     print(f"{name:<22} failed: {type(exc).__name__}: {exc}"[:300])
@@ -305,19 +343,28 @@ def _count_s3dlio_child(
     """Run s3dlio's epochs in a child whose endpoint is the proxy; count each epoch."""
     import subprocess
 
-    env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url, AWS_ACCESS_KEY_ID=creds["key"],
-               AWS_SECRET_ACCESS_KEY=creds["secret"], AWS_REGION=creds["region"])
+    env = dict(
+        os.environ,
+        AWS_ENDPOINT_URL=proxy.url,
+        AWS_ACCESS_KEY_ID=creds["key"],
+        AWS_SECRET_ACCESS_KEY=creds["secret"],
+        AWS_REGION=creds["region"],
+    )
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, uri, str(prefetch), str(epochs)], env=env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", _CHILD, uri, str(prefetch), str(epochs)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert child.stdin is not None and child.stdout is not None
     try:
         for e in range(epochs):
             before = dict(proxy.requests)
             line = child.stdout.readline().strip()
-            diff = {m: n - before.get(m, 0) for m, n in proxy.requests.items()
-                    if n - before.get(m, 0)}
+            diff = {
+                m: n - before.get(m, 0) for m, n in proxy.requests.items() if n - before.get(m, 0)
+            }
             print(f"{'s3dlio':<22} epoch {e + 1}: {diff} ({line or 'no'} rows)")
             child.stdin.write("\n")
             child.stdin.flush()
@@ -339,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     datasets = make_files(args.size_mib, args.row_group_mib, args.files)
     total = sum(map(len, datasets)) / MiB
-    print(f"data: {len(datasets)} files, {total:.0f} MiB uncompressed Parquet, row groups of "
-          f"~{args.row_group_mib} MiB, {args.epochs} epochs, prefetch {args.prefetch}")
+    print(
+        f"data: {len(datasets)} files, {total:.0f} MiB uncompressed Parquet, row groups of "
+        f"~{args.row_group_mib} MiB, {args.epochs} epochs, prefetch {args.prefetch}"
+    )
     if not args.skip_local:
         bench_local(datasets, args.prefetch, args.epochs, args.dir)
     if not args.skip_s3:

@@ -43,16 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     if "s3" in sections:
         print("== S3 on Ceph RGW (loopback)")
         with storage_s3.s3_server() as (endpoint, access, secret):
-            rows = storage_s3.run(endpoint, access, secret, size_mib=args.s3_size_mib,
-                                  repeats=args.repeats, small=args.small)
+            rows = storage_s3.run(
+                endpoint,
+                access,
+                secret,
+                size_mib=args.s3_size_mib,
+                repeats=args.repeats,
+                small=args.small,
+            )
         storage_s3.print_rows(rows)
     if "local" in sections:
         print("\n== local disk")
         storage_local._print(storage_local.run(args.local_size_mib * MiB, None, args.repeats))
     if "cloud" in sections:
         print("\n== Azure on Azurite, GCS on its emulator")
-        storage_cloud.print_rows(storage_cloud.run(size_mib=args.cloud_size_mib,
-                                                   repeats=args.repeats))
+        storage_cloud.print_rows(
+            storage_cloud.run(size_mib=args.cloud_size_mib, repeats=args.repeats)
+        )
     return 0
 
 

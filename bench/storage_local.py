@@ -137,7 +137,7 @@ def run(
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     method = ""
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, view = cases[name]
             method = drop_cache(path)
             sample = _measure(fn)

@@ -65,19 +65,24 @@ class Root:
         if self.kind == "local":
             return pa.fs.LocalFileSystem()
         return pa.fs.S3FileSystem(
-            access_key=self.access_key, secret_key=self.secret_key, region=self.region,
-            endpoint_override=self.endpoint, scheme="http",
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region=self.region,
+            endpoint_override=self.endpoint,
+            scheme="http",
         )
 
 
 def rows(n: int, start: int = 0, writer: int = 0) -> pa.Table:
     ids = list(range(start, start + n))
-    return pa.table({
-        "id": pa.array(ids, pa.int64()),
-        "writer": pa.array([writer] * n, pa.int32()),
-        "event": pa.array([f"event-{i % 17}" for i in ids], pa.string()),
-        "value": pa.array([i * 0.5 for i in ids], pa.float64()),
-    })
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "writer": pa.array([writer] * n, pa.int32()),
+            "event": pa.array([f"event-{i % 17}" for i in ids], pa.string()),
+            "value": pa.array([i * 0.5 for i in ids], pa.float64()),
+        }
+    )
 
 
 SCHEMA = rows(1).schema
@@ -102,6 +107,7 @@ class System:
     def read_version(self, handle: Any, version: Any) -> Any: ...
     def count(self, handle: Any) -> int:
         return len(self.read(self.open_fresh(handle)))
+
     def open_fresh(self, handle: Any) -> Any:
         return handle
 
@@ -112,20 +118,31 @@ class Datashard(System):
     def _options(self) -> dict[str, Any]:
         if self.root.kind == "local":
             return {}
-        return {"endpoint_url": self.root.endpoint, "access_key_id": self.root.access_key,
-                "secret_access_key": self.root.secret_key, "region": self.root.region,
-                "path_style": True}
+        return {
+            "endpoint_url": self.root.endpoint,
+            "access_key_id": self.root.access_key,
+            "secret_access_key": self.root.secret_key,
+            "region": self.root.region,
+            "path_style": True,
+        }
 
     def _wh(self) -> str:
         return f"file://{self.root.path}" if self.root.kind == "local" else f"s3://{self.root.path}"
 
     def create(self, name: str) -> Any:
         from datashard import Schema, create_table
-        return create_table(name, Schema.from_arrow(SCHEMA), warehouse=self._wh(),
-                            properties={"commit.retry.num-retries": "100"}, **self._options())
+
+        return create_table(
+            name,
+            Schema.from_arrow(SCHEMA),
+            warehouse=self._wh(),
+            properties={"commit.retry.num-retries": "100"},
+            **self._options(),
+        )
 
     def open(self, name: str) -> Any:
         from datashard import load_table
+
         return load_table(name, warehouse=self._wh(), **self._options())
 
     def append(self, handle: Any, table: pa.Table) -> Any:
@@ -153,21 +170,30 @@ class DeltaLake(System):
     def _opts(self) -> dict[str, str] | None:
         if self.root.kind == "local":
             return None
-        return {"AWS_ENDPOINT_URL": self.root.endpoint, "AWS_ACCESS_KEY_ID": self.root.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.root.secret_key, "AWS_REGION": self.root.region,
-                "AWS_ALLOW_HTTP": "true", "AWS_CONDITIONAL_PUT": "etag",
-                "AWS_S3_ADDRESSING_STYLE": "path", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false"}
+        return {
+            "AWS_ENDPOINT_URL": self.root.endpoint,
+            "AWS_ACCESS_KEY_ID": self.root.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.root.secret_key,
+            "AWS_REGION": self.root.region,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_CONDITIONAL_PUT": "etag",
+            "AWS_S3_ADDRESSING_STYLE": "path",
+            "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
+        }
 
     def create(self, name: str) -> Any:
         from deltalake import DeltaTable
+
         return DeltaTable.create(self.root.uri(name), schema=SCHEMA, storage_options=self._opts())
 
     def open(self, name: str) -> Any:
         from deltalake import DeltaTable
+
         return DeltaTable(self.root.uri(name), storage_options=self._opts())
 
     def append(self, handle: Any, table: pa.Table) -> Any:
         from deltalake import write_deltalake
+
         write_deltalake(handle, table, mode="append")
 
     def read(self, handle: Any) -> Any:
@@ -181,8 +207,10 @@ class DeltaLake(System):
 
     def read_version(self, handle: Any, version: Any) -> Any:
         from deltalake import DeltaTable
-        return DeltaTable(handle.table_uri, version=version,
-                          storage_options=self._opts()).to_pandas()
+
+        return DeltaTable(
+            handle.table_uri, version=version, storage_options=self._opts()
+        ).to_pandas()
 
     def open_fresh(self, handle: Any) -> Any:
         handle.update_incremental()
@@ -195,25 +223,34 @@ class Lance(System):
     def _opts(self) -> dict[str, str] | None:
         if self.root.kind == "local":
             return None
-        return {"endpoint": self.root.endpoint, "access_key_id": self.root.access_key,
-                "secret_access_key": self.root.secret_key, "region": self.root.region,
-                "allow_http": "true"}
+        return {
+            "endpoint": self.root.endpoint,
+            "access_key_id": self.root.access_key,
+            "secret_access_key": self.root.secret_key,
+            "region": self.root.region,
+            "allow_http": "true",
+        }
 
     def create(self, name: str) -> Any:
         import lance
-        return lance.write_dataset(SCHEMA.empty_table(), self.root.uri(name),
-                                   storage_options=self._opts())
+
+        return lance.write_dataset(
+            SCHEMA.empty_table(), self.root.uri(name), storage_options=self._opts()
+        )
 
     def open(self, name: str) -> Any:
         import lance
+
         return lance.dataset(self.root.uri(name), storage_options=self._opts())
 
     def append(self, handle: Any, table: pa.Table) -> Any:
         import lance
+
         return lance.write_dataset(table, handle.uri, mode="append", storage_options=self._opts())
 
     def read(self, handle: Any) -> Any:
         import lance
+
         return lance.dataset(handle.uri, storage_options=self._opts()).to_table().to_pandas()
 
     def files(self, handle: Any) -> list[str]:
@@ -221,12 +258,17 @@ class Lance(System):
 
     def version(self, handle: Any) -> Any:
         import lance
+
         return lance.dataset(handle.uri, storage_options=self._opts()).version
 
     def read_version(self, handle: Any, version: Any) -> Any:
         import lance
-        return lance.dataset(handle.uri, version=version,
-                             storage_options=self._opts()).to_table().to_pandas()
+
+        return (
+            lance.dataset(handle.uri, version=version, storage_options=self._opts())
+            .to_table()
+            .to_pandas()
+        )
 
 
 class PyIceberg(System):
@@ -234,12 +276,17 @@ class PyIceberg(System):
 
     def _catalog(self) -> Any:
         from pyiceberg.catalog.sql import SqlCatalog
+
         props: dict[str, str] = {}
         if self.root.kind == "s3":
             # fsspec FileIO: pyarrow's multipart upload gets 411 from Ceph RGW
-            props = {"s3.endpoint": self.root.endpoint, "s3.access-key-id": self.root.access_key,
-                     "s3.secret-access-key": self.root.secret_key, "s3.region": self.root.region,
-                     "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO"}
+            props = {
+                "s3.endpoint": self.root.endpoint,
+                "s3.access-key-id": self.root.access_key,
+                "s3.secret-access-key": self.root.secret_key,
+                "s3.region": self.root.region,
+                "py-io-impl": "pyiceberg.io.fsspec.FsspecFileIO",
+            }
             warehouse = f"s3://{self.root.path}"
         else:
             warehouse = f"file://{self.root.path}"
@@ -260,6 +307,7 @@ class PyIceberg(System):
 
     def append(self, handle: Any, table: pa.Table) -> Any:
         from pyiceberg.exceptions import CommitFailedException
+
         for _ in range(200):
             try:
                 return handle.append(table)
@@ -300,8 +348,11 @@ class DatashardNoFsync(Datashard):
 
 
 IMPLS: dict[str, type[System]] = {
-    "datashard": Datashard, "ds-nofsync": DatashardNoFsync, "deltalake": DeltaLake,
-    "lance": Lance, "pyiceberg": PyIceberg,
+    "datashard": Datashard,
+    "ds-nofsync": DatashardNoFsync,
+    "deltalake": DeltaLake,
+    "lance": Lance,
+    "pyiceberg": PyIceberg,
 }
 #: Systems that only make sense on some backends.
 LOCAL_ONLY = {"ds-nofsync"}
@@ -332,8 +383,10 @@ def _worker(
             impl.append(handle, rows(n, start=writer * 1_000_000 + c * n, writer=writer))
             done += 1
         except Exception as exc:  # a peer that cannot commit concurrently: count it, go on
-            print(f"  {system} writer {writer}: {type(exc).__name__}: {str(exc)[:120]}",
-                  file=sys.stderr)
+            print(
+                f"  {system} writer {writer}: {type(exc).__name__}: {str(exc)[:120]}",
+                file=sys.stderr,
+            )
             if system not in ("datashard", "ds-nofsync", "pyiceberg"):
                 handle = impl.open(name)
     return done, began, time.time()
@@ -368,8 +421,9 @@ def _basic(impl: System, tag: str, out: dict[str, float]) -> None:
 
 def _sequential(impl: System, tag: str, args: argparse.Namespace, out: dict[str, float]) -> None:
     seq = impl.create(f"s-{tag}")
-    lat = [timed(lambda i=i: impl.append(seq, rows(100, start=i * 100)))[0]
-           for i in range(args.seq)]
+    lat = [
+        timed(lambda i=i: impl.append(seq, rows(100, start=i * 100)))[0] for i in range(args.seq)
+    ]
     out["seq_median_s"] = statistics.median(lat)
     out["seq_first10_s"] = statistics.mean(lat[:10])
     out["seq_last10_s"] = statistics.mean(lat[-10:])
@@ -417,7 +471,11 @@ def _reads(
 
 
 def _contention(
-    system: str, impl: System, root: Root, tag: str, args: argparse.Namespace,
+    system: str,
+    impl: System,
+    root: Root,
+    tag: str,
+    args: argparse.Namespace,
     out: dict[str, float],
 ) -> None:
     if args.procs:
@@ -426,8 +484,10 @@ def _contention(
         ctx = multiprocessing.get_context("spawn")
         with ctx.Manager() as manager, ProcessPoolExecutor(args.procs, mp_context=ctx) as pool:
             barrier = manager.Barrier(args.procs)
-            futs = [pool.submit(_worker, system, root, name, w, args.proc_commits, 10, barrier)
-                    for w in range(args.procs)]
+            futs = [
+                pool.submit(_worker, system, root, name, w, args.proc_commits, 10, barrier)
+                for w in range(args.procs)
+            ]
             results = [f.result() for f in futs]
         acked = sum(r[0] for r in results)
         # from the common start to the last writer's last commit (start-up excluded)
@@ -441,7 +501,7 @@ def _contention(
 def _fs_path(uri: str) -> str:
     for prefix in ("file://", "s3://", "s3a://"):
         if uri.startswith(prefix):
-            return uri[len(prefix):]
+            return uri[len(prefix) :]
     return uri
 
 
@@ -467,10 +527,23 @@ def requests_per_append(system: str, root: Root) -> float:
 
 
 ROWS_ORDER = [
-    "create_s", "append_100_s", "append_10k_s", "seq_median_s", "seq_first10_s", "seq_last10_s",
-    "seq_age_ratio", "seq_age_ratio_median", "seq_101_110_s", "seq_age_ratio_steady",
-    "read_50k_s", "read_50k_pyarrow_s", "read_vs_pyarrow", "time_travel_s",
-    "contention_commits_per_s", "contention_rows_lost", "contention_commits_failed",
+    "create_s",
+    "append_100_s",
+    "append_10k_s",
+    "seq_median_s",
+    "seq_first10_s",
+    "seq_last10_s",
+    "seq_age_ratio",
+    "seq_age_ratio_median",
+    "seq_101_110_s",
+    "seq_age_ratio_steady",
+    "read_50k_s",
+    "read_50k_pyarrow_s",
+    "read_vs_pyarrow",
+    "time_travel_s",
+    "contention_commits_per_s",
+    "contention_rows_lost",
+    "contention_commits_failed",
     "requests_per_append",
 ]
 
@@ -507,8 +580,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--read-rows", type=int, default=50_000)
     p.add_argument("--procs", type=int, default=8)
     p.add_argument("--proc-commits", type=int, default=25)
-    p.add_argument("--only", default="basic,seq,read,contention,requests",
-                   help="workloads to run (default: all)")
+    p.add_argument(
+        "--only",
+        default="basic,seq,read,contention,requests",
+        help="workloads to run (default: all)",
+    )
     a = p.parse_args(argv)
     systems = [s for s in a.systems.split(",") if s]
     for backend in a.backends.split(","):
@@ -519,10 +595,17 @@ def main(argv: list[str] | None = None) -> int:
                 root = Root("local", tmp)
             else:
                 from datashard.testing.servers import new_s3_bucket, start_ceph
+
                 server = start_ceph()
                 bucket = new_s3_bucket(server, "bench")
-                root = Root("s3", f"{bucket}/b", server.endpoint_url, server.access_key_id,
-                            server.secret_access_key, server.region)
+                root = Root(
+                    "s3",
+                    f"{bucket}/b",
+                    server.endpoint_url,
+                    server.access_key_id,
+                    server.secret_access_key,
+                    server.region,
+                )
             results: dict[str, dict[str, float]] = {}
             for s in systems:
                 if s in LOCAL_ONLY and root.kind != "local":
@@ -539,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if server is not None:
                 from datashard.testing.servers import stop_server
+
                 stop_server(server)
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(_catalog_dir(Root("local", tmp)), ignore_errors=True)

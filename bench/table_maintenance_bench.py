@@ -121,12 +121,16 @@ def run(appends: int, rows: int, repeat: int, root: Path) -> list[tuple[str, flo
     theirs = f.select(ours.column_names).sort_by("ts")
     assert pc.all(pc.equal(ours.column("ts"), theirs.column("ts"))).as_py()
 
-    print(f"\n{appends} appends x {rows} rows = {total} rows; datashard: {files_before} -> "
-          f"{files_after} data files ({result.rewritten_files} rewritten)")
-    print(f"storage after compaction: datashard {ds_bytes_before / 1e6:.1f} MB -> "
-          f"{ds_bytes_after / 1e6:.1f} MB after expire_snapshots + remove_orphan_files; "
-          f"deltalake {dl_bytes_before / 1e6:.1f} MB -> {dl_bytes_after / 1e6:.1f} MB after "
-          "vacuum")
+    print(
+        f"\n{appends} appends x {rows} rows = {total} rows; datashard: {files_before} -> "
+        f"{files_after} data files ({result.rewritten_files} rewritten)"
+    )
+    print(
+        f"storage after compaction: datashard {ds_bytes_before / 1e6:.1f} MB -> "
+        f"{ds_bytes_after / 1e6:.1f} MB after expire_snapshots + remove_orphan_files; "
+        f"deltalake {dl_bytes_before / 1e6:.1f} MB -> {dl_bytes_after / 1e6:.1f} MB after "
+        "vacuum"
+    )
     return [
         (f"{appends} appends (total)", ds_append, dl_append),
         ("read all, before compaction", ds_read_before, dl_read_before),

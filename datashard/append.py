@@ -447,7 +447,6 @@ def _read_each(
 _MAX_CACHED_ENTRIES = 200_000
 
 
-
 def _size_class(m: ManifestFile, base: int) -> int:
     files = max(1, m.added_files_count + m.existing_files_count)
     k = 0

@@ -35,23 +35,26 @@ def _optional(avro_type: Any) -> list[Any]:
     return ["null", avro_type]
 
 
-def _int_map(field_id: int, name: str, key_id: int, value_id: int, value: str,
-             doc: str) -> dict[str, Any]:
+def _int_map(
+    field_id: int, name: str, key_id: int, value_id: int, value: str, doc: str
+) -> dict[str, Any]:
     return {
         "name": name,
         "field-id": field_id,
-        "type": _optional({
-            "type": "array",
-            "logicalType": "map",
-            "items": {
-                "type": "record",
-                "name": f"k{key_id}_v{value_id}",
-                "fields": [
-                    {"name": "key", "type": "int", "field-id": key_id},
-                    {"name": "value", "type": value, "field-id": value_id},
-                ],
-            },
-        }),
+        "type": _optional(
+            {
+                "type": "array",
+                "logicalType": "map",
+                "items": {
+                    "type": "record",
+                    "name": f"k{key_id}_v{value_id}",
+                    "fields": [
+                        {"name": "key", "type": "int", "field-id": key_id},
+                        {"name": "value", "type": value, "field-id": value_id},
+                    ],
+                },
+            }
+        ),
         "default": None,
         "doc": doc,
     }
@@ -128,50 +131,112 @@ def manifest_entry_schema(partition_type: StructType) -> dict[str, Any]:
         "type": "record",
         "name": "r2",
         "fields": [
-            {"name": "content", "type": "int", "field-id": 134,
-             "doc": "Contents of the file: 0=data, 1=position deletes, 2=equality deletes"},
-            {"name": "file_path", "type": "string", "field-id": 100,
-             "doc": "Location URI with FS scheme"},
-            {"name": "file_format", "type": "string", "field-id": 101,
-             "doc": "File format name: avro, orc, or parquet"},
-            {"name": "partition", "type": partition_record(partition_type), "field-id": 102,
-             "doc": "Partition data tuple, schema based on the partition spec"},
-            {"name": "record_count", "type": "long", "field-id": 103,
-             "doc": "Number of records in the file"},
-            {"name": "file_size_in_bytes", "type": "long", "field-id": 104,
-             "doc": "Total file size in bytes"},
+            {
+                "name": "content",
+                "type": "int",
+                "field-id": 134,
+                "doc": "Contents of the file: 0=data, 1=position deletes, 2=equality deletes",
+            },
+            {
+                "name": "file_path",
+                "type": "string",
+                "field-id": 100,
+                "doc": "Location URI with FS scheme",
+            },
+            {
+                "name": "file_format",
+                "type": "string",
+                "field-id": 101,
+                "doc": "File format name: avro, orc, or parquet",
+            },
+            {
+                "name": "partition",
+                "type": partition_record(partition_type),
+                "field-id": 102,
+                "doc": "Partition data tuple, schema based on the partition spec",
+            },
+            {
+                "name": "record_count",
+                "type": "long",
+                "field-id": 103,
+                "doc": "Number of records in the file",
+            },
+            {
+                "name": "file_size_in_bytes",
+                "type": "long",
+                "field-id": 104,
+                "doc": "Total file size in bytes",
+            },
             _int_map(108, "column_sizes", 117, 118, "long", "Map of column id to total size"),
-            _int_map(109, "value_counts", 119, 120, "long",
-                     "Map of column id to total count, including null and NaN"),
-            _int_map(110, "null_value_counts", 121, 122, "long",
-                     "Map of column id to null value count"),
-            _int_map(137, "nan_value_counts", 138, 139, "long",
-                     "Map of column id to number of NaN values in the column"),
+            _int_map(
+                109,
+                "value_counts",
+                119,
+                120,
+                "long",
+                "Map of column id to total count, including null and NaN",
+            ),
+            _int_map(
+                110, "null_value_counts", 121, 122, "long", "Map of column id to null value count"
+            ),
+            _int_map(
+                137,
+                "nan_value_counts",
+                138,
+                139,
+                "long",
+                "Map of column id to number of NaN values in the column",
+            ),
             _int_map(125, "lower_bounds", 126, 127, "bytes", "Map of column id to lower bound"),
             _int_map(128, "upper_bounds", 129, 130, "bytes", "Map of column id to upper bound"),
-            {"name": "key_metadata", "type": _optional("bytes"), "field-id": 131,
-             "default": None, "doc": "Encryption key metadata blob"},
-            {"name": "split_offsets", "field-id": 132, "default": None,
-             "type": _optional({"type": "array", "items": "long", "element-id": 133}),
-             "doc": "Splittable offsets"},
-            {"name": "equality_ids", "field-id": 135, "default": None,
-             "type": _optional({"type": "array", "items": "int", "element-id": 136}),
-             "doc": "Equality comparison field IDs"},
-            {"name": "sort_order_id", "type": _optional("int"), "field-id": 140,
-             "default": None, "doc": "Sort order ID"},
+            {
+                "name": "key_metadata",
+                "type": _optional("bytes"),
+                "field-id": 131,
+                "default": None,
+                "doc": "Encryption key metadata blob",
+            },
+            {
+                "name": "split_offsets",
+                "field-id": 132,
+                "default": None,
+                "type": _optional({"type": "array", "items": "long", "element-id": 133}),
+                "doc": "Splittable offsets",
+            },
+            {
+                "name": "equality_ids",
+                "field-id": 135,
+                "default": None,
+                "type": _optional({"type": "array", "items": "int", "element-id": 136}),
+                "doc": "Equality comparison field IDs",
+            },
+            {
+                "name": "sort_order_id",
+                "type": _optional("int"),
+                "field-id": 140,
+                "default": None,
+                "doc": "Sort order ID",
+            },
         ],
     }
     return {
         "type": "record",
         "name": "manifest_entry",
         "fields": [
-            {"name": "status", "type": "int", "field-id": 0,
-             "doc": "0=EXISTING, 1=ADDED, 2=DELETED"},
+            {
+                "name": "status",
+                "type": "int",
+                "field-id": 0,
+                "doc": "0=EXISTING, 1=ADDED, 2=DELETED",
+            },
             {"name": "snapshot_id", "type": _optional("long"), "field-id": 1, "default": None},
-            {"name": "sequence_number", "type": _optional("long"), "field-id": 3,
-             "default": None},
-            {"name": "file_sequence_number", "type": _optional("long"), "field-id": 4,
-             "default": None},
+            {"name": "sequence_number", "type": _optional("long"), "field-id": 3, "default": None},
+            {
+                "name": "file_sequence_number",
+                "type": _optional("long"),
+                "field-id": 4,
+                "default": None,
+            },
             {"name": "data_file", "type": data_file, "field-id": 2},
         ],
     }
@@ -181,8 +246,12 @@ MANIFEST_FILE_SCHEMA: dict[str, Any] = {
     "type": "record",
     "name": "manifest_file",
     "fields": [
-        {"name": "manifest_path", "type": "string", "field-id": 500,
-         "doc": "Location URI with FS scheme"},
+        {
+            "name": "manifest_path",
+            "type": "string",
+            "field-id": 500,
+            "doc": "Location URI with FS scheme",
+        },
         {"name": "manifest_length", "type": "long", "field-id": 501},
         {"name": "partition_spec_id", "type": "int", "field-id": 502},
         {"name": "content", "type": "int", "field-id": 517},
@@ -199,23 +268,37 @@ MANIFEST_FILE_SCHEMA: dict[str, Any] = {
             "name": "partitions",
             "field-id": 507,
             "default": None,
-            "type": _optional({
-                "type": "array",
-                "element-id": 508,
-                "items": {
-                    "type": "record",
-                    "name": "r508",
-                    "fields": [
-                        {"name": "contains_null", "type": "boolean", "field-id": 509},
-                        {"name": "contains_nan", "type": _optional("boolean"),
-                         "field-id": 518, "default": None},
-                        {"name": "lower_bound", "type": _optional("bytes"), "field-id": 510,
-                         "default": None},
-                        {"name": "upper_bound", "type": _optional("bytes"), "field-id": 511,
-                         "default": None},
-                    ],
-                },
-            }),
+            "type": _optional(
+                {
+                    "type": "array",
+                    "element-id": 508,
+                    "items": {
+                        "type": "record",
+                        "name": "r508",
+                        "fields": [
+                            {"name": "contains_null", "type": "boolean", "field-id": 509},
+                            {
+                                "name": "contains_nan",
+                                "type": _optional("boolean"),
+                                "field-id": 518,
+                                "default": None,
+                            },
+                            {
+                                "name": "lower_bound",
+                                "type": _optional("bytes"),
+                                "field-id": 510,
+                                "default": None,
+                            },
+                            {
+                                "name": "upper_bound",
+                                "type": _optional("bytes"),
+                                "field-id": 511,
+                                "default": None,
+                            },
+                        ],
+                    },
+                }
+            ),
         },
         {"name": "key_metadata", "type": _optional("bytes"), "field-id": 519, "default": None},
     ],

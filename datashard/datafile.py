@@ -150,7 +150,9 @@ def _exact(stats: Any, which: str) -> bool:
 
 
 def parquet_stats(
-    metadata: pq.FileMetaData, schema: Schema, table: pa.Table | None = None,
+    metadata: pq.FileMetaData,
+    schema: Schema,
+    table: pa.Table | None = None,
     truncate_length: int = 16,
 ) -> ParquetStats:
     """Iceberg column statistics from a Parquet footer written for ``schema``.

@@ -72,8 +72,10 @@ def default_to_json(t: IcebergType, value: Any) -> Any:
     try:
         if isinstance(t, BooleanType) and isinstance(value, bool):
             return value
-        if isinstance(t, (IntType, LongType)) and isinstance(value, int) and not isinstance(
-            value, bool
+        if (
+            isinstance(t, (IntType, LongType))
+            and isinstance(value, int)
+            and not isinstance(value, bool)
         ):
             pa.scalar(value, type=to_arrow_type(t))
             return value
@@ -205,9 +207,7 @@ class SchemaUpdate:
         """Add a top-level column; ``required=True`` needs a ``default`` for old rows."""
         t = field_type if isinstance(field_type, IcebergType) else parse_type(field_type)
         if not t.is_primitive:
-            raise SchemaError(
-                f"add_column({name!r}): only primitive types can be added, got {t}"
-            )
+            raise SchemaError(f"add_column({name!r}): only primitive types can be added, got {t}")
         if required and default is None:
             raise SchemaError(
                 f"cannot add required column {name!r} ({t}) without a default: rows written "
@@ -273,9 +273,7 @@ class SchemaUpdate:
         """The metadata with the new schema current (pure; ``SchemaError`` if it does not
         apply to ``md``'s current schema)."""
         current = md.current_schema()
-        protected = tuple(
-            f.source_id for spec in md.partition_specs for f in spec.fields
-        )
+        protected = tuple(f.source_id for spec in md.partition_specs for f in spec.fields)
         fields, last_id = _apply_ops(current, self._ops, md.last_column_id, protected)
         new_id = max(s.schema_id for s in md.schemas) + 1
         schema = Schema(new_id, fields, current.identifier_field_ids)
@@ -314,9 +312,7 @@ def _apply_ops(
         for i, f in enumerate(fields):
             if f.name == name:
                 return i
-        raise SchemaError(
-            f"{what}: no column {name!r}; the columns are {[f.name for f in fields]}"
-        )
+        raise SchemaError(f"{what}: no column {name!r}; the columns are {[f.name for f in fields]}")
 
     def free(name: str, what: str) -> None:
         if not isinstance(name, str) or not name:

@@ -44,9 +44,14 @@ def schema_update(table: Table) -> SchemaUpdate:
         paths = table._writable()
         base = table._loaded
         loaded = commit_change(
-            table.backend, paths, base, u.apply,
-            [AssertCurrentSchemaId(base.metadata.current_schema_id),
-             AssertLastColumnId(base.metadata.last_column_id)],
+            table.backend,
+            paths,
+            base,
+            u.apply,
+            [
+                AssertCurrentSchemaId(base.metadata.current_schema_id),
+                AssertLastColumnId(base.metadata.last_column_id),
+            ],
         )
         _set(table, loaded)
         return table.schema()
@@ -65,8 +70,9 @@ def update_partition_spec(table: Table, spec: Any) -> None:
         specs = md.partition_specs
         if all(s.spec_id != new.spec_id for s in specs):
             specs = (*specs, new)
-        return replace(md, partition_specs=specs, default_spec_id=new.spec_id,
-                       last_partition_id=last)
+        return replace(
+            md, partition_specs=specs, default_spec_id=new.spec_id, last_partition_id=last
+        )
 
     loaded = commit_change(
         table.backend, paths, base, change, [AssertDefaultSpecId(base.metadata.default_spec_id)]
@@ -95,7 +101,11 @@ def overwrite(table: Table, data: DataLike, filter: FilterLike) -> Snapshot | No
     bind_filter(table.metadata, filter)
     arrow = schema.coerce_arrow(fill_write_defaults_arrow(_to_arrow(data), schema))
     loaded = overwrite_files(
-        table.backend, paths, table._loaded, filter, [arrow] if arrow.num_rows else [],
+        table.backend,
+        paths,
+        table._loaded,
+        filter,
+        [arrow] if arrow.num_rows else [],
         "overwrite",
     )
     return _snapshot_after(table, loaded)
@@ -130,8 +140,7 @@ def expire_snapshots(
     table: Table, older_than: Any, retain_last: int, **kwargs: Any
 ) -> ExpireResult:
     paths = table._writable()
-    loaded, result = _expire(table.backend, paths, table._loaded, older_than, retain_last,
-                             **kwargs)
+    loaded, result = _expire(table.backend, paths, table._loaded, older_than, retain_last, **kwargs)
     _set(table, loaded)
     return result
 
@@ -153,7 +162,10 @@ def set_current(table: Table, snapshot_id: int, *, ancestor_only: bool) -> Snaps
     base = table._loaded
     change = set_current_change(snapshot_id, ancestor_only=ancestor_only)
     loaded = commit_change(
-        table.backend, paths, base, change,
+        table.backend,
+        paths,
+        base,
+        change,
         [AssertRefSnapshotId("main", base.metadata.current_snapshot_id)],
     )
     _set(table, loaded)

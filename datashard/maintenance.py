@@ -91,8 +91,10 @@ def compact(
 ) -> tuple[Loaded | None, CompactResult]:
     """Rewrite the small files (under 3/4 of ``target_file_size``) of each partition into
     files of about ``target_file_size`` bytes; one ``replace`` snapshot."""
-    if isinstance(target_file_size, bool) or not isinstance(target_file_size, int) or (
-        target_file_size <= 0
+    if (
+        isinstance(target_file_size, bool)
+        or not isinstance(target_file_size, int)
+        or (target_file_size <= 0)
     ):
         raise ValidationError(
             f"target_file_size must be a positive number of bytes, got {target_file_size!r}"
@@ -113,7 +115,11 @@ def compact(
     if dry_run or not chosen:
         return None, CompactResult(n_files, 0, n_rows, None)
     rewrite = FileRewrite(
-        backend, paths, base, "replace", reader=reader,
+        backend,
+        paths,
+        base,
+        "replace",
+        reader=reader,
         extra_summary={"datashard.compaction": "true"},
     )
     schema = md.current_schema()
@@ -254,7 +260,6 @@ def expire_snapshots(
     reader = ManifestReader(backend)
     loaded: Loaded | None = None
     if not dry_run:
-
         landed: list[Snapshot] = []
 
         def change(m: TableMetadata) -> TableMetadata:
@@ -276,9 +281,7 @@ def expire_snapshots(
     data = _live_data(reader, kept)  # a DELETED entry does not keep a file
     old_lists, old_manifests, _ = referenced_files(reader, doomed)
     old_data = _live_data(reader, doomed)
-    victims = sorted(
-        (old_lists - lists) | (old_manifests - manifests) | (old_data - data)
-    )
+    victims = sorted((old_lists - lists) | (old_manifests - manifests) | (old_data - data))
     if not dry_run and victims:
         _delete(backend, victims)
     return loaded, ExpireResult(tuple(s.snapshot_id for s in doomed), tuple(victims))

@@ -177,8 +177,9 @@ def _parsed_entry_schema(partition_type: StructType) -> Any:
 _PARSED_MANIFEST_FILE_SCHEMA = fastavro.parse_schema(MANIFEST_FILE_SCHEMA)
 
 
-def _write_avro(parsed: Any, records: Iterable[dict[str, Any]],
-                metadata: Mapping[str, str]) -> bytes:
+def _write_avro(
+    parsed: Any, records: Iterable[dict[str, Any]], metadata: Mapping[str, str]
+) -> bytes:
     buf = io.BytesIO()
     fastavro.writer(buf, parsed, records, codec=_CODEC, metadata=dict(metadata))
     return buf.getvalue()
@@ -214,8 +215,9 @@ def write_manifest(
                 "sequence number; only ADDED entries may inherit theirs"
             )
     header = _manifest_header(ptype, tuple(metadata.items()))
-    return _container(header, [_encode(avro_schema, _entry_record(e, snapshot_id, ptype))
-                               for e in entries])
+    return _container(
+        header, [_encode(avro_schema, _entry_record(e, snapshot_id, ptype)) for e in entries]
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -238,8 +240,7 @@ def _container(header: bytes, encoded: Sequence[bytes]) -> bytes:
         return header
     deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
     block = deflate.compress(b"".join(encoded)) + deflate.flush()
-    return b"".join([header, _avro_long(len(encoded)), _avro_long(len(block)), block,
-                     header[-16:]])
+    return b"".join([header, _avro_long(len(encoded)), _avro_long(len(block)), block, header[-16:]])
 
 
 def _manifest_file_record(m: ManifestFile) -> dict[str, Any]:
@@ -257,9 +258,15 @@ def _manifest_file_record(m: ManifestFile) -> dict[str, Any]:
         "added_rows_count": m.added_rows_count,
         "existing_rows_count": m.existing_rows_count,
         "deleted_rows_count": m.deleted_rows_count,
-        "partitions": None if m.partitions is None else [
-            {"contains_null": p.contains_null, "contains_nan": p.contains_nan,
-             "lower_bound": p.lower_bound, "upper_bound": p.upper_bound}
+        "partitions": None
+        if m.partitions is None
+        else [
+            {
+                "contains_null": p.contains_null,
+                "contains_nan": p.contains_nan,
+                "lower_bound": p.lower_bound,
+                "upper_bound": p.upper_bound,
+            }
             for p in m.partitions
         ],
         "key_metadata": m.key_metadata,
@@ -364,12 +371,14 @@ def _summaries(entries: Sequence[ManifestEntry], ptype: StructType) -> tuple[Fie
         is_float = isinstance(f.field_type, (FloatType, DoubleType))
         nan = [v for v in present if is_float and v != v]
         ordered = [v for v in present if not (is_float and v != v)]
-        out.append(FieldSummary(
-            contains_null=len(present) < len(values),
-            contains_nan=bool(nan) if is_float else False,
-            lower_bound=to_bytes(f.field_type, min(ordered)) if ordered else None,
-            upper_bound=to_bytes(f.field_type, max(ordered)) if ordered else None,
-        ))
+        out.append(
+            FieldSummary(
+                contains_null=len(present) < len(values),
+                contains_nan=bool(nan) if is_float else False,
+                lower_bound=to_bytes(f.field_type, min(ordered)) if ordered else None,
+                upper_bound=to_bytes(f.field_type, max(ordered)) if ordered else None,
+            )
+        )
     return tuple(out)
 
 
@@ -381,8 +390,9 @@ def _read_avro(data: bytes, location: str, what: str) -> tuple[dict[str, str], l
     try:
         reader = fastavro.reader(io.BytesIO(bytes(data)))
         records = list(reader)
-        meta = {k: v.decode() if isinstance(v, bytes) else str(v)
-                for k, v in reader.metadata.items()}
+        meta = {
+            k: v.decode() if isinstance(v, bytes) else str(v) for k, v in reader.metadata.items()
+        }
     except Exception as exc:  # fastavro raises many unrelated types for bad bytes
         raise CorruptMetadataError(
             f"corrupt {what} {location}: not a readable Avro file ({type(exc).__name__}: "
@@ -400,8 +410,9 @@ def _get_map(rec: Mapping[str, Any], key: str) -> dict[int, Any]:
     return {int(kv["key"]): kv["value"] for kv in raw}
 
 
-def _partition_values(raw: Mapping[str, Any] | None, location: str,
-                      schema: Schema | None, spec_fields: list[Any]) -> dict[str, Any]:
+def _partition_values(
+    raw: Mapping[str, Any] | None, location: str, schema: Schema | None, spec_fields: list[Any]
+) -> dict[str, Any]:
     if not raw:
         return {}
     out = dict(raw)
@@ -412,8 +423,7 @@ def _partition_values(raw: Mapping[str, Any] | None, location: str,
         if name in out and out[name] is not None:
             try:
                 src = schema.find_type(int(pf["source-id"]))
-                out[name] = to_physical(transform_result_type(str(pf["transform"]), src),
-                                        out[name])
+                out[name] = to_physical(transform_result_type(str(pf["transform"]), src), out[name])
             except (DataShardError, KeyError, ValueError, TypeError):
                 pass
     return out
@@ -450,14 +460,18 @@ def read_manifest(
             out.append(_entry(rec, manifest, location, schema, spec_fields))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptMetadataError(
-                f"corrupt manifest {location}: entry {i} is malformed ({type(exc).__name__}: "
-                f"{exc})"
+                f"corrupt manifest {location}: entry {i} is malformed ({type(exc).__name__}: {exc})"
             ) from exc
     return out
 
 
-def _entry(rec: Mapping[str, Any], manifest: ManifestFile | None, location: str,
-           schema: Schema | None, spec_fields: list[Any]) -> ManifestEntry:
+def _entry(
+    rec: Mapping[str, Any],
+    manifest: ManifestFile | None,
+    location: str,
+    schema: Schema | None,
+    spec_fields: list[Any],
+) -> ManifestEntry:
     status = int(rec["status"])
     if status not in (EXISTING, ADDED, DELETED):
         raise ValueError(f"status {status} is not 0, 1 or 2")
@@ -516,30 +530,41 @@ def read_manifest_list(data: bytes, location: str) -> list[ManifestFile]:
     for i, rec in enumerate(records):
         try:
             parts = rec.get("partitions")
-            out.append(ManifestFile(
-                manifest_path=str(rec["manifest_path"]),
-                manifest_length=int(rec["manifest_length"]),
-                partition_spec_id=int(rec["partition_spec_id"]),
-                content=int(_first(rec, "content", default=MANIFEST_DATA)),
-                sequence_number=int(_first(rec, "sequence_number", default=0)),
-                min_sequence_number=int(_first(rec, "min_sequence_number", default=0)),
-                added_snapshot_id=int(rec["added_snapshot_id"]),
-                added_files_count=int(_first(rec, "added_files_count",
-                                             "added_data_files_count", default=0)),
-                existing_files_count=int(_first(rec, "existing_files_count",
-                                                "existing_data_files_count", default=0)),
-                deleted_files_count=int(_first(rec, "deleted_files_count",
-                                               "deleted_data_files_count", default=0)),
-                added_rows_count=int(_first(rec, "added_rows_count", default=0)),
-                existing_rows_count=int(_first(rec, "existing_rows_count", default=0)),
-                deleted_rows_count=int(_first(rec, "deleted_rows_count", default=0)),
-                partitions=None if parts is None else tuple(
-                    FieldSummary(bool(p["contains_null"]), p.get("contains_nan"),
-                                 p.get("lower_bound"), p.get("upper_bound"))
-                    for p in parts
-                ),
-                key_metadata=rec.get("key_metadata"),
-            ))
+            out.append(
+                ManifestFile(
+                    manifest_path=str(rec["manifest_path"]),
+                    manifest_length=int(rec["manifest_length"]),
+                    partition_spec_id=int(rec["partition_spec_id"]),
+                    content=int(_first(rec, "content", default=MANIFEST_DATA)),
+                    sequence_number=int(_first(rec, "sequence_number", default=0)),
+                    min_sequence_number=int(_first(rec, "min_sequence_number", default=0)),
+                    added_snapshot_id=int(rec["added_snapshot_id"]),
+                    added_files_count=int(
+                        _first(rec, "added_files_count", "added_data_files_count", default=0)
+                    ),
+                    existing_files_count=int(
+                        _first(rec, "existing_files_count", "existing_data_files_count", default=0)
+                    ),
+                    deleted_files_count=int(
+                        _first(rec, "deleted_files_count", "deleted_data_files_count", default=0)
+                    ),
+                    added_rows_count=int(_first(rec, "added_rows_count", default=0)),
+                    existing_rows_count=int(_first(rec, "existing_rows_count", default=0)),
+                    deleted_rows_count=int(_first(rec, "deleted_rows_count", default=0)),
+                    partitions=None
+                    if parts is None
+                    else tuple(
+                        FieldSummary(
+                            bool(p["contains_null"]),
+                            p.get("contains_nan"),
+                            p.get("lower_bound"),
+                            p.get("upper_bound"),
+                        )
+                        for p in parts
+                    ),
+                    key_metadata=rec.get("key_metadata"),
+                )
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptMetadataError(
                 f"corrupt manifest list {location}: entry {i} is malformed "

@@ -43,8 +43,12 @@ def spec_to_json(spec: PartitionSpec) -> dict[str, Any]:
     return {
         "spec-id": spec.spec_id,
         "fields": [
-            {"source-id": f.source_id, "field-id": f.field_id, "name": f.name,
-             "transform": f.transform}
+            {
+                "source-id": f.source_id,
+                "field-id": f.field_id,
+                "name": f.name,
+                "transform": f.transform,
+            }
             for f in spec.fields
         ],
     }
@@ -55,8 +59,12 @@ def sort_order_to_json(order: SortOrder) -> dict[str, Any]:
     return {
         "order-id": order.order_id,
         "fields": [
-            {"transform": f.transform, "source-id": f.source_id, "direction": f.direction,
-             "null-order": f.null_order}
+            {
+                "transform": f.transform,
+                "source-id": f.source_id,
+                "direction": f.direction,
+                "null-order": f.null_order,
+            }
             for f in order.fields
         ],
     }
@@ -127,8 +135,7 @@ def metadata_to_dict(md: TableMetadata) -> dict[str, Any]:
         "snapshots": [snapshot_to_json(s) for s in md.snapshots],
         **tail,
         "snapshot-log": [
-            {"timestamp-ms": e.timestamp_ms, "snapshot-id": e.snapshot_id}
-            for e in md.snapshot_log
+            {"timestamp-ms": e.timestamp_ms, "snapshot-id": e.snapshot_id} for e in md.snapshot_log
         ],
         "metadata-log": [
             {"timestamp-ms": e.timestamp_ms, "metadata-file": e.metadata_file}
@@ -208,8 +215,15 @@ class _Reader:
             raise self.fail(f"{path} must be a JSON object, got {type(value).__name__}")
         return value
 
-    def get(self, d: Mapping[str, Any], key: str, kind: type[T], path: str,
-            default: Any = ..., nullable: bool = False) -> Any:
+    def get(
+        self,
+        d: Mapping[str, Any],
+        key: str,
+        kind: type[T],
+        path: str,
+        default: Any = ...,
+        nullable: bool = False,
+    ) -> Any:
         value = d.get(key)
         if type(value) is kind:  # the common case, decided at once
             return value
@@ -230,9 +244,15 @@ class _Reader:
             )
         return value
 
-    def items(self, d: Mapping[str, Any], key: str, path: str,
-              parse: Callable[[Mapping[str, Any], str], T], required: bool = False,
-              fast: Callable[[dict[str, Any]], T | None] | None = None) -> list[T]:
+    def items(
+        self,
+        d: Mapping[str, Any],
+        key: str,
+        path: str,
+        parse: Callable[[Mapping[str, Any], str], T],
+        required: bool = False,
+        fast: Callable[[dict[str, Any]], T | None] | None = None,
+    ) -> list[T]:
         """``parse`` of each object in the list ``d[key]``. ``fast``, if given, answers for a
         well-formed element at once (``None``: not sure, parse it with full checks)."""
         if required:
@@ -261,8 +281,10 @@ def _schema(r: _Reader, d: Mapping[str, Any], path: str) -> Schema:
 def _spec(r: _Reader, d: Mapping[str, Any], path: str) -> PartitionSpec:
     def field(f: Mapping[str, Any], p: str) -> PartitionField:
         return PartitionField(
-            r.get(f, "source-id", int, p), r.get(f, "field-id", int, p),
-            r.get(f, "transform", str, p), r.get(f, "name", str, p),
+            r.get(f, "source-id", int, p),
+            r.get(f, "field-id", int, p),
+            r.get(f, "transform", str, p),
+            r.get(f, "name", str, p),
         )
 
     return PartitionSpec(r.get(d, "spec-id", int, path), tuple(r.items(d, "fields", path, field)))
@@ -271,8 +293,10 @@ def _spec(r: _Reader, d: Mapping[str, Any], path: str) -> PartitionSpec:
 def _sort_order(r: _Reader, d: Mapping[str, Any], path: str) -> SortOrder:
     def field(f: Mapping[str, Any], p: str) -> SortField:
         return SortField(
-            r.get(f, "source-id", int, p), r.get(f, "transform", str, p),
-            r.get(f, "direction", str, p), r.get(f, "null-order", str, p),
+            r.get(f, "source-id", int, p),
+            r.get(f, "transform", str, p),
+            r.get(f, "direction", str, p),
+            r.get(f, "null-order", str, p),
         )
 
     return SortOrder(r.get(d, "order-id", int, path), tuple(r.items(d, "fields", path, field)))
@@ -306,14 +330,14 @@ def _snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:
 
 
 def _parse_snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:
-    summary = r.obj(r.get(d, "summary", dict, path, default={"operation": "append"}),
-                    path + "summary")
+    summary = r.obj(
+        r.get(d, "summary", dict, path, default={"operation": "append"}), path + "summary"
+    )
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in summary.items()):
         raise r.fail(f"{path}summary must map strings to strings")
     return Snapshot(
         snapshot_id=r.get(d, "snapshot-id", int, path),
-        parent_snapshot_id=r.get(d, "parent-snapshot-id", int, path, default=None,
-                                 nullable=True),
+        parent_snapshot_id=r.get(d, "parent-snapshot-id", int, path, default=None, nullable=True),
         sequence_number=r.get(d, "sequence-number", int, path, default=0),
         timestamp_ms=r.get(d, "timestamp-ms", int, path),
         manifest_list=r.get(d, "manifest-list", str, path),
@@ -327,7 +351,8 @@ def _ref(r: _Reader, d: Mapping[str, Any], path: str) -> SnapshotRef:
     if kind not in ("branch", "tag"):
         raise r.fail(f"{path}type must be 'branch' or 'tag', got {kind!r}")
     return SnapshotRef(
-        r.get(d, "snapshot-id", int, path), kind,
+        r.get(d, "snapshot-id", int, path),
+        kind,
         r.get(d, "max-ref-age-ms", int, path, default=None, nullable=True),
         r.get(d, "max-snapshot-age-ms", int, path, default=None, nullable=True),
         r.get(d, "min-snapshots-to-keep", int, path, default=None, nullable=True),
@@ -379,25 +404,37 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
     schemas = r.items(d, "schemas", "", lambda s, p: _schema(r, s, p), required=True)
     specs = r.items(d, "partition-specs", "", lambda s, p: _spec(r, s, p), required=True)
     orders = r.items(d, "sort-orders", "", lambda s, p: _sort_order(r, s, p))
-    snapshots = r.items(d, "snapshots", "", lambda s, p: _snapshot(r, s, p),
-                        fast=_known_snapshot)
+    snapshots = r.items(d, "snapshots", "", lambda s, p: _snapshot(r, s, p), fast=_known_snapshot)
     properties = r.obj(r.get(d, "properties", dict, "", default={}), "properties")
     if not all(isinstance(v, str) for v in properties.values()):
         raise r.fail("properties must map strings to strings")
     raw_refs = r.obj(r.get(d, "refs", dict, "", default={}), "refs")
-    refs = {name: _ref(r, r.obj(v, f"refs.{name}"), f"refs.{name}.")
-            for name, v in raw_refs.items()}
+    refs = {
+        name: _ref(r, r.obj(v, f"refs.{name}"), f"refs.{name}.") for name, v in raw_refs.items()
+    }
     current = r.get(d, "current-snapshot-id", int, "", default=None, nullable=True)
     if current == -1:
         current = None
     if current is not None and MAIN_BRANCH not in refs:
         refs[MAIN_BRANCH] = SnapshotRef(current, "branch")  # the spec's implied main branch
-    snap_log = r.items(d, "snapshot-log", "", lambda e, p: SnapshotLogEntry(
-        r.get(e, "timestamp-ms", int, p), r.get(e, "snapshot-id", int, p)),
-        fast=_fast_snapshot_log)
-    meta_log = r.items(d, "metadata-log", "", lambda e, p: MetadataLogEntry(
-        r.get(e, "timestamp-ms", int, p), r.get(e, "metadata-file", str, p)),
-        fast=_fast_metadata_log)
+    snap_log = r.items(
+        d,
+        "snapshot-log",
+        "",
+        lambda e, p: SnapshotLogEntry(
+            r.get(e, "timestamp-ms", int, p), r.get(e, "snapshot-id", int, p)
+        ),
+        fast=_fast_snapshot_log,
+    )
+    meta_log = r.items(
+        d,
+        "metadata-log",
+        "",
+        lambda e, p: MetadataLogEntry(
+            r.get(e, "timestamp-ms", int, p), r.get(e, "metadata-file", str, p)
+        ),
+        fast=_fast_metadata_log,
+    )
     stats = r.items(d, "statistics", "", lambda e, p: dict(e))
     part_stats = r.items(d, "partition-statistics", "", lambda e, p: dict(e))
     md = TableMetadata(
@@ -430,8 +467,10 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
 def _check_consistency(r: _Reader, md: TableMetadata) -> None:
     schema_ids = {s.schema_id for s in md.schemas}
     if md.current_schema_id not in schema_ids:
-        raise r.fail(f"current-schema-id {md.current_schema_id} is not among the schemas "
-                     f"{sorted(schema_ids)}")
+        raise r.fail(
+            f"current-schema-id {md.current_schema_id} is not among the schemas "
+            f"{sorted(schema_ids)}"
+        )
     if md.default_spec_id not in {s.spec_id for s in md.partition_specs}:
         raise r.fail(f"default-spec-id {md.default_spec_id} is not among the partition-specs")
     snapshot_ids = {s.snapshot_id for s in md.snapshots}

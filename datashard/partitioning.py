@@ -152,7 +152,10 @@ def evolve_spec(md: TableMetadata, spec: SpecLike) -> tuple[PartitionSpec, int]:
             known.setdefault((f.source_id, f.transform), f.field_id)
     next_spec_id = max(s.spec_id for s in md.partition_specs) + 1
     new = build_spec(
-        schema, spec, spec_id=next_spec_id, field_ids=known,
+        schema,
+        spec,
+        spec_id=next_spec_id,
+        field_ids=known,
         last_partition_id=md.last_partition_id,
     )
     for s in md.partition_specs:
@@ -193,8 +196,12 @@ def split_by_partition(
         )
     if all(len(k) and k.null_count == 0 and _single(k) for k in keys.values()):
         return [(_values(spec, schema, {n: k[0] for n, k in keys.items()}), table)]
-    keyed = pa.table({**{n: _groupable(k) for n, k in keys.items()},
-                      "__row": pa.array(np.arange(table.num_rows, dtype=np.int64))})
+    keyed = pa.table(
+        {
+            **{n: _groupable(k) for n, k in keys.items()},
+            "__row": pa.array(np.arange(table.num_rows, dtype=np.int64)),
+        }
+    )
     grouped = keyed.group_by(list(keys), use_threads=False).aggregate([("__row", "list")])
     out = []
     originals = {n: k for n, k in keys.items()}
@@ -285,9 +292,9 @@ class PartitionPruner:
             projected = transform.project(source, bound.op, values)
             if projected is not None:
                 result = transform.result_type(source)
-                preds.append(_PartPred(i, projected[0], tuple(
-                    _phys(result, v) for v in projected[1]
-                )))
+                preds.append(
+                    _PartPred(i, projected[0], tuple(_phys(result, v) for v in projected[1]))
+                )
         out: Any = BoundTrue()
         for p in preds:
             out = p if isinstance(out, BoundTrue) else ("and", out, p)
@@ -346,8 +353,6 @@ class PartitionPruner:
             raw = df.partition.get(pf.name)
             values.append(None if raw is None else _phys(t, raw))
         return _eval(tree, lambda p: _value_match(p, values))
-
-
 
 
 def _phys(t: IcebergType, v: Any) -> Any:

@@ -101,8 +101,9 @@ def _check(t: IcebergType, value: Any, row: int, path: str) -> Any:
             return float(value)
     elif isinstance(t, DecimalType):
         if isinstance(value, (Decimal, Integral)) and not isinstance(value, bool):
-            return _check_decimal(t, Decimal(int(value)) if isinstance(value, Integral) else value,
-                                  row, path)
+            return _check_decimal(
+                t, Decimal(int(value)) if isinstance(value, Integral) else value, row, path
+            )
     elif isinstance(t, DateType):
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             return value
@@ -167,8 +168,7 @@ def _check_decimal(t: DecimalType, value: Decimal, row: int, path: str) -> Decim
         raise _fail(row, path, t, value, f"more than {t.scale} digits after the point")
     if len(str(abs(unscaled))) > t.precision:
         raise _fail(row, path, t, value, f"more than {t.precision} digits")
-    return Decimal((1 if unscaled < 0 else 0, tuple(int(c) for c in str(abs(unscaled))),
-                    -t.scale))
+    return Decimal((1 if unscaled < 0 else 0, tuple(int(c) for c in str(abs(unscaled))), -t.scale))
 
 
 def _check_nullable(f: NestedField, value: Any, row: int, path: str) -> Any:
@@ -260,8 +260,10 @@ def records_to_arrow(schema: Schema, records: Sequence[Mapping[str, Any]]) -> pa
         if not known.issuperset(record):
             _check_struct(schema.fields, record, row, "")  # raises, naming the unknown fields
     arrow_schema = schema.to_arrow()
-    arrays = [_column(f, target.type, records)
-              for f, target in zip(schema.fields, arrow_schema, strict=True)]
+    arrays = [
+        _column(f, target.type, records)
+        for f, target in zip(schema.fields, arrow_schema, strict=True)
+    ]
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
 
 
@@ -450,9 +452,7 @@ def coerce_arrow(schema: Schema, table: pa.Table) -> pa.Table:
     known = set(schema.column_names)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValidationError(
-            f"unknown field(s) {unknown}; the schema has {schema.column_names}"
-        )
+        raise ValidationError(f"unknown field(s) {unknown}; the schema has {schema.column_names}")
     arrow_schema = schema.to_arrow()
     columns: list[pa.ChunkedArray] = []
     for f, target in zip(schema.fields, arrow_schema, strict=True):

@@ -39,15 +39,18 @@ def set_current_change(snapshot_id: int, *, ancestor_only: bool) -> Change:
         refs = dict(md.refs)
         old = refs.get("main")
         refs["main"] = (
-            replace(old, snapshot_id=snapshot_id) if old is not None
+            replace(old, snapshot_id=snapshot_id)
+            if old is not None
             else SnapshotRef(snapshot_id, "branch")
         )
         return replace(
             md,
             refs=refs,
             current_snapshot_id=snapshot_id,
-            snapshot_log=(*md.snapshot_log,
-                          SnapshotLogEntry(max(now_ms(), md.last_updated_ms), snapshot_id)),
+            snapshot_log=(
+                *md.snapshot_log,
+                SnapshotLogEntry(max(now_ms(), md.last_updated_ms), snapshot_id),
+            ),
         )
 
     return change

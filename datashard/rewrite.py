@@ -128,9 +128,7 @@ class ManifestReader:
         return out
 
 
-def file_might_match(
-    bound: Bound, pruner: PartitionPruner, spec_id: int, df: DataFile
-) -> bool:
+def file_might_match(bound: Bound, pruner: PartitionPruner, spec_id: int, df: DataFile) -> bool:
     """Whether ``df`` might hold a row matching ``bound`` (partition values, then stats)."""
     if isinstance(bound, BoundTrue):
         return True
@@ -309,11 +307,17 @@ class FileRewrite:
             body = write_manifest(entries, self.schema, self.spec, None)
             key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m0.avro"
             self._write(key, body, written)
-            manifests.append(build_manifest_file(
-                entries, manifest_path=self.backend.uri_for(key), manifest_length=len(body),
-                spec=self.spec, schema=self.schema, added_snapshot_id=self.snapshot_id,
-                sequence_number=seq,
-            ))
+            manifests.append(
+                build_manifest_file(
+                    entries,
+                    manifest_path=self.backend.uri_for(key),
+                    manifest_length=len(body),
+                    spec=self.spec,
+                    schema=self.schema,
+                    added_snapshot_id=self.snapshot_id,
+                    sequence_number=seq,
+                )
+            )
         found: set[str] = set()
         deleted_records = 0
         # entries of the manifests that hold a removed file, by spec: written as one manifest
@@ -345,11 +349,17 @@ class FileRewrite:
                 body = write_manifest(out, self.schema, spec, self.snapshot_id)
                 key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"
                 self._write(key, body, written)
-                manifests.append(build_manifest_file(
-                    out, manifest_path=self.backend.uri_for(key), manifest_length=len(body),
-                    spec=spec, schema=self.schema, added_snapshot_id=self.snapshot_id,
-                    sequence_number=seq,
-                ))
+                manifests.append(
+                    build_manifest_file(
+                        out,
+                        manifest_path=self.backend.uri_for(key),
+                        manifest_length=len(body),
+                        spec=spec,
+                        schema=self.schema,
+                        added_snapshot_id=self.snapshot_id,
+                        sequence_number=seq,
+                    )
+                )
         missing = set(self.removed) - found
         if missing:
             raise CommitConflictError(

@@ -40,7 +40,13 @@ class Schema:
     """
 
     __slots__ = (
-        "schema_id", "fields", "identifier_field_ids", "_by_id", "_by_name", "_parents", "_arrow"
+        "schema_id",
+        "fields",
+        "identifier_field_ids",
+        "_by_id",
+        "_by_name",
+        "_parents",
+        "_arrow",
     )
 
     schema_id: int

@@ -104,9 +104,10 @@ def _murmur3_longs(values: np.ndarray) -> np.ndarray:
     c1, c2 = np.uint32(0xCC9E2D51), np.uint32(0x1B873593)
     h = np.zeros(len(u), dtype=np.uint32)
     with np.errstate(over="ignore"):
-        for k in ((u & np.uint64(0xFFFFFFFF)).astype(np.uint32), (u >> np.uint64(32)).astype(
-            np.uint32
-        )):
+        for k in (
+            (u & np.uint64(0xFFFFFFFF)).astype(np.uint32),
+            (u >> np.uint64(32)).astype(np.uint32),
+        ):
             k = k * c1
             k = (k << np.uint32(15)) | (k >> np.uint32(17))
             k = k * c2
@@ -130,8 +131,7 @@ def _decimal_bytes(value: Decimal, scale: int) -> bytes:
 
 def hash_bytes(source: IcebergType, value: Any) -> bytes:
     """The bytes ``bucket`` hashes for a physical ``value`` of type ``source``."""
-    if isinstance(source, (IntType, LongType, DateType, TimeType, TimestampType,
-                           TimestamptzType)):
+    if isinstance(source, (IntType, LongType, DateType, TimeType, TimestampType, TimestamptzType)):
         return int(value).to_bytes(8, "little", signed=True)
     if isinstance(source, DecimalType):
         return _decimal_bytes(Decimal(value), source.scale)
@@ -147,8 +147,19 @@ def hash_bytes(source: IcebergType, value: Any) -> bytes:
 
 
 _TIME_SOURCES = (DateType, TimestampType, TimestamptzType)
-_BUCKET_SOURCES = (IntType, LongType, DecimalType, DateType, TimeType, TimestampType,
-                   TimestamptzType, StringType, UUIDType, BinaryType, FixedType)
+_BUCKET_SOURCES = (
+    IntType,
+    LongType,
+    DecimalType,
+    DateType,
+    TimeType,
+    TimestampType,
+    TimestamptzType,
+    StringType,
+    UUIDType,
+    BinaryType,
+    FixedType,
+)
 _TRUNCATE_SOURCES = (IntType, LongType, DecimalType, StringType, BinaryType)
 
 #: A projected predicate on a partition value: (op, values), or None (no pruning possible).
@@ -229,9 +240,7 @@ class Transform:
     def apply_arrow(self, source: IcebergType, array: pa.Array | pa.ChunkedArray) -> pa.Array:
         """The partition values of a whole column, as an Arrow array of the result type."""
         if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks() if array.num_chunks else pa.array(
-                [], type=array.type
-            )
+            array = array.combine_chunks() if array.num_chunks else pa.array([], type=array.type)
         out_type = to_arrow_type(self.result_type(source))
         if self.name == "identity":
             return array
@@ -306,9 +315,7 @@ def parse_transform(text: str | Transform) -> Transform:
         if param <= 0:
             raise SchemaError(f"partition transform {text!r}: the parameter must be positive")
         return Transform(match.group(1), param)
-    raise SchemaError(
-        f"unknown partition transform {text!r}; expected one of: {', '.join(_NAMES)}"
-    )
+    raise SchemaError(f"unknown partition transform {text!r}; expected one of: {', '.join(_NAMES)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,8 +387,10 @@ def _time_arrow(name: str, source: IcebergType, array: pa.Array) -> pa.Array:
 def _physical_list(source: IcebergType, array: pa.Array) -> list[Any]:
     values: list[Any] = array.to_pylist()
     if isinstance(source, UUIDType):
-        return [v if v is None or isinstance(v, uuid.UUID) else uuid.UUID(bytes=bytes(v))
-                for v in values]
+        return [
+            v if v is None or isinstance(v, uuid.UUID) else uuid.UUID(bytes=bytes(v))
+            for v in values
+        ]
     return values
 
 

@@ -358,9 +358,15 @@ def parse_field(value: Any) -> NestedField:
     if not isinstance(required, bool):
         raise SchemaError(f"field {name!r}: 'required' must be true or false, got {required!r}")
     doc = value.get("doc")
-    return NestedField(_as_int(value["id"], f"field {name!r} id"), name,
-                       parse_type(value["type"]), required, doc,
-                       value.get("initial-default"), value.get("write-default"))
+    return NestedField(
+        _as_int(value["id"], f"field {name!r} id"),
+        name,
+        parse_type(value["type"]),
+        required,
+        doc,
+        value.get("initial-default"),
+        value.get("write-default"),
+    )
 
 
 def type_to_json(t: IcebergType) -> Any:
@@ -512,8 +518,11 @@ def from_arrow_type(
         k = from_arrow_field(t.key_field, alloc)
         v = from_arrow_field(t.item_field, alloc)
         return MapType(k.field_id, k.field_type, v.field_id, v.field_type, v.required)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) or (
-        pa.types.is_fixed_size_list(t)
+    if (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_list_view(t)
+        or (pa.types.is_fixed_size_list(t))
     ):
         e = from_arrow_field(t.value_field, alloc)
         return ListType(e.field_id, e.field_type, e.required)

@@ -8,10 +8,14 @@ and ``DATASHARD_*``), or to ``./datashard-warehouse`` when nothing is set. Set
 
 from datashard import Schema, TableAlreadyExistsError, col, create_table, load_table
 
-schema = Schema(schema_id=1, fields=[
-    {"id": 1, "name": "user_id", "type": "long", "required": True},
-    {"id": 2, "name": "event", "type": "string", "required": True},
-    {"id": 3, "name": "timestamp", "type": "long", "required": True}])
+schema = Schema(
+    schema_id=1,
+    fields=[
+        {"id": 1, "name": "user_id", "type": "long", "required": True},
+        {"id": 2, "name": "event", "type": "string", "required": True},
+        {"id": 3, "name": "timestamp", "type": "long", "required": True},
+    ],
+)
 
 try:
     table = create_table("user-events", schema)  # in the configured warehouse (env or default)

@@ -5,7 +5,7 @@
 # 2. installs the package with its dev extras (pip install -e ".[dev]", pinned by constraints.txt)
 #    when pyproject.toml or constraints.txt changed since the last install, then `pip check`,
 # 3. installs the storage servers (scripts/install-test-deps.sh: Ceph RGW, Azurite),
-# 4. with no arguments, runs ruff and mypy --strict on the package first,
+# 4. with no arguments, runs ruff (lint and format check) and mypy --strict on the package first,
 # 5. runs pytest; the test fixtures start and stop the servers on 127.0.0.1.
 # Exits with pytest's exit status.
 set -euo pipefail
@@ -58,8 +58,9 @@ bash "$ROOT/scripts/install-test-deps.sh"
 
 if [ "$#" -eq 0 ]; then
     # The whole suite also holds the code to its style: ruff, and mypy --strict on the package.
-    log "ruff check; mypy --strict datashard"
+    log "ruff check; ruff format --check; mypy --strict datashard"
     "$VENV/bin/ruff" check datashard tests bench examples
+    "$VENV/bin/ruff" format --check datashard tests bench examples
     "$VENV/bin/mypy" --strict datashard
     set -- tests
 fi

@@ -20,7 +20,11 @@ def test_example_runs_twice_in_a_fresh_warehouse(script: str, tmp_path: Path) ->
     for _run in (1, 2):
         done = subprocess.run(
             [sys.executable, str(EXAMPLES / script)],
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr
         assert "logout" in done.stdout
@@ -37,7 +41,11 @@ def test_quickstart_runs_on_s3_configured_by_the_environment(
     env.update(moto_s3.env(moto_bucket))
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "quickstart.py")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "1 row(s) in the first snapshot" in done.stdout

@@ -81,9 +81,7 @@ class FooterCache:
         self._lock = threading.Lock()
         self.fetches = 0
 
-    def get(
-        self, backend: StorageBackend, key: str, size: int | None = None
-    ) -> Footer:
+    def get(self, backend: StorageBackend, key: str, size: int | None = None) -> Footer:
         uri = backend.uri_for(key)
         footer = self._footers.get(uri)
         if footer is not None:

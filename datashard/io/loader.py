@@ -143,8 +143,9 @@ class RowGroupLoader:
         sources: list[Source] = []
         for task in scan.plan_files():
             data_file = task.data_file
-            sources.append((backend, backend.key_for(data_file.file_path),
-                            int(data_file.file_size_in_bytes)))
+            sources.append(
+                (backend, backend.key_for(data_file.file_path), int(data_file.file_size_in_bytes))
+            )
         return cls(sources, columns=columns, **options)
 
     # -- planning --------------------------------------------------------------------------
@@ -189,15 +190,11 @@ class RowGroupLoader:
                     self._check_columns(footer)
                     md = footer.metadata
                     for rg in range(md.num_row_groups):
-                        tasks.append(
-                            RowGroupTask(index, footer.uri, rg, md.row_group(rg).num_rows)
-                        )
+                        tasks.append(RowGroupTask(index, footer.uri, rg, md.row_group(rg).num_rows))
                 self._tasks = tasks
             return list(self._tasks)
 
-    def epoch_tasks(
-        self, epoch: int, worker: int = 0, num_workers: int = 1
-    ) -> list[RowGroupTask]:
+    def epoch_tasks(self, epoch: int, worker: int = 0, num_workers: int = 1) -> list[RowGroupTask]:
         """This rank's (and data-loader worker's) row groups for ``epoch``, in reading order."""
         order = self.tasks()
         if self.shuffle:

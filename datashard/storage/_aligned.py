@@ -56,7 +56,7 @@ class AlignedReader:
             got = self.read_into(fd, memoryview(out), offset)
             return bytes(out[:got])
         got = os.preadv(fd, [self._view[:span]], offset - lead)
-        return bytes(self._view[lead:lead + max(0, min(n, got - lead))])
+        return bytes(self._view[lead : lead + max(0, min(n, got - lead))])
 
     def read_into(self, fd: int, dest: memoryview, offset: int) -> int:
         """Fill ``dest`` from file ``offset``: directly where aligned, else through the buffer."""
@@ -76,7 +76,7 @@ class AlignedReader:
         end = head + (n - head) // ALIGN * ALIGN
         pos = head
         while pos < end:
-            got = os.preadv(fd, [dest[pos:min(end, pos + MAX_DIRECT_IO)]], offset + pos)
+            got = os.preadv(fd, [dest[pos : min(end, pos + MAX_DIRECT_IO)]], offset + pos)
             pos += got
             if got == 0 or got % ALIGN:  # end of file
                 return pos
@@ -105,9 +105,9 @@ class AlignedReader:
         done = 0  # dest[low : first - shift + done] holds its final bytes
         while done < length:
             want = min(SHIFT_CHUNK, length - done)
-            got = os.preadv(fd, [dest[first + done:first + done + want]], start + done)
+            got = os.preadv(fd, [dest[first + done : first + done + want]], start + done)
             lo = first + done + (skip if done == 0 else 0)
-            dest[lo - shift:first + done + got - shift] = dest[lo:first + done + got]
+            dest[lo - shift : first + done + got - shift] = dest[lo : first + done + got]
             done += got
             if got < want:  # end of file
                 return max(0, first - shift + done)
@@ -127,7 +127,7 @@ class AlignedReader:
             take = min(got - lead, n - done)
             if take <= 0:
                 break
-            dest[done:done + take] = view[lead:lead + take]
+            dest[done : done + take] = view[lead : lead + take]
             done += take
             if got < span:
                 break

@@ -125,7 +125,7 @@ class StorageBackend(ABC):
         root = self.root_uri + "/"
         if not uri.startswith(root):
             raise InvalidPathError(f"{uri!r} is not under this backend's root {root!r}", key=uri)
-        return validate_key(uri[len(root):])
+        return validate_key(uri[len(root) :])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root_uri!r})"

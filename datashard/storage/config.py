@@ -151,12 +151,11 @@ class BackendConfig:
             if name in COMMON_ENV:
                 values[COMMON_ENV[name]] = value
             elif cls.env_name and name.startswith(prefix):
-                suffix = name[len(prefix):]
+                suffix = name[len(prefix) :]
                 target = cls.env_aliases.get(suffix, suffix.lower())
                 if target not in fields:
                     aliases = sorted(
-                        {prefix + a for a in cls.env_aliases}
-                        | {prefix + f.upper() for f in fields}
+                        {prefix + a for a in cls.env_aliases} | {prefix + f.upper() for f in fields}
                     )
                     raise ConfigError(
                         f"unknown environment variable {name}; expected one of: "
@@ -204,9 +203,7 @@ def _coerce(owner: str, name: str, value: Any, tp: Any) -> Any:
         if inner is float:
             return float(text)
     except ValueError:
-        raise ConfigError(
-            f"{owner}.{name} expects {_type_name(tp)}, got {value!r}"
-        ) from None
+        raise ConfigError(f"{owner}.{name} expects {_type_name(tp)}, got {value!r}") from None
     return value
 
 

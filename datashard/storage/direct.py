@@ -187,7 +187,7 @@ class DirectBackend(LocalBackend):
             scratch = mmap.mmap(-1, lead + n + ALIGN, flags=mmap.MAP_PRIVATE)
             try:
                 with memoryview(scratch) as whole:
-                    view = whole[lead:lead + n]
+                    view = whole[lead : lead + n]
                     got = reader.read_into(fd, view, start)
                     data = bytes(view[:got])
                     view.release()
@@ -221,4 +221,3 @@ class DirectBackend(LocalBackend):
         if reader is not None:
             reader.close()
             self._local.reader = None
-

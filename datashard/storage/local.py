@@ -73,7 +73,7 @@ def path_from_uri(uri: str, scheme: str) -> str:
     if got != scheme:
         raise ConfigError(f"{scheme}:// backend takes a {scheme}:// URI or a path, got {uri!r}")
     if rest.startswith("localhost/"):
-        rest = rest[len("localhost"):]
+        rest = rest[len("localhost") :]
     if not rest.startswith("/"):
         raise ConfigError(
             f"{scheme}:// URI must hold an absolute path ({scheme}:///abs/path), got {uri!r}"
@@ -148,7 +148,7 @@ def pread_into(fd: int, view: memoryview, offset: int) -> int:
     """Fill ``view`` from file position ``offset``; stop early only at end of file."""
     done = 0
     while done < len(view):
-        n = os.preadv(fd, [view[done:done + _MAX_IO]], offset + done)
+        n = os.preadv(fd, [view[done : done + _MAX_IO]], offset + done)
         if n == 0:
             break
         done += n

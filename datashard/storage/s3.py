@@ -288,8 +288,8 @@ class S3Backend(StorageBackend):
         validate_key(key)
         validate_range(key, start, end)
         pin = unquote_etag(etag) or etag
-        count, buffer = (0, memoryview(b"")) if start == end else self._read_span(
-            key, start, end, None, pin
+        count, buffer = (
+            (0, memoryview(b"")) if start == end else self._read_span(key, start, end, None, pin)
         )
         if count == 0:  # nothing was fetched, so nothing was checked yet
             current = self.head(key).etag
@@ -535,7 +535,7 @@ class S3Backend(StorageBackend):
             page = self._request("read", "LIST", prefix or None, _lister(params))
             for item in page.get("Contents", []):
                 yield ObjectMeta(
-                    key=item["Key"][len(root):],
+                    key=item["Key"][len(root) :],
                     size=int(item.get("Size", 0)),
                     etag=unquote_etag(item.get("ETag")),
                     last_modified=item.get("LastModified"),
@@ -584,7 +584,6 @@ class S3Backend(StorageBackend):
                 key=failures[0][0],
             )
 
-
     def _deleter(self, objects: builtins.list[dict[str, str]]) -> Callable[[Any], Any]:
         return lambda client: client.delete_objects(
             Bucket=self.config.bucket,
@@ -599,4 +598,3 @@ def _lister(params: dict[str, Any]) -> Callable[[Any], Any]:
 
 def _code_class(code: str) -> type[StorageError]:
     return classify(ClientError({"Error": {"Code": code}}, "DeleteObjects"))
-

@@ -124,9 +124,7 @@ class S3Config(BackendConfig):
                 ) from None
         object.__setattr__(self, "prefix", prefix)
         if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ConfigError(
-                "S3Config needs both access_key_id and secret_access_key, or neither"
-            )
+            raise ConfigError("S3Config needs both access_key_id and secret_access_key, or neither")
         if self.anonymous and (self.access_key_id is not None or self.profile is not None):
             raise ConfigError("S3Config.anonymous=True cannot be combined with keys or a profile")
         if self.access_key_id is not None and self.profile is not None:
@@ -181,9 +179,7 @@ class S3Config(BackendConfig):
         bucket, _, prefix = rest.partition("/")
         for name, value in (("bucket", bucket), ("prefix", prefix.strip("/"))):
             if name in options and options[name] != value:
-                raise ConfigError(
-                    f"option {name}={options[name]!r} contradicts the URI {uri!r}"
-                )
+                raise ConfigError(f"option {name}={options[name]!r} contradicts the URI {uri!r}")
         return cls.build({**options, "bucket": bucket, "prefix": prefix})
 
     def make_client(self) -> Any:

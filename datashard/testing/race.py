@@ -67,8 +67,7 @@ class RaceResult:
     def describe(self) -> str:
         """One line per writer, for assertion messages."""
         return "\n".join(
-            f"writer {r.index}: {r.outcome} {r.exc_type} {r.detail}".rstrip()
-            for r in self.results
+            f"writer {r.index}: {r.outcome} {r.exc_type} {r.detail}".rstrip() for r in self.results
         )
 
 

@@ -250,9 +250,7 @@ def wait_until(
         if ready():
             return time.monotonic() - start
         if time.monotonic() >= deadline:
-            raise ServerStartError(
-                f"{what}: not ready after {timeout:g} s\n" + describe_logs(logs)
-            )
+            raise ServerStartError(f"{what}: not ready after {timeout:g} s\n" + describe_logs(logs))
         time.sleep(interval)
         interval = min(interval * 1.5, 0.5)
 

@@ -333,7 +333,6 @@ def _retry_port_clash(start: Callable[_P, _T]) -> Callable[_P, _T]:
 
 
 @_retry_port_clash
-
 def start_ceph(*, timeout: float = 180.0, region: str = "us-east-1") -> S3Server:
     """Start a one-node Ceph cluster with radosgw; make a user and a bucket.
 
@@ -343,9 +342,7 @@ def start_ceph(*, timeout: float = 180.0, region: str = "us-east-1") -> S3Server
     access = "DS" + _random_key(18, string.ascii_uppercase + string.digits)
     secret = _random_key(40, string.ascii_letters + string.digits)
     try:
-        cluster = start_ceph_cluster(
-            root, access_key=access, secret_key=secret, timeout=timeout
-        )
+        cluster = start_ceph_cluster(root, access_key=access, secret_key=secret, timeout=timeout)
     except ServerStartError as exc:
         raise _fail(root, exc, []) from exc
     server = S3Server(
@@ -507,8 +504,7 @@ def _venv_program(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise ServerStartError(
-            f"{name} not found next to {sys.executable} or on PATH; run "
-            "`pip install -e '.[dev]'`"
+            f"{name} not found next to {sys.executable} or on PATH; run `pip install -e '.[dev]'`"
         )
     return found
 

@@ -383,8 +383,10 @@ def test_combine_copies_sources_as_map_or_list(backend: StorageBackend) -> None:
     _write(backend, "a.msgc", a, lazy_threshold=1000)
     _write(backend, "b.msgc", b)
     _write(backend, "c.msgc", 12345)
-    combine((backend, "ab.msgc"), {"a": (backend, "a.msgc"), "b": (backend, "b.msgc"),
-                                   "c": (backend, "c.msgc")})
+    combine(
+        (backend, "ab.msgc"),
+        {"a": (backend, "a.msgc"), "b": (backend, "b.msgc"), "c": (backend, "c.msgc")},
+    )
     with LazyReader(backend, "ab.msgc") as r:
         assert r["a"]["runs"][29]["loss"] == 29
         assert r["b"][1]["x"][4999] == 4999
@@ -405,7 +407,7 @@ def test_combine_with_a_corrupt_source_writes_nothing(backend: StorageBackend) -
 
 def test_header_magic_is_checked_when_the_file_fits_the_suffix(backend: StorageBackend) -> None:
     _write(backend, "h.msgc", {"a": 1})
-    _corrupt(backend, "h.msgc", lambda d: b"XXXXXXXX" + d[len(MAGIC):])
+    _corrupt(backend, "h.msgc", lambda d: b"XXXXXXXX" + d[len(MAGIC) :])
     with pytest.raises(CorruptFileError, match="header magic"):
         LazyReader(backend, "h.msgc")
 
@@ -442,7 +444,10 @@ def test_reader_pickles_for_worker_processes(tmp_path: Path) -> None:
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "reader.pickle")],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert out.stdout.strip() == "1234"
 

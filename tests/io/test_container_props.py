@@ -22,15 +22,14 @@ _scalars = (
 _keys = st.text(max_size=12) | st.binary(max_size=8)
 _values = st.recursive(
     _scalars,
-    lambda children: st.lists(children, max_size=12)
-    | st.dictionaries(_keys, children, max_size=12),
+    lambda children: (
+        st.lists(children, max_size=12) | st.dictionaries(_keys, children, max_size=12)
+    ),
     max_leaves=60,
 )
 
 _BACKEND = MemoryBackend(MemoryConfig(name="container-properties"))
-_SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _expected(obj: Any) -> Any:
@@ -59,9 +58,7 @@ def test_any_value_round_trips_like_plain_msgpack(
     with LazyWriter(_BACKEND, "prop.msgc", lazy_threshold=threshold) as w:
         w.write(obj)
     expected = _expected(obj)
-    with LazyReader(
-        _BACKEND, "prop.msgc", tail_size=64, whole_index_limit=whole_index_limit
-    ) as r:
+    with LazyReader(_BACKEND, "prop.msgc", tail_size=64, whole_index_limit=whole_index_limit) as r:
         assert r.to_obj() == expected
         assert _deep(r.root) == expected
         if isinstance(r.root, (LazyMap, LazyList)):

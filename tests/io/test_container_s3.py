@@ -84,9 +84,7 @@ def test_cold_lookup_in_a_10k_entry_root_costs_two_range_gets(
     assert sum(proxy.requests.values()) == proxy.requests["GET"] == 2
 
 
-def test_warm_reader_costs_one_range_get_per_value(
-    s3: StorageBackend, proxy: FaultProxy
-) -> None:
+def test_warm_reader_costs_one_range_get_per_value(s3: StorageBackend, proxy: FaultProxy) -> None:
     with LazyWriter(s3, "warm.msgc") as w:
         w.write(_RUNS)
     with LazyReader(s3, "warm.msgc", tail_size=64 * 1024) as r:  # values outside the suffix

@@ -167,8 +167,12 @@ def test_every_row_group_is_read_exactly_once_per_epoch(
         for rank in range(world_size):
             for workers in (1, 2):
                 loader = RowGroupLoader(
-                    [(backend, k) for k in keys], columns=["id"], rank=rank,
-                    world_size=world_size, shuffle=shuffle, seed=7,
+                    [(backend, k) for k in keys],
+                    columns=["id"],
+                    rank=rank,
+                    world_size=world_size,
+                    shuffle=shuffle,
+                    seed=7,
                 )
                 for worker in range(workers):
                     batches = loader.iter_epoch(epoch, worker, workers)

@@ -28,8 +28,11 @@ def cloud(request: pytest.FixtureRequest) -> StorageBackend:
     if request.param == "azure":
         azurite: AzureServer = request.getfixturevalue("azurite")
         container: str = request.getfixturevalue("azure_container")
-        options = {"account_name": azurite.account_name, "account_key": azurite.account_key,
-                   "account_url": azurite.endpoint}
+        options = {
+            "account_name": azurite.account_name,
+            "account_key": azurite.account_key,
+            "account_url": azurite.endpoint,
+        }
         return open_backend(f"az://{container}/loader-{run}", **options)
     gcs: GCSServer = request.getfixturevalue("gcs_emulator")
     bucket: str = request.getfixturevalue("gcs_bucket")
@@ -54,8 +57,9 @@ def test_loader_reads_every_row_once_per_epoch_with_one_footer_read_each(
     backend = FaultyBackend(cloud)
     keys = _files(backend)
     halves = [
-        RowGroupLoader([(backend, k) for k in keys], columns=["id"], rank=r, world_size=2,
-                       shuffle=True, seed=3)
+        RowGroupLoader(
+            [(backend, k) for k in keys], columns=["id"], rank=r, world_size=2, shuffle=True, seed=3
+        )
         for r in range(2)
     ]
     total = FILES * GROUPS * ROWS

@@ -78,9 +78,7 @@ def test_second_epoch_makes_no_footer_request_on_s3(
     assert loader.footers.fetches == FILES
 
 
-def test_only_the_chosen_columns_bytes_cross_the_wire(
-    ceph_s3: S3Server, ceph_bucket: str
-) -> None:
+def test_only_the_chosen_columns_bytes_cross_the_wire(ceph_s3: S3Server, ceph_bucket: str) -> None:
     backend = FaultyBackend(_s3(ceph_s3, ceph_bucket, ceph_s3.endpoint_url))
     keys = _files(backend)
     loader = RowGroupLoader([(backend, k) for k in keys], columns=["x"], coalesce_gap=0)
@@ -128,9 +126,7 @@ def _events_schema() -> Schema:
 
 def _fill(table: Any) -> None:
     for n in range(3):
-        table.append_records(
-            [{"user_id": n * 100 + i, "event": f"e{i % 3}"} for i in range(100)]
-        )
+        table.append_records([{"user_id": n * 100 + i, "event": f"e{i % 3}"} for i in range(100)])
 
 
 def test_loader_reads_a_table_snapshot(tmp_path: Path) -> None:
@@ -152,8 +148,10 @@ def test_loader_reads_a_table_on_s3_without_head_requests(
 ) -> None:
     warehouse = f"s3://{ceph_bucket}/wh"
     options = {
-        "endpoint_url": proxy.url, "access_key_id": ceph_s3.access_key_id,
-        "secret_access_key": ceph_s3.secret_access_key, "region": ceph_s3.region,
+        "endpoint_url": proxy.url,
+        "access_key_id": ceph_s3.access_key_id,
+        "secret_access_key": ceph_s3.secret_access_key,
+        "region": ceph_s3.region,
         "path_style": True,
     }
     table = create_table("events", _events_schema(), warehouse=warehouse, **options)

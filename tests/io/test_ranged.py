@@ -85,23 +85,19 @@ def test_pyarrow_reads_parquet_through_both_strategies(local: FaultyBackend) -> 
     pq.ParquetFile(plain).read(columns=["id", "name"])
 
     ranged = RangedReader(local, "t.parquet", ReaderConfig("range"))
-    assert pq.ParquetFile(ranged).read(columns=["id", "name"]).equals(
-        table.select(["id", "name"])
-    )
+    assert pq.ParquetFile(ranged).read(columns=["id", "name"]).equals(table.select(["id", "name"]))
     # range: one request per read pyarrow makes, exactly those bytes, nothing buffered
     assert ranged.requests == plain.reads
     assert sum(end - start for start, end in ranged.requests) < len(data)
 
     buffer_size = 64 * 1024
     sequential = RangedReader(local, "t.parquet", ReaderConfig("sequential", buffer_size))
-    assert pq.ParquetFile(sequential).read(columns=["id", "name"]).equals(
-        table.select(["id", "name"])
+    assert (
+        pq.ParquetFile(sequential).read(columns=["id", "name"]).equals(table.select(["id", "name"]))
     )
     # sequential: read-ahead requests of at least a full buffer (or up to the end of the
     # object), together covering every byte pyarrow read, in fewer requests than its reads
-    assert all(
-        end - start >= buffer_size or end == len(data) for start, end in sequential.requests
-    )
+    assert all(end - start >= buffer_size or end == len(data) for start, end in sequential.requests)
     covered = np.zeros(len(data), dtype=bool)
     for start, end in sequential.requests:
         covered[start:end] = True

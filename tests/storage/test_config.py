@@ -398,9 +398,7 @@ def test_explicit_environment_mapping_is_the_only_source(monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("raw", ["lots", "0", "-4", "2.5"])
-def test_bad_max_concurrency_names_the_variable(
-    raw: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bad_max_concurrency_names_the_variable(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="(?i)max_concurrency"):
         config_from_env({"DATASHARD_STORAGE_TYPE": "memory", "DATASHARD_MAX_CONCURRENCY": raw})
     monkeypatch.setenv("DATASHARD_MAX_CONCURRENCY", raw)
@@ -464,8 +462,11 @@ def test_environment_config_errors_never_show_a_secret() -> None:
     for extra in (
         {"DATASHARD_S3_SECRETKEY": SECRET_KEY},
         {"DATASHARD_S3_SECRET_KEY": SECRET_KEY},
-        {"DATASHARD_S3_ACCESS_KEY": ACCESS_KEY, "DATASHARD_S3_SECRET_KEY": SECRET_KEY,
-         "DATASHARD_S3_PART_SIZE": "junk"},
+        {
+            "DATASHARD_S3_ACCESS_KEY": ACCESS_KEY,
+            "DATASHARD_S3_SECRET_KEY": SECRET_KEY,
+            "DATASHARD_S3_PART_SIZE": "junk",
+        },
     ):
         with pytest.raises(ConfigError) as info:
             config_from_env({**base, **extra})

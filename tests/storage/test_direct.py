@@ -187,9 +187,10 @@ def test_a_forked_child_and_its_parent_read_at_once_without_sharing_buffers(
         bad = 0
         for _ in range(rounds):
             start = rng.randrange(0, SIZE - BLOCK)
-            if backend.read_range("obj", start, start + BLOCK // 2 - 1) != data[
-                start : start + BLOCK // 2 - 1
-            ]:
+            if (
+                backend.read_range("obj", start, start + BLOCK // 2 - 1)
+                != data[start : start + BLOCK // 2 - 1]
+            ):
                 bad += 1
         return bad
 
@@ -227,8 +228,14 @@ def _cached_pages(fd: int, size: int) -> int:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)

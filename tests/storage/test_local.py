@@ -469,9 +469,13 @@ def test_fsync_is_on_by_default_and_off_only_when_asked(
     assert isinstance(durable, LocalBackend) and durable.config.fsync is True
     # files, their directories, and the new parents a write made
     assert _fsyncs(durable, monkeypatch) >= 6
-    fast = backend_from_env({"DATASHARD_STORAGE_TYPE": "local",
-                             "DATASHARD_LOCAL_PATH": str(tmp_path / "fast"),
-                             "DATASHARD_LOCAL_FSYNC": "false"})
+    fast = backend_from_env(
+        {
+            "DATASHARD_STORAGE_TYPE": "local",
+            "DATASHARD_LOCAL_PATH": str(tmp_path / "fast"),
+            "DATASHARD_LOCAL_FSYNC": "false",
+        }
+    )
     assert isinstance(fast, LocalBackend) and fast.config.fsync is False
     assert _fsyncs(fast, monkeypatch) == 0
     assert fast.read("a/b/two") == b"2" and [m.key for m in fast.list("")] == ["a/b/two"]

@@ -296,8 +296,17 @@ def test_read_into_is_exact_across_part_boundaries(
     backend = _via(proxy, moto_s3, moto_bucket, read_threshold=100_000, read_part_size=part)
     with backend:
         backend.write("obj", data)
-        cases = [(0, len(data)), (0, 400_000), (part - 1, 2), (part - 1, part + 2), (1, 150_000),
-                 (299_000, 50_000), (len(data), 10), (len(data) + 5, 10), (12_345, 200_001)]
+        cases = [
+            (0, len(data)),
+            (0, 400_000),
+            (part - 1, 2),
+            (part - 1, part + 2),
+            (1, 150_000),
+            (299_000, 50_000),
+            (len(data), 10),
+            (len(data) + 5, 10),
+            (12_345, 200_001),
+        ]
         for offset, length in cases:
             buf = bytearray(b"\xee" * length)
             proxy.clear()
@@ -477,8 +486,14 @@ def test_delete_many_reports_each_refused_key(ceph_s3: S3Server) -> None:
     raw = ceph_s3.client()
     deny = {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject",
-                       "Resource": f"arn:aws:s3:::{bucket}/root/keep/*"}],
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:DeleteObject",
+                "Resource": f"arn:aws:s3:::{bucket}/root/keep/*",
+            }
+        ],
     }
     raw.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny))
     with open_backend(f"s3://{bucket}/root", **_options(ceph_s3)) as backend:

@@ -82,5 +82,4 @@ def make_local_wh() -> Callable[[Path], Warehouse]:
 @pytest.fixture
 def ceph_wh(request: pytest.FixtureRequest) -> Warehouse:
     """A fresh warehouse on Ceph RGW."""
-    return s3_warehouse(request.getfixturevalue("ceph_s3"),
-                        request.getfixturevalue("ceph_bucket"))
+    return s3_warehouse(request.getfixturevalue("ceph_s3"), request.getfixturevalue("ceph_bucket"))

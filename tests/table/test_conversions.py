@@ -92,8 +92,11 @@ SPEC_EXAMPLES: list[tuple[IcebergType, Any, bytes]] = [
     (DateType(), dt.date(1970, 1, 2), b"\x01\x00\x00\x00"),
     (TimeType(), dt.time(0, 0, 1), (1_000_000).to_bytes(8, "little")),
     (TimestampType(), dt.datetime(1970, 1, 1, 0, 0, 1), (1_000_000).to_bytes(8, "little")),
-    (TimestamptzType(), dt.datetime(1970, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
-     b"\x00" * 8),
+    (
+        TimestamptzType(),
+        dt.datetime(1970, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        b"\x00" * 8,
+    ),
     (StringType(), "iceberg", b"iceberg"),
     (StringType(), "é", "é".encode()),
     (UUIDType(), U, U.bytes),
@@ -118,10 +121,19 @@ def test_values_serialize_to_the_spec_layout(t: IcebergType, value: Any, expecte
 
 
 THEIRS = {
-    BooleanType(): TBoolean(), IntType(): TInt(), LongType(): TLong(), FloatType(): TFloat(),
-    DoubleType(): TDouble(), DateType(): TDate(), TimeType(): TTime(),
-    TimestampType(): TTimestamp(), TimestamptzType(): TTimestamptz(), StringType(): TString(),
-    UUIDType(): TUUID(), BinaryType(): TBinary(), FixedType(3): TFixed(3),
+    BooleanType(): TBoolean(),
+    IntType(): TInt(),
+    LongType(): TLong(),
+    FloatType(): TFloat(),
+    DoubleType(): TDouble(),
+    DateType(): TDate(),
+    TimeType(): TTime(),
+    TimestampType(): TTimestamp(),
+    TimestamptzType(): TTimestamptz(),
+    StringType(): TString(),
+    UUIDType(): TUUID(),
+    BinaryType(): TBinary(),
+    FixedType(3): TFixed(3),
     DecimalType(5, 2): TDecimal(5, 2),
 }
 
@@ -129,8 +141,11 @@ THEIRS = {
 @pytest.mark.parametrize(("t", "value", "expected"), SPEC_EXAMPLES, ids=lambda x: str(x)[:20])
 def test_bytes_match_pyiceberg_byte_for_byte(t: IcebergType, value: Any, expected: bytes) -> None:
     their_type = THEIRS.get(t) or (
-        TDecimal(t.precision, t.scale) if isinstance(t, DecimalType)
-        else TFixed(t.length) if isinstance(t, FixedType) else None
+        TDecimal(t.precision, t.scale)
+        if isinstance(t, DecimalType)
+        else TFixed(t.length)
+        if isinstance(t, FixedType)
+        else None
     )
     assert their_type is not None
     physical = to_physical(t, value)
@@ -138,15 +153,17 @@ def test_bytes_match_pyiceberg_byte_for_byte(t: IcebergType, value: Any, expecte
         physical = physical.quantize(Decimal(1).scaleb(-t.scale))
     assert theirs.to_bytes(their_type, physical) == to_bytes(t, value)
     assert from_bytes(t, to_bytes(t, value)) == to_physical(
-        t, theirs.from_bytes(their_type, expected))
+        t, theirs.from_bytes(their_type, expected)
+    )
 
 
 def test_timestamps_before_the_epoch_and_dates_round_trip() -> None:
     ts = dt.datetime(1969, 12, 31, 23, 59, 59, 999999)
     assert from_bytes(TimestampType(), to_bytes(TimestampType(), ts)) == -1
     assert to_python(TimestampType(), -1) == ts
-    assert to_python(DateType(), from_bytes(DateType(), to_bytes(DateType(), dt.date(1900, 1, 1)))
-                     ) == dt.date(1900, 1, 1)
+    assert to_python(
+        DateType(), from_bytes(DateType(), to_bytes(DateType(), dt.date(1900, 1, 1)))
+    ) == dt.date(1900, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -159,8 +176,9 @@ def test_timestamps_before_the_epoch_and_dates_round_trip() -> None:
         (BooleanType(), 1, "Iceberg boolean"),
     ],
 )
-def test_values_that_do_not_fit_raise_validation_error(t: IcebergType, value: Any,
-                                                       expected: str) -> None:
+def test_values_that_do_not_fit_raise_validation_error(
+    t: IcebergType, value: Any, expected: str
+) -> None:
     with pytest.raises(ValidationError, match=expected):
         to_bytes(t, value)
 

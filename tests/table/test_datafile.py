@@ -39,30 +39,58 @@ from datashard.metadata_codec import metadata_to_json
 from datashard.schema import Schema
 from datashard.storage.config import open_backend
 
-SCHEMA = Schema(1, [
-    {"id": 1, "name": "id", "type": "long", "required": True},
-    {"id": 2, "name": "small", "type": "int"},
-    {"id": 3, "name": "f", "type": "float"},
-    {"id": 4, "name": "d", "type": "double"},
-    {"id": 5, "name": "price", "type": "decimal(9,2)"},
-    {"id": 6, "name": "day", "type": "date"},
-    {"id": 7, "name": "at", "type": "time"},
-    {"id": 8, "name": "ts", "type": "timestamp"},
-    {"id": 9, "name": "tstz", "type": "timestamptz"},
-    {"id": 10, "name": "s", "type": "string"},
-    {"id": 11, "name": "u", "type": "uuid"},
-    {"id": 12, "name": "b", "type": "binary"},
-    {"id": 13, "name": "fx", "type": "fixed[2]"},
-    {"id": 14, "name": "flag", "type": "boolean"},
-    {"id": 15, "name": "addr", "type": {"type": "struct", "fields": [
-        {"id": 16, "name": "city", "type": "string", "required": True},
-        {"id": 17, "name": "zip", "type": "int"}]}},
-    {"id": 18, "name": "tags", "type": {
-        "type": "list", "element-id": 19, "element": "string", "element-required": False}},
-    {"id": 20, "name": "attrs", "type": {
-        "type": "map", "key-id": 21, "key": "string", "value-id": 22, "value": "long",
-        "value-required": False}},
-])
+SCHEMA = Schema(
+    1,
+    [
+        {"id": 1, "name": "id", "type": "long", "required": True},
+        {"id": 2, "name": "small", "type": "int"},
+        {"id": 3, "name": "f", "type": "float"},
+        {"id": 4, "name": "d", "type": "double"},
+        {"id": 5, "name": "price", "type": "decimal(9,2)"},
+        {"id": 6, "name": "day", "type": "date"},
+        {"id": 7, "name": "at", "type": "time"},
+        {"id": 8, "name": "ts", "type": "timestamp"},
+        {"id": 9, "name": "tstz", "type": "timestamptz"},
+        {"id": 10, "name": "s", "type": "string"},
+        {"id": 11, "name": "u", "type": "uuid"},
+        {"id": 12, "name": "b", "type": "binary"},
+        {"id": 13, "name": "fx", "type": "fixed[2]"},
+        {"id": 14, "name": "flag", "type": "boolean"},
+        {
+            "id": 15,
+            "name": "addr",
+            "type": {
+                "type": "struct",
+                "fields": [
+                    {"id": 16, "name": "city", "type": "string", "required": True},
+                    {"id": 17, "name": "zip", "type": "int"},
+                ],
+            },
+        },
+        {
+            "id": 18,
+            "name": "tags",
+            "type": {
+                "type": "list",
+                "element-id": 19,
+                "element": "string",
+                "element-required": False,
+            },
+        },
+        {
+            "id": 20,
+            "name": "attrs",
+            "type": {
+                "type": "map",
+                "key-id": 21,
+                "key": "string",
+                "value-id": 22,
+                "value": "long",
+                "value-required": False,
+            },
+        },
+    ],
+)
 
 
 def _rows(n: int) -> list[dict[str, Any]]:
@@ -103,13 +131,15 @@ def test_parquet_carries_field_ids_pyiceberg_maps_back_to_the_schema() -> None:
     assert theirs.find_field("tags.element").field_id == 19
     assert theirs.find_field("attrs.value").field_id == 22
     assert pq.ParquetFile(pa.BufferReader(data)).metadata.row_group(0).column(0).compression == (
-        "ZSTD")
+        "ZSTD"
+    )
 
 
 def test_statistics_describe_the_data_written() -> None:
     rows = _rows(10)
-    data, st = write_parquet(SCHEMA.records_to_arrow(rows), SCHEMA,
-                             ParquetOptions(row_group_size=4))
+    data, st = write_parquet(
+        SCHEMA.records_to_arrow(rows), SCHEMA, ParquetOptions(row_group_size=4)
+    )
     assert st.record_count == 10
     assert len(st.split_offsets) == 3 and st.split_offsets[0] == 4
     assert list(st.split_offsets) == sorted(st.split_offsets)
@@ -147,8 +177,7 @@ def test_a_column_of_only_nulls_has_counts_and_no_bounds() -> None:
 
 def test_snappy_and_row_group_size_are_honoured() -> None:
     table = SCHEMA.records_to_arrow(_rows(5))
-    data, st = write_parquet(table, SCHEMA, ParquetOptions(compression="snappy",
-                                                           row_group_size=2))
+    data, st = write_parquet(table, SCHEMA, ParquetOptions(compression="snappy", row_group_size=2))
     meta = pq.ParquetFile(pa.BufferReader(data)).metadata
     assert meta.num_row_groups == 3 and len(st.split_offsets) == 3
     assert meta.row_group(0).column(0).compression == "SNAPPY"
@@ -157,8 +186,13 @@ def test_snappy_and_row_group_size_are_honoured() -> None:
 def test_data_that_does_not_fit_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     backend = open_backend(f"file://{tmp_path}")
     with pytest.raises(ValidationError, match="field 'id'"):
-        write_data_file(backend, "data/x.parquet", pa.table({"id": ["a"]}), SCHEMA,
-                        f"file://{tmp_path}/data/x.parquet")
+        write_data_file(
+            backend,
+            "data/x.parquet",
+            pa.table({"id": ["a"]}),
+            SCHEMA,
+            f"file://{tmp_path}/data/x.parquet",
+        )
     assert not (tmp_path / "data" / "x.parquet").exists()
 
 
@@ -174,16 +208,34 @@ def test_pyiceberg_reads_a_table_made_of_our_files_row_for_row(tmp_path: Path) -
     m_bytes = write_manifest(entries, SCHEMA, UNPARTITIONED, None)
     backend.write("metadata/m0.avro", m_bytes)
     snapshot_id, seq = 4242, 1
-    mf = build_manifest_file(entries, manifest_path=f"{root}/metadata/m0.avro",
-                             manifest_length=len(m_bytes), spec=UNPARTITIONED, schema=SCHEMA,
-                             added_snapshot_id=snapshot_id, sequence_number=seq)
+    mf = build_manifest_file(
+        entries,
+        manifest_path=f"{root}/metadata/m0.avro",
+        manifest_length=len(m_bytes),
+        spec=UNPARTITIONED,
+        schema=SCHEMA,
+        added_snapshot_id=snapshot_id,
+        sequence_number=seq,
+    )
     backend.write("metadata/snap-4242.avro", write_manifest_list([mf], snapshot_id, None, seq))
     md = new_table_metadata(SCHEMA, root, timestamp_ms=1_700_000_000_000)
-    snap = Snapshot(snapshot_id, None, seq, 1_700_000_000_001, f"{root}/metadata/snap-4242.avro",
-                    {"operation": "append", "added-records": "7"}, SCHEMA.schema_id)
-    md = dataclasses.replace(md, snapshots=(snap,), current_snapshot_id=snapshot_id,
-                             last_sequence_number=seq, refs={"main": SnapshotRef(snapshot_id)},
-                             snapshot_log=(SnapshotLogEntry(snap.timestamp_ms, snapshot_id),))
+    snap = Snapshot(
+        snapshot_id,
+        None,
+        seq,
+        1_700_000_000_001,
+        f"{root}/metadata/snap-4242.avro",
+        {"operation": "append", "added-records": "7"},
+        SCHEMA.schema_id,
+    )
+    md = dataclasses.replace(
+        md,
+        snapshots=(snap,),
+        current_snapshot_id=snapshot_id,
+        last_sequence_number=seq,
+        refs={"main": SnapshotRef(snapshot_id)},
+        snapshot_log=(SnapshotLogEntry(snap.timestamp_ms, snapshot_id),),
+    )
     backend.write("metadata/v1.metadata.json", metadata_to_json(md))
 
     static = StaticTable.from_metadata(f"{root}/metadata/v1.metadata.json")
@@ -193,8 +245,7 @@ def test_pyiceberg_reads_a_table_made_of_our_files_row_for_row(tmp_path: Path) -
     ours = table.to_pylist()
     theirs = back.to_pylist()
     for mine, their in zip(ours, theirs, strict=True):
-        for key in ("small", "price", "day", "at", "ts", "s", "b", "fx", "flag", "addr",
-                    "tags"):
+        for key in ("small", "price", "day", "at", "ts", "s", "b", "fx", "flag", "addr", "tags"):
             assert their[key] == mine[key], key
         assert their["tstz"] == mine["tstz"]
         assert their["u"] == mine["u"] or uuid.UUID(bytes=their["u"]) == mine["u"]

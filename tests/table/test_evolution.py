@@ -31,8 +31,14 @@ BOTH = pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
 
 def _rows(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [
-        {"id": i, "event": f"e{i}", "count": i * 2, "ratio": 0.5, "price": Decimal("1.25"),
-         "legacy": "old"}
+        {
+            "id": i,
+            "event": f"e{i}",
+            "count": i * 2,
+            "ratio": 0.5,
+            "price": Decimal("1.25"),
+            "legacy": "old",
+        }
         for i in range(start, start + n)
     ]
 
@@ -65,19 +71,52 @@ def test_every_kind_of_change_reads_old_files_by_field_id(warehouse: Any) -> Non
         u.move_after("version", "id")
     schema = table.schema()
     assert schema.schema_id == 1
-    assert schema.column_names == ["event_name", "id", "version", "count", "ratio", "price",
-                                   "country"]
+    assert schema.column_names == [
+        "event_name",
+        "id",
+        "version",
+        "count",
+        "ratio",
+        "price",
+        "country",
+    ]
     assert [f.field_id for f in schema.fields] == [2, 1, 8, 3, 4, 5, 7]
     assert table.metadata.last_column_id == 8
     # new rows may leave out the column with a write default
-    table.append_records([{"id": 3, "event_name": "e3", "count": 2**40, "ratio": 0.25,
-                           "price": Decimal("12345.67"), "country": "NO"}])
+    table.append_records(
+        [
+            {
+                "id": 3,
+                "event_name": "e3",
+                "count": 2**40,
+                "ratio": 0.25,
+                "price": Decimal("12345.67"),
+                "country": "NO",
+            }
+        ]
+    )
     expected = [
-        {"event_name": f"e{i}", "id": i, "version": 7, "count": i * 2, "ratio": 0.5,
-         "price": Decimal("1.25"), "country": None}
+        {
+            "event_name": f"e{i}",
+            "id": i,
+            "version": 7,
+            "count": i * 2,
+            "ratio": 0.5,
+            "price": Decimal("1.25"),
+            "country": None,
+        }
         for i in range(3)
-    ] + [{"event_name": "e3", "id": 3, "version": 7, "count": 2**40, "ratio": 0.25,
-          "price": Decimal("12345.67"), "country": "NO"}]
+    ] + [
+        {
+            "event_name": "e3",
+            "id": 3,
+            "version": 7,
+            "count": 2**40,
+            "ratio": 0.25,
+            "price": Decimal("12345.67"),
+            "country": "NO",
+        }
+    ]
     ours = table.to_arrow()
     assert ours.schema.names == schema.column_names
     assert ours.schema.field("count").type == pa.int64()
@@ -177,10 +216,9 @@ def test_appends_with_the_old_writer_still_commit_after_an_added_column(local_wh
 
 
 def test_filtered_scans_of_a_partitioned_table_survive_a_dropped_and_re_added_name(
-    local_wh: Any
+    local_wh: Any,
 ) -> None:
-    table = create_table("e", SCHEMA, warehouse=local_wh.uri,
-                         partition_spec=[("id", "bucket[2]")])
+    table = create_table("e", SCHEMA, warehouse=local_wh.uri, partition_spec=[("id", "bucket[2]")])
     table.append_records(_rows(4))
     table.update_schema().drop_column("legacy").commit()
     table.update_schema().add_column("legacy", "long").commit()

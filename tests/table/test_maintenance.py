@@ -55,8 +55,9 @@ def _data_files(table: Table) -> list[Any]:
 
 @BOTH
 def test_compaction_rewrites_small_files_into_few_with_the_same_rows(warehouse: Any) -> None:
-    table = create_table("m", SCHEMA, warehouse=warehouse.uri, properties=PROPS,
-                         **warehouse.options)
+    table = create_table(
+        "m", SCHEMA, warehouse=warehouse.uri, properties=PROPS, **warehouse.options
+    )
     for c in range(12):
         table.append_records(_records(0, c))
     assert len(_data_files(table)) == 12
@@ -77,8 +78,13 @@ def test_compaction_rewrites_small_files_into_few_with_the_same_rows(warehouse: 
 
 
 def test_compaction_respects_partitions_and_target_size(local_wh: Any) -> None:
-    table = create_table("m", SCHEMA, warehouse=local_wh.uri, properties=PROPS,
-                         partition_spec=[("writer", "identity")])
+    table = create_table(
+        "m",
+        SCHEMA,
+        warehouse=local_wh.uri,
+        properties=PROPS,
+        partition_spec=[("writer", "identity")],
+    )
     for c in range(6):
         table.append_records(_records(0, c, 50) + _records(1, c, 50))
     assert len(_data_files(table)) == 12
@@ -118,8 +124,9 @@ def _check_every_row(wh: Any, acked: dict[int, list[Any]], seeded: int) -> Table
 @pytest.mark.slow
 @BOTH
 def test_compaction_while_processes_append_loses_and_doubles_nothing(warehouse: Any) -> None:
-    table = create_table("m", SCHEMA, warehouse=warehouse.uri, properties=PROPS,
-                         **warehouse.options)
+    table = create_table(
+        "m", SCHEMA, warehouse=warehouse.uri, properties=PROPS, **warehouse.options
+    )
     for c in range(10):
         table.append_records(_records(0, c))
     ctx = multiprocessing.get_context("spawn")
@@ -142,15 +149,19 @@ def test_compaction_while_processes_append_loses_and_doubles_nothing(warehouse: 
 
 @BOTH
 def test_expiry_deletes_only_what_expired_snapshots_alone_used(warehouse: Any) -> None:
-    table = create_table("m", SCHEMA, warehouse=warehouse.uri, properties=PROPS,
-                         **warehouse.options)
+    table = create_table(
+        "m", SCHEMA, warehouse=warehouse.uri, properties=PROPS, **warehouse.options
+    )
     for c in range(4):
         table.append_records(_records(0, c))
     first = table.snapshots()[0]
     table.create_tag("keep", first.snapshot_id)
     table.delete(col("commit") == 1)  # drops one data file from the current snapshot
-    dropped = [f for f in table.scan(snapshot_id=table.snapshots()[-2].snapshot_id)
-               .plan_files() if f.file_path not in {t.file_path for t in _data_files(table)}]
+    dropped = [
+        f
+        for f in table.scan(snapshot_id=table.snapshots()[-2].snapshot_id).plan_files()
+        if f.file_path not in {t.file_path for t in _data_files(table)}
+    ]
     assert len(dropped) == 1
     table.flush()
     listing = set(warehouse.keys())
@@ -194,9 +205,10 @@ def test_expiry_refuses_bad_arguments_and_changes_nothing(local_wh: Any) -> None
 
 
 def _plant_orphans(table: Table) -> list[str]:
-    keys = [
-        f"m/data/orphan-{i}.parquet" for i in range(3)
-    ] + ["m/metadata/orphan-m0.avro", "m/metadata/snap-1-0-orphan.avro"]
+    keys = [f"m/data/orphan-{i}.parquet" for i in range(3)] + [
+        "m/metadata/orphan-m0.avro",
+        "m/metadata/snap-1-0-orphan.avro",
+    ]
     for k in keys:
         table.backend.write(k, b"not referenced")
     return keys
@@ -204,8 +216,9 @@ def _plant_orphans(table: Table) -> list[str]:
 
 @BOTH
 def test_orphan_cleanup_keeps_referenced_and_young_files(warehouse: Any) -> None:
-    table = create_table("m", SCHEMA, warehouse=warehouse.uri, properties=PROPS,
-                         **warehouse.options)
+    table = create_table(
+        "m", SCHEMA, warehouse=warehouse.uri, properties=PROPS, **warehouse.options
+    )
     for c in range(3):
         table.append_records(_records(0, c))
     table.delete(col("commit") == 0)  # its file is still referenced by an older snapshot
@@ -233,8 +246,9 @@ def test_orphan_cleanup_keeps_referenced_and_young_files(warehouse: Any) -> None
 @pytest.mark.slow
 @BOTH
 def test_orphan_cleanup_and_expiry_while_processes_append(warehouse: Any) -> None:
-    table = create_table("m", SCHEMA, warehouse=warehouse.uri, properties=PROPS,
-                         **warehouse.options)
+    table = create_table(
+        "m", SCHEMA, warehouse=warehouse.uri, properties=PROPS, **warehouse.options
+    )
     for c in range(3):
         table.append_records(_records(0, c))
     orphans = _plant_orphans(table)
@@ -268,8 +282,13 @@ _FAST = {"commit.retry.min-wait-ms": "1", "commit.retry.max-wait-ms": "5"}
 
 @pytest.mark.parametrize("kind", ["fail", "timeout", "lose"])
 @pytest.mark.parametrize(
-    "method,key", [("put_if_absent", ".metadata.json"), ("write", ".avro"),
-                   ("write", ".parquet"), ("read", "snap-")]
+    "method,key",
+    [
+        ("put_if_absent", ".metadata.json"),
+        ("write", ".avro"),
+        ("write", ".parquet"),
+        ("read", "snap-"),
+    ],
 )
 @pytest.mark.parametrize("operation", ["compact", "delete"])
 def test_a_fault_at_any_call_of_a_rewrite_leaves_the_rows_whole(

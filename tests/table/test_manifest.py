@@ -42,11 +42,14 @@ from datashard.metadata import UNPARTITIONED, PartitionField, PartitionSpec
 from datashard.schema import Schema
 from datashard.types import DateType, LongType, StringType
 
-SCHEMA = Schema(1, [
-    {"id": 1, "name": "user_id", "type": "long", "required": True},
-    {"id": 2, "name": "event", "type": "string", "required": True},
-    {"id": 3, "name": "day", "type": "date"},
-])
+SCHEMA = Schema(
+    1,
+    [
+        {"id": 1, "name": "user_id", "type": "long", "required": True},
+        {"id": 2, "name": "event", "type": "string", "required": True},
+        {"id": 3, "name": "day", "type": "date"},
+    ],
+)
 
 
 def _data_file(name: str, rows: int, lo: int, hi: int, **kw: object) -> DataFile:
@@ -78,9 +81,15 @@ def test_manifest_round_trips_and_added_entries_inherit_from_the_list(tmp_path: 
         ManifestEntry(DELETED, 5, 2, 2, _data_file("c", 5, 0, 0)),
     ]
     data = write_manifest(entries, SCHEMA, UNPARTITIONED, None)
-    mf = build_manifest_file(entries, manifest_path="file:///wh/t/metadata/m0.avro",
-                             manifest_length=len(data), spec=UNPARTITIONED, schema=SCHEMA,
-                             added_snapshot_id=77, sequence_number=4)
+    mf = build_manifest_file(
+        entries,
+        manifest_path="file:///wh/t/metadata/m0.avro",
+        manifest_length=len(data),
+        spec=UNPARTITIONED,
+        schema=SCHEMA,
+        added_snapshot_id=77,
+        sequence_number=4,
+    )
     assert (mf.added_files_count, mf.existing_files_count, mf.deleted_files_count) == (1, 1, 1)
     assert (mf.added_rows_count, mf.existing_rows_count, mf.deleted_rows_count) == (10, 20, 5)
     assert mf.min_sequence_number == 3
@@ -88,20 +97,28 @@ def test_manifest_round_trips_and_added_entries_inherit_from_the_list(tmp_path: 
     assert raw[0].snapshot_id is None and raw[0].sequence_number is None
     assert [e.data_file for e in raw] == [e.data_file for e in entries]
     inherited = read_manifest(data, "m0.avro", mf)
-    assert (inherited[0].snapshot_id, inherited[0].sequence_number,
-            inherited[0].file_sequence_number) == (77, 4, 4)
+    assert (
+        inherited[0].snapshot_id,
+        inherited[0].sequence_number,
+        inherited[0].file_sequence_number,
+    ) == (77, 4, 4)
     assert inherited[1] == entries[1] and inherited[2] == entries[2]
 
 
 def test_only_added_entries_may_leave_sequence_numbers_to_inheritance() -> None:
     with pytest.raises(ValidationError, match="only ADDED entries"):
-        write_manifest([ManifestEntry(EXISTING, 1, None, None, _data_file("a", 1, 1, 1))],
-                       SCHEMA, UNPARTITIONED, 1)
+        write_manifest(
+            [ManifestEntry(EXISTING, 1, None, None, _data_file("a", 1, 1, 1))],
+            SCHEMA,
+            UNPARTITIONED,
+            1,
+        )
 
 
 def test_manifest_files_carry_the_spec_metadata_and_field_ids() -> None:
-    data = write_manifest([ManifestEntry(ADDED, None, None, None, _data_file("a", 1, 1, 1))],
-                          SCHEMA, UNPARTITIONED, 9)
+    data = write_manifest(
+        [ManifestEntry(ADDED, None, None, None, _data_file("a", 1, 1, 1))], SCHEMA, UNPARTITIONED, 9
+    )
     reader = fastavro.reader(io.BytesIO(data))
     meta = {k: v for k, v in reader.metadata.items() if k != "avro.schema"}
     assert meta["format-version"] == "2" and meta["content"] == "data"
@@ -121,17 +138,25 @@ def test_pyiceberg_reads_our_manifest_list_and_manifests(tmp_path: Path) -> None
     spec = PartitionSpec(0, (PartitionField(3, 1000, "identity", "day"),))
     days = [dt.date(2024, 1, 1), dt.date(2024, 1, 2)]
     entries = [
-        ManifestEntry(ADDED, None, None, None,
-                      _data_file(f"p{i}", 10 + i, i, 100 + i, partition={"day": d}))
+        ManifestEntry(
+            ADDED, None, None, None, _data_file(f"p{i}", 10 + i, i, 100 + i, partition={"day": d})
+        )
         for i, d in enumerate(days)
     ]
     m_bytes = write_manifest(entries, SCHEMA, spec, 1234)
     m_path = _write(tmp_path, "m0.avro", m_bytes)
-    mf = build_manifest_file(entries, manifest_path=m_path, manifest_length=len(m_bytes),
-                             spec=spec, schema=SCHEMA, added_snapshot_id=1234,
-                             sequence_number=6)
+    mf = build_manifest_file(
+        entries,
+        manifest_path=m_path,
+        manifest_length=len(m_bytes),
+        spec=spec,
+        schema=SCHEMA,
+        added_snapshot_id=1234,
+        sequence_number=6,
+    )
     assert mf.partitions is not None and mf.partitions[0].lower_bound == to_bytes(
-        DateType(), days[0])
+        DateType(), days[0]
+    )
     list_path = _write(tmp_path, "snap-1234.avro", write_manifest_list([mf], 1234, 1000, 6))
 
     fileio = PyArrowFileIO()
@@ -167,12 +192,14 @@ def test_we_read_what_pyiceberg_wrote(tmp_path: Path) -> None:
     manifests = read_manifest_list(Path(list_loc.removeprefix("file://")).read_bytes(), list_loc)
     assert sorted(m.added_rows_count for m in manifests) == [2, 3]
     assert {m.added_snapshot_id for m in manifests} == {
-        s.snapshot_id for s in table.metadata.snapshots}
+        s.snapshot_id for s in table.metadata.snapshots
+    }
     schema = Schema.from_json(json.loads(table.metadata.schema().model_dump_json(by_alias=True)))
     rows = 0
     for m in manifests:
-        entries = read_manifest(Path(m.manifest_path.removeprefix("file://")).read_bytes(),
-                                m.manifest_path, m)
+        entries = read_manifest(
+            Path(m.manifest_path.removeprefix("file://")).read_bytes(), m.manifest_path, m
+        )
         for e in entries:
             assert e.sequence_number == m.sequence_number and e.snapshot_id is not None
             rows += e.data_file.record_count
@@ -194,19 +221,40 @@ def test_a_manifest_list_is_the_avro_file_fastavro_would_write() -> None:
     from datashard.manifest import FieldSummary
 
     many = [
-        ManifestFile(f"file:///wh/t/metadata/{i}-m0.avro", 5000 + i, 0, i % 2, 7 + i, 3, 99 + i,
-                     i, 2 * i, 0, 10 * i, 20, 0,
-                     (FieldSummary(bool(i % 2), None, b"\x01", b"\x09"),) if i % 3
-                     else (), b"k" if i == 4 else None)
+        ManifestFile(
+            f"file:///wh/t/metadata/{i}-m0.avro",
+            5000 + i,
+            0,
+            i % 2,
+            7 + i,
+            3,
+            99 + i,
+            i,
+            2 * i,
+            0,
+            10 * i,
+            20,
+            0,
+            (FieldSummary(bool(i % 2), None, b"\x01", b"\x09"),) if i % 3 else (),
+            b"k" if i == 4 else None,
+        )
         for i in range(300)
     ]
     for _ in range(2):  # the second time from the per-process memo
         ours = write_manifest_list(many, 99, 98, 306)
         reference = io.BytesIO()
-        fastavro.writer(reference, fastavro.parse_schema(MANIFEST_FILE_SCHEMA),
-                        [_manifest_file_record(m) for m in many], codec="deflate",
-                        metadata={"snapshot-id": "99", "parent-snapshot-id": "98",
-                                  "sequence-number": "306", "format-version": "2"})
+        fastavro.writer(
+            reference,
+            fastavro.parse_schema(MANIFEST_FILE_SCHEMA),
+            [_manifest_file_record(m) for m in many],
+            codec="deflate",
+            metadata={
+                "snapshot-id": "99",
+                "parent-snapshot-id": "98",
+                "sequence-number": "306",
+                "format-version": "2",
+            },
+        )
         theirs = fastavro.reader(io.BytesIO(reference.getvalue()))
         mine = fastavro.reader(io.BytesIO(ours))
         assert mine.metadata == theirs.metadata and mine.writer_schema == theirs.writer_schema
@@ -221,8 +269,9 @@ def test_a_large_manifest_is_one_block_that_every_reader_takes() -> None:
     encoded by fastavro; a manifest far larger than fastavro's own block size reads back whole,
     through fastavro and through our reader, twice in a row (the second from the cached
     header)."""
-    entries = [ManifestEntry(EXISTING, 5, 3, 3, _data_file(f"f{i}", 10 + i, i, 2 * i))
-               for i in range(2000)]
+    entries = [
+        ManifestEntry(EXISTING, 5, 3, 3, _data_file(f"f{i}", 10 + i, i, 2 * i)) for i in range(2000)
+    ]
     first = write_manifest(entries, SCHEMA, UNPARTITIONED, 9)
     second = write_manifest(entries[:1], SCHEMA, UNPARTITIONED, 9)
     assert len(first) > 16 * 1024  # compressed; several times fastavro's 16 KB block raw
@@ -237,13 +286,15 @@ def test_a_large_manifest_is_one_block_that_every_reader_takes() -> None:
 
 @pytest.mark.parametrize("cut", [0, 10, 100, -20])
 def test_truncated_or_corrupt_avro_names_the_file(cut: int) -> None:
-    data = write_manifest([ManifestEntry(ADDED, None, None, None, _data_file("a", 1, 1, 1))],
-                          SCHEMA, UNPARTITIONED, 9)
+    data = write_manifest(
+        [ManifestEntry(ADDED, None, None, None, _data_file("a", 1, 1, 1))], SCHEMA, UNPARTITIONED, 9
+    )
     bad = data[:cut]
     with pytest.raises(CorruptMetadataError, match="s3://b/t/metadata/m1.avro"):
         read_manifest(bad, "s3://b/t/metadata/m1.avro")
     lst = write_manifest_list(
-        [ManifestFile("m", 1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0, None, None)], 1, None, 1)
+        [ManifestFile("m", 1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0, None, None)], 1, None, 1
+    )
     with pytest.raises(CorruptMetadataError, match="snap-1.avro"):
         read_manifest_list(lst[:cut], "snap-1.avro")
 
@@ -251,9 +302,15 @@ def test_truncated_or_corrupt_avro_names_the_file(cut: int) -> None:
 def test_a_manifest_shorter_than_its_listed_length_is_corrupt() -> None:
     entries = [ManifestEntry(ADDED, None, None, None, _data_file("a", 1, 1, 1))]
     data = write_manifest(entries, SCHEMA, UNPARTITIONED, 9)
-    mf = build_manifest_file(entries, manifest_path="m.avro", manifest_length=len(data) + 1,
-                             spec=UNPARTITIONED, schema=SCHEMA, added_snapshot_id=9,
-                             sequence_number=1)
+    mf = build_manifest_file(
+        entries,
+        manifest_path="m.avro",
+        manifest_length=len(data) + 1,
+        spec=UNPARTITIONED,
+        schema=SCHEMA,
+        added_snapshot_id=9,
+        sequence_number=1,
+    )
     with pytest.raises(CorruptMetadataError, match="m.avro.*manifest list says"):
         read_manifest(data, "m.avro", mf)
 
@@ -266,22 +323,41 @@ def test_garbage_bytes_name_the_file() -> None:
 
 
 def test_partition_values_of_every_kind_round_trip_as_physical_values() -> None:
-    schema = Schema(1, [
-        {"id": 1, "name": "u", "type": "uuid"},
-        {"id": 2, "name": "ts", "type": "timestamptz"},
-        {"id": 3, "name": "p", "type": "decimal(9,2)"},
-        {"id": 4, "name": "s", "type": "string"},
-    ])
-    spec = PartitionSpec(0, tuple(
-        PartitionField(i, 1000 + i, "identity", name)
-        for i, name in ((1, "u"), (2, "ts"), (3, "p"), (4, "s"))))
+    schema = Schema(
+        1,
+        [
+            {"id": 1, "name": "u", "type": "uuid"},
+            {"id": 2, "name": "ts", "type": "timestamptz"},
+            {"id": 3, "name": "p", "type": "decimal(9,2)"},
+            {"id": 4, "name": "s", "type": "string"},
+        ],
+    )
+    spec = PartitionSpec(
+        0,
+        tuple(
+            PartitionField(i, 1000 + i, "identity", name)
+            for i, name in ((1, "u"), (2, "ts"), (3, "p"), (4, "s"))
+        ),
+    )
     u = uuid.UUID(int=7)
     when = dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)
-    df = DataFile(file_path="f", record_count=1, file_size_in_bytes=1,
-                  partition={"u": u, "ts": when, "p": Decimal("1.50"), "s": None})
+    df = DataFile(
+        file_path="f",
+        record_count=1,
+        file_size_in_bytes=1,
+        partition={"u": u, "ts": when, "p": Decimal("1.50"), "s": None},
+    )
     data = write_manifest([ManifestEntry(ADDED, None, None, None, df)], schema, spec, 1)
     back = read_manifest(data, "m").pop().data_file.partition
     assert back == {"u": u, "ts": 1_714_564_800_000_000, "p": Decimal("1.50"), "s": None}
     with pytest.raises(ValidationError, match="not fields of the partition spec"):
-        write_manifest([ManifestEntry(ADDED, None, None, None, dataclasses.replace(
-            df, partition={"nope": 1}))], schema, spec, 1)
+        write_manifest(
+            [
+                ManifestEntry(
+                    ADDED, None, None, None, dataclasses.replace(df, partition={"nope": 1})
+                )
+            ],
+            schema,
+            spec,
+            1,
+        )

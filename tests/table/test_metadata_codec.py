@@ -28,22 +28,47 @@ from datashard.metadata import (
 from datashard.metadata_codec import metadata_from_json, metadata_to_json
 from datashard.schema import Schema
 
-SCHEMA = Schema(schema_id=1, fields=[
-    {"id": 1, "name": "user_id", "type": "long", "required": True},
-    {"id": 2, "name": "event", "type": "string", "required": True},
-    {"id": 3, "name": "timestamp", "type": "long", "required": True},
-    {"id": 4, "name": "tags", "type": {"type": "list", "element-id": 5, "element": "string",
-                                       "element-required": False}},
-])
+SCHEMA = Schema(
+    schema_id=1,
+    fields=[
+        {"id": 1, "name": "user_id", "type": "long", "required": True},
+        {"id": 2, "name": "event", "type": "string", "required": True},
+        {"id": 3, "name": "timestamp", "type": "long", "required": True},
+        {
+            "id": 4,
+            "name": "tags",
+            "type": {
+                "type": "list",
+                "element-id": 5,
+                "element": "string",
+                "element-required": False,
+            },
+        },
+    ],
+)
 LOC = "file:///warehouse/user-events"
 
 
 def _two_snapshot_metadata() -> TableMetadata:
     md = new_table_metadata(SCHEMA, LOC, {"owner": "me"}, timestamp_ms=1_700_000_000_000)
-    s1 = Snapshot(11, None, 1, 1_700_000_001_000, f"{LOC}/metadata/snap-11-0-a.avro",
-                  {"operation": "append", "added-records": "3"}, 1)
-    s2 = Snapshot(22, 11, 2, 1_700_000_002_000, f"{LOC}/metadata/snap-22-0-b.avro",
-                  {"operation": "append", "added-records": "4"}, 1)
+    s1 = Snapshot(
+        11,
+        None,
+        1,
+        1_700_000_001_000,
+        f"{LOC}/metadata/snap-11-0-a.avro",
+        {"operation": "append", "added-records": "3"},
+        1,
+    )
+    s2 = Snapshot(
+        22,
+        11,
+        2,
+        1_700_000_002_000,
+        f"{LOC}/metadata/snap-22-0-b.avro",
+        {"operation": "append", "added-records": "4"},
+        1,
+    )
     return dataclasses.replace(
         md,
         last_sequence_number=2,
@@ -72,11 +97,28 @@ def test_metadata_round_trips_through_json() -> None:
 
 def test_json_uses_the_spec_field_names() -> None:
     doc = json.loads(metadata_to_json(_two_snapshot_metadata()))
-    for key in ("format-version", "table-uuid", "location", "last-sequence-number",
-                "last-updated-ms", "last-column-id", "schemas", "current-schema-id",
-                "partition-specs", "default-spec-id", "last-partition-id", "properties",
-                "current-snapshot-id", "snapshots", "snapshot-log", "metadata-log",
-                "sort-orders", "default-sort-order-id", "refs", "statistics"):
+    for key in (
+        "format-version",
+        "table-uuid",
+        "location",
+        "last-sequence-number",
+        "last-updated-ms",
+        "last-column-id",
+        "schemas",
+        "current-schema-id",
+        "partition-specs",
+        "default-spec-id",
+        "last-partition-id",
+        "properties",
+        "current-snapshot-id",
+        "snapshots",
+        "snapshot-log",
+        "metadata-log",
+        "sort-orders",
+        "default-sort-order-id",
+        "refs",
+        "statistics",
+    ):
         assert key in doc, key
     assert doc["snapshots"][1]["parent-snapshot-id"] == 11
     assert doc["snapshots"][1]["summary"]["operation"] == "append"
@@ -102,8 +144,7 @@ def test_pyiceberg_reads_our_metadata() -> None:
     assert their_snapshot is not None and their_snapshot.parent_snapshot_id == 11
     assert theirs.schema().find_field("tags.element").field_id == 5
     assert theirs.refs["v1"].snapshot_ref_type == "tag"
-    empty = TableMetadataUtil.parse_raw(
-        metadata_to_json(new_table_metadata(SCHEMA, LOC)).decode())
+    empty = TableMetadataUtil.parse_raw(metadata_to_json(new_table_metadata(SCHEMA, LOC)).decode())
     assert empty.current_snapshot_id is None
 
 
@@ -119,15 +160,21 @@ def test_partition_specs_and_sort_orders_round_trip_and_pyiceberg_reads_them() -
 
 
 def test_we_read_metadata_pyiceberg_wrote(tmp_path: Path) -> None:
-    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db",
-                         warehouse=f"file://{tmp_path}/wh")
+    catalog = SqlCatalog(
+        "t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/wh"
+    )
     catalog.create_namespace("ns")
-    arrow_schema = pa.schema([
-        pa.field("a", pa.int64()), pa.field("s", pa.string()),
-        pa.field("st", pa.struct([pa.field("x", pa.float64())]))])
+    arrow_schema = pa.schema(
+        [
+            pa.field("a", pa.int64()),
+            pa.field("s", pa.string()),
+            pa.field("st", pa.struct([pa.field("x", pa.float64())])),
+        ]
+    )
     table = catalog.create_table("ns.events", schema=arrow_schema)
-    table.append(pa.table({"a": [1, 2], "s": ["x", None], "st": [{"x": 1.0}, None]},
-                          schema=arrow_schema))
+    table.append(
+        pa.table({"a": [1, 2], "s": ["x", None], "st": [{"x": 1.0}, None]}, schema=arrow_schema)
+    )
     table.append(pa.table({"a": [3], "s": ["y"], "st": [None]}, schema=arrow_schema))
     path = table.metadata_location.removeprefix("file://")
     md = metadata_from_json(Path(path).read_bytes(), table.metadata_location)
@@ -193,7 +240,8 @@ def test_gzip_compressed_metadata_is_read() -> None:
     import gzip
 
     assert metadata_from_json(gzip.compress(GOOD), "v1.gz.metadata.json") == (
-        metadata_from_json(GOOD, "v1.metadata.json"))
+        metadata_from_json(GOOD, "v1.metadata.json")
+    )
 
 
 def test_metadata_pickles_for_worker_processes() -> None:
@@ -215,9 +263,11 @@ def test_written_bytes_are_exactly_the_spec_object_serialised() -> None:
     assert metadata_to_json(md) == metadata_to_json(md)  # the second time from the memo
     empty = new_table_metadata(SCHEMA, LOC)
     assert json.loads(metadata_to_json(empty))["snapshots"] == []
-    odd = dataclasses.replace(md, metadata_log=(
-        MetadataLogEntry(1, 'file:///w/t "quoted" \\ ü\n/v1.metadata.json'),
-    ), statistics=({"snapshot-id": 22, "statistics-path": "s", "blob-metadata": []},))
+    odd = dataclasses.replace(
+        md,
+        metadata_log=(MetadataLogEntry(1, 'file:///w/t "quoted" \\ ü\n/v1.metadata.json'),),
+        statistics=({"snapshot-id": 22, "statistics-path": "s", "blob-metadata": []},),
+    )
     compact = json.dumps(metadata_to_dict(odd), separators=(",", ":"), ensure_ascii=False)
     assert metadata_to_json(odd) == compact.encode()
     assert metadata_from_json(metadata_to_json(odd), "v9.metadata.json") == odd
@@ -231,8 +281,10 @@ def test_a_snapshot_changed_under_the_same_id_is_parsed_afresh() -> None:
     assert first.snapshot_by_id(22).summary["added-records"] == "4"
     assert changed.snapshot_by_id(22).summary["added-records"] == "40"
     # equal by == but not by type (1000.0, False): refused as a full parse refuses it
-    for field, odd in (("timestamp-ms", float(doc["snapshots"][0]["timestamp-ms"])),
-                       ("schema-id", False)):
+    for field, odd in (
+        ("timestamp-ms", float(doc["snapshots"][0]["timestamp-ms"])),
+        ("schema-id", False),
+    ):
         bad = json.loads(GOOD)
         bad["snapshots"][0][field] = odd
         with pytest.raises(CorruptMetadataError, match=rf"snapshots\[0\]\.{field}"):

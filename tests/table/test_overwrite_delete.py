@@ -47,8 +47,8 @@ def _files(table: Table) -> set[str]:
 
 def _make(wh: Any, **kw: Any) -> Table:
     table = create_table("t", SCHEMA, warehouse=wh.uri, **kw, **wh.options)
-    table.append_records(_rows(range(0, 10)))        # file A: ids 0-9
-    table.append_records(_rows(range(10, 20)))       # file B: ids 10-19
+    table.append_records(_rows(range(0, 10)))  # file A: ids 0-9
+    table.append_records(_rows(range(10, 20)))  # file B: ids 10-19
     table.append_records(_rows(range(20, 30), "us"))  # file C: ids 20-29
     return table
 
@@ -59,8 +59,8 @@ def test_delete_drops_whole_files_and_rewrites_partial_ones(warehouse: Any) -> N
     files = _files(table)
     snap = table.delete((col("id") >= 5) & (col("id") < 20))
     assert snap is not None and snap.operation == "delete"
-    assert snap.summary["deleted-data-files"] == "2"   # A rewritten, B dropped whole
-    assert snap.summary["added-data-files"] == "1"      # A's rows 0-4
+    assert snap.summary["deleted-data-files"] == "2"  # A rewritten, B dropped whole
+    assert snap.summary["added-data-files"] == "1"  # A's rows 0-4
     assert snap.summary["deleted-records"] == "20"
     assert snap.summary["total-records"] == "15"
     after = _files(table)
@@ -79,12 +79,11 @@ def test_delete_drops_whole_files_and_rewrites_partial_ones(warehouse: Any) -> N
 
 
 @BOTH
-def test_overwrite_replaces_the_filtered_rows_and_everything_without_filter(
-    warehouse: Any
-) -> None:
+def test_overwrite_replaces_the_filtered_rows_and_everything_without_filter(warehouse: Any) -> None:
     table = _make(warehouse)
-    new = pa.table({"id": pa.array([100, 101], pa.int64()), "region": ["us", "us"],
-                    "v": [0.0, 1.0]})
+    new = pa.table(
+        {"id": pa.array([100, 101], pa.int64()), "region": ["us", "us"], "v": [0.0, 1.0]}
+    )
     snap = table.overwrite(new, filter=col("region") == "us")
     assert snap is not None and snap.operation == "overwrite"
     assert _ids(table.to_arrow()) == [*range(0, 20), 100, 101]
@@ -96,8 +95,9 @@ def test_overwrite_replaces_the_filtered_rows_and_everything_without_filter(
 
 def test_null_rows_do_not_match_a_comparison_and_are_kept(local_wh: Any) -> None:
     table = create_table("t", SCHEMA, warehouse=local_wh.uri)
-    table.append_records([{"id": 1, "region": None, "v": None},
-                          {"id": 2, "region": "eu", "v": 2.0}])
+    table.append_records(
+        [{"id": 1, "region": None, "v": None}, {"id": 2, "region": "eu", "v": 2.0}]
+    )
     table.delete(col("region") != "us")
     assert table.to_arrow().to_pylist() == [{"id": 1, "region": None, "v": None}]
     table.delete(col("region").is_null())
@@ -158,10 +158,12 @@ def test_two_deletes_of_the_same_file_conflict(local_wh: Any) -> None:
         (lambda t: t.delete(col("nope") == 1), ValidationError, "unknown column 'nope'"),
         (lambda t: t.delete(col("id") == "x"), ValidationError, "'x'.*'id'"),
         (lambda t: t.delete(None), ValidationError, "filter"),
-        (lambda t: t.overwrite(pa.table({"id": ["a"]}), col("id") == 1), ValidationError,
-         "'id'"),
-        (lambda t: t.overwrite(pa.table({"id": pa.array([1], pa.int64())}), col("zz") == 1),
-         ValidationError, "unknown column 'zz'"),
+        (lambda t: t.overwrite(pa.table({"id": ["a"]}), col("id") == 1), ValidationError, "'id'"),
+        (
+            lambda t: t.overwrite(pa.table({"id": pa.array([1], pa.int64())}), col("zz") == 1),
+            ValidationError,
+            "unknown column 'zz'",
+        ),
         (lambda t: t.overwrite(pa.table({"region": ["x"]}), None), ValidationError, "id"),
     ],
 )
@@ -193,9 +195,18 @@ def test_files_whose_statistics_prove_a_full_match_are_dropped_unread(local_wh: 
 
 @pytest.mark.parametrize(
     "expr",
-    [col("id") < 5, col("id") >= 0, col("v") > -1.0, col("region") == "eu",
-     col("id").isin([1, 2]), col("id").not_in([100]), col("id") != 100, col("v").is_null(),
-     col("v").not_null(), (col("id") < 3) | (col("id") > 0)],
+    [
+        col("id") < 5,
+        col("id") >= 0,
+        col("v") > -1.0,
+        col("region") == "eu",
+        col("id").isin([1, 2]),
+        col("id").not_in([100]),
+        col("id") != 100,
+        col("v").is_null(),
+        col("v").not_null(),
+        (col("id") < 3) | (col("id") > 0),
+    ],
 )
 def test_the_strict_check_never_drops_a_file_with_a_row_that_does_not_match(
     local_wh: Any, expr: Any
@@ -203,8 +214,9 @@ def test_the_strict_check_never_drops_a_file_with_a_row_that_does_not_match(
     from datashard.rewrite import bind_filter, must_match
 
     table = create_table("t", SCHEMA, warehouse=local_wh.uri)
-    table.append_records([{"id": 1, "region": "eu", "v": 1.0}, {"id": 2, "region": None,
-                                                                 "v": None}])
+    table.append_records(
+        [{"id": 1, "region": "eu", "v": 1.0}, {"id": 2, "region": None, "v": None}]
+    )
     table.append_records([{"id": 3, "region": "eu", "v": 2.0}])
     bound = bind_filter(table.metadata, expr)
     matching = set(table.scan(filter=expr).to_arrow().column("id").to_pylist())

@@ -59,20 +59,23 @@ def _live_partitions(table: Table) -> list[tuple[int, dict[str, Any]]]:
     snap = table.current_snapshot()
     assert snap is not None
     out: list[tuple[int, dict[str, Any]]] = []
-    for m in read_manifest_list(backend.read(backend.key_for(snap.manifest_list)),
-                                snap.manifest_list):
+    for m in read_manifest_list(
+        backend.read(backend.key_for(snap.manifest_list)), snap.manifest_list
+    ):
         data = backend.read(backend.key_for(m.manifest_path))
         out.extend(
             (m.partition_spec_id, dict(e.data_file.partition))
-            for e in read_manifest(data, m.manifest_path, m) if e.is_live
+            for e in read_manifest(data, m.manifest_path, m)
+            if e.is_live
         )
     return out
 
 
 @BOTH
 def test_rows_go_to_one_file_per_partition_and_pyiceberg_agrees(warehouse: Any) -> None:
-    table = create_table("p", SCHEMA, warehouse=warehouse.uri, partition_spec=SPEC,
-                         **warehouse.options)
+    table = create_table(
+        "p", SCHEMA, warehouse=warehouse.uri, partition_spec=SPEC, **warehouse.options
+    )
     rows = _rows(60)
     table.append_records(rows)
     tasks = list(table.scan().plan_files())
@@ -82,7 +85,8 @@ def test_rows_go_to_one_file_per_partition_and_pyiceberg_agrees(warehouse: Any) 
 
     static = _static(table, warehouse)
     assert [(f.field_id, f.name, str(f.transform)) for f in static.spec().fields] == [
-        (1000, "ts_day", "day"), (1001, "id_bucket_4", "bucket[4]"),
+        (1000, "ts_day", "day"),
+        (1001, "id_bucket_4", "bucket[4]"),
         (1002, "name_trunc_2", "truncate[2]"),
     ]
     theirs = static.scan().to_arrow()
@@ -103,8 +107,9 @@ def test_partition_values_match_each_files_rows(warehouse: Any) -> None:
     from pyiceberg.transforms import parse_transform as their_transform
     from pyiceberg.types import LongType, StringType, TimestampType
 
-    table = create_table("p", SCHEMA, warehouse=warehouse.uri, partition_spec=SPEC,
-                         **warehouse.options)
+    table = create_table(
+        "p", SCHEMA, warehouse=warehouse.uri, partition_spec=SPEC, **warehouse.options
+    )
     table.append_records(_rows(40))
     fns = {
         "ts_day": (their_transform("day").transform(TimestampType()), "ts"),
@@ -125,16 +130,23 @@ def test_partition_values_match_each_files_rows(warehouse: Any) -> None:
                     value = int((value - dt.datetime(1970, 1, 1)).total_seconds() * 1e6)
                 expected = fn(value)
                 if isinstance(expected, int) and name == "ts_day":
-                    recorded = (recorded - dt.date(1970, 1, 1)).days if isinstance(
-                        recorded, dt.date) else recorded
+                    recorded = (
+                        (recorded - dt.date(1970, 1, 1)).days
+                        if isinstance(recorded, dt.date)
+                        else recorded
+                    )
                 assert recorded == expected, (name, r)
 
 
 @BOTH
 def test_scans_skip_partitions_that_cannot_match(warehouse: Any) -> None:
-    table = create_table("p", SCHEMA, warehouse=warehouse.uri,
-                         partition_spec=[("id", "bucket[8]"), ("day", "identity")],
-                         **warehouse.options)
+    table = create_table(
+        "p",
+        SCHEMA,
+        warehouse=warehouse.uri,
+        partition_spec=[("id", "bucket[8]"), ("day", "identity")],
+        **warehouse.options,
+    )
     rows = _rows(80)
     table.append_records(rows)
     everything = list(table.scan().plan_files())
@@ -154,8 +166,13 @@ def test_scans_skip_partitions_that_cannot_match(warehouse: Any) -> None:
 
 @BOTH
 def test_spec_evolution_keeps_old_files_and_both_readers_see_every_row(warehouse: Any) -> None:
-    table = create_table("p", SCHEMA, warehouse=warehouse.uri, partition_spec=[("day", "identity")],
-                         **warehouse.options)
+    table = create_table(
+        "p",
+        SCHEMA,
+        warehouse=warehouse.uri,
+        partition_spec=[("day", "identity")],
+        **warehouse.options,
+    )
     table.append_records(_rows(20))
     old_files = {t.file_path for t in table.scan().plan_files()}
     table.update_partition_spec([("day", "identity"), ("id", "bucket[2]")])
@@ -198,8 +215,13 @@ def test_bad_specs_are_refused_and_create_nothing(local_wh: Any, spec: Any, matc
 
 @BOTH
 def test_bad_spec_evolution_changes_nothing(warehouse: Any) -> None:
-    table = create_table("p", SCHEMA, warehouse=warehouse.uri, partition_spec=[("day", "identity")],
-                         **warehouse.options)
+    table = create_table(
+        "p",
+        SCHEMA,
+        warehouse=warehouse.uri,
+        partition_spec=[("day", "identity")],
+        **warehouse.options,
+    )
     table.append_records(_rows(5))
     table.flush()
     before = warehouse.snapshot_of_storage()
@@ -232,14 +254,25 @@ def test_we_prune_a_table_pyiceberg_partitioned_without_losing_rows(tmp_path: An
     )
     tbl = catalog.create_table("ns.events", schema=schema, partition_spec=spec)
     n = 40
-    arrow_schema = pa.schema([pa.field("id", pa.int64(), nullable=False),
-                              pa.field("name", pa.string()), pa.field("ts", pa.timestamp("us"))])
-    tbl.append(pa.table({
-        "id": pa.array(range(n), pa.int64()),
-        "name": [f"n{i % 3}" if i % 5 else None for i in range(n)],
-        "ts": pa.array([dt.datetime(2024, 3, 1 + i % 4, i % 24) for i in range(n)],
-                       pa.timestamp("us")),
-    }, schema=arrow_schema))
+    arrow_schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("name", pa.string()),
+            pa.field("ts", pa.timestamp("us")),
+        ]
+    )
+    tbl.append(
+        pa.table(
+            {
+                "id": pa.array(range(n), pa.int64()),
+                "name": [f"n{i % 3}" if i % 5 else None for i in range(n)],
+                "ts": pa.array(
+                    [dt.datetime(2024, 3, 1 + i % 4, i % 24) for i in range(n)], pa.timestamp("us")
+                ),
+            },
+            schema=arrow_schema,
+        )
+    )
     ours = load_table(tbl.metadata_location)
     assert _ids(ours.to_arrow()) == list(range(n))
     for expr, expected in [
@@ -248,8 +281,10 @@ def test_we_prune_a_table_pyiceberg_partitioned_without_losing_rows(tmp_path: An
         (col("name") == "n1", [i for i in range(n) if i % 5 and i % 3 == 1]),
         (col("name").is_null(), [i for i in range(n) if i % 5 == 0]),
         (col("ts") < dt.datetime(2024, 3, 2), [i for i in range(n) if i % 4 == 0]),
-        (col("ts") >= dt.datetime(2024, 3, 4, 5), [i for i in range(n)
-                                                   if i % 4 == 3 and i % 24 >= 5]),
+        (
+            col("ts") >= dt.datetime(2024, 3, 4, 5),
+            [i for i in range(n) if i % 4 == 3 and i % 24 >= 5],
+        ),
     ]:
         scan = ours.scan(filter=expr)
         assert _ids(scan.to_arrow()) == expected, expr

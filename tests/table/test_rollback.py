@@ -63,7 +63,10 @@ def test_rollback_and_set_current_move_main_and_pyiceberg_follows(warehouse: Any
     snap = table.current_snapshot()
     assert snap is not None and snap.parent_snapshot_id == s3.snapshot_id
     assert _ids(load_table("r", warehouse=warehouse.uri, **warehouse.options).to_arrow()) == [
-        0, 1, 2, 9
+        0,
+        1,
+        2,
+        9,
     ]
     del s1
 
@@ -118,14 +121,16 @@ def test_tags_and_branches_name_snapshots_and_survive_expiry(warehouse: Any) -> 
     assert refs["release-1"].snapshot_id == first.snapshot_id
     assert refs["release-1"].type == "tag"
     assert refs["audit"].type == "branch"
-    static = StaticTable.from_metadata(table.metadata_location,
-                                       properties=warehouse.pyiceberg_props)
+    static = StaticTable.from_metadata(
+        table.metadata_location, properties=warehouse.pyiceberg_props
+    )
     assert static.metadata.refs["release-1"].snapshot_id == first.snapshot_id
     result = table.expire_snapshots(older_than=dt.timedelta(0), retain_last=1)
     assert len(result.expired_snapshot_ids) == 1  # the middle one; tag and current stay
     tagged = table.metadata.refs["release-1"].snapshot_id
     assert _ids(table.scan(snapshot_id=tagged).to_arrow()) == [0]
     table.remove_ref("release-1")
-    assert "release-1" not in load_table(
-        "r", warehouse=warehouse.uri, **warehouse.options
-    ).metadata.refs
+    assert (
+        "release-1"
+        not in load_table("r", warehouse=warehouse.uri, **warehouse.options).metadata.refs
+    )

@@ -37,22 +37,54 @@ RICH = [
     {"id": 12, "name": "u", "type": "uuid"},
     {"id": 13, "name": "b", "type": "binary"},
     {"id": 14, "name": "fx", "type": "fixed[4]"},
-    {"id": 15, "name": "addr", "type": {"type": "struct", "fields": [
-        {"id": 16, "name": "city", "type": "string", "required": True},
-        {"id": 17, "name": "zip", "type": "int"}]}},
-    {"id": 18, "name": "tags", "type": {
-        "type": "list", "element-id": 19, "element": "string", "element-required": False}},
-    {"id": 20, "name": "attrs", "type": {
-        "type": "map", "key-id": 21, "key": "string", "value-id": 22, "value": "long",
-        "value-required": False}},
+    {
+        "id": 15,
+        "name": "addr",
+        "type": {
+            "type": "struct",
+            "fields": [
+                {"id": 16, "name": "city", "type": "string", "required": True},
+                {"id": 17, "name": "zip", "type": "int"},
+            ],
+        },
+    },
+    {
+        "id": 18,
+        "name": "tags",
+        "type": {"type": "list", "element-id": 19, "element": "string", "element-required": False},
+    },
+    {
+        "id": 20,
+        "name": "attrs",
+        "type": {
+            "type": "map",
+            "key-id": 21,
+            "key": "string",
+            "value-id": 22,
+            "value": "long",
+            "value-required": False,
+        },
+    },
 ]
 
 RICH_ROW = {
-    "id": 7, "flag": True, "small": 3, "f": 1.5, "d": 2.25, "price": Decimal("12.34"),
-    "day": dt.date(2024, 2, 29), "at": dt.time(12, 30, 1, 5), "ts": dt.datetime(2024, 1, 1, 1),
-    "tstz": dt.datetime(2024, 1, 1, 1, tzinfo=dt.timezone.utc), "s": "héllo",
-    "u": uuid.UUID("f79c3e09-677c-4bbd-a479-3f349cb785e7"), "b": b"\x00\x01", "fx": b"abcd",
-    "addr": {"city": "Paris", "zip": 75001}, "tags": ["a", None], "attrs": {"k": 1, "n": None},
+    "id": 7,
+    "flag": True,
+    "small": 3,
+    "f": 1.5,
+    "d": 2.25,
+    "price": Decimal("12.34"),
+    "day": dt.date(2024, 2, 29),
+    "at": dt.time(12, 30, 1, 5),
+    "ts": dt.datetime(2024, 1, 1, 1),
+    "tstz": dt.datetime(2024, 1, 1, 1, tzinfo=dt.timezone.utc),
+    "s": "héllo",
+    "u": uuid.UUID("f79c3e09-677c-4bbd-a479-3f349cb785e7"),
+    "b": b"\x00\x01",
+    "fx": b"abcd",
+    "addr": {"city": "Paris", "zip": 75001},
+    "tags": ["a", None],
+    "attrs": {"k": 1, "n": None},
 }
 
 
@@ -82,12 +114,18 @@ def test_unknown_field_lookup_names_the_field_and_the_columns() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ([{"id": 1, "name": "a", "type": "long"}, {"id": 1, "name": "b", "type": "long"}],
-         "duplicate field id 1"),
-        ([{"id": 1, "name": "a", "type": "long"}, {"id": 2, "name": "a", "type": "long"}],
-         "duplicate field name 'a'"),
-        ([{"id": 1, "name": "a", "type": {"type": "list", "element-id": 1, "element": "int"}}],
-         "duplicate field id 1"),
+        (
+            [{"id": 1, "name": "a", "type": "long"}, {"id": 1, "name": "b", "type": "long"}],
+            "duplicate field id 1",
+        ),
+        (
+            [{"id": 1, "name": "a", "type": "long"}, {"id": 2, "name": "a", "type": "long"}],
+            "duplicate field name 'a'",
+        ),
+        (
+            [{"id": 1, "name": "a", "type": {"type": "list", "element-id": 1, "element": "int"}}],
+            "duplicate field id 1",
+        ),
         ([{"id": 1, "name": "a", "type": "varchar"}], "'varchar'"),
         ([{"id": 1, "type": "long"}], "'name'"),
     ],
@@ -120,11 +158,16 @@ def test_arrow_round_trip_keeps_field_ids_on_nested_fields() -> None:
 
 
 def test_from_arrow_assigns_ids_when_the_arrow_schema_has_none() -> None:
-    s = Schema.from_arrow(pa.schema([
-        pa.field("a", pa.int64(), nullable=False),
-        pa.field("b", pa.struct([pa.field("c", pa.string())])),
-        pa.field("d", pa.list_(pa.int32())),
-    ]), schema_id=2)
+    s = Schema.from_arrow(
+        pa.schema(
+            [
+                pa.field("a", pa.int64(), nullable=False),
+                pa.field("b", pa.struct([pa.field("c", pa.string())])),
+                pa.field("d", pa.list_(pa.int32())),
+            ]
+        ),
+        schema_id=2,
+    )
     assert s.schema_id == 2
     assert sorted(s.field_ids) == [1, 2, 3, 4, 5]
     assert s.find_field("a").required and s.find_field("a").field_type == LongType()
@@ -144,12 +187,18 @@ def test_records_to_arrow_builds_every_type() -> None:
 @pytest.mark.parametrize(
     ("records", "expected"),
     [
-        ([{"user_id": 1, "event": "a", "timestamp": 1}, {"user_id": "2", "event": "b",
-                                                          "timestamp": 2}],
-         r"row 1, field 'user_id': expected long .*got str '2'"),
+        (
+            [
+                {"user_id": 1, "event": "a", "timestamp": 1},
+                {"user_id": "2", "event": "b", "timestamp": 2},
+            ],
+            r"row 1, field 'user_id': expected long .*got str '2'",
+        ),
         ([{"user_id": 1, "timestamp": 1}], r"row 0, field 'event': required field .* missing"),
-        ([{"user_id": 1, "event": "a", "timestamp": 1, "extra": 5}],
-         r"row 0: unknown field\(s\) \['extra'\]"),
+        (
+            [{"user_id": 1, "event": "a", "timestamp": 1, "extra": 5}],
+            r"row 0: unknown field\(s\) \['extra'\]",
+        ),
         ([{"user_id": None, "event": "a", "timestamp": 1}], r"row 0, field 'user_id'.*None"),
         ([{"user_id": True, "event": "a", "timestamp": 1}], r"expected long .*got bool"),
         ([{"user_id": 2**63, "event": "a", "timestamp": 1}], r"out of range"),
@@ -185,11 +234,13 @@ def test_bad_values_of_each_type_are_named(row: dict[str, object], expected: str
 
 def test_coerce_arrow_accepts_reordered_columns_and_safe_widening() -> None:
     s = Schema(1, EVENTS)
-    table = pa.table({
-        "timestamp": pa.array([5], pa.int32()),
-        "event": pa.array(["x"], pa.large_string()),
-        "user_id": pa.array([1], pa.int16()),
-    })
+    table = pa.table(
+        {
+            "timestamp": pa.array([5], pa.int32()),
+            "event": pa.array(["x"], pa.large_string()),
+            "user_id": pa.array([1], pa.int16()),
+        }
+    )
     out = s.coerce_arrow(table)
     assert out.schema.equals(s.to_arrow(), check_metadata=True)
     assert out.to_pylist() == [{"user_id": 1, "event": "x", "timestamp": 5}]
@@ -197,8 +248,7 @@ def test_coerce_arrow_accepts_reordered_columns_and_safe_widening() -> None:
 
 def test_coerce_arrow_accepts_a_pandas_frame_with_its_index() -> None:
     s = Schema(1, EVENTS)
-    df = pd.DataFrame({"user_id": [1, 2], "event": ["a", "b"], "timestamp": [3, 4]},
-                      index=[10, 11])
+    df = pd.DataFrame({"user_id": [1, 2], "event": ["a", "b"], "timestamp": [3, 4]}, index=[10, 11])
     out = s.coerce_arrow(pa.Table.from_pandas(df))
     assert out.column_names == ["user_id", "event", "timestamp"]
     assert out.num_rows == 2
@@ -214,15 +264,23 @@ def test_coerce_arrow_fills_missing_optional_columns_with_nulls() -> None:
 @pytest.mark.parametrize(
     ("table", "expected"),
     [
-        (pa.table({"user_id": ["1"], "event": ["a"], "timestamp": [1]}),
-         r"field 'user_id': expected long .*got Arrow string"),
+        (
+            pa.table({"user_id": ["1"], "event": ["a"], "timestamp": [1]}),
+            r"field 'user_id': expected long .*got Arrow string",
+        ),
         (pa.table({"user_id": [1], "timestamp": [1]}), r"field 'event': required field"),
-        (pa.table({"user_id": [1], "event": ["a"], "timestamp": [1], "x": [1]}),
-         r"unknown field\(s\) \['x'\]"),
-        (pa.table({"user_id": [1, 2, None], "event": ["a"] * 3, "timestamp": [1] * 3}),
-         r"row 2, field 'user_id': required long is null"),
-        (pa.table({"user_id": [1.5], "event": ["a"], "timestamp": [1]}),
-         r"expected long .*got Arrow double"),
+        (
+            pa.table({"user_id": [1], "event": ["a"], "timestamp": [1], "x": [1]}),
+            r"unknown field\(s\) \['x'\]",
+        ),
+        (
+            pa.table({"user_id": [1, 2, None], "event": ["a"] * 3, "timestamp": [1] * 3}),
+            r"row 2, field 'user_id': required long is null",
+        ),
+        (
+            pa.table({"user_id": [1.5], "event": ["a"], "timestamp": [1]}),
+            r"expected long .*got Arrow double",
+        ),
     ],
 )
 def test_bad_arrow_tables_name_field_expected_and_actual(table: pa.Table, expected: str) -> None:
@@ -232,8 +290,10 @@ def test_bad_arrow_tables_name_field_expected_and_actual(table: pa.Table, expect
 
 def test_null_in_required_nested_field_names_the_row() -> None:
     s = Schema(0, RICH)
-    addr = pa.array([{"city": "a", "zip": 1}, None, {"city": None, "zip": 2}],
-                    pa.struct([("city", pa.string()), ("zip", pa.int64())]))
+    addr = pa.array(
+        [{"city": "a", "zip": 1}, None, {"city": None, "zip": 2}],
+        pa.struct([("city", pa.string()), ("zip", pa.int64())]),
+    )
     with pytest.raises(ValidationError, match=r"row 2, field 'addr.city'"):
         s.coerce_arrow(pa.table({"id": [1, 2, 3], "addr": addr}))
 
@@ -274,22 +334,43 @@ def test_decimals_beyond_28_digits_are_exact() -> None:
         s.records_to_arrow([{"p": big * 10}])
 
 
-NESTED = Schema(0, [
-    {"id": 1, "name": "l", "type": {"type": "list", "element-id": 2, "element": "long",
-                                    "element-required": True}},
-    {"id": 3, "name": "m", "type": {"type": "map", "key-id": 4, "key": "string", "value-id": 5,
-                                    "value": "long", "value-required": True}},
-])
+NESTED = Schema(
+    0,
+    [
+        {
+            "id": 1,
+            "name": "l",
+            "type": {"type": "list", "element-id": 2, "element": "long", "element-required": True},
+        },
+        {
+            "id": 3,
+            "name": "m",
+            "type": {
+                "type": "map",
+                "key-id": 4,
+                "key": "string",
+                "value-id": 5,
+                "value": "long",
+                "value-required": True,
+            },
+        },
+    ],
+)
 
 
 @pytest.mark.parametrize(
     ("table", "expected"),
     [
-        (pa.table({"l": pa.array([[1], None, [2, None]])}),
-         r"row 2, field 'l.element': required list element \(long\) is null"),
-        (pa.table({"m": pa.array([[("a", 1)], None, [("b", None)]],
-                                 pa.map_(pa.string(), pa.int64()))}),
-         r"row 2, field 'm.value': required map value \(long\) is null"),
+        (
+            pa.table({"l": pa.array([[1], None, [2, None]])}),
+            r"row 2, field 'l.element': required list element \(long\) is null",
+        ),
+        (
+            pa.table(
+                {"m": pa.array([[("a", 1)], None, [("b", None)]], pa.map_(pa.string(), pa.int64()))}
+            ),
+            r"row 2, field 'm.value': required map value \(long\) is null",
+        ),
     ],
 )
 def test_nulls_inside_required_list_elements_and_map_values_are_named(

@@ -39,8 +39,10 @@ def test_a_cold_load_costs_three_requests(local_wh: Any) -> None:
     load_table("t", warehouse=counting)
     # the hint; then, at once, the version it names and a probe for the one after
     assert counting.calls[0] == ("read", "t/metadata/version-hint.text")
-    assert sorted(counting.calls[1:]) == [("head", "t/metadata/v3.metadata.json"),
-                                          ("read", "t/metadata/v2.metadata.json")]
+    assert sorted(counting.calls[1:]) == [
+        ("head", "t/metadata/v3.metadata.json"),
+        ("read", "t/metadata/v2.metadata.json"),
+    ]
 
 
 def test_metadata_log_and_snapshot_list_stay_bounded(local_wh: Any) -> None:
@@ -191,8 +193,9 @@ def test_a_writer_that_did_not_make_the_base_leaves_a_full_class_alone(local_wh:
     assert len(read_manifest_files(local_wh.backend, other.current_snapshot())) == 6
     other.append_records([{"n": 6}])  # M + M // 2 = 6: merged by anyone, reading the rest
     assert len(read_manifest_files(local_wh.backend, other.current_snapshot())) == 2
-    assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) \
-        == list(range(7))
+    assert sorted(
+        load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()
+    ) == list(range(7))
 
 
 @pytest.mark.parametrize("bogus_hint", [False, True])
@@ -213,15 +216,22 @@ def test_a_lost_race_reads_the_newer_versions_with_one_get_each(
     writer = load_table("t", warehouse=counting)  # at v1
     counting.reset()
     writer.append_records([{"n": 1}])
-    versions = [k.rsplit("/", 1)[-1] for m, k in counting.calls
-                if m == "read" and k.endswith(".metadata.json")]
+    versions = [
+        k.rsplit("/", 1)[-1]
+        for m, k in counting.calls
+        if m == "read" and k.endswith(".metadata.json")
+    ]
     expected = ["v3.metadata.json", "v4.metadata.json"]
     expected += ["v99.metadata.json", "v5.metadata.json"] if bogus_hint else ["v5.metadata.json"]
     assert versions == expected  # lost v2: read on from v3, the body with each hit
     assert counting.count("head") == 0
     assert counting.count("put_if_absent") == 2 and writer.version == 5
-    assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) \
-        == [1, 100, 101, 102]
+    assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) == [
+        1,
+        100,
+        101,
+        102,
+    ]
 
 
 def test_a_cold_load_reads_the_hinted_version_while_probing_the_next(
@@ -310,8 +320,14 @@ def test_a_merge_that_fills_the_next_class_merges_on_without_reading_its_own_out
     for _ in range(6):  # six one-file manifests (class 0)
         load_table("t", warehouse=local_wh.uri).append_records([{"n": n}])
         n += 1
-    assert len(read_manifest_files(local_wh.backend, load_table(
-        "t", warehouse=local_wh.uri).current_snapshot())) == 11
+    assert (
+        len(
+            read_manifest_files(
+                local_wh.backend, load_table("t", warehouse=local_wh.uri).current_snapshot()
+            )
+        )
+        == 11
+    )
     counting = FaultyBackend(local_wh.backend)
     writer = load_table("t", warehouse=counting)
     writer.append_records([{"n": n}])  # class 0 merged into class 1, which then holds six
@@ -322,5 +338,6 @@ def test_a_merge_that_fills_the_next_class_merges_on_without_reading_its_own_out
     assert len(merged_written) == 1  # the intermediate merge is never written
     manifests = read_manifest_files(local_wh.backend, writer.current_snapshot())
     assert len(manifests) == 2  # this commit's, and one of all 26 earlier files
-    assert sorted(load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()) \
-        == list(range(n + 1))
+    assert sorted(
+        load_table("t", warehouse=local_wh.uri).to_arrow().column("n").to_pylist()
+    ) == list(range(n + 1))

@@ -46,8 +46,7 @@ def test_bounded_map_raises_when_the_failed_items_turn_comes() -> None:
 def test_repeated_scans_start_no_new_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long",
-                                          "required": True}])
+    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])
     table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
     for i in range(6):
         table.append_records([{"n": i}])
@@ -89,8 +88,9 @@ def test_a_thread_outliving_the_main_one_still_loads_appends_and_reads(tmp_path:
 
         threading.Thread(target=late).start()
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "rows [0, 1]" in done.stdout, done.stderr
 
@@ -101,8 +101,7 @@ def test_a_child_forked_while_the_manifest_cache_is_busy_can_scan(tmp_path: Path
 
     from datashard import scan
 
-    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long",
-                                          "required": True}])
+    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])
     table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
     table.append_records([{"n": 7}])
     lock = scan._CACHE._lock
@@ -126,8 +125,7 @@ def test_to_arrow_reads_at_most_max_workers_files_at_once(tmp_path: Path) -> Non
     from datashard.scan import Scan
     from datashard.testing.faults import FaultyBackend
 
-    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long",
-                                          "required": True}])
+    schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])
     table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
     for i in range(12):
         table.append_records([{"n": i}])

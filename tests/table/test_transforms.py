@@ -21,25 +21,60 @@ from datashard.errors import SchemaError
 from datashard.transforms import murmur3_32, parse_transform
 
 TRANSFORMS = [
-    "identity", "bucket[16]", "bucket[1000]", "truncate[1]", "truncate[3]", "truncate[10]",
-    "year", "month", "day", "hour", "void",
+    "identity",
+    "bucket[16]",
+    "bucket[1000]",
+    "truncate[1]",
+    "truncate[3]",
+    "truncate[10]",
+    "year",
+    "month",
+    "day",
+    "hour",
+    "void",
 ]
 
 CASES: list[tuple[t.IcebergType, Any, list[Any]]] = [
     (t.IntType(), pty.IntegerType(), [34, -1, 0, 7, 2**31 - 1, -(2**31) + 10, None]),
     (t.LongType(), pty.LongType(), [34, -7, 0, 2**62, -(2**63) + 10, None]),
     (t.StringType(), pty.StringType(), ["iceberg", "", "héllo wörld", "日本語テキスト", None]),
-    (t.DateType(), pty.DateType(), [dt.date(2017, 11, 16), dt.date(1969, 12, 31),
-                                    dt.date(1900, 2, 1), dt.date(2400, 2, 29), None]),
-    (t.TimestampType(), pty.TimestampType(), [
-        dt.datetime(2017, 11, 16, 22, 31, 8), dt.datetime(1969, 12, 31, 23, 59, 59, 999999),
-        dt.datetime(1970, 1, 1), dt.datetime(1850, 6, 1, 1, 2, 3), None]),
-    (t.TimestamptzType(), pty.TimestamptzType(), [
-        dt.datetime(2017, 11, 16, 22, 31, 8, tzinfo=dt.timezone.utc),
-        dt.datetime(1969, 12, 31, 23, 0, tzinfo=dt.timezone.utc), None]),
+    (
+        t.DateType(),
+        pty.DateType(),
+        [
+            dt.date(2017, 11, 16),
+            dt.date(1969, 12, 31),
+            dt.date(1900, 2, 1),
+            dt.date(2400, 2, 29),
+            None,
+        ],
+    ),
+    (
+        t.TimestampType(),
+        pty.TimestampType(),
+        [
+            dt.datetime(2017, 11, 16, 22, 31, 8),
+            dt.datetime(1969, 12, 31, 23, 59, 59, 999999),
+            dt.datetime(1970, 1, 1),
+            dt.datetime(1850, 6, 1, 1, 2, 3),
+            None,
+        ],
+    ),
+    (
+        t.TimestamptzType(),
+        pty.TimestamptzType(),
+        [
+            dt.datetime(2017, 11, 16, 22, 31, 8, tzinfo=dt.timezone.utc),
+            dt.datetime(1969, 12, 31, 23, 0, tzinfo=dt.timezone.utc),
+            None,
+        ],
+    ),
     (t.TimeType(), pty.TimeType(), [dt.time(22, 31, 8), dt.time(0, 0), None]),
-    (t.DecimalType(9, 2), pty.DecimalType(9, 2), [Decimal("14.20"), Decimal("-0.01"),
-                                                   Decimal("0.00"), Decimal("-12345.67"), None]),
+    (
+        t.DecimalType(9, 2),
+        pty.DecimalType(9, 2),
+        [Decimal("14.20"), Decimal("-0.01"), Decimal("0.00"), Decimal("-12345.67"), None],
+    ),
     (t.UUIDType(), pty.UUIDType(), [uuid.UUID("f79c3e09-677c-4bbd-a479-3f349cb785e7"), None]),
     (t.BinaryType(), pty.BinaryType(), [b"\x00\x01\x02\x03", b"", b"abcdefghijkl", None]),
     (t.FixedType(4), pty.FixedType(4), [b"\x00\x01\x02\x03", None]),
@@ -47,8 +82,16 @@ CASES: list[tuple[t.IcebergType, Any, list[Any]]] = [
 
 
 def test_murmur3_matches_the_reference_implementation() -> None:
-    for data in [b"", b"a", b"ab", b"abc", b"abcd", b"iceberg", bytes(range(255)),
-                 (34).to_bytes(8, "little")]:
+    for data in [
+        b"",
+        b"a",
+        b"ab",
+        b"abc",
+        b"abcd",
+        b"iceberg",
+        bytes(range(255)),
+        (34).to_bytes(8, "little"),
+    ]:
         assert murmur3_32(data) == mmh3.hash(data)
     # the spec's example: bucket hash of int/long 34
     assert murmur3_32((34).to_bytes(8, "little")) == 2017239379
@@ -88,8 +131,7 @@ def test_arrow_columns_transform_like_single_values(
     source: t.IcebergType, py_type: Any, values: list[Any]
 ) -> None:
     if isinstance(source, t.UUIDType):
-        storage = pa.array([None if v is None else v.bytes for v in values],
-                           pa.binary(16))
+        storage = pa.array([None if v is None else v.bytes for v in values], pa.binary(16))
         array = pa.ExtensionArray.from_storage(t.to_arrow_type(source), storage)
     else:
         array = pa.array(values, type=t.to_arrow_type(source))
@@ -110,9 +152,15 @@ def test_arrow_columns_transform_like_single_values(
 
 @pytest.mark.parametrize(
     "transform,source",
-    [("bucket[4]", t.BooleanType()), ("bucket[4]", t.DoubleType()),
-     ("truncate[2]", t.DateType()), ("day", t.StringType()), ("hour", t.DateType()),
-     ("year", t.LongType()), ("truncate[3]", t.FloatType())],
+    [
+        ("bucket[4]", t.BooleanType()),
+        ("bucket[4]", t.DoubleType()),
+        ("truncate[2]", t.DateType()),
+        ("day", t.StringType()),
+        ("hour", t.DateType()),
+        ("year", t.LongType()),
+        ("truncate[3]", t.FloatType()),
+    ],
 )
 def test_a_transform_on_the_wrong_type_is_refused_by_name(
     transform: str, source: t.IcebergType

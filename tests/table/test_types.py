@@ -85,15 +85,19 @@ def test_every_type_round_trips_through_json_and_arrow(t: IcebergType) -> None:
 
 @pytest.mark.parametrize("t", [t for _, t in PRIMITIVES] + NESTED, ids=str)
 def test_pyiceberg_reads_our_type_json_and_arrow_as_the_same_type(t: IcebergType) -> None:
-    doc = {"type": "struct", "schema-id": 0, "fields": [
-        {"id": 1, "name": "c", "required": False, "type": type_to_json(t)}]}
+    doc = {
+        "type": "struct",
+        "schema-id": 0,
+        "fields": [{"id": 1, "name": "c", "required": False, "type": type_to_json(t)}],
+    }
     theirs = PyIcebergSchema.model_validate_json(json.dumps(doc))
     their_json = json.loads(theirs.model_dump_json(by_alias=True))["fields"][0]["type"]
     assert parse_type(their_json) == t
     arrow_theirs = schema_to_pyarrow(theirs)
     assert from_arrow_type(arrow_theirs.field("c").type) == t
-    back = pyarrow_to_schema(pa.schema([pa.field("c", to_arrow_type(t), metadata={
-        b"PARQUET:field_id": b"1"})]))
+    back = pyarrow_to_schema(
+        pa.schema([pa.field("c", to_arrow_type(t), metadata={b"PARQUET:field_id": b"1"})])
+    )
     assert parse_type(json.loads(back.model_dump_json(by_alias=True))["fields"][0]["type"]) == t
 
 
@@ -140,8 +144,9 @@ def test_nested_arrow_type_without_field_ids_needs_an_allocator() -> None:
     with pytest.raises(SchemaError, match="PARQUET:field_id"):
         from_arrow_type(pa.list_(pa.int64()), name="xs")
     ids = iter(range(100, 200))
-    assert from_arrow_type(pa.list_(pa.int64()), lambda: next(ids)) == ListType(100, LongType(),
-                                                                                False)
+    assert from_arrow_type(pa.list_(pa.int64()), lambda: next(ids)) == ListType(
+        100, LongType(), False
+    )
 
 
 # --- property: any nested type survives JSON, Arrow and a Schema built from Arrow -----------
@@ -159,16 +164,25 @@ _PRIMS = st.sampled_from([t for _, t in PRIMITIVES])
 def _nested(ids: Any) -> Any:
     def build(children: Any) -> Any:
         return st.one_of(
-            st.builds(lambda ts, req: StructType(tuple(
-                NestedField(next(ids), f"f{i}", t, r) for i, (t, r) in enumerate(zip(ts, req,
-                                                                                    strict=False))
-            )), st.lists(children, min_size=1, max_size=3), st.lists(st.booleans(), min_size=3,
-                                                                     max_size=3)),
+            st.builds(
+                lambda ts, req: StructType(
+                    tuple(
+                        NestedField(next(ids), f"f{i}", t, r)
+                        for i, (t, r) in enumerate(zip(ts, req, strict=False))
+                    )
+                ),
+                st.lists(children, min_size=1, max_size=3),
+                st.lists(st.booleans(), min_size=3, max_size=3),
+            ),
             st.builds(lambda t, r: ListType(next(ids), t, r), children, st.booleans()),
-            st.builds(lambda k, v, r: MapType(next(ids), k, next(ids), v, r),
-                      st.sampled_from([StringType(), IntType(), LongType()]), children,
-                      st.booleans()),
+            st.builds(
+                lambda k, v, r: MapType(next(ids), k, next(ids), v, r),
+                st.sampled_from([StringType(), IntType(), LongType()]),
+                children,
+                st.booleans(),
+            ),
         )
+
     return st.recursive(_PRIMS, build, max_leaves=6)
 
 

@@ -38,9 +38,7 @@ _pack_key = msgpack.Packer(use_bin_type=True).pack
 class Ctx:
     """What every lazy view of one open container shares: the source, the cache, the limits."""
 
-    def __init__(
-        self, loc: Location, size: int, cache_bytes: int, whole_index_limit: int
-    ) -> None:
+    def __init__(self, loc: Location, size: int, cache_bytes: int, whole_index_limit: int) -> None:
         self.loc = loc
         self.key = loc.key
         self.name = loc.uri
@@ -214,9 +212,7 @@ class LazyMap(_Node, Mapping[Any, Any]):
         hashes = recs["hash"]
         i = int(np.searchsorted(hashes, h, "left"))
         j = int(np.searchsorted(hashes, h, "right"))
-        return [
-            (int(r["off"]), int(r["lk"]), int(r["koff"]), int(r["klen"])) for r in recs[i:j]
-        ]
+        return [(int(r["off"]), int(r["lk"]), int(r["koff"]), int(r["klen"])) for r in recs[i:j]]
 
     def _key_matches(self, kb: bytes, koff: int, klen: int) -> bool:
         if klen != len(kb) or koff + klen > self._header.keys_len:

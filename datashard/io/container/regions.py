@@ -78,8 +78,7 @@ class MapRegion:
         rec = self.records[self.order]
         blob = bytes(self.keys_blob)
         return [
-            blob[o : o + n]
-            for o, n in zip(rec["koff"].tolist(), rec["klen"].tolist(), strict=True)
+            blob[o : o + n] for o, n in zip(rec["koff"].tolist(), rec["klen"].tolist(), strict=True)
         ]
 
     def decoded_keys(self, name: str, key: str) -> list[Any]:

@@ -82,8 +82,7 @@ class LazyWriter:
             raise ContainerError(f"mode must be 'w' or 'a', got {mode!r}")
         if part_size < 1 or lazy_threshold < 0:
             raise ContainerError(
-                f"part_size must be >= 1 and lazy_threshold >= 0, got {part_size}, "
-                f"{lazy_threshold}"
+                f"part_size must be >= 1 and lazy_threshold >= 0, got {part_size}, {lazy_threshold}"
             )
         self._loc: Location = resolve(target, key, storage_options)
         self._backend = self._loc.backend

@@ -115,7 +115,6 @@ def _numpy() -> Any:
     return pytest.importorskip("numpy")
 
 
-
 class SuiteBase:
     """The hooks a binding sets or overrides, and the helpers the tests share."""
 

@@ -145,9 +145,7 @@ class KeyTests(SuiteBase):
         backend.delete_many(keys)
         assert keys_of(backend.list()) == ["other"]
 
-    def test_delete_many_with_an_invalid_key_deletes_nothing(
-        self, backend: StorageBackend
-    ) -> None:
+    def test_delete_many_with_an_invalid_key_deletes_nothing(self, backend: StorageBackend) -> None:
         backend.write("ok-key", b"x")
         with pytest.raises(InvalidPathError):
             backend.delete_many(["ok-key", "bad//key"])

@@ -108,9 +108,7 @@ class ReadTests(SuiteBase):
         for start, end in ranges:
             assert backend.read_range("big", start, end) == data[start:end], (start, end)
 
-    def test_read_ranges_returns_results_in_the_order_asked(
-        self, backend: StorageBackend
-    ) -> None:
+    def test_read_ranges_returns_results_in_the_order_asked(self, backend: StorageBackend) -> None:
         data = data_of(2000, seed=8)
         backend.write("obj", data)
         ranges = [(1500, 1600), (0, 10), (5, 5), (1990, 3000), (0, 10), (100, 50_000), (40, 45)]

@@ -221,9 +221,7 @@ class WriteTests(SuiteBase):
         """Readers racing an overwriter see the old bytes or the new, never a mix or nothing."""
         self._overwrite_under_readers(backend, 256 * 1024, writes=20)
 
-    def test_overwrite_is_atomic_for_concurrent_large_reads(
-        self, backend: StorageBackend
-    ) -> None:
+    def test_overwrite_is_atomic_for_concurrent_large_reads(self, backend: StorageBackend) -> None:
         """The same with 3 MiB objects, which backends may fetch as several concurrent range
         requests: a plain ``read`` still returns one whole version and does not fail because
         the object changed under it (there is no etag the caller pinned)."""
