@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datashard import Schema, create_table
-from datashard.expressions import col
+from datashard.iceberg.expressions import col
 
 SCHEMA = Schema(
     schema_id=0,

@@ -8,23 +8,23 @@ from datashard.errors import *  # noqa: F403
 from datashard.errors import __all__ as _error_names
 
 if TYPE_CHECKING:
-    from datashard.catalog import create_table as create_table
-    from datashard.catalog import drop_table as drop_table
-    from datashard.catalog import load_table as load_table
-    from datashard.expressions import col as col
-    from datashard.schema import Schema as Schema
-    from datashard.table import Table as Table
+    from datashard.iceberg.expressions import col as col
+    from datashard.iceberg.schema import Schema as Schema
+    from datashard.table.catalog import create_table as create_table
+    from datashard.table.catalog import drop_table as drop_table
+    from datashard.table.catalog import load_table as load_table
+    from datashard.table.table import Table as Table
 
 __version__ = "0.1.0"
 
 # The table API is imported on first use, so ``import datashard.storage`` stays light.
 _LAZY = {
-    "create_table": "datashard.catalog",
-    "load_table": "datashard.catalog",
-    "drop_table": "datashard.catalog",
-    "Table": "datashard.table",
-    "Schema": "datashard.schema",
-    "col": "datashard.expressions",
+    "create_table": "datashard.table.catalog",
+    "load_table": "datashard.table.catalog",
+    "drop_table": "datashard.table.catalog",
+    "Table": "datashard.table.table",
+    "Schema": "datashard.iceberg.schema",
+    "col": "datashard.iceberg.expressions",
 }
 
 

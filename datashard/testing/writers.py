@@ -18,7 +18,7 @@ def append_worker(
     """Load table ``name`` and append ``commits`` batches of ``rows`` rows, each row tagged
     ``(writer, commit, row)``. Returns the acknowledged commits as
     ``(commit, snapshot_id, seconds)``."""
-    from datashard.catalog import load_table
+    from datashard.table.catalog import load_table
 
     table = load_table(name, warehouse=warehouse, **options)
     acked = []

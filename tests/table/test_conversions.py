@@ -52,7 +52,8 @@ from pyiceberg.types import (
     UUIDType as TUUID,
 )
 
-from datashard.conversions import (
+from datashard.errors import ValidationError
+from datashard.iceberg.conversions import (
     from_bytes,
     to_bytes,
     to_physical,
@@ -60,8 +61,7 @@ from datashard.conversions import (
     truncate_lower_bound,
     truncate_upper_bound,
 )
-from datashard.errors import ValidationError
-from datashard.types import (
+from datashard.iceberg.types import (
     BinaryType,
     BooleanType,
     DateType,

@@ -18,25 +18,27 @@ import pytest
 from pyiceberg.io.pyarrow import pyarrow_to_schema
 from pyiceberg.table import StaticTable
 
-from datashard.conversions import from_bytes, to_python
-from datashard.datafile import ParquetOptions, write_data_file, write_parquet
 from datashard.errors import ValidationError
-from datashard.manifest import (
+from datashard.iceberg.conversions import from_bytes, to_python
+from datashard.iceberg.datafile import ParquetOptions, write_parquet
+from datashard.iceberg.manifest import (
     ADDED,
     ManifestEntry,
+)
+from datashard.iceberg.manifest_codec import (
     build_manifest_file,
     write_manifest,
     write_manifest_list,
 )
-from datashard.metadata import (
+from datashard.iceberg.metadata import (
     UNPARTITIONED,
     Snapshot,
     SnapshotLogEntry,
     SnapshotRef,
     new_table_metadata,
 )
-from datashard.metadata_codec import metadata_to_json
-from datashard.schema import Schema
+from datashard.iceberg.metadata_codec import metadata_to_json
+from datashard.iceberg.schema import Schema
 from datashard.storage.config import open_backend
 
 SCHEMA = Schema(
@@ -183,17 +185,9 @@ def test_snappy_and_row_group_size_are_honoured() -> None:
     assert meta.row_group(0).column(0).compression == "SNAPPY"
 
 
-def test_data_that_does_not_fit_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    backend = open_backend(f"file://{tmp_path}")
+def test_data_that_does_not_fit_is_refused_before_any_bytes_are_made() -> None:
     with pytest.raises(ValidationError, match="field 'id'"):
-        write_data_file(
-            backend,
-            "data/x.parquet",
-            pa.table({"id": ["a"]}),
-            SCHEMA,
-            f"file://{tmp_path}/data/x.parquet",
-        )
-    assert not (tmp_path / "data" / "x.parquet").exists()
+        write_parquet(pa.table({"id": ["a"]}), SCHEMA)
 
 
 def test_pyiceberg_reads_a_table_made_of_our_files_row_for_row(tmp_path: Path) -> None:
@@ -202,7 +196,9 @@ def test_pyiceberg_reads_a_table_made_of_our_files_row_for_row(tmp_path: Path) -
     root = f"file://{tmp_path}"
     rows = _rows(7)
     table = SCHEMA.records_to_arrow(rows)
-    df = write_data_file(backend, "data/d0.parquet", table, SCHEMA, f"{root}/data/d0.parquet")
+    data, stats = write_parquet(table, SCHEMA)
+    backend.write("data/d0.parquet", data)
+    df = stats.to_data_file(f"{root}/data/d0.parquet", len(data), {})
     assert df.file_size_in_bytes == (tmp_path / "data" / "d0.parquet").stat().st_size
     entries = [ManifestEntry(ADDED, None, None, None, df)]
     m_bytes = write_manifest(entries, SCHEMA, UNPARTITIONED, None)

@@ -12,7 +12,7 @@ from pyiceberg.table import StaticTable
 
 from datashard import Schema, create_table, load_table
 from datashard.errors import CommitConflictError, SchemaError
-from datashard.expressions import col
+from datashard.iceberg.expressions import col
 from datashard.table import Table
 
 SCHEMA = Schema(

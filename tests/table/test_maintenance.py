@@ -18,7 +18,7 @@ from pyiceberg.table import StaticTable
 
 from datashard import Schema, create_table, load_table
 from datashard.errors import ValidationError
-from datashard.expressions import col
+from datashard.iceberg.expressions import col
 from datashard.table import Table
 from datashard.testing.writers import append_worker
 

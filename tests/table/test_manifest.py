@@ -20,16 +20,18 @@ from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.manifest import read_manifest_list as their_read_manifest_list
 
-from datashard.avro_schemas import MANIFEST_FILE_SCHEMA
-from datashard.conversions import to_bytes
 from datashard.errors import CorruptMetadataError, ValidationError
-from datashard.manifest import (
+from datashard.iceberg.avro_schemas import MANIFEST_FILE_SCHEMA
+from datashard.iceberg.conversions import to_bytes
+from datashard.iceberg.manifest import (
     ADDED,
     DELETED,
     EXISTING,
     DataFile,
     ManifestEntry,
     ManifestFile,
+)
+from datashard.iceberg.manifest_codec import (
     _manifest_file_record,
     build_manifest_file,
     decode_bounds,
@@ -38,9 +40,9 @@ from datashard.manifest import (
     write_manifest,
     write_manifest_list,
 )
-from datashard.metadata import UNPARTITIONED, PartitionField, PartitionSpec
-from datashard.schema import Schema
-from datashard.types import DateType, LongType, StringType
+from datashard.iceberg.metadata import UNPARTITIONED, PartitionField, PartitionSpec
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import DateType, LongType, StringType
 
 SCHEMA = Schema(
     1,
@@ -218,7 +220,9 @@ def test_a_manifest_list_is_the_avro_file_fastavro_would_write() -> None:
     """Records are encoded once per process and the block assembled by hand: the file must say
     exactly what fastavro's own writer says (PyIceberg reading it: the interop tests), with or
     without manifests, with partition summaries, on every repeat."""
-    from datashard.manifest import FieldSummary
+    from datashard.iceberg.manifest import (
+        FieldSummary,
+    )
 
     many = [
         ManifestFile(

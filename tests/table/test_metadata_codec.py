@@ -13,7 +13,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table.metadata import TableMetadataUtil
 
 from datashard.errors import CorruptMetadataError
-from datashard.metadata import (
+from datashard.iceberg.metadata import (
     MetadataLogEntry,
     PartitionField,
     PartitionSpec,
@@ -25,8 +25,8 @@ from datashard.metadata import (
     TableMetadata,
     new_table_metadata,
 )
-from datashard.metadata_codec import metadata_from_json, metadata_to_json
-from datashard.schema import Schema
+from datashard.iceberg.metadata_codec import metadata_from_json, metadata_to_json
+from datashard.iceberg.schema import Schema
 
 SCHEMA = Schema(
     schema_id=1,
@@ -255,7 +255,7 @@ def test_metadata_pickles_for_worker_processes() -> None:
 
 
 def test_written_bytes_are_exactly_the_spec_object_serialised() -> None:
-    from datashard.metadata_codec import metadata_to_dict
+    from datashard.iceberg.metadata_codec import metadata_to_dict
 
     md = _two_snapshot_metadata()
     compact = json.dumps(metadata_to_dict(md), separators=(",", ":"), ensure_ascii=False)

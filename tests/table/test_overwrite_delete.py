@@ -13,7 +13,7 @@ from pyiceberg.table import StaticTable
 
 from datashard import Schema, create_table, load_table
 from datashard.errors import CommitConflictError, ValidationError
-from datashard.expressions import col
+from datashard.iceberg.expressions import col
 from datashard.table import Table
 
 SCHEMA = Schema(
@@ -211,16 +211,17 @@ def test_files_whose_statistics_prove_a_full_match_are_dropped_unread(local_wh: 
 def test_the_strict_check_never_drops_a_file_with_a_row_that_does_not_match(
     local_wh: Any, expr: Any
 ) -> None:
-    from datashard.rewrite import bind_filter, must_match
+    from datashard.iceberg.conversions import from_bytes
+    from datashard.iceberg.expressions import bind_schema, must_match
 
     table = create_table("t", SCHEMA, warehouse=local_wh.uri)
     table.append_records(
         [{"id": 1, "region": "eu", "v": 1.0}, {"id": 2, "region": None, "v": None}]
     )
     table.append_records([{"id": 3, "region": "eu", "v": 2.0}])
-    bound = bind_filter(table.metadata, expr)
+    bound = bind_schema(expr, table.schema())
     matching = set(table.scan(filter=expr).to_arrow().column("id").to_pylist())
     for task in table.scan().plan_files():
-        if must_match(bound, task.data_file):
+        if must_match(bound, task.data_file, from_bytes):
             in_file = {1, 2} if task.record_count == 2 else {3}
             assert in_file <= matching, (expr, in_file)

@@ -13,11 +13,14 @@ from pyiceberg.table import StaticTable
 
 from datashard import Schema, create_table, load_table
 from datashard.errors import SchemaError
-from datashard.expressions import col
-from datashard.manifest import read_manifest, read_manifest_list
+from datashard.iceberg.expressions import col
+from datashard.iceberg.manifest_codec import (
+    read_manifest,
+    read_manifest_list,
+)
+from datashard.iceberg.transforms import parse_transform
+from datashard.iceberg.types import LongType
 from datashard.table import Table
-from datashard.transforms import parse_transform
-from datashard.types import LongType
 
 SCHEMA = Schema(
     schema_id=0,
@@ -116,7 +119,7 @@ def test_partition_values_match_each_files_rows(warehouse: Any) -> None:
         "id_bucket_4": (their_transform("bucket[4]").transform(LongType()), "id"),
         "name_trunc_2": (their_transform("truncate[2]").transform(StringType()), "name"),
     }
-    from datashard.scan import read_parquet_by_id
+    from datashard.io.parquet import read_parquet_by_id
 
     for task in table.scan().plan_files():
         data = table.backend.read(table.backend.key_for(task.file_path))

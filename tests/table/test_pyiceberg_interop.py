@@ -15,7 +15,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import StaticTable
 
 from datashard import Schema, create_table, load_table
-from datashard.expressions import col
+from datashard.iceberg.expressions import col
 from datashard.table import Table
 
 ALL_TYPES = Schema(

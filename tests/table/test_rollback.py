@@ -14,7 +14,7 @@ from pyiceberg.table import StaticTable
 
 from datashard import Schema, create_table, load_table
 from datashard.errors import CommitConflictError, ValidationError
-from datashard.expressions import col
+from datashard.iceberg.expressions import col
 from datashard.table import Table
 
 SCHEMA = Schema(0, [{"id": 1, "name": "id", "type": "long", "required": True}])

@@ -13,8 +13,8 @@ import pytest
 from pyiceberg.schema import Schema as PyIcebergSchema
 
 from datashard.errors import SchemaError, ValidationError
-from datashard.schema import Schema, check_not_empty
-from datashard.types import FIELD_ID_KEY, IntType, LongType, NestedField, StringType
+from datashard.iceberg.schema import Schema, check_not_empty
+from datashard.iceberg.types import FIELD_ID_KEY, IntType, LongType, NestedField, StringType
 
 EVENTS = [
     {"id": 1, "name": "user_id", "type": "long", "required": True},

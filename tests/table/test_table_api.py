@@ -13,7 +13,7 @@ import pytest
 
 from datashard import Schema, TableAlreadyExistsError, TableNotFoundError, create_table, load_table
 from datashard.errors import ValidationError
-from datashard.expressions import col
+from datashard.iceberg.expressions import col
 
 SCHEMA = Schema(
     schema_id=1,

@@ -10,7 +10,7 @@ import pytest
 
 from datashard import Schema, create_table, load_table
 from datashard.errors import ValidationError
-from datashard.scan import read_manifest_files
+from datashard.table.manifests import read_manifest_files
 from datashard.testing.faults import FaultyBackend
 
 SCHEMA = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from datashard import Schema, create_table
-from datashard._threads import bounded_map
+from datashard.table.process import bounded_map
 
 
 def test_bounded_map_keeps_order_and_the_bound() -> None:
@@ -99,12 +99,12 @@ def test_a_child_forked_while_the_manifest_cache_is_busy_can_scan(tmp_path: Path
     import os
     import signal
 
-    from datashard import scan
+    from datashard.table.process import MANIFEST_CACHE
 
     schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])
     table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
     table.append_records([{"n": 7}])
-    lock = scan._CACHE._lock
+    lock = MANIFEST_CACHE._lock
     assert lock.acquire(timeout=5)  # as if a scan thread were inside the cache at fork time
     try:
         pid = os.fork()
@@ -122,7 +122,7 @@ def test_a_child_forked_while_the_manifest_cache_is_busy_can_scan(tmp_path: Path
 
 
 def test_to_arrow_reads_at_most_max_workers_files_at_once(tmp_path: Path) -> None:
-    from datashard.scan import Scan
+    from datashard.table.scan import Scan
     from datashard.testing.faults import FaultyBackend
 
     schema = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])

@@ -15,10 +15,10 @@ import pytest
 from pyiceberg import transforms as pyt
 from pyiceberg import types as pty
 
-from datashard import types as t
-from datashard.conversions import to_physical
+from datashard.iceberg import types as t
 from datashard.errors import SchemaError
-from datashard.transforms import murmur3_32, parse_transform
+from datashard.iceberg.conversions import to_physical
+from datashard.iceberg.transforms import murmur3_32, parse_transform
 
 TRANSFORMS = [
     "identity",

@@ -11,7 +11,7 @@ from pyiceberg.io.pyarrow import pyarrow_to_schema, schema_to_pyarrow
 from pyiceberg.schema import Schema as PyIcebergSchema
 
 from datashard.errors import SchemaError
-from datashard.types import (
+from datashard.iceberg.types import (
     BinaryType,
     BooleanType,
     DateType,
@@ -156,7 +156,7 @@ from itertools import count  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from datashard.schema import Schema  # noqa: E402
+from datashard.iceberg.schema import Schema  # noqa: E402
 
 _PRIMS = st.sampled_from([t for _, t in PRIMITIVES])
 

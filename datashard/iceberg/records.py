@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datashard.conversions import decimal_unscaled
 from datashard.errors import SchemaError, ValidationError
-from datashard.types import (
+from datashard.iceberg.conversions import decimal_unscaled
+from datashard.iceberg.types import (
     BinaryType,
     BooleanType,
     DateType,
@@ -47,7 +47,7 @@ from datashard.types import (
 )
 
 if TYPE_CHECKING:
-    from datashard.schema import Schema
+    from datashard.iceberg.schema import Schema
 
 _INT_RANGE = {IntType: (-(2**31), 2**31 - 1), LongType: (-(2**63), 2**63 - 1)}
 _PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")

@@ -1,9 +1,8 @@
-"""Manifests and manifest lists: the Avro files that list a snapshot's data files.
+"""The Avro codec of manifests and manifest lists (the model is :mod:`datashard.iceberg.manifest`).
 
-A *manifest* holds :class:`ManifestEntry` rows, one per data file, with the file's column
-statistics (:class:`DataFile`). A *manifest list* holds one :class:`ManifestFile` row per
-manifest of a snapshot. Both are Avro object container files with the Iceberg v2 schemas of
-:mod:`datashard.avro_schemas` (field ids included) and the key/value metadata the spec requires.
+Both are Avro object container files with the Iceberg v2 schemas of
+:mod:`datashard.iceberg.avro_schemas` (field ids included) and the key/value metadata the spec
+requires.
 
 Sequence numbers and snapshot ids of ADDED entries may be left ``None``: they are written as
 null and *inherited* from the manifest's :class:`ManifestFile` on read (pass it to
@@ -19,100 +18,30 @@ import io
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
 
-from datashard.avro_schemas import MANIFEST_FILE_SCHEMA, manifest_entry_schema
-from datashard.conversions import from_bytes, to_bytes, to_physical
 from datashard.errors import CorruptMetadataError, DataShardError, ValidationError
-from datashard.metadata import FORMAT_VERSION, PartitionSpec, transform_result_type
-from datashard.metadata_codec import spec_to_json
-from datashard.schema import Schema
-from datashard.types import DoubleType, FloatType, StructType, UUIDType
-
-#: Manifest entry status values.
-EXISTING, ADDED, DELETED = 0, 1, 2
-#: Data file content values.
-DATA, POSITION_DELETES, EQUALITY_DELETES = 0, 1, 2
-#: Manifest content values.
-MANIFEST_DATA, MANIFEST_DELETES = 0, 1
+from datashard.iceberg.avro_schemas import MANIFEST_FILE_SCHEMA, manifest_entry_schema
+from datashard.iceberg.conversions import from_bytes, to_bytes, to_physical
+from datashard.iceberg.manifest import (
+    ADDED,
+    DELETED,
+    EXISTING,
+    MANIFEST_DATA,
+    MANIFEST_DELETES,
+    DataFile,
+    FieldSummary,
+    ManifestEntry,
+    ManifestFile,
+)
+from datashard.iceberg.metadata import FORMAT_VERSION, PartitionSpec, transform_result_type
+from datashard.iceberg.metadata_codec import spec_to_json
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import DoubleType, FloatType, StructType, UUIDType
 
 _CODEC = "deflate"
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataFile:
-    """One data file and its column statistics, keyed by field id.
-
-    Bounds are the spec's single-value serialization (:mod:`datashard.conversions`).
-    ``partition`` maps partition field names to their physical values (``{}`` unpartitioned).
-    """
-
-    file_path: str
-    record_count: int
-    file_size_in_bytes: int
-    file_format: str = "PARQUET"
-    column_sizes: Mapping[int, int] = field(default_factory=dict)
-    value_counts: Mapping[int, int] = field(default_factory=dict)
-    null_value_counts: Mapping[int, int] = field(default_factory=dict)
-    nan_value_counts: Mapping[int, int] = field(default_factory=dict)
-    lower_bounds: Mapping[int, bytes] = field(default_factory=dict)
-    upper_bounds: Mapping[int, bytes] = field(default_factory=dict)
-    partition: Mapping[str, Any] = field(default_factory=dict)
-    split_offsets: tuple[int, ...] | None = None
-    content: int = DATA
-    sort_order_id: int | None = None
-    key_metadata: bytes | None = None
-    equality_ids: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """A data file's row in a manifest; ``None`` ids/sequence numbers are inherited on read."""
-
-    status: int
-    snapshot_id: int | None
-    sequence_number: int | None
-    file_sequence_number: int | None
-    data_file: DataFile
-
-    @property
-    def is_live(self) -> bool:
-        """True for ADDED and EXISTING entries (the file is part of the snapshot)."""
-        return self.status != DELETED
-
-
-@dataclass(frozen=True)
-class FieldSummary:
-    """A manifest's summary of one partition field: nulls, NaNs and bounds (serialized)."""
-
-    contains_null: bool
-    contains_nan: bool | None = None
-    lower_bound: bytes | None = None
-    upper_bound: bytes | None = None
-
-
-@dataclass(frozen=True)
-class ManifestFile:
-    """A manifest's row in a manifest list."""
-
-    manifest_path: str
-    manifest_length: int
-    partition_spec_id: int
-    content: int
-    sequence_number: int
-    min_sequence_number: int
-    added_snapshot_id: int
-    added_files_count: int
-    existing_files_count: int
-    deleted_files_count: int
-    added_rows_count: int
-    existing_rows_count: int
-    deleted_rows_count: int
-    partitions: tuple[FieldSummary, ...] | None = None
-    key_metadata: bytes | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,18 +522,6 @@ def decode_bounds(data_file: DataFile, schema: Schema) -> tuple[dict[int, Any], 
 
 
 __all__ = [
-    "ADDED",
-    "DATA",
-    "DELETED",
-    "EQUALITY_DELETES",
-    "EXISTING",
-    "MANIFEST_DATA",
-    "MANIFEST_DELETES",
-    "POSITION_DELETES",
-    "DataFile",
-    "FieldSummary",
-    "ManifestEntry",
-    "ManifestFile",
     "build_manifest_file",
     "decode_bounds",
     "read_manifest",

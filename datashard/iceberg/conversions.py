@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from datashard.errors import ValidationError
-from datashard.types import (
+from datashard.iceberg.types import (
     BinaryType,
     BooleanType,
     DateType,

@@ -170,8 +170,8 @@ class NestedField:
     required: bool = True
     doc: str | None = None
     #: The spec's ``initial-default`` / ``write-default``, in their JSON single-value form
-    #: (see :mod:`datashard.evolution`): the value of rows written before the field existed,
-    #: and the value an append that leaves the field out writes.
+    #: (see :mod:`datashard.iceberg.defaults`): the value of rows written before the field
+    #: existed, and the value an append that leaves the field out writes.
     initial_default: Any = None
     write_default: Any = None
 

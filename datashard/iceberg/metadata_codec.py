@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from datashard.errors import CorruptMetadataError, SchemaError
-from datashard.metadata import (
+from datashard.iceberg.metadata import (
     FORMAT_VERSION,
     MAIN_BRANCH,
     MetadataLogEntry,
@@ -29,7 +29,7 @@ from datashard.metadata import (
     SortOrder,
     TableMetadata,
 )
-from datashard.schema import Schema
+from datashard.iceberg.schema import Schema
 
 T = TypeVar("T")
 

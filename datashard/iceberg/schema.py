@@ -4,7 +4,8 @@ A :class:`Schema` is immutable. Besides the Iceberg JSON and Arrow conversions i
 data an append brings: :meth:`Schema.records_to_arrow` for Python dicts and
 :meth:`Schema.coerce_arrow` for Arrow tables (pandas via ``pa.Table.from_pandas``). Both raise
 :class:`~datashard.errors.ValidationError` naming the row, the field, the expected Iceberg type
-and the actual Python or Arrow type; the row checks themselves live in :mod:`datashard.records`.
+and the actual Python or Arrow type; the row checks themselves live in
+:mod:`datashard.iceberg.records`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from datashard.errors import SchemaError, ValidationError
-from datashard.types import (
+from datashard.iceberg.types import (
     IcebergType,
     ListType,
     MapType,
@@ -256,7 +257,7 @@ class Schema:
         ``None`` in a required field. An empty sequence gives an empty table (see
         :func:`check_not_empty`).
         """
-        from datashard.records import records_to_arrow
+        from datashard.iceberg.records import records_to_arrow
 
         return records_to_arrow(self, records)
 
@@ -269,7 +270,7 @@ class Schema:
         cast. Raises :class:`ValidationError` naming the field, expected and actual type, and
         the row for a null in a required column.
         """
-        from datashard.records import coerce_arrow
+        from datashard.iceberg.records import coerce_arrow
 
         return coerce_arrow(self, table)
 

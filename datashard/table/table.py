@@ -8,18 +8,15 @@ metadata, hint). Call :meth:`Table.refresh` to see other writers' commits.
 
 from __future__ import annotations
 
-import os
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
 
-from datashard.append import AppendCommit, Prefetch
-from datashard.commit import Loaded, load_newest
 from datashard.errors import (
     CorruptMetadataError,
     ObjectNotFoundError,
@@ -27,24 +24,30 @@ from datashard.errors import (
     TableNotFoundError,
     ValidationError,
 )
-from datashard.evolution import (
-    SchemaUpdate,
-    fill_write_defaults_arrow,
-    fill_write_defaults_records,
-)
-from datashard.expressions import FilterLike
-from datashard.layout import TablePaths, key_for_uri
-from datashard.metadata import Snapshot, SnapshotLogEntry, TableMetadata
-from datashard.metadata_codec import metadata_from_json
-from datashard.scan import Scan
-from datashard.schema import Schema, check_not_empty
+from datashard.iceberg.defaults import fill_write_defaults_arrow, fill_write_defaults_records
+from datashard.iceberg.expressions import FilterLike, bind_schema
+from datashard.iceberg.metadata import RefType, Snapshot, SnapshotLogEntry, TableMetadata
+from datashard.iceberg.metadata_codec import metadata_from_json
+from datashard.iceberg.partitioning import SpecLike
+from datashard.iceberg.schema import Schema, check_not_empty
+from datashard.iceberg.schema_update import SchemaUpdate
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import open_backend
+from datashard.table import compact as _compact
+from datashard.table import evolution, expire, orphans, refs, rewrite
+from datashard.table.append import AppendCommit, WriterState
+from datashard.table.process import ProcessLocal
+from datashard.table.scan import Scan
+from datashard.table.versions import Loaded, TablePaths, key_for_uri, load_newest
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DataLike = Any  # pandas.DataFrame | pyarrow.Table | pyarrow.RecordBatch
+#: What ``append`` and ``overwrite`` take: a pandas DataFrame, a pyarrow Table or RecordBatch.
+DataLike: TypeAlias = "pd.DataFrame | pa.Table | pa.RecordBatch"
+CompactResult = _compact.CompactResult
+ExpireResult = expire.ExpireResult
+Cutoff = expire.Cutoff
 
 
 class Table:
@@ -62,15 +65,11 @@ class Table:
         self._paths = paths
         self._loaded = loaded
         self.name = name
-        #: manifests of snapshots this writer knows (its own commits), by snapshot id
-        self._manifest_cache: dict[int, list[Any]] = {}
-        #: entries of manifests this writer wrote, by manifest path (for merging)
-        self._entry_cache: dict[str, list[Any]] = {}
-        #: manifest reads running in the background for a coming merge
-        self._prefetch = Prefetch()
-        #: background work of recent commits (version-hint writes) not known to be done
-        self._background: list[Future[bool]] = []
-        self._background_pid = os.getpid()
+        #: what this writer keeps between its appends (manifests, entries, prefetches)
+        self._writer = WriterState()
+        #: background work of recent commits (version-hint writes) not known to be done; work
+        #: a parent process started is not waited for in a forked child (no thread runs it)
+        self._background: ProcessLocal[list[Future[bool]]] = ProcessLocal(list)
 
     # -- opening tables written elsewhere ----------------------------------------------------
 
@@ -149,35 +148,32 @@ class Table:
     def flush(self) -> None:
         """Wait for the background work of earlier commits (best-effort version-hint writes,
         manifest reads for a coming merge)."""
-        self._prefetch.wait()
+        self._writer.prefetch.wait()
         self._wait_background()
 
     def _wait_background(self) -> None:
-        pending, self._background = self._background, []
-        if self._background_pid == os.getpid():
-            for work in pending:
-                work.result()
-        # else: the work belongs to the process we were forked from; no thread here will
-        # finish it, and the hint is only advisory.
+        pending = self._background.get()
+        self._background.set([])
+        for work in pending:
+            work.result()
 
     def _last_background(self) -> Future[bool] | None:
         """The newest background work of this process still running, if any."""
-        if self._background_pid != os.getpid() or not self._background:
+        running = self._background.get()
+        if not running or running[-1].done():
             return None
-        last = self._background[-1]
-        return None if last.done() else last
+        return running[-1]
 
     def _keep_background(self, work: Future[bool] | bool) -> None:
         """Track a commit's background work without waiting for it: the next commit need not
         wait for this one's hint write (it is advisory, and readers probe past a stale one).
         At most :data:`_MAX_BACKGROUND` stay in flight; beyond that the oldest is waited for."""
-        if self._background_pid != os.getpid():
-            self._background, self._background_pid = [], os.getpid()
-        self._background = [w for w in self._background if not w.done()]
+        running = [w for w in self._background.get() if not w.done()]
         if isinstance(work, Future):
-            self._background.append(work)
-        while len(self._background) > _MAX_BACKGROUND:
-            self._background.pop(0).exception()  # advisory work: its errors are not ours
+            running.append(work)
+        while len(running) > _MAX_BACKGROUND:
+            running.pop(0).exception()  # advisory work: its errors are not ours
+        self._background.set(running)
 
     def refresh(self) -> Table:
         """Load the newest metadata (other writers' commits); returns ``self``."""
@@ -283,80 +279,136 @@ class Table:
         yield tx
         tx.commit()
 
-    # -- evolution, rewrites, maintenance (datashard.evolution / rewrite / maintenance) ------
+    # -- evolution, rewrites, maintenance, refs (one module each under datashard/table/) ----
 
     def update_schema(self) -> SchemaUpdate:
         """A builder of schema changes committed together: ``with t.update_schema() as u:
-        u.add_column("c", "long")`` (see :mod:`datashard.evolution`)."""
-        from datashard.lifecycle import schema_update
+        u.add_column("c", "long")`` (see :mod:`datashard.iceberg.schema_update`)."""
 
-        return schema_update(self)
+        def committer(update: SchemaUpdate) -> Schema:
+            paths = self._writable()
+            self._loaded = evolution.commit_schema(self._backend, paths, self._loaded, update)
+            return self.schema()
 
-    def update_partition_spec(self, spec: Any) -> None:
+        return SchemaUpdate(self.schema(), _committer=committer)
+
+    def update_partition_spec(self, spec: SpecLike) -> None:
         """Make ``spec`` the default partition spec; old files keep theirs."""
-        from datashard.lifecycle import update_partition_spec
-
-        update_partition_spec(self, spec)
+        paths = self._writable()
+        self._loaded = evolution.commit_partition_spec(self._backend, paths, self._loaded, spec)
 
     def overwrite(self, data: DataLike, filter: FilterLike = None) -> Snapshot | None:
-        """Replace the rows matching ``filter`` (every row when ``None``) with ``data``."""
-        from datashard.lifecycle import overwrite
-
-        return overwrite(self, data, filter)
+        """Replace the rows matching ``filter`` (every row when ``None``) with ``data``; the
+        new snapshot, or ``None`` when nothing changed."""
+        paths = self._writable()
+        schema = self.schema()
+        bind_schema(filter, schema)  # a bad filter fails before the data is converted
+        arrow = schema.coerce_arrow(fill_write_defaults_arrow(_to_arrow(data), schema))
+        tables = [arrow] if arrow.num_rows else []
+        loaded = rewrite.overwrite(self._backend, paths, self._loaded, filter, tables)
+        return self._snapshot_after(loaded)
 
     def delete(self, filter: FilterLike) -> Snapshot | None:
-        """Delete the rows matching ``filter``; ``None`` when no row matched."""
-        from datashard.lifecycle import delete
+        """Delete the rows matching ``filter``; the new snapshot, or ``None`` when no row
+        matched."""
+        paths = self._writable()
+        if filter is None:
+            raise ValidationError(
+                "delete needs a filter; to delete every row pass an always-true filter "
+                "explicitly, e.g. table.overwrite(empty_table)"
+            )
+        loaded = rewrite.delete(self._backend, paths, self._loaded, filter)
+        return self._snapshot_after(loaded)
 
-        return delete(self, filter)
+    def compact(
+        self,
+        target_file_size: int | None = None,
+        *,
+        min_input_files: int = 2,
+        dry_run: bool = False,
+    ) -> CompactResult:
+        """Rewrite small data files into files of about ``target_file_size`` bytes (default:
+        the table property ``write.target-file-size-bytes``, else 128 MiB)."""
+        paths = self._writable()
+        size = _compact.target_file_size(target_file_size, self.properties)
+        loaded, result = _compact.compact(
+            self._backend,
+            paths,
+            self._loaded,
+            size,
+            min_input_files=min_input_files,
+            dry_run=dry_run,
+        )
+        self._set(loaded)
+        return result
 
-    def compact(self, target_file_size: int | None = None, **kwargs: Any) -> Any:
-        """Rewrite small data files into files of about ``target_file_size`` bytes."""
-        from datashard.lifecycle import compact
+    def expire_snapshots(
+        self, older_than: Cutoff | None = None, retain_last: int = 1, *, dry_run: bool = False
+    ) -> ExpireResult:
+        """Drop snapshots older than ``older_than`` (default: 5 days), keeping at least
+        ``retain_last`` ancestors of the current snapshot, and delete the files only they
+        used."""
+        paths = self._writable()
+        loaded, result = expire.expire_snapshots(
+            self._backend, paths, self._loaded, older_than, retain_last, dry_run=dry_run
+        )
+        self._set(loaded)
+        return result
 
-        return compact(self, target_file_size, **kwargs)
-
-    def expire_snapshots(self, older_than: Any = None, retain_last: int = 1, **kw: Any) -> Any:
-        """Drop snapshots older than ``older_than`` and the files only they used."""
-        from datashard.lifecycle import expire_snapshots
-
-        return expire_snapshots(self, older_than, retain_last, **kw)
-
-    def remove_orphan_files(self, older_than: Any = None, dry_run: bool = False) -> list[str]:
-        """Delete unreferenced files older than ``older_than``; their URIs."""
-        from datashard.lifecycle import remove_orphan_files
-
-        return remove_orphan_files(self, older_than, dry_run=dry_run)
+    def remove_orphan_files(
+        self, older_than: Cutoff | None = None, dry_run: bool = False
+    ) -> list[str]:
+        """Delete unreferenced files older than ``older_than`` (default: 3 days); their
+        URIs."""
+        paths = self._writable()
+        return orphans.remove_orphan_files(
+            self._backend, paths, self._loaded, older_than, dry_run=dry_run
+        )
 
     def rollback_to(self, snapshot_id: int) -> Snapshot:
         """Make an ancestor of the current snapshot current again."""
-        from datashard.lifecycle import set_current
-
-        return set_current(self, snapshot_id, ancestor_only=True)
+        return self._set_current(snapshot_id, ancestor_only=True)
 
     def set_current(self, snapshot_id: int) -> Snapshot:
         """Make any snapshot the table keeps current."""
-        from datashard.lifecycle import set_current
-
-        return set_current(self, snapshot_id, ancestor_only=False)
+        return self._set_current(snapshot_id, ancestor_only=False)
 
     def create_tag(self, name: str, snapshot_id: int | None = None) -> None:
         """Name a snapshot (default: the current one); tagged snapshots are never expired."""
-        from datashard.lifecycle import set_ref
-
-        set_ref(self, name, snapshot_id, "tag")
+        self._add_ref(name, snapshot_id, "tag")
 
     def create_branch(self, name: str, snapshot_id: int | None = None) -> None:
         """A branch ``name`` at a snapshot (default: the current one), readable by name."""
-        from datashard.lifecycle import set_ref
-
-        set_ref(self, name, snapshot_id, "branch")
+        self._add_ref(name, snapshot_id, "branch")
 
     def remove_ref(self, name: str) -> None:
         """Remove a tag or branch (not ``main``)."""
-        from datashard.lifecycle import remove_ref
+        paths = self._writable()
+        self._loaded = refs.remove_ref(self._backend, paths, self._loaded, name)
 
-        remove_ref(self, name)
+    def _set_current(self, snapshot_id: int, *, ancestor_only: bool) -> Snapshot:
+        paths = self._writable()
+        self._loaded = refs.set_current(
+            self._backend, paths, self._loaded, snapshot_id, ancestor_only=ancestor_only
+        )
+        return self.snapshot(snapshot_id)
+
+    def _add_ref(self, name: str, snapshot_id: int | None, kind: RefType) -> None:
+        paths = self._writable()
+        self._loaded = refs.add_ref(self._backend, paths, self._loaded, name, snapshot_id, kind)
+
+    def _set(self, loaded: Loaded | None) -> None:
+        if loaded is not None:
+            self._loaded = loaded
+
+    def _snapshot_after(self, loaded: Loaded | None) -> Snapshot | None:
+        if loaded is None:
+            return None
+        self._loaded = loaded
+        snap = loaded.metadata.current_snapshot()
+        if snap is None:  # pragma: no cover - a rewrite always makes one
+            raise CorruptMetadataError(f"{loaded.location} has no current snapshot after a rewrite")
+        return snap
 
     # -- used by Transaction -----------------------------------------------------------------
 
@@ -370,15 +422,8 @@ class Table:
 
     def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
         paths = self._writable()
-        producer = AppendCommit(
-            self._backend,
-            paths,
-            self._loaded,
-            self._manifest_cache,
-            self._entry_cache,
-            self._prefetch,
-        )
-        loaded, hint = producer.commit(tables, self._last_background())
+        producer = AppendCommit(self._backend, paths, self._loaded, self._writer)
+        loaded, hint = producer.append(tables, self._last_background())
         self._loaded = loaded
         self._keep_background(hint)
         snap = loaded.metadata.current_snapshot()
@@ -479,4 +524,4 @@ def check_same_schema(table_schema: Schema, given: Schema) -> None:
     )
 
 
-__all__ = ["Table", "Transaction", "check_same_schema"]
+__all__ = ["DataLike", "Table", "Transaction", "check_same_schema"]

@@ -1,13 +1,10 @@
-"""What an append commits, built once and re-based on every retry.
+"""Appends: new data files as one snapshot, with the small manifests of the table merged.
 
-Staged once per commit (never rewritten on a retry):
-  1. one Parquet data file per appended table: ``data/<uuid>.parquet``;
-  2. one manifest listing them as ADDED: ``metadata/<uuid>-m0.avro``.
-Built per attempt on the newest base ``v<N>``:
-  3. the manifest list ``metadata/snap-<snapshot-id>-<attempt>-<uuid>.avro``: the new manifest
-     first, then the parent snapshot's manifests, small ones merged once there are more than
-     ``commit.manifest.min-count-to-merge`` of them (entries carried over as EXISTING);
-  4. the snapshot and the new metadata, by :func:`datashard.commit.apply`.
+Staged once per commit (:class:`datashard.table.producer.SnapshotProducer`): one Parquet data
+file per appended table and partition value, and one manifest listing them as ADDED
+(``metadata/<uuid>-m0.avro``). Built per attempt on the newest base ``v<N>``: the manifests of
+the new snapshot, the new manifest first, then the parent snapshot's manifests, small ones merged
+by size class (entries carried over as EXISTING, see :meth:`AppendCommit.merge_tiers`).
 
 The parent's manifests come from the writer's cache when the base is the writer's own last
 commit (no read), else from the parent's manifest list (one read).
@@ -16,132 +13,75 @@ commit (no read), else from the parent's manifest list (one read).
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
-from datashard._threads import shared_pool, submit
-from datashard.commit import (
-    COMMIT_ID,
-    MAIN,
-    AddSnapshot,
-    AssertTableUUID,
-    CommitSettings,
-    Loaded,
-    SetSnapshotRef,
-    apply,
-    commit,
-    new_commit_id,
-)
-from datashard.datafile import write_parquet
 from datashard.errors import CorruptMetadataError, StorageError
-from datashard.layout import TablePaths, key_for_uri
-from datashard.manifest import (
-    ADDED,
-    EXISTING,
-    MANIFEST_DATA,
-    DataFile,
-    ManifestEntry,
-    ManifestFile,
-    build_manifest_file,
+from datashard.iceberg.manifest import ADDED, EXISTING, MANIFEST_DATA, ManifestEntry, ManifestFile
+from datashard.iceberg.manifest_codec import (
     read_manifest,
     read_manifest_list,
-    write_manifest,
-    write_manifest_list,
 )
-from datashard.metadata import Snapshot, TableMetadata, new_snapshot_id, now_ms
-from datashard.partitioning import split_by_partition
+from datashard.iceberg.metadata import Snapshot, TableMetadata
 from datashard.storage.base import StorageBackend
+from datashard.table.commit import CommitSettings
+from datashard.table.process import submit
+from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
+from datashard.table.versions import Loaded, TablePaths, key_for_uri
 
 
-class AppendCommit:
+@dataclass
+class WriterState:
+    """What one writer (a :class:`~datashard.table.table.Table`) keeps between its appends."""
+
+    #: manifests of the writer's last commit, by snapshot id (its next base, if uncontended)
+    manifests: dict[int, list[ManifestFile]] = field(default_factory=dict)
+    #: entries of manifests this writer wrote, merged or read, by manifest path (for merging)
+    entries: dict[str, list[ManifestEntry]] = field(default_factory=dict)
+    #: manifest reads running in the background for a coming merge
+    prefetch: Prefetch = field(default_factory=lambda: Prefetch())
+
+
+class AppendCommit(SnapshotProducer):
     """One append commit of a writer: stage files, then run the commit loop."""
+
+    operation = "append"
 
     def __init__(
         self,
         backend: StorageBackend,
         paths: TablePaths,
         base: Loaded,
-        manifest_cache: MutableMapping[int, list[ManifestFile]],
-        entry_cache: MutableMapping[str, list[ManifestEntry]] | None = None,
-        prefetch: Prefetch | None = None,
+        state: WriterState | None = None,
     ) -> None:
-        self.backend = backend
-        self.paths = paths
-        self.base = base
-        self.cache = manifest_cache
+        super().__init__(backend, paths, base)
+        state = WriterState() if state is None else state
+        self.cache = state.manifests
         #: entries of manifests this writer wrote, by manifest path (saves reads when merging)
-        self.entry_cache: MutableMapping[str, list[ManifestEntry]] = (
-            {} if entry_cache is None else entry_cache
-        )
+        self.entry_cache: MutableMapping[str, list[ManifestEntry]] = state.entries
         #: manifest reads running in the background for a coming merge (kept by the table)
-        self.prefetch = Prefetch() if prefetch is None else prefetch
+        self.prefetch = state.prefetch
         self._merged: dict[str, list[ManifestEntry]] = {}
         #: merged manifests this attempt writes (with the manifest list, concurrently)
-        self._merge_writes: list[tuple[str, bytes]] = []
-        self.snapshot_id = new_snapshot_id()
-        self.commit_id = new_commit_id()
-        self.schema = base.metadata.current_schema()
-        self.spec = base.metadata.spec()
-        self.data_files: list[DataFile] = []
+        self._merge_writes: Writes = []
         self.manifest: ManifestFile | None = None
-        self._last_manifests: list[ManifestFile] = []
-        #: staged objects not written yet: written with the first manifest list
-        self._pending: list[tuple[str, bytes]] = []
 
     # -- staging -----------------------------------------------------------------------------
 
-    def stage(self, tables: Sequence[pa.Table]) -> list[str]:
-        """Encode the data files and the manifest; the keys they will have.
-
-        Nothing is written yet: the first attempt writes them together with its manifest list,
-        concurrently (see :meth:`_write_all`). Raises ``ValidationError`` for data that does not
-        fit the schema, before any request.
-        """
-        for whole in tables:
-            # one data file per partition value (datashard.partitioning; one file unpartitioned)
-            for partition, table in split_by_partition(whole, self.spec, self.schema):
-                key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
-                data, stats = write_parquet(table, self.schema)
-                self._pending.append((key, data))
-                uri = self.backend.uri_for(key)
-                self.data_files.append(stats.to_data_file(uri, len(data), partition))
-        entries = [ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.data_files]
-        body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
-        key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m0.avro"
-        self._pending.append((key, body))
+    def stage_append(self, tables: Sequence[pa.Table]) -> None:
+        """Encode the data files and the manifest; nothing is written yet (the first attempt
+        writes them together with its manifest list, concurrently). Raises ``ValidationError``
+        for data that does not fit the schema, before any request."""
+        self.stage_tables(tables)
+        entries = [ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.added]
         # sequence numbers are set per attempt (the entries inherit them)
-        self.manifest = build_manifest_file(
-            entries,
-            manifest_path=self.backend.uri_for(key),
-            manifest_length=len(body),
-            spec=self.spec,
-            schema=self.schema,
-            added_snapshot_id=self.snapshot_id,
-            sequence_number=0,
+        self.manifest, key, body = self.encode_manifest(
+            entries, self.spec, 0, "m0", snapshot_id=self.snapshot_id
         )
-        return [k for k, _ in self._pending]
-
-    def _write_all(self, writes: list[tuple[str, bytes]]) -> None:
-        """Write objects concurrently (they are independent and unreferenced until the commit
-        point); on any failure delete every one of them and re-raise."""
-        if len(writes) == 1:
-            try:
-                self.backend.write(*writes[0])
-                return
-            except BaseException:
-                _delete_quietly(self.backend, [writes[0][0]])
-                raise
-        futures = [submit(self.backend.write, key, data) for key, data in writes]
-        errors = [f.exception() for f in futures]
-        failed = next((e for e in errors if e is not None), None)
-        if failed is not None:
-            _delete_quietly(self.backend, [k for k, _ in writes])
-            raise failed
+        self.stage(key, body)
 
     # -- per attempt ---------------------------------------------------------------------------
 
@@ -153,55 +93,21 @@ class AppendCommit:
         if cached is not None:
             return list(cached)
         data = self.backend.read(key_for_uri(self.backend, parent.manifest_list))
-        manifests = list(read_manifest_list(data, parent.manifest_list))
-        return manifests
+        return list(read_manifest_list(data, parent.manifest_list))
 
-    def build(self, base: Loaded, attempt: int) -> tuple[TableMetadata, list[str]]:
-        """The new metadata on ``base`` and the keys this attempt wrote."""
+    def manifests(
+        self, md: TableMetadata, parent: Snapshot | None, seq: int
+    ) -> tuple[list[ManifestFile], Writes]:
         assert self.manifest is not None
-        md = base.metadata
         settings = CommitSettings.from_properties(md.properties)
-        seq = md.next_sequence_number
-        parent = md.current_snapshot()
-        written: list[str] = []
         ours = replace(self.manifest, sequence_number=seq, min_sequence_number=seq)
         # the parent is this writer's own last commit iff its manifests are cached
         own_base = parent is None or parent.snapshot_id in self.cache
         manifests = [ours, *self.parent_manifests(md)]
         self._merged, self._merge_writes = {}, []
         if settings.merge_enabled:
-            manifests, merged_keys = self.merge_tiers(manifests, ours, seq, settings, own_base)
-            written.extend(merged_keys)
-        list_key = (
-            f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
-        )
-        body = write_manifest_list(
-            manifests, self.snapshot_id, parent.snapshot_id if parent else None, seq
-        )
-        written.append(list_key)
-        try:
-            self._write_all([*self._pending, *self._merge_writes, (list_key, body)])
-        except BaseException:
-            _delete_quietly(self.backend, written)
-            raise
-        self._pending.clear()
-        snapshot = Snapshot(
-            snapshot_id=self.snapshot_id,
-            parent_snapshot_id=parent.snapshot_id if parent else None,
-            sequence_number=seq,
-            timestamp_ms=max(now_ms(), md.last_updated_ms),
-            manifest_list=self.backend.uri_for(list_key),
-            summary=self.summary(parent),
-            schema_id=md.current_schema_id,
-        )
-        new_md = apply(
-            md,
-            [AddSnapshot(snapshot), SetSnapshotRef(MAIN, self.snapshot_id)],
-            base_location=base.location,
-            now_ms=snapshot.timestamp_ms,
-        )
-        self._last_manifests = manifests
-        return new_md, written
+            manifests = self.merge_tiers(manifests, ours, seq, settings, own_base)
+        return manifests, self._merge_writes
 
     def merge_tiers(
         self,
@@ -210,7 +116,7 @@ class AppendCommit:
         seq: int,
         settings: CommitSettings,
         own_base: bool = True,
-    ) -> tuple[list[ManifestFile], list[str]]:
+    ) -> list[ManifestFile]:
         """Merge small manifests by size class so the list and the merge work stay bounded.
 
         With ``M = commit.manifest.min-count-to-merge``, a data manifest of the default spec
@@ -232,7 +138,6 @@ class AppendCommit:
         runs, and fewer than ``M + M // 2`` in any case.
         """
         base = settings.min_count_to_merge
-        written: list[str] = []
         self.prefetch.harvest(self.entry_cache)
         for _ in range(8):  # a merge can fill the next class: cascade, bounded
             classes: dict[int, list[ManifestFile]] = {}
@@ -254,16 +159,14 @@ class AppendCommit:
             # a manifest merged earlier in this attempt (a cascade) is not written yet: merged
             # again, it is dropped before it is ever written
             again = {m.manifest_path for m in group if m.manifest_path in self._merged}
-            merged, key = self.merge(group, seq)
+            merged = self.merge(group, seq)
             if again:
                 gone = {key_for_uri(self.backend, path) for path in again}
                 self._merge_writes = [(k, b) for k, b in self._merge_writes if k not in gone]
-                written = [k for k in written if k not in gone]
                 for path in again:
                     del self._merged[path]
-            written.append(key)
             manifests = [ours, merged, *(m for m in manifests if m is not ours and m not in group)]
-        return manifests, written
+        return manifests
 
     def _held(self, path: str) -> bool:
         """Whether the entries of the manifest at ``path`` are at hand (no read needed)."""
@@ -309,74 +212,54 @@ class AppendCommit:
             for m in group
         ]
 
-    def merge(self, group: list[ManifestFile], seq: int) -> tuple[ManifestFile, str]:
-        """Rewrite ``group`` into one manifest (live entries, as EXISTING); it and its key.
-        The manifest is written by :meth:`build`, with the manifest list."""
+    def merge(self, group: list[ManifestFile], seq: int) -> ManifestFile:
+        """Rewrite ``group`` into one manifest (live entries, as EXISTING). The manifest is
+        written by :meth:`build`, with the manifest list."""
         entries = [
             replace(e, status=EXISTING)
             for manifest_entries in self._entries(group)
             for e in manifest_entries
             if e.is_live
         ]
-        body = write_manifest(entries, self.schema, self.spec, self.snapshot_id)
-        key = f"{self.paths.metadata_dir}/{uuid.uuid4()}-m1.avro"
-        self._merge_writes.append((key, body))  # written with the manifest list
-        merged = build_manifest_file(
-            entries,
-            manifest_path=self.backend.uri_for(key),
-            manifest_length=len(body),
-            spec=self.spec,
-            schema=self.schema,
-            added_snapshot_id=self.snapshot_id,
-            sequence_number=seq,
+        merged, key, body = self.encode_manifest(
+            entries, self.spec, seq, "m1", snapshot_id=self.snapshot_id
         )
+        self._merge_writes.append((key, body))  # written with the manifest list
         self._merged[merged.manifest_path] = entries
-        return merged, key
+        return merged
 
     def _remember_entries(self, seq: int) -> None:
         """Keep the entries of the manifests this commit wrote (and the list now names), so the
         next merge need not read them back."""
-        live = {m.manifest_path for m in self._last_manifests}
+        live = {m.manifest_path for m in self.last_manifests}
         for path in [p for p in self.entry_cache if p not in live]:
             del self.entry_cache[path]
         if self.manifest is not None:
             self.entry_cache[self.manifest.manifest_path] = [
-                ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in self.data_files
+                ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in self.added
             ]
         self.entry_cache.update(self._merged)
         if sum(len(v) for v in self.entry_cache.values()) > _MAX_CACHED_ENTRIES:
             self.entry_cache.clear()
 
     def summary(self, parent: Snapshot | None) -> dict[str, str]:
-        return snapshot_summary("append", self.data_files, (), 0, parent, self.commit_id)
+        return snapshot_summary("append", self.added, (), 0, parent, self.commit_id)
 
     # -- the whole commit ------------------------------------------------------------------------
 
-    def commit(
+    def append(
         self, tables: Sequence[pa.Table], after: Future[bool] | None = None
     ) -> tuple[Loaded, Future[bool] | bool]:
         """Stage ``tables`` and commit them as one snapshot: the new version, and the
         version-hint write (running in the background, after ``after``)."""
-        staged = self.stage(tables)
-        settings = CommitSettings.from_properties(self.base.metadata.properties)
-        result = commit(
-            self.backend,
-            self.paths,
-            self.base,
-            self.build,
-            [AssertTableUUID(self.base.metadata.table_uuid)],
-            self.commit_id,
-            settings,
-            staged_keys=staged,
-            background=shared_pool(),
-            after=after,
-        )
-        snap = result.loaded.metadata.current_snapshot()
+        self.stage_append(tables)
+        loaded, hint = self.commit(background=True, after=after)
+        snap = loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:
             self.cache.clear()  # keep only the newest: older bases mean a lost race anyway
-            self.cache[self.snapshot_id] = list(self._last_manifests)
+            self.cache[self.snapshot_id] = list(self.last_manifests)
             self._remember_entries(snap.sequence_number)
-        return result.loaded, result.hint
+        return loaded, hint
 
 
 class Prefetch:
@@ -456,59 +339,4 @@ def _size_class(m: ManifestFile, base: int) -> int:
     return k
 
 
-def snapshot_summary(
-    operation: str,
-    added: Sequence[DataFile],
-    removed: Sequence[DataFile],
-    deleted_records: int,
-    parent: Snapshot | None,
-    commit_id: str,
-    extra: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The Iceberg snapshot summary of a commit that adds and removes whole data files.
-
-    Running totals continue the parent's (from zero for a first snapshot); a total the parent
-    does not carry (another writer left it out) is left out too rather than guessed.
-    """
-    added_records = sum(df.record_count for df in added)
-    added_size = sum(df.file_size_in_bytes for df in added)
-    removed_size = sum(df.file_size_in_bytes for df in removed)
-    partitions = {repr(sorted(df.partition.items())) for df in (*added, *removed)}
-    out = {
-        "operation": operation,
-        "added-data-files": str(len(added)),
-        "added-records": str(added_records),
-        "added-files-size": str(added_size),
-        "changed-partition-count": str(len(partitions)),
-        COMMIT_ID: commit_id,
-    }
-    if removed:
-        out["deleted-data-files"] = str(len(removed))
-        out["deleted-records"] = str(deleted_records)
-        out["removed-files-size"] = str(removed_size)
-    out.update(extra or {})
-    prev: Mapping[str, Any] = parent.summary if parent is not None else {}
-    for total, delta in (
-        ("total-records", added_records - deleted_records),
-        ("total-data-files", len(added) - len(removed)),
-        ("total-files-size", added_size - removed_size),
-    ):
-        if parent is None or total in prev:
-            try:
-                out[total] = str(int(prev.get(total, 0)) + delta)
-            except ValueError:
-                pass
-    for key in ("total-delete-files", "total-position-deletes", "total-equality-deletes"):
-        if parent is None or key in prev:
-            out[key] = str(prev.get(key, "0"))
-    return out
-
-
-def _delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:
-    try:
-        backend.delete_many(list(keys))
-    except StorageError:
-        pass
-
-
-__all__ = ["AppendCommit", "snapshot_summary"]
+__all__ = ["AppendCommit", "Prefetch", "WriterState"]

@@ -22,17 +22,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datashard.conversions import (
+from datashard.errors import DataShardError, ValidationError
+from datashard.iceberg.conversions import (
     to_bytes,
     to_physical,
     truncate_lower_bound,
     truncate_upper_bound,
 )
-from datashard.errors import DataShardError, ValidationError
-from datashard.manifest import DataFile
-from datashard.schema import Schema
-from datashard.storage.base import StorageBackend
-from datashard.types import (
+from datashard.iceberg.manifest import (
+    DataFile,
+)
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import (
     BinaryType,
     DoubleType,
     FloatType,
@@ -266,31 +267,10 @@ def write_parquet(
     return data, stats
 
 
-def write_data_file(
-    backend: StorageBackend,
-    key: str,
-    table: pa.Table,
-    schema: Schema,
-    uri: str,
-    options: ParquetOptions = DEFAULT_OPTIONS,
-    partition: Mapping[str, Any] | None = None,
-) -> DataFile:
-    """Write ``table`` as Parquet to ``key`` on ``backend``; return its :class:`DataFile`.
-
-    ``uri`` is the absolute URI of ``key`` recorded in the manifest. Raises
-    :class:`ValidationError` for data that does not fit ``schema`` (nothing is written then)
-    and the backend's storage errors.
-    """
-    data, stats = write_parquet(table, schema, options)
-    backend.write(key, data)
-    return stats.to_data_file(uri, len(data), partition)
-
-
 __all__ = [
     "DEFAULT_OPTIONS",
     "ParquetOptions",
     "ParquetStats",
     "parquet_stats",
-    "write_data_file",
     "write_parquet",
 ]

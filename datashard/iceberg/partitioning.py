@@ -2,8 +2,8 @@
 
 A spec is given as a list of ``(column, transform)`` pairs, dicts
 (``{"source": "ts", "transform": "day", "name": "ts_day"}``), or a
-:class:`~datashard.metadata.PartitionSpec`. Columns are named or given by field id; transforms
-by their spec names (``"identity"``, ``"day"``, ``"bucket[16]"``, ``"truncate[4]"`` ...).
+:class:`~datashard.iceberg.metadata.PartitionSpec`. Columns are named or given by field id;
+transforms by their spec names (``"identity"``, ``"day"``, ``"bucket[16]"``, ``"truncate[4]"`` ...).
 
 - :func:`build_spec` checks a spec against a schema: the column exists, is a top-level
   primitive, the transform takes its type (``SchemaError`` naming the column, the type and the
@@ -26,19 +26,30 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from datashard.conversions import from_bytes, to_physical
 from datashard.errors import SchemaError
-from datashard.expressions import Bound, BoundAnd, BoundFalse, BoundOr, BoundPredicate, BoundTrue
-from datashard.manifest import DataFile, ManifestFile
-from datashard.metadata import (
+from datashard.iceberg.conversions import from_bytes, to_physical
+from datashard.iceberg.expressions import (
+    Bound,
+    BoundAnd,
+    BoundFalse,
+    BoundOr,
+    BoundPredicate,
+    BoundTrue,
+    might_match,
+)
+from datashard.iceberg.manifest import (
+    DataFile,
+    ManifestFile,
+)
+from datashard.iceberg.metadata import (
     PARTITION_FIELD_ID_START,
     PartitionField,
     PartitionSpec,
     TableMetadata,
 )
-from datashard.schema import Schema
-from datashard.transforms import Transform, parse_transform
-from datashard.types import IcebergType
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.transforms import Transform, parse_transform
+from datashard.iceberg.types import IcebergType
 
 #: What callers may pass as a spec.
 SpecLike = PartitionSpec | Sequence[Any] | None
@@ -416,12 +427,23 @@ def _range_match(p: _PartPred, ranges: list[tuple[bool, Any, Any]]) -> bool:
     return True
 
 
+def file_might_match(bound: Bound, pruner: PartitionPruner, spec_id: int, df: DataFile) -> bool:
+    """Whether ``df`` (of partition spec ``spec_id``) might hold a row matching ``bound``: by
+    its partition values, then by its column statistics."""
+    if isinstance(bound, BoundTrue):
+        return True
+    if not pruner.file_might_match(spec_id, df):
+        return False
+    return might_match(bound, df, from_bytes)
+
+
 __all__ = [
     "PartitionPruner",
     "SpecLike",
     "build_spec",
     "default_name",
     "evolve_spec",
+    "file_might_match",
     "source_types",
     "split_by_partition",
 ]

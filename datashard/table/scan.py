@@ -8,9 +8,7 @@ reads as nulls in older files.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -18,35 +16,28 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from datashard._threads import bounded_map, submit
-from datashard.conversions import from_bytes
-from datashard.errors import CorruptMetadataError, SchemaError, StorageError, ValidationError
-from datashard.evolution import default_array
-from datashard.expressions import (
+from datashard.errors import SchemaError, ValidationError
+from datashard.iceberg.conversions import from_bytes
+from datashard.iceberg.expressions import (
     Bound,
     BoundTrue,
     Expr,
     FilterLike,
-    bind,
+    bind_schema,
     might_match,
     referenced_columns,
     to_arrow_expression,
     to_expr,
 )
-from datashard.layout import key_for_uri
-from datashard.manifest import (
-    DataFile,
-    ManifestEntry,
-    ManifestFile,
-    read_manifest,
-    read_manifest_list,
-)
-from datashard.metadata import Snapshot, TableMetadata
-from datashard.partitioning import PartitionPruner
-from datashard.schema import Schema
-from datashard.types import NestedField, field_id_of, to_arrow_field, to_arrow_type
+from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, ManifestFile
+from datashard.iceberg.metadata import Snapshot, TableMetadata
+from datashard.iceberg.partitioning import PartitionPruner
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import to_arrow_field
+from datashard.io.parquet import read_parquet_by_id
+from datashard.table.manifests import manifest_entries, read_manifest_files, read_table_file
+from datashard.table.process import bounded_map, submit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,90 +73,11 @@ def to_millis(as_of: datetime | int | float) -> int:
     )
 
 
-def read_manifest_files(backend: StorageBackend, snapshot: Snapshot) -> list[ManifestFile]:
-    """The manifests a snapshot's manifest list names (the list is read once per process: a
-    snapshot's manifest list never changes)."""
-    uri = snapshot.manifest_list
-    cached = _CACHE.get(("manifest list", uri))
-    if cached is not None:
-        return list(cached)
-    try:
-        data = backend.read(key_for_uri(backend, uri))
-    except StorageError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise CorruptMetadataError(
-                f"manifest list {uri} of snapshot {snapshot.snapshot_id} is missing"
-            ) from exc
-        raise
-    manifests = list(read_manifest_list(data, uri))
-    _CACHE.put(("manifest list", uri), manifests)
-    return list(manifests)
-
-
-class _ListCache:
-    """Manifest lists and manifest entries already read by this process, least recently used
-    dropped first beyond :data:`MANIFEST_CACHE_ENTRIES` items in all.
-
-    Neither ever changes once written (names are unique, and a manifest list records each
-    manifest's length), so what is read once serves every later scan, of any snapshot that
-    names it; a manifest's key holds what its entries inherit from the manifest list as well.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
-        self._size = 0
-
-    def after_fork(self) -> None:
-        """A forked child may have been copied while a thread held the lock: a new one."""
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> list[Any] | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple[Any, ...], entries: list[Any]) -> None:
-        if len(entries) > self.budget:
-            return
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = entries
-            self._size += len(entries)
-            while self._size > self.budget:
-                _, dropped = self._items.popitem(last=False)
-                self._size -= len(dropped)
-
-
-#: Manifest entries and manifest-list rows kept in memory by a process for later scans (about
-#: 1-2 KB each).
-MANIFEST_CACHE_ENTRIES = 20_000
-_CACHE = _ListCache(MANIFEST_CACHE_ENTRIES)
-os.register_at_fork(after_in_child=_CACHE.after_fork)
-
-
-def manifest_entries(backend: StorageBackend, m: ManifestFile) -> list[ManifestEntry]:
-    """The entries of manifest ``m`` (as its manifest-list row ``m`` lets them inherit): from
-    this process's cache, else read (and kept)."""
-    key = (m.manifest_path, m.manifest_length, m.added_snapshot_id, m.sequence_number)
-    cached: list[ManifestEntry] | None = _CACHE.get(key)
-    if cached is not None:
-        return cached
-    data = _read_file(backend, m.manifest_path, "manifest")
-    entries = read_manifest(data, m.manifest_path, m)
-    _CACHE.put(key, entries)
-    return entries
-
-
 class Scan:
     """A read of one snapshot: which columns, which rows.
 
     ``max_workers`` bounds the manifests read at once and the data files read at once (on the
-    process's shared pool, ``datashard._threads``); :meth:`to_arrow` and :meth:`to_pandas`
+    process's shared pool, ``datashard.table.process``); :meth:`to_arrow` and :meth:`to_pandas`
     start a manifest's files as soon as it is parsed. The backend's own request limit
     (``max_concurrency``) applies on top.
 
@@ -205,9 +117,7 @@ class Scan:
             self.columns = tuple(columns)
         if not self.columns:
             raise ValidationError("a scan must read at least one column; columns=[] was given")
-        fields = {f.name: f for f in self.schema.fields}
-        arrow_types = {f.name: to_arrow_type(f.field_type) for f in self.schema.fields}
-        self._bound: Bound = bind(self.filter, fields, arrow_types)
+        self._bound: Bound = bind_schema(self.filter, self.schema)
         needed = set(self.columns) | referenced_columns(self.filter)
         self._read_fields = [f for f in self.schema.fields if f.name in needed]
 
@@ -224,7 +134,7 @@ class Scan:
         (concurrently, in manifest-list order)."""
         if self.snapshot is None:
             return iter(())
-        pruner = PartitionPruner(self.metadata, self._bound)  # datashard.partitioning
+        pruner = PartitionPruner(self.metadata, self._bound)  # datashard.iceberg.partitioning
         manifests = [
             m
             for m in read_manifest_files(self._backend, self.snapshot)
@@ -265,7 +175,7 @@ class Scan:
         return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
 
     def _read_task(self, task: FileScanTask) -> pa.Table:
-        data = _read_file(self._backend, task.file_path, "data file")
+        data = read_table_file(self._backend, task.file_path, "data file")
         table = read_parquet_by_id(data, task.file_path, self._read_fields)
         if not isinstance(self._bound, BoundTrue):
             table = table.filter(to_arrow_expression(self._bound))
@@ -329,9 +239,7 @@ class Scan:
         """The same scan with ``expr`` and-ed to its filter."""
         new = _copy(self)
         new.filter = self.filter & to_expr(expr)
-        fields = {f.name: f for f in self.schema.fields}
-        arrow_types = {f.name: to_arrow_type(f.field_type) for f in self.schema.fields}
-        new._bound = bind(new.filter, fields, arrow_types)
+        new._bound = bind_schema(new.filter, self.schema)
         needed = set(new.columns) | referenced_columns(new.filter)
         new._read_fields = [f for f in self.schema.fields if f.name in needed]
         return new
@@ -358,62 +266,12 @@ def replace_columns(scan: Scan, columns: list[str]) -> Scan:
     return new
 
 
-def _read_file(backend: StorageBackend, uri: str, what: str) -> bytes:
-    try:
-        return backend.read(key_for_uri(backend, uri))
-    except StorageError as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise CorruptMetadataError(
-                f"{what} {uri} named by the table metadata is missing"
-            ) from exc
-        raise
-
-
 def _is_data_manifest(m: ManifestFile) -> bool:
-    return int(getattr(m, "content", 0) or 0) == 0
+    return int(getattr(m, "content", 0) or 0) == MANIFEST_DATA
 
 
 def _is_deleted(status: Any) -> bool:
-    return int(status) == 2
-
-
-def read_parquet_by_id(data: bytes, uri: str, fields: Sequence[NestedField]) -> pa.Table:
-    """Columns ``fields`` of a Parquet file, matched by field id and named as in ``fields``.
-
-    A field absent from the file (added later) reads as nulls; a column whose type was widened
-    since (int to long, float to double) is cast. Raises ``CorruptMetadataError`` naming the
-    file when it is not readable Parquet.
-    """
-    try:
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        file_schema = pf.schema_arrow
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise CorruptMetadataError(f"data file {uri} is not readable Parquet: {exc}") from exc
-    by_id: dict[int, str] = {}
-    for f in file_schema:
-        fid = field_id_of(f)
-        if fid is not None:
-            by_id[fid] = f.name
-    if not by_id:  # a file without field ids: fall back to names
-        by_id = {f.field_id: f.name for f in fields if f.name in file_schema.names}
-    present = [by_id[f.field_id] for f in fields if f.field_id in by_id]
-    try:
-        raw = pf.read(columns=present, use_threads=True)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise CorruptMetadataError(f"data file {uri} is not readable Parquet: {exc}") from exc
-    arrays = []
-    for f in fields:
-        target = to_arrow_type(f.field_type)
-        if f.field_id in by_id:
-            column = raw.column(by_id[f.field_id])
-            if column.type != target:
-                column = column.cast(target)
-            arrays.append(column)
-        elif f.initial_default is not None:  # added later with a default (datashard.evolution)
-            arrays.append(default_array(f, raw.num_rows, f.initial_default))
-        else:
-            arrays.append(pa.nulls(raw.num_rows, type=target))
-    return pa.Table.from_arrays(arrays, schema=pa.schema([to_arrow_field(f) for f in fields]))
+    return int(status) == DELETED
 
 
 def _choose_snapshot(
@@ -452,12 +310,4 @@ def _schema_for(metadata: TableMetadata, snapshot: Snapshot | None) -> Schema:
     return metadata.current_schema()
 
 
-__all__ = [
-    "MANIFEST_CACHE_ENTRIES",
-    "FileScanTask",
-    "Scan",
-    "manifest_entries",
-    "read_manifest_files",
-    "read_parquet_by_id",
-    "to_millis",
-]
+__all__ = ["FileScanTask", "Scan", "to_millis"]

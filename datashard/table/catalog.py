@@ -23,7 +23,6 @@ from typing import Any, TypeAlias
 
 import pyarrow as pa
 
-from datashard.commit import Loaded, load_newest
 from datashard.errors import (
     ObjectExistsError,
     SchemaError,
@@ -31,14 +30,20 @@ from datashard.errors import (
     TableNotFoundError,
     ValidationError,
 )
-from datashard.layout import TablePaths, newest_foreign_metadata, write_hint
-from datashard.metadata import new_table_metadata
-from datashard.metadata_codec import metadata_from_json, metadata_to_json
-from datashard.partitioning import SpecLike, build_spec
-from datashard.schema import Schema
+from datashard.iceberg.metadata import new_table_metadata
+from datashard.iceberg.metadata_codec import metadata_from_json, metadata_to_json
+from datashard.iceberg.partitioning import SpecLike, build_spec
+from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import backend_from_env, open_backend
-from datashard.table import Table
+from datashard.table.table import Table
+from datashard.table.versions import (
+    Loaded,
+    TablePaths,
+    load_newest,
+    newest_foreign_metadata,
+    write_hint,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 
@@ -96,7 +101,7 @@ def create_table(
     """Create an empty table ``name`` in the warehouse and return it.
 
     ``partition_spec``: ``[("ts", "day"), ("user_id", "bucket[16]")]``, dicts or a
-    ``PartitionSpec`` (see :mod:`datashard.partitioning`); ``SchemaError`` for a bad one.
+    ``PartitionSpec`` (see :mod:`datashard.iceberg.partitioning`); ``SchemaError`` for a bad one.
 
     Raises ``TableAlreadyExistsError`` (naming the location) when a table is there,
     ``ValidationError`` for a bad name, ``SchemaError`` for a bad schema.

@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datashard.conversions import to_physical
 from datashard.errors import SchemaError
-from datashard.types import (
+from datashard.iceberg.conversions import to_physical
+from datashard.iceberg.types import (
     BinaryType,
     DateType,
     DecimalType,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from datashard.errors import SchemaError
-from datashard.types import (
+from datashard.iceberg.types import (
     BinaryType,
     BooleanType,
     DateType,

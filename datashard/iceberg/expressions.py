@@ -29,7 +29,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datashard.errors import ValidationError
-from datashard.types import NestedField
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import (
+    BinaryType,
+    DoubleType,
+    FixedType,
+    FloatType,
+    NestedField,
+    StringType,
+    to_arrow_type,
+)
 
 Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "not null"]
 
@@ -327,6 +336,13 @@ def bind(
     return _bind(expr, fields, arrow_types, negate=False)
 
 
+def bind_schema(filter: FilterLike, schema: Schema) -> Bound:
+    """``filter`` bound to the top-level columns of ``schema`` (see :func:`bind`)."""
+    fields = {f.name: f for f in schema.fields}
+    arrow_types = {f.name: to_arrow_type(f.field_type) for f in schema.fields}
+    return bind(to_expr(filter), fields, arrow_types)
+
+
 def _bind(
     expr: Expr,
     fields: Mapping[str, NestedField],
@@ -495,6 +511,64 @@ def _in_range(v: Any, lower: Any, upper: Any) -> bool:
 # rows
 
 
+def must_match(bound: Bound, stats: FileStats, decode: BoundDecoder) -> bool:
+    """Whether the statistics prove that EVERY row of the file matches ``bound`` (strict:
+    ``False`` when they cannot tell); the counterpart of :func:`might_match`."""
+    if isinstance(bound, BoundTrue):
+        return True
+    if isinstance(bound, BoundAnd):
+        return must_match(bound.left, stats, decode) and must_match(bound.right, stats, decode)
+    if isinstance(bound, BoundOr):
+        return must_match(bound.left, stats, decode) or must_match(bound.right, stats, decode)
+    if not isinstance(bound, BoundPredicate):
+        return False
+    try:
+        return _predicate_must_match(bound, stats, decode)
+    except Exception:  # an undecodable or incomparable bound proves nothing
+        return False
+
+
+def _predicate_must_match(p: BoundPredicate, stats: FileStats, decode: BoundDecoder) -> bool:
+    fid = p.field_id
+    nulls = _count(stats.null_value_counts, fid)
+    values = _count(stats.value_counts, fid)
+    if p.op == "is null":
+        return nulls is not None and values is not None and nulls == values
+    if nulls != 0:
+        return False  # unknown, or a null row that matches no comparison
+    if p.op == "not null":
+        return True
+    if isinstance(p.iceberg_type, (StringType, BinaryType, FixedType)):
+        return False  # bounds may be truncated: they cannot prove every value
+    nans = getattr(stats, "nan_value_counts", None)
+    if isinstance(p.iceberg_type, (FloatType, DoubleType)) and _count(nans, fid) != 0:
+        return False
+    raw_lo = (stats.lower_bounds or {}).get(fid)
+    raw_hi = (stats.upper_bounds or {}).get(fid)
+    if raw_lo is None or raw_hi is None:
+        return False
+    lo = pa.scalar(decode(p.iceberg_type, raw_lo), type=p.arrow_type).as_py()
+    hi = pa.scalar(decode(p.iceberg_type, raw_hi), type=p.arrow_type).as_py()
+    v = p.values[0] if p.values else None
+    if p.op == "==":
+        return bool(lo == hi == v)
+    if p.op == "!=":
+        return bool(v < lo or v > hi)
+    if p.op == "<":
+        return bool(hi < v)
+    if p.op == "<=":
+        return bool(hi <= v)
+    if p.op == ">":
+        return bool(lo > v)
+    if p.op == ">=":
+        return bool(lo >= v)
+    if p.op == "in":
+        return bool(lo == hi and lo in p.values)
+    if p.op == "not in":
+        return all(x < lo or x > hi for x in p.values)
+    return False
+
+
 def to_arrow_expression(bound: Bound) -> pc.Expression:
     """The filter as a pyarrow compute expression over columns named by the current schema."""
     if isinstance(bound, BoundTrue):
@@ -539,8 +613,10 @@ __all__ = [
     "Or",
     "Predicate",
     "bind",
+    "bind_schema",
     "col",
     "might_match",
+    "must_match",
     "referenced_columns",
     "to_arrow_expression",
     "to_expr",

@@ -1,7 +1,7 @@
 """The table metadata model of Iceberg format version 2: pure, immutable values.
 
-Nothing here knows JSON or Avro: :mod:`datashard.metadata_codec` reads and writes these classes.
-A commit builds new metadata with :func:`dataclasses.replace`; every class is a frozen
+Nothing here knows JSON or Avro: :mod:`datashard.iceberg.metadata_codec` reads and writes these
+classes. A commit builds new metadata with :func:`dataclasses.replace`; every class is a frozen
 dataclass. Timestamps are milliseconds since the epoch.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from datashard.errors import SchemaError
-from datashard.schema import Schema
-from datashard.types import DateType, IcebergType, IntType, NestedField, StructType
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import DateType, IcebergType, IntType, NestedField, StructType
 
 FORMAT_VERSION = 2
 MAIN_BRANCH = "main"
@@ -26,9 +26,42 @@ Operation = Literal["append", "replace", "overwrite", "delete"]
 RefType = Literal["branch", "tag"]
 
 
+class FrozenMap(Mapping[str, str]):
+    """A read-only mapping of strings (a snapshot's summary): it cannot change after the
+    snapshot is made, so codecs may memoise a snapshot's encoding by identity."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items: dict[str, str] = dict(items or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._items == other._items
+        return isinstance(other, Mapping) and self._items == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (self._items,))
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One table state. ``summary`` holds ``operation`` plus the counters of the spec."""
+    """One table state. ``summary`` holds ``operation`` plus the counters of the spec; it is
+    read-only (a :class:`FrozenMap`)."""
 
     snapshot_id: int
     parent_snapshot_id: int | None
@@ -37,6 +70,10 @@ class Snapshot:
     manifest_list: str
     summary: Mapping[str, str] = field(default_factory=lambda: {"operation": "append"})
     schema_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.summary, FrozenMap):
+            object.__setattr__(self, "summary", FrozenMap(self.summary))
 
     @property
     def operation(self) -> str:
@@ -310,6 +347,7 @@ def new_table_metadata(
 
 __all__ = [
     "FORMAT_VERSION",
+    "FrozenMap",
     "MAIN_BRANCH",
     "PARTITION_FIELD_ID_START",
     "UNPARTITIONED",

@@ -1,0 +1,399 @@
+"""The one retry loop of every commit; the conditional create of ``v<N+1>`` is the commit point.
+
+:func:`commit` validates the requirements (:mod:`datashard.table.updates`) on a base, asks the
+caller's ``build`` for the new metadata (a snapshot producer reuses its data files and
+manifests and writes only a new manifest list), and creates ``v<N+1>.metadata.json``. A lost
+race reloads the newest metadata, re-validates and rebuilds; an unknown outcome is resolved by
+reading ``v<N+1>`` and looking for this commit's id. Nothing else in the package retries a
+commit or sleeps for one. :func:`commit_updates` runs the loop for a commit without a snapshot
+(schema, partition spec, refs, snapshot expiry).
+
+Why retrying is safe when the outcome is unknown: an attempt targets exactly one key,
+``v<N+1>``, with ``put_if_absent``, which can succeed at most once. If ``v<N+1>`` holds another
+commit, this attempt can never land later (the key is taken), so moving on is safe. If it holds
+this commit's id, the commit landed. If it is absent, the request may still be in flight, so the
+loop re-sends the SAME bytes to the SAME key: whichever copy lands first wins and the other
+fails, and the next read tells which. Only when ``v<N+1>`` cannot be read at all, or is still
+absent after the re-sends, does the loop give up with :class:`CommitStateUnknownError`, keeping
+every staged file.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from enum import Enum
+
+from datashard.errors import (
+    CommitConflictError,
+    CommitRetriesExhaustedError,
+    CommitStateUnknownError,
+    CorruptMetadataError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+)
+from datashard.iceberg.metadata import TableMetadata, now_ms
+from datashard.iceberg.metadata_codec import metadata_to_json
+from datashard.storage.base import StorageBackend
+from datashard.table.updates import (
+    COMMIT_ID,
+    MAX_SNAPSHOTS,
+    PREVIOUS_VERSIONS_MAX,
+    AssertTableUUID,
+    Requirement,
+    SetProperties,
+    Update,
+    apply,
+    whole_number,
+)
+from datashard.table.versions import (
+    Loaded,
+    TablePaths,
+    load_newest,
+    load_version,
+    newest_after_loss,
+    write_hint,
+)
+
+# --------------------------------------------------------------------------------------------
+# settings (table properties)
+
+
+@dataclass(frozen=True)
+class CommitSettings:
+    """Retry and retention settings, read from table properties.
+
+    ============================================  ========  ======================================
+    property                                      default   meaning
+    ============================================  ========  ======================================
+    ``commit.retry.num-retries``                  20        retries after a lost race
+    ``commit.retry.min-wait-ms``                  20        shortest backoff
+    ``commit.retry.max-wait-ms``                  500       backoff cap
+    ``commit.manifest.min-count-to-merge``        50        merge small manifests beyond this
+    ``commit.manifest-merge.enabled``             true      merge at all
+    ``commit.manifest.target-size-bytes``         8 MiB     a manifest this big is not merged
+    ``write.metadata.previous-versions-max``      100       metadata-log entries kept
+    ``history.expire.max-snapshots``              100       snapshots kept in metadata
+    ============================================  ========  ======================================
+    """
+
+    num_retries: int = 20
+    min_wait_ms: int = 20
+    max_wait_ms: int = 500
+    min_count_to_merge: int = 50
+    merge_enabled: bool = True
+    target_manifest_bytes: int = 8 << 20
+    previous_versions_max: int = PREVIOUS_VERSIONS_MAX[1]
+    max_snapshots: int = MAX_SNAPSHOTS[1]
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, str]) -> CommitSettings:
+        """Settings from table properties; ``ConfigError`` names a malformed value."""
+        merge = str(props.get("commit.manifest-merge.enabled", "true")).strip().lower()
+        return cls(
+            num_retries=whole_number(props, "commit.retry.num-retries", cls.num_retries, 0),
+            min_wait_ms=whole_number(props, "commit.retry.min-wait-ms", cls.min_wait_ms, 0),
+            max_wait_ms=whole_number(props, "commit.retry.max-wait-ms", cls.max_wait_ms, 0),
+            min_count_to_merge=whole_number(
+                props, "commit.manifest.min-count-to-merge", cls.min_count_to_merge, 2
+            ),
+            merge_enabled=merge not in ("false", "0", "no", "off"),
+            target_manifest_bytes=whole_number(
+                props, "commit.manifest.target-size-bytes", cls.target_manifest_bytes, 1
+            ),
+            previous_versions_max=whole_number(props, *PREVIOUS_VERSIONS_MAX, 1),
+            max_snapshots=whole_number(props, *MAX_SNAPSHOTS, 1),
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to sleep before retry ``attempt`` (0-based): uniform in
+        ``[min-wait, min(max-wait, min-wait * 2**attempt)]``."""
+        cap = min(self.max_wait_ms, self.min_wait_ms * (2 ** min(attempt, 30)))
+        return random.uniform(self.min_wait_ms, max(self.min_wait_ms, cap)) / 1000.0
+
+
+# --------------------------------------------------------------------------------------------
+# the one retry loop
+
+
+def new_commit_id() -> str:
+    return uuid.uuid4().hex
+
+
+def carries_commit(md: TableMetadata, commit_id: str) -> bool:
+    """Whether some snapshot of ``md`` was made by the commit ``commit_id`` (or, for a commit
+    without a snapshot, whether the table property names it)."""
+    if md.properties.get(COMMIT_ID) == commit_id:
+        return True
+    return any(s.summary.get(COMMIT_ID) == commit_id for s in md.snapshots)
+
+
+#: Builds the metadata of one attempt on a base: returns it and the keys the attempt wrote
+#: (deleted if the attempt provably did not land).
+Build = Callable[[Loaded, int], tuple[TableMetadata, list[str]]]
+
+
+@dataclass
+class CommitResult:
+    loaded: Loaded
+    attempts: int
+    #: the best-effort version-hint write: done (``True``/``False``) or still running
+    hint: bool | Future[bool]
+
+
+class _Outcome(Enum):
+    WON = "won"
+    LOST = "lost"
+    ABSENT = "absent"  # a send's outcome was unknown and v<N+1> is not there (yet)
+
+
+@dataclass
+class _Attempt:
+    """One built attempt: the version it targets, its bytes, and how its sends went."""
+
+    target: int
+    body: bytes
+    metadata: TableMetadata
+    keys: list[str]
+    sends: int = 0
+    uncertain: StorageError | None = None  # set once any send's outcome was unknown
+
+
+def commit(
+    backend: StorageBackend,
+    paths: TablePaths,
+    base: Loaded,
+    build: Build,
+    requirements: Sequence[Requirement],
+    commit_id: str,
+    settings: CommitSettings,
+    staged_keys: Sequence[str] = (),
+    sleep: Callable[[float], None] = time.sleep,
+    background: Executor | None = None,
+    after: Future[bool] | None = None,
+) -> CommitResult:
+    """Commit what ``build`` makes on ``base``, retrying lost races; the new version on success.
+
+    ``staged_keys`` (data files, manifests) are deleted only if the commit provably did not
+    land. Raises ``CommitConflictError`` (a requirement failed), ``CommitRetriesExhaustedError``
+    (every attempt lost a race) or ``CommitStateUnknownError`` (the outcome could not be
+    learned; nothing is deleted). With ``background``, the version-hint write after the win and
+    the removal of lost attempts' manifest lists run there; :attr:`CommitResult.hint` is the
+    future of that work. It starts writing once ``after`` (the same work of the writer's
+    previous commit, if still running) is done, so one writer's hints land in order.
+    """
+    attempt = 0
+    dead_keys: list[str] = []  # written by attempts that provably did not land
+    resend: _Attempt | None = None  # an attempt whose send's outcome is not known yet
+
+    def give_up(exc: Exception) -> Exception:
+        delete_quietly(backend, [*dead_keys, *staged_keys])
+        return exc
+
+    # Whenever ``resend`` is None every earlier attempt is provably dead (its v<N+1> holds
+    # another commit), so a failure there may delete what was staged.
+    while True:
+        if resend is not None:
+            current = resend
+        else:
+            try:
+                for requirement in requirements:
+                    requirement.validate(base.metadata)
+                new_md, attempt_keys = build(base, attempt)
+            except ObjectNotFoundError as exc:
+                # A file the base names is gone: maintenance (expire_snapshots) deletes files
+                # only after committing a newer version, so this base is stale: build on the
+                # newest.
+                try:
+                    newer = load_newest(backend, paths, base) or base
+                except StorageError as exc2:
+                    raise give_up(exc2) from exc2.__cause__
+                if newer.version == base.version or attempt >= settings.num_retries:
+                    raise give_up(exc) from exc.__cause__
+                base = newer
+                attempt += 1
+                continue
+            except (CommitConflictError, StorageError) as exc:
+                raise give_up(exc) from exc.__cause__
+            current = _Attempt(
+                base.version + 1, metadata_to_json(new_md), new_md, list(attempt_keys)
+            )
+        outcome, found = _send(backend, paths, current, commit_id)
+        if outcome is _Outcome.WON:
+            assert found is not None  # a win always returns the version it made
+            return CommitResult(
+                found,
+                attempt + 1,
+                _after(backend, paths, found.version, dead_keys, background, after),
+            )
+        if outcome is _Outcome.ABSENT:
+            # not there (yet): an earlier send may still be in flight, so re-send the SAME
+            # bytes to the SAME key (at most one of them can ever create it)
+            if current.sends > max(3, settings.num_retries):
+                key = backend.uri_for(paths.version(current.target))
+                raise CommitStateUnknownError(
+                    f"could not create {key} after {current.sends} sends (last error: "
+                    f"{current.uncertain}); commit {commit_id} may still land; its files are "
+                    "kept: reload the table to see"
+                ) from current.uncertain
+            sleep(settings.backoff(current.sends - 1))
+            resend = current
+            continue
+        resend = None
+        dead_keys.extend(current.keys)
+        if background is None:
+            delete_quietly(backend, current.keys)  # else after the win, in the background
+        if attempt >= settings.num_retries:
+            raise give_up(
+                CommitRetriesExhaustedError(
+                    f"commit to {paths.prefix} lost the race for a new version {attempt + 1} "
+                    f"times (commit.retry.num-retries={settings.num_retries}); the table is "
+                    "unchanged by this commit"
+                )
+            )
+        sleep(settings.backoff(attempt))
+        attempt += 1
+        try:
+            base = newest_after_loss(backend, paths, current.target, found)
+        except StorageError as exc:
+            raise give_up(exc) from exc.__cause__
+
+
+def _send(
+    backend: StorageBackend, paths: TablePaths, attempt: _Attempt, commit_id: str
+) -> tuple[_Outcome, Loaded | None]:
+    """One conditional create of ``v<target>`` (no retry, no sleep).
+
+    ``(WON, it)``: this commit is there. ``(LOST, it or None)``: another commit holds the key
+    (read back when a send's outcome was unknown; ``None`` after a clean loss, where nothing
+    needs reading here). ``(ABSENT, None)``: a send's outcome is unknown and the key is empty.
+    Raises ``CommitStateUnknownError`` when ``v<target>`` cannot be read back.
+    """
+    key = paths.version(attempt.target)
+    attempt.sends += 1
+    try:
+        backend.put_if_absent(key, attempt.body)
+        return _Outcome.WON, Loaded(attempt.metadata, attempt.target, backend.uri_for(key))
+    except ObjectExistsError:
+        if attempt.uncertain is None:
+            return _Outcome.LOST, None  # every send was answered: someone else holds the key
+        # else maybe an earlier send of ours landed: read it
+    except StorageError as exc:  # the request may or may not have landed
+        attempt.uncertain = exc
+    try:
+        found = load_version(backend, paths, attempt.target)
+    except ObjectNotFoundError:
+        return _Outcome.ABSENT, None
+    except (StorageError, CorruptMetadataError) as exc:
+        raise CommitStateUnknownError(
+            f"the outcome of commit {commit_id} is unknown: {backend.uri_for(key)} could not "
+            f"be read back ({exc}); its files are kept: reload the table to see"
+        ) from attempt.uncertain
+    if carries_commit(found.metadata, commit_id):
+        return _Outcome.WON, found
+    return _Outcome.LOST, found
+
+
+def _after(
+    backend: StorageBackend,
+    paths: TablePaths,
+    version: int,
+    dead: list[str],
+    background: Executor | None,
+    after: Future[bool] | None,
+) -> bool | Future[bool]:
+    """The work after a win (the hint, then the files of attempts that lost): in
+    ``background`` when given and running, else here."""
+    if background is not None:
+        try:
+            return background.submit(_after_win, backend, paths, version, list(dead), after)
+        except RuntimeError:  # the pool is shut down (interpreter exit): do it here
+            pass
+    return write_hint(backend, paths, version)
+
+
+def _after_win(
+    backend: StorageBackend,
+    paths: TablePaths,
+    version: int,
+    dead: list[str],
+    after: Future[bool] | None = None,
+) -> bool:
+    """Background work after a win: the hint (once ``after`` is done), then the files of
+    attempts that lost."""
+    if after is not None:
+        after.exception()  # submitted earlier to the same FIFO pool: running or done
+    written = write_hint(backend, paths, version)
+    delete_quietly(backend, dead)
+    return written
+
+
+def delete_quietly(backend: StorageBackend, keys: Sequence[str]) -> None:
+    """Delete ``keys``, ignoring storage errors (an object left behind is an orphan, which
+    ``remove_orphan_files`` removes)."""
+    if not keys:
+        return
+    try:
+        backend.delete_many(list(keys))
+    except StorageError:
+        pass  # orphans are harmless; remove_orphan_files removes them
+
+
+# --------------------------------------------------------------------------------------------
+# commits without a snapshot
+
+#: The updates of a metadata-only change, made from the base of each attempt (raise
+#: ``CommitConflictError`` or ``ValidationError`` to refuse).
+MakeUpdates = Callable[[TableMetadata], Sequence[Update]]
+
+
+def commit_updates(
+    backend: StorageBackend,
+    paths: TablePaths,
+    base: Loaded,
+    make: MakeUpdates,
+    requirements: Sequence[Requirement] = (),
+) -> Loaded:
+    """Commit the updates ``make`` builds on ``base`` (rebuilt on a newer base after a lost
+    race); the new version.
+
+    The commit id is recorded in the table property ``datashard.commit-id`` so that an unknown
+    outcome can be resolved by reading what landed. The updates are applied once to ``base``
+    first, so bad input fails before any request. Raises what :func:`commit` raises.
+    """
+    commit_id = new_commit_id()
+    # bad input fails here, before any request
+    apply(base.metadata, make(base.metadata), base_location=None, now_ms=now_ms())
+
+    def build(loaded: Loaded, attempt: int) -> tuple[TableMetadata, list[str]]:
+        updates = [*make(loaded.metadata), SetProperties({COMMIT_ID: commit_id})]
+        return apply(loaded.metadata, updates, base_location=loaded.location, now_ms=now_ms()), []
+
+    result = commit(
+        backend,
+        paths,
+        base,
+        build,
+        [AssertTableUUID(base.metadata.table_uuid), *requirements],
+        commit_id,
+        CommitSettings.from_properties(base.metadata.properties),
+    )
+    return result.loaded
+
+
+__all__ = [
+    "Build",
+    "CommitResult",
+    "CommitSettings",
+    "MakeUpdates",
+    "carries_commit",
+    "commit",
+    "commit_updates",
+    "delete_quietly",
+    "new_commit_id",
+]

@@ -1,0 +1,126 @@
+"""Compaction: many small data files rewritten into few, partition by partition, as one
+``replace`` snapshot (a :class:`~datashard.table.rewrite.RewriteCommit`).
+
+It removes exactly the files it read: a concurrent append commits (before or after it) and keeps
+its rows; a concurrent commit that removed one of those files (a delete, another compaction)
+makes it fail with ``CommitConflictError``. Memory stays at about one target file's worth of
+rows: each bin of input files is read, written and flushed before the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from datashard.errors import ValidationError
+from datashard.iceberg.manifest import ManifestEntry
+from datashard.io.parquet import read_parquet_by_id
+from datashard.storage.base import StorageBackend
+from datashard.table.process import bounded_map
+from datashard.table.rewrite import RewriteCommit
+from datashard.table.versions import Loaded, TablePaths, key_for_uri
+
+#: Default target size of a compacted data file (Iceberg's write.target-file-size-bytes).
+DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
+#: Input files read at once.
+_READERS = 8
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """What :func:`compact` did (or would do, for a dry run)."""
+
+    rewritten_files: int
+    added_files: int
+    rewritten_rows: int
+    snapshot_id: int | None
+
+
+def target_file_size(given: int | None, properties: Mapping[str, str]) -> int:
+    """The target size: ``given``, else the table property ``write.target-file-size-bytes``,
+    else :data:`DEFAULT_TARGET_FILE_SIZE`; ``ValidationError`` for a size that is not a
+    positive int."""
+    if given is None:
+        prop = properties.get("write.target-file-size-bytes")
+        return int(prop) if prop is not None and prop.isdigit() else DEFAULT_TARGET_FILE_SIZE
+    if isinstance(given, bool) or not isinstance(given, int) or given <= 0:
+        raise ValidationError(f"target_file_size must be a positive number of bytes, got {given!r}")
+    return given
+
+
+def compact(
+    backend: StorageBackend,
+    paths: TablePaths,
+    base: Loaded,
+    target_file_size: int = DEFAULT_TARGET_FILE_SIZE,
+    *,
+    min_input_files: int = 2,
+    dry_run: bool = False,
+) -> tuple[Loaded | None, CompactResult]:
+    """Rewrite the small files (under 3/4 of ``target_file_size``) of each partition into
+    files of about ``target_file_size`` bytes; one ``replace`` snapshot. A partition with fewer
+    than ``min_input_files`` small files is left as it is."""
+    if (
+        isinstance(target_file_size, bool)
+        or not isinstance(target_file_size, int)
+        or (target_file_size <= 0)
+    ):
+        raise ValidationError(
+            f"target_file_size must be a positive number of bytes, got {target_file_size!r}"
+        )
+    md = base.metadata
+    rewrite = RewriteCommit(
+        backend, paths, base, "replace", extra_summary={"datashard.compaction": "true"}
+    )
+    groups: dict[tuple[int, tuple[Any, ...]], list[ManifestEntry]] = {}
+    small = target_file_size * 3 // 4
+    for m, e in rewrite.reader.live_files(md.current_snapshot()):
+        df = e.data_file
+        if df.file_size_in_bytes >= small and m.partition_spec_id == md.default_spec_id:
+            continue
+        key = (m.partition_spec_id, tuple(sorted((k, repr(v)) for k, v in df.partition.items())))
+        groups.setdefault(key, []).append(e)
+    chosen = [g for g in groups.values() if len(g) >= min_input_files]
+    n_files = sum(len(g) for g in chosen)
+    n_rows = sum(e.data_file.record_count for g in chosen for e in g)
+    if dry_run or not chosen:
+        return None, CompactResult(n_files, 0, n_rows, None)
+    fields = list(md.current_schema().fields)
+
+    def read(e: ManifestEntry) -> pa.Table:
+        uri = e.data_file.file_path
+        return read_parquet_by_id(backend.read(key_for_uri(backend, uri)), uri, fields)
+
+    try:
+        for group in chosen:
+            group.sort(key=lambda e: e.sequence_number or 0)
+            for chunk in _bins(group, target_file_size):  # bounds memory to about a target
+                tables = list(bounded_map(read, chunk, _READERS))
+                for e in chunk:
+                    rewrite.removed[e.data_file.file_path] = e.data_file
+                rewrite.stage_tables([pa.concat_tables(tables)], target_file_size)
+                rewrite.flush()
+    except BaseException:
+        rewrite.discard()
+        raise
+    loaded, _ = rewrite.commit()
+    return loaded, CompactResult(n_files, len(rewrite.added), n_rows, rewrite.snapshot_id)
+
+
+def _bins(entries: list[ManifestEntry], target: int) -> list[list[ManifestEntry]]:
+    """Consecutive runs of ``entries`` whose input bytes add up to about ``target``."""
+    out: list[list[ManifestEntry]] = [[]]
+    size = 0
+    for e in entries:
+        if out[-1] and size + e.data_file.file_size_in_bytes > target:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += e.data_file.file_size_in_bytes
+    return out
+
+
+__all__ = ["DEFAULT_TARGET_FILE_SIZE", "CompactResult", "compact", "target_file_size"]

@@ -1,0 +1,74 @@
+"""Orphan cleanup: objects under the table that no kept snapshot references, older than a grace
+period, deleted.
+
+A writer's staged files are fresh, so the grace period keeps them. Metadata versions
+(``*.metadata.json``) and the version hint are never deleted: the commit of version N is the
+create of ``v<N>``, and a deleted old version could be re-created by a stale writer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+
+from datashard.errors import StorageError
+from datashard.storage.base import StorageBackend
+from datashard.table.expire import Cutoff, cutoff_ms, referenced_files
+from datashard.table.manifests import ManifestReader
+from datashard.table.versions import HINT, Loaded, TablePaths, key_for_uri, load_newest
+
+#: Default grace period of orphan cleanup: files younger than this are never deleted.
+DEFAULT_ORPHAN_AGE = timedelta(days=3)
+
+
+def remove_orphan_files(
+    backend: StorageBackend,
+    paths: TablePaths,
+    base: Loaded,
+    older_than: Cutoff | None = None,
+    *,
+    dry_run: bool = False,
+) -> list[str]:
+    """Delete objects under the table that no kept snapshot references and that were last
+    modified before ``older_than`` (default: 3 days ago). Returns their URIs.
+
+    The listing is taken first and the newest metadata read after it, so a file committed
+    while this runs is either referenced or younger than the cutoff.
+    """
+    cutoff = cutoff_ms(older_than, DEFAULT_ORPHAN_AGE)
+    listed = list(backend.list(paths.prefix + "/"))
+    loaded: Loaded = load_newest(backend, paths, base) or base
+    md = loaded.metadata
+    reader = ManifestReader(backend)
+    lists, manifests, data = referenced_files(reader, md.snapshots)
+    referenced = {key_for_uri(backend, u) for u in (lists | manifests | data) if _ours(backend, u)}
+    orphans: list[str] = []
+    for meta in listed:
+        key = meta.key
+        name = key.rsplit("/", 1)[-1]
+        if key in referenced or name == HINT or name.endswith(".metadata.json"):
+            continue
+        if key.startswith(paths.metadata_dir + "/") and name.startswith("."):
+            continue  # a backend's temporary file of a put in flight
+        modified = meta.last_modified
+        if modified is None:
+            continue  # unknown age: never delete
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=timezone.utc)
+        if modified.timestamp() * 1000 >= cutoff:
+            continue
+        orphans.append(key)
+    if not dry_run and orphans:
+        for i in range(0, len(orphans), 1000):
+            backend.delete_many(orphans[i : i + 1000])
+    return [backend.uri_for(k) for k in orphans]
+
+
+def _ours(backend: StorageBackend, uri: str) -> bool:
+    try:
+        key_for_uri(backend, uri)
+    except StorageError:
+        return False
+    return True
+
+
+__all__ = ["DEFAULT_ORPHAN_AGE", "remove_orphan_files"]

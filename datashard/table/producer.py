@@ -1,0 +1,306 @@
+"""The one snapshot producer: every commit that adds a snapshot is built on it.
+
+A producer stages once per commit and builds per attempt:
+
+- staged once (never rewritten on a retry): data files, encoded from Arrow tables one per
+  partition value (:meth:`SnapshotProducer.stage_tables`), and whatever manifests the operation
+  writes up front. Staged objects are written concurrently with the first attempt's manifest
+  list, or earlier by :meth:`SnapshotProducer.flush` (to bound memory);
+- per attempt on the newest base ``v<N>``: the operation's manifests
+  (:meth:`SnapshotProducer.manifests`), the manifest list
+  ``metadata/snap-<snapshot-id>-<attempt>-<uuid>.avro``, the snapshot and, by
+  :func:`datashard.table.updates.apply`, the new metadata.
+
+:meth:`SnapshotProducer.commit` runs the one retry loop (:func:`datashard.table.commit.commit`);
+staged files are deleted only when the commit provably did not land.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import pyarrow as pa
+
+from datashard.iceberg.datafile import write_parquet
+from datashard.iceberg.manifest import (
+    MANIFEST_DATA,
+    DataFile,
+    ManifestEntry,
+    ManifestFile,
+)
+from datashard.iceberg.manifest_codec import (
+    build_manifest_file,
+    write_manifest,
+    write_manifest_list,
+)
+from datashard.iceberg.metadata import (
+    PartitionSpec,
+    Snapshot,
+    TableMetadata,
+    new_snapshot_id,
+    now_ms,
+)
+from datashard.iceberg.partitioning import split_by_partition
+from datashard.storage.base import StorageBackend
+from datashard.table.commit import CommitSettings, commit, delete_quietly, new_commit_id
+from datashard.table.process import shared_pool, submit
+from datashard.table.updates import (
+    COMMIT_ID,
+    MAIN,
+    AddSnapshot,
+    AssertTableUUID,
+    Requirement,
+    SetSnapshotRef,
+    apply,
+)
+from datashard.table.versions import Loaded, TablePaths
+
+#: What one attempt writes besides the manifest list: (key, bytes) pairs.
+Writes = list[tuple[str, bytes]]
+
+
+class SnapshotProducer:
+    """One commit that adds a snapshot on ``main``. Subclasses give :meth:`manifests` (the
+    snapshot's manifests on a base) and :meth:`summary`; they may add :meth:`requirements`."""
+
+    operation = "append"
+
+    def __init__(self, backend: StorageBackend, paths: TablePaths, base: Loaded) -> None:
+        self.backend = backend
+        self.paths = paths
+        self.base = base
+        self.snapshot_id = new_snapshot_id()
+        self.commit_id = new_commit_id()
+        md = base.metadata
+        self.schema = md.current_schema()
+        self.spec = md.spec()
+        #: data files this commit adds
+        self.added: list[DataFile] = []
+        #: every object this commit staged (written, or pending below)
+        self.staged_keys: list[str] = []
+        #: staged objects not written yet: written with the first manifest list
+        self._pending: Writes = []
+        #: the manifests of the last attempt's snapshot
+        self.last_manifests: list[ManifestFile] = []
+
+    # -- staging -----------------------------------------------------------------------------
+
+    def stage_tables(self, tables: Iterable[pa.Table], target_file_size: int | None = None) -> None:
+        """Encode ``tables`` as data files of the current schema and spec, one per partition
+        value (split further into files of about ``target_file_size`` bytes when given); they
+        are written later (:meth:`flush` or the first attempt).
+
+        Raises ``ValidationError`` for data that does not fit the schema, before any request.
+        """
+        for whole in tables:
+            for partition, table in split_by_partition(whole, self.spec, self.schema):
+                if table.num_rows == 0:
+                    continue
+                data, stats = write_parquet(table, self.schema)
+                pieces = [(data, stats)]
+                if target_file_size is not None and len(data) > target_file_size:
+                    step = -(-table.num_rows // -(-len(data) // target_file_size))
+                    pieces = [
+                        write_parquet(table.slice(i, step), self.schema)
+                        for i in range(0, table.num_rows, step)
+                    ]
+                for body, st in pieces:
+                    key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
+                    self.stage(key, body)
+                    self.added.append(
+                        st.to_data_file(self.backend.uri_for(key), len(body), partition)
+                    )
+
+    def stage(self, key: str, body: bytes) -> None:
+        """Stage one object of this commit (written by :meth:`flush` or the first attempt)."""
+        self._pending.append((key, body))
+        self.staged_keys.append(key)
+
+    def flush(self) -> None:
+        """Write the staged objects now, concurrently."""
+        pending, self._pending = self._pending, []
+        self._write_all(pending)
+
+    def manifest_key(self, suffix: str = "m0") -> str:
+        return f"{self.paths.metadata_dir}/{uuid.uuid4()}-{suffix}.avro"
+
+    def encode_manifest(
+        self,
+        entries: Sequence[ManifestEntry],
+        spec: PartitionSpec,
+        sequence_number: int,
+        suffix: str,
+        snapshot_id: int | None = None,
+    ) -> tuple[ManifestFile, str, bytes]:
+        """A manifest of ``entries`` (its manifest-list row, key and bytes; not written).
+        ``snapshot_id`` is written into the entries (``None``: inherited on read)."""
+        body = write_manifest(entries, self.schema, spec, snapshot_id)
+        key = self.manifest_key(suffix)
+        row = build_manifest_file(
+            entries,
+            manifest_path=self.backend.uri_for(key),
+            manifest_length=len(body),
+            spec=spec,
+            schema=self.schema,
+            added_snapshot_id=self.snapshot_id,
+            sequence_number=sequence_number,
+            content=MANIFEST_DATA,
+        )
+        return row, key, body
+
+    # -- what subclasses give ------------------------------------------------------------------
+
+    def manifests(
+        self, md: TableMetadata, parent: Snapshot | None, seq: int
+    ) -> tuple[list[ManifestFile], Writes]:
+        """The manifests of the new snapshot on ``md`` and the objects this attempt writes for
+        them (written with the manifest list). May raise ``CommitConflictError``."""
+        raise NotImplementedError
+
+    def summary(self, parent: Snapshot | None) -> dict[str, str]:
+        """The snapshot summary (it must carry ``COMMIT_ID``: see :func:`snapshot_summary`)."""
+        raise NotImplementedError
+
+    def requirements(self) -> list[Requirement]:
+        """Requirements checked on every base, besides the table's uuid."""
+        return []
+
+    # -- per attempt ---------------------------------------------------------------------------
+
+    def build(self, loaded: Loaded, attempt: int) -> tuple[TableMetadata, list[str]]:
+        """The new metadata on ``loaded`` and the keys this attempt wrote."""
+        md = loaded.metadata
+        seq = md.next_sequence_number
+        parent = md.current_snapshot()
+        manifests, writes = self.manifests(md, parent, seq)
+        list_key = (
+            f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
+        )
+        body = write_manifest_list(
+            manifests, self.snapshot_id, parent.snapshot_id if parent else None, seq
+        )
+        written = [*(k for k, _ in writes), list_key]
+        try:
+            self._write_all([*self._pending, *writes, (list_key, body)])
+        except BaseException:
+            delete_quietly(self.backend, written)
+            raise
+        self._pending.clear()
+        snapshot = Snapshot(
+            snapshot_id=self.snapshot_id,
+            parent_snapshot_id=parent.snapshot_id if parent else None,
+            sequence_number=seq,
+            timestamp_ms=max(now_ms(), md.last_updated_ms),
+            manifest_list=self.backend.uri_for(list_key),
+            summary=self.summary(parent),
+            schema_id=md.current_schema_id,
+        )
+        new_md = apply(
+            md,
+            [AddSnapshot(snapshot), SetSnapshotRef(MAIN, self.snapshot_id)],
+            base_location=loaded.location,
+            now_ms=snapshot.timestamp_ms,
+        )
+        self.last_manifests = manifests
+        return new_md, written
+
+    def _write_all(self, writes: Writes) -> None:
+        """Write objects concurrently (they are independent and unreferenced until the commit
+        point); on any failure delete every one of them and re-raise."""
+        if not writes:
+            return
+        if len(writes) == 1:
+            try:
+                self.backend.write(*writes[0])
+                return
+            except BaseException:
+                delete_quietly(self.backend, [writes[0][0]])
+                raise
+        futures = [submit(self.backend.write, key, data) for key, data in writes]
+        errors = [f.exception() for f in futures]
+        failed = next((e for e in errors if e is not None), None)
+        if failed is not None:
+            delete_quietly(self.backend, [k for k, _ in writes])
+            raise failed
+
+    # -- the whole commit ------------------------------------------------------------------------
+
+    def commit(
+        self, *, background: bool = False, after: Future[bool] | None = None
+    ) -> tuple[Loaded, Future[bool] | bool]:
+        """Run the commit loop: the new version and the version-hint write (with
+        ``background``, running in the process's pool once ``after`` is done). On any failure
+        the staged files are deleted unless the commit may have landed."""
+        settings = CommitSettings.from_properties(self.base.metadata.properties)
+        result = commit(
+            self.backend,
+            self.paths,
+            self.base,
+            self.build,
+            [AssertTableUUID(self.base.metadata.table_uuid), *self.requirements()],
+            self.commit_id,
+            settings,
+            staged_keys=self.staged_keys,
+            background=shared_pool() if background else None,
+            after=after,
+        )
+        return result.loaded, result.hint
+
+    def discard(self) -> None:
+        """Delete what was staged so far (the commit will not run)."""
+        self._pending.clear()
+        delete_quietly(self.backend, self.staged_keys)
+
+
+def snapshot_summary(
+    operation: str,
+    added: Sequence[DataFile],
+    removed: Sequence[DataFile],
+    deleted_records: int,
+    parent: Snapshot | None,
+    commit_id: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The Iceberg snapshot summary of a commit that adds and removes whole data files.
+
+    Running totals continue the parent's (from zero for a first snapshot); a total the parent
+    does not carry (another writer left it out) is left out too rather than guessed.
+    """
+    added_records = sum(df.record_count for df in added)
+    added_size = sum(df.file_size_in_bytes for df in added)
+    removed_size = sum(df.file_size_in_bytes for df in removed)
+    partitions = {repr(sorted(df.partition.items())) for df in (*added, *removed)}
+    out = {
+        "operation": operation,
+        "added-data-files": str(len(added)),
+        "added-records": str(added_records),
+        "added-files-size": str(added_size),
+        "changed-partition-count": str(len(partitions)),
+        COMMIT_ID: commit_id,
+    }
+    if removed:
+        out["deleted-data-files"] = str(len(removed))
+        out["deleted-records"] = str(deleted_records)
+        out["removed-files-size"] = str(removed_size)
+    out.update(extra or {})
+    prev: Mapping[str, Any] = parent.summary if parent is not None else {}
+    for total, delta in (
+        ("total-records", added_records - deleted_records),
+        ("total-data-files", len(added) - len(removed)),
+        ("total-files-size", added_size - removed_size),
+    ):
+        if parent is None or total in prev:
+            try:
+                out[total] = str(int(prev.get(total, 0)) + delta)
+            except ValueError:
+                pass
+    for key in ("total-delete-files", "total-position-deletes", "total-equality-deletes"):
+        if parent is None or key in prev:
+            out[key] = str(prev.get(key, "0"))
+    return out
+
+
+__all__ = ["SnapshotProducer", "Writes", "snapshot_summary"]

@@ -1,0 +1,260 @@
+"""Commits that remove or replace data files: ``overwrite`` and ``delete`` (and, built on the same
+:class:`RewriteCommit`, compaction).
+
+A :class:`RewriteCommit` removes a set of live data files (by path) and adds new ones, as one
+snapshot. Its data files are staged once; every attempt re-reads the base's manifest list,
+rewrites only the manifests that hold a removed file (live files carried as EXISTING, removed
+ones as DELETED, with their sequence numbers), and adds one manifest for the new files.
+
+Conflicts are checked on every base the commit builds on, before anything of the attempt is
+written: the snapshots committed since the one this rewrite read must not have removed a file it
+removes (always), nor, for ``overwrite`` and ``delete``, added a file that might hold rows in the
+filter's range (by partition values and column statistics). Either raises
+``CommitConflictError`` and the rewrite's files are deleted. Appends elsewhere (files that cannot
+match the filter) commit and are kept. Compaction checks only removals, so concurrent appends
+never fail it and are never lost.
+
+``overwrite(data, filter)`` and ``delete(filter)``: files the filter cannot match (statistics,
+partitions) are kept untouched; the others are read; a file whose every row matches is dropped
+whole, a file with some matching rows is rewritten with the rest. A row where the filter is
+null (a comparison with a null value) does not match and is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+
+from datashard.errors import CommitConflictError
+from datashard.iceberg.conversions import from_bytes
+from datashard.iceberg.expressions import Bound, FilterLike, bind_schema, must_match
+from datashard.iceberg.expressions import to_arrow_expression as arrow_filter
+from datashard.iceberg.manifest import (
+    ADDED,
+    DELETED,
+    EXISTING,
+    MANIFEST_DATA,
+    DataFile,
+    ManifestEntry,
+    ManifestFile,
+)
+from datashard.iceberg.metadata import Snapshot, TableMetadata
+from datashard.iceberg.partitioning import PartitionPruner, file_might_match
+from datashard.io.parquet import read_parquet_by_id
+from datashard.storage.base import StorageBackend
+from datashard.table.manifests import ManifestReader
+from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
+from datashard.table.versions import Loaded, TablePaths, key_for_uri
+
+
+class RewriteCommit(SnapshotProducer):
+    """Remove :attr:`removed` (paths of live files) and add staged files as one snapshot.
+
+    With ``conflict_bound``, a commit since the base that added a file which might hold rows
+    in the bound's range is a conflict (``overwrite`` and ``delete``); without it only a
+    concurrent removal of the same files is (compaction).
+    """
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        paths: TablePaths,
+        base: Loaded,
+        operation: str,
+        *,
+        reader: ManifestReader | None = None,
+        conflict_bound: Bound | None = None,
+        extra_summary: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(backend, paths, base)
+        self.operation = operation
+        self.reader = ManifestReader(backend) if reader is None else reader
+        self.conflict_bound = conflict_bound
+        self.extra_summary = dict(extra_summary or {})
+        #: the live data files this commit removes, by path
+        self.removed: dict[str, DataFile] = {}
+        self._deleted_records = 0
+        base_snap = base.metadata.current_snapshot()
+        self._base_snapshot_id = base_snap.snapshot_id if base_snap else None
+
+    # -- conflicts -----------------------------------------------------------------------------
+
+    def check_conflicts(self, md: TableMetadata) -> None:
+        """``CommitConflictError`` if a commit between the base this rewrite read and ``md``
+        removed a file it removes or (with a conflict bound) added one in the bound's range."""
+        if md.current_snapshot_id == self._base_snapshot_id:
+            return
+        between: list[Snapshot] = []
+        found = self._base_snapshot_id is None
+        for snap in md.ancestors():
+            if snap.snapshot_id == self._base_snapshot_id:
+                found = True
+                break
+            between.append(snap)
+        if not found:
+            raise CommitConflictError(
+                f"{self.operation} read snapshot {self._base_snapshot_id} of {md.location}, "
+                "which is no longer an ancestor of the current snapshot (rolled back or expired)"
+            )
+        bound = self.conflict_bound
+        pruner = PartitionPruner(md, bound) if bound is not None else None
+        for snap in between:
+            added: list[tuple[ManifestFile, ManifestEntry]] = []
+            for m in self.reader.manifests(snap):
+                if m.added_snapshot_id != snap.snapshot_id or m.content != MANIFEST_DATA:
+                    continue
+                for e in self.reader.entries(m):
+                    if e.snapshot_id != snap.snapshot_id:
+                        continue
+                    path = e.data_file.file_path
+                    if e.status == DELETED and path in self.removed:
+                        raise CommitConflictError(
+                            f"{self.operation} conflicts with snapshot {snap.snapshot_id} "
+                            f"({snap.operation}) of {md.location}: it already removed {path}"
+                        )
+                    if e.status == ADDED:
+                        added.append((m, e))
+            if bound is None or pruner is None:
+                continue
+            for m, e in added:
+                if file_might_match(bound, pruner, m.partition_spec_id, e.data_file):
+                    raise CommitConflictError(
+                        f"{self.operation} conflicts with snapshot {snap.snapshot_id} "
+                        f"({snap.operation}) of {md.location}: it added "
+                        f"{e.data_file.file_path}, which may hold rows in the filter's range; "
+                        "reload and retry"
+                    )
+
+    # -- per attempt ---------------------------------------------------------------------------
+
+    def manifests(
+        self, md: TableMetadata, parent: Snapshot | None, seq: int
+    ) -> tuple[list[ManifestFile], Writes]:
+        self.check_conflicts(md)
+        writes: Writes = []
+        manifests: list[ManifestFile] = []
+        if self.added:
+            entries = [ManifestEntry(ADDED, None, None, None, df) for df in self.added]
+            row, key, body = self.encode_manifest(entries, self.spec, seq, "m0")
+            writes.append((key, body))
+            manifests.append(row)
+        found: set[str] = set()
+        self._deleted_records = 0
+        # entries of the manifests that hold a removed file, by spec: written as one manifest
+        # of the files that stay (EXISTING) and one of the removed ones (DELETED) per spec
+        kept: dict[int, list[ManifestEntry]] = {}
+        gone: dict[int, list[ManifestEntry]] = {}
+        for m in self.reader.manifests(parent):
+            if m.content != MANIFEST_DATA:
+                manifests.append(m)
+                continue
+            entries = self.reader.entries(m)
+            if not any(e.is_live and e.data_file.file_path in self.removed for e in entries):
+                manifests.append(m)
+                continue
+            for e in entries:
+                if not e.is_live:
+                    continue  # deletes of earlier snapshots are not carried over
+                if e.data_file.file_path in self.removed:
+                    found.add(e.data_file.file_path)
+                    self._deleted_records += e.data_file.record_count
+                    gone.setdefault(m.partition_spec_id, []).append(
+                        replace(e, status=DELETED, snapshot_id=self.snapshot_id)
+                    )
+                else:
+                    kept.setdefault(m.partition_spec_id, []).append(replace(e, status=EXISTING))
+        missing = set(self.removed) - found
+        if missing:
+            raise CommitConflictError(
+                f"{self.operation}: {len(missing)} file(s) it removes are no longer in the "
+                f"table {md.location}, e.g. {sorted(missing)[0]}"
+            )
+        for group in (kept, gone):
+            for spec_id, out in sorted(group.items()):
+                row, key, body = self.encode_manifest(
+                    out, md.spec(spec_id), seq, "m1", snapshot_id=self.snapshot_id
+                )
+                writes.append((key, body))
+                manifests.append(row)
+        return manifests, writes
+
+    def summary(self, parent: Snapshot | None) -> dict[str, str]:
+        return snapshot_summary(
+            self.operation,
+            self.added,
+            list(self.removed.values()),
+            self._deleted_records,
+            parent,
+            self.commit_id,
+            self.extra_summary,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# overwrite and delete
+
+
+def _remaining_rows(table: pa.Table, bound: Bound) -> pa.Table:
+    """The rows of ``table`` that do not match ``bound`` (null counts as not matching)."""
+    index = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    matched = table.append_column("__row", index).filter(arrow_filter(bound))
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[matched.column("__row").to_numpy()] = False
+    return table.filter(pa.array(keep))
+
+
+def overwrite(
+    backend: StorageBackend,
+    paths: TablePaths,
+    base: Loaded,
+    filter: FilterLike,
+    tables: Sequence[pa.Table],
+    operation: str = "overwrite",
+) -> Loaded | None:
+    """Replace the rows matching ``filter`` (all rows for ``None``) with ``tables`` (already
+    coerced to the current schema); the new version, or ``None`` when nothing would change (no
+    matching row and no data). Bad input raises before anything is written."""
+    md = base.metadata
+    schema = md.current_schema()
+    bound = bind_schema(filter, schema)
+    rewrite = RewriteCommit(backend, paths, base, operation, conflict_bound=bound)
+    pruner = PartitionPruner(md, bound)
+    remainders: list[pa.Table] = []
+    try:
+        for m, e in rewrite.reader.live_files(md.current_snapshot()):
+            df = e.data_file
+            if not file_might_match(bound, pruner, m.partition_spec_id, df):
+                continue
+            if must_match(bound, df, from_bytes):  # every row matches (statistics): drop unread
+                rewrite.removed[df.file_path] = df
+                continue
+            data = backend.read(key_for_uri(backend, df.file_path))
+            rows = read_parquet_by_id(data, df.file_path, list(schema.fields))
+            rest = _remaining_rows(rows, bound)
+            if rest.num_rows == rows.num_rows:
+                continue  # no row matches: the file stays
+            rewrite.removed[df.file_path] = df
+            if rest.num_rows:
+                remainders.append(rest)
+        if not rewrite.removed and not any(t.num_rows for t in tables):
+            return None
+        rewrite.stage_tables([*remainders, *tables])
+        rewrite.flush()
+    except BaseException:
+        rewrite.discard()
+        raise
+    loaded, _ = rewrite.commit()
+    return loaded
+
+
+def delete(
+    backend: StorageBackend, paths: TablePaths, base: Loaded, filter: FilterLike
+) -> Loaded | None:
+    """Delete the rows matching ``filter``; the new version, or ``None`` when no row matched."""
+    return overwrite(backend, paths, base, filter, [], "delete")
+
+
+__all__ = ["RewriteCommit", "delete", "overwrite"]

@@ -1,0 +1,376 @@
+"""Every change to table metadata as data, checked by requirements, applied by one pure function.
+
+A commit is a list of :data:`Update` values and a list of :data:`Requirement` values.
+Requirements are checked with ``validate(base)`` against the metadata a commit builds on, on
+every attempt; a failed one raises :class:`CommitConflictError` (retrying cannot help).
+:func:`apply` turns a base metadata and updates into the new metadata, purely: no I/O, the base
+untouched. It also bounds what every commit rewrites: the metadata log keeps
+``write.metadata.previous-versions-max`` entries and the snapshot list keeps
+``history.expire.max-snapshots`` snapshots (dropping snapshot entries only; files are never
+deleted here).
+
+Updates refuse what cannot apply with ``CommitConflictError`` (the base moved under them: a
+snapshot already there, a ref to a snapshot that is gone) or ``ValidationError`` (the caller
+asked for something the table does not have).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
+
+from datashard.errors import CommitConflictError, ConfigError, ValidationError
+from datashard.iceberg.metadata import (
+    MAIN_BRANCH,
+    MetadataLogEntry,
+    PartitionSpec,
+    Snapshot,
+    SnapshotLogEntry,
+    SnapshotRef,
+    TableMetadata,
+)
+from datashard.iceberg.schema import Schema
+
+#: The snapshot summary key (or, for a commit without a snapshot, the table property) carrying
+#: the unique id of the commit that made it.
+COMMIT_ID = "datashard.commit-id"
+MAIN = MAIN_BRANCH
+
+# --------------------------------------------------------------------------------------------
+# requirements
+
+
+class Requirement(Protocol):
+    def validate(self, base: TableMetadata) -> None:
+        """Raise ``CommitConflictError`` if ``base`` breaks this requirement."""
+
+
+@dataclass(frozen=True)
+class AssertTableUUID:
+    """The table is still the one this commit read (not dropped and re-created)."""
+
+    uuid: str
+
+    def validate(self, base: TableMetadata) -> None:
+        if str(base.table_uuid) != str(self.uuid):
+            raise CommitConflictError(
+                f"table {base.location} was replaced: uuid {base.table_uuid}, expected {self.uuid}"
+            )
+
+
+@dataclass(frozen=True)
+class AssertRefSnapshotId:
+    """The branch still points where it did when this commit read it."""
+
+    ref: str
+    snapshot_id: int | None
+
+    def validate(self, base: TableMetadata) -> None:
+        ref = base.refs.get(self.ref)
+        current = ref.snapshot_id if ref is not None else None
+        if current != self.snapshot_id:
+            raise CommitConflictError(
+                f"branch {self.ref!r} of {base.location} moved to snapshot {current} since this "
+                f"commit read snapshot {self.snapshot_id}"
+            )
+
+
+@dataclass(frozen=True)
+class AssertCurrentSchemaId:
+    """The current schema is the one this commit's data was validated against."""
+
+    schema_id: int
+
+    def validate(self, base: TableMetadata) -> None:
+        if base.current_schema_id != self.schema_id:
+            raise CommitConflictError(
+                f"the schema of {base.location} changed to {base.current_schema_id} since this "
+                f"commit validated its data against schema {self.schema_id}"
+            )
+
+
+@dataclass(frozen=True)
+class AssertLastAssignedFieldId:
+    """No column was added by someone else since the change was built (ids would clash)."""
+
+    last_column_id: int
+
+    def validate(self, base: TableMetadata) -> None:
+        if base.last_column_id != self.last_column_id:
+            raise CommitConflictError(
+                f"columns were added to {base.location} (last column id {base.last_column_id}, "
+                f"this change was built on {self.last_column_id})"
+            )
+
+
+@dataclass(frozen=True)
+class AssertDefaultSpecId:
+    """The default partition spec is still the one the change was built against."""
+
+    spec_id: int
+
+    def validate(self, base: TableMetadata) -> None:
+        if base.default_spec_id != self.spec_id:
+            raise CommitConflictError(
+                f"the partition spec of {base.location} changed to {base.default_spec_id} since "
+                f"this commit read spec {self.spec_id}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# updates
+
+
+@dataclass(frozen=True)
+class AddSnapshot:
+    """Add a snapshot (its id must be new); the table's last sequence number follows it."""
+
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
+class SetSnapshotRef:
+    """Point ref ``name`` at a snapshot the table keeps. For ``main`` the snapshot becomes
+    current and joins the snapshot log. An existing ref keeps its retention settings."""
+
+    name: str
+    snapshot_id: int
+    type: Literal["branch", "tag"] = "branch"
+
+
+@dataclass(frozen=True)
+class RemoveSnapshotRef:
+    """Remove ref ``name`` (not ``main``)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveSnapshots:
+    """Drop snapshots (and their snapshot-log entries) from the metadata; no file is touched.
+    Ids the table no longer keeps are ignored (another commit dropped them)."""
+
+    snapshot_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class SetProperties:
+    updates: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AddSchema:
+    """Add a schema (its id must be new) and raise the last column id to ``last_column_id``."""
+
+    schema: Schema
+    last_column_id: int
+
+
+@dataclass(frozen=True)
+class SetCurrentSchema:
+    schema_id: int
+
+
+@dataclass(frozen=True)
+class AddPartitionSpec:
+    """Add a partition spec (kept once: an equal spec id is not added twice) and raise the last
+    partition field id to ``last_partition_id``."""
+
+    spec: PartitionSpec
+    last_partition_id: int
+
+
+@dataclass(frozen=True)
+class SetDefaultSpec:
+    spec_id: int
+
+
+Update = (
+    AddSnapshot
+    | SetSnapshotRef
+    | RemoveSnapshotRef
+    | RemoveSnapshots
+    | SetProperties
+    | AddSchema
+    | SetCurrentSchema
+    | AddPartitionSpec
+    | SetDefaultSpec
+)
+
+
+# --------------------------------------------------------------------------------------------
+# retention every commit applies
+
+
+def whole_number(props: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    """Table property ``key`` as an int >= ``minimum`` (``default`` when absent);
+    ``ConfigError`` naming the property and the value otherwise."""
+    raw = props.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"table property {key} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"table property {key} must be >= {minimum}, got {value}")
+    return value
+
+
+#: (property, default) of the metadata log entries and the snapshots every commit keeps.
+PREVIOUS_VERSIONS_MAX = ("write.metadata.previous-versions-max", 100)
+MAX_SNAPSHOTS = ("history.expire.max-snapshots", 100)
+
+
+def expire_snapshots(md: TableMetadata, keep: int) -> TableMetadata:
+    """``md`` with only the newest ``keep`` snapshots (and every snapshot a ref names).
+
+    Drops snapshot entries and their snapshot-log entries only; no file is touched.
+    """
+    if len(md.snapshots) <= keep:
+        return md
+    pinned = {ref.snapshot_id for ref in md.refs.values()}
+    ordered = sorted(md.snapshots, key=lambda s: (s.sequence_number, s.timestamp_ms))
+    newest = {s.snapshot_id for s in ordered[-keep:]}
+    return _without_snapshots(md, {s.snapshot_id for s in md.snapshots} - newest - pinned)
+
+
+def _without_snapshots(md: TableMetadata, ids: set[int] | frozenset[int]) -> TableMetadata:
+    if not ids:
+        return md
+    return replace(
+        md,
+        snapshots=tuple(s for s in md.snapshots if s.snapshot_id not in ids),
+        snapshot_log=tuple(e for e in md.snapshot_log if e.snapshot_id not in ids),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# apply
+
+
+def apply(
+    base: TableMetadata,
+    updates: Sequence[Update],
+    *,
+    base_location: str | None,
+    now_ms: int,
+) -> TableMetadata:
+    """The metadata ``updates`` make of ``base`` (pure: no I/O, ``base`` untouched).
+
+    ``base_location`` (the file ``base`` was read from) joins the metadata log; ``now_ms`` is
+    the commit time (``last-updated-ms`` and the snapshot-log time of a ref move never go
+    backwards). Retention from the resulting properties bounds the metadata log and the
+    snapshot list.
+    """
+    md = base
+    last_updated = max(now_ms, base.last_updated_ms)
+    for update in updates:
+        md = _apply_one(md, update, last_updated)
+    log = list(md.metadata_log)
+    if base_location is not None:
+        log.append(MetadataLogEntry(metadata_file=base_location, timestamp_ms=base.last_updated_ms))
+    md = replace(
+        md,
+        metadata_log=tuple(log[-whole_number(md.properties, *PREVIOUS_VERSIONS_MAX, 1) :]),
+        last_updated_ms=last_updated,
+    )
+    return expire_snapshots(md, whole_number(md.properties, *MAX_SNAPSHOTS, 1))
+
+
+def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
+    if isinstance(update, AddSnapshot):
+        snap = update.snapshot
+        if md.snapshot_by_id(snap.snapshot_id) is not None:
+            raise CommitConflictError(f"snapshot {snap.snapshot_id} is already in the table")
+        return replace(
+            md,
+            snapshots=(*md.snapshots, snap),
+            last_sequence_number=max(md.last_sequence_number, snap.sequence_number),
+        )
+    if isinstance(update, SetSnapshotRef):
+        target = md.snapshot_by_id(update.snapshot_id)
+        if target is None:
+            raise CommitConflictError(f"ref {update.name!r}: no snapshot {update.snapshot_id}")
+        old = md.refs.get(update.name)
+        ref = (
+            replace(old, snapshot_id=update.snapshot_id, type=update.type)
+            if old is not None
+            else SnapshotRef(snapshot_id=update.snapshot_id, type=update.type)
+        )
+        md = replace(md, refs={**md.refs, update.name: ref})
+        if update.name != MAIN:
+            return md
+        return replace(
+            md,
+            current_snapshot_id=update.snapshot_id,
+            snapshot_log=(*md.snapshot_log, SnapshotLogEntry(now, update.snapshot_id)),
+        )
+    if isinstance(update, RemoveSnapshotRef):
+        if update.name == MAIN:
+            raise ValidationError(f"the main branch of {md.location} cannot be removed")
+        if update.name not in md.refs:
+            raise ValidationError(f"table {md.location} has no ref {update.name!r}")
+        return replace(md, refs={k: v for k, v in md.refs.items() if k != update.name})
+    if isinstance(update, RemoveSnapshots):
+        pinned = {ref.snapshot_id for ref in md.refs.values()} & update.snapshot_ids
+        if pinned:
+            raise CommitConflictError(
+                f"snapshot(s) {sorted(pinned)} of {md.location} are named by a ref and cannot "
+                "be removed"
+            )
+        return _without_snapshots(md, update.snapshot_ids)
+    if isinstance(update, SetProperties):
+        return replace(md, properties={**md.properties, **update.updates})
+    if isinstance(update, AddSchema):
+        if any(s.schema_id == update.schema.schema_id for s in md.schemas):
+            raise CommitConflictError(
+                f"schema {update.schema.schema_id} is already in the table {md.location}"
+            )
+        return replace(
+            md,
+            schemas=(*md.schemas, update.schema),
+            last_column_id=max(md.last_column_id, update.last_column_id),
+        )
+    if isinstance(update, SetCurrentSchema):
+        md.schema_by_id(update.schema_id)  # SchemaError for an unknown id
+        return replace(md, current_schema_id=update.schema_id)
+    if isinstance(update, AddPartitionSpec):
+        specs = md.partition_specs
+        if all(s.spec_id != update.spec.spec_id for s in specs):
+            specs = (*specs, update.spec)
+        return replace(
+            md,
+            partition_specs=specs,
+            last_partition_id=max(md.last_partition_id, update.last_partition_id),
+        )
+    if isinstance(update, SetDefaultSpec):
+        md.spec(update.spec_id)  # SchemaError for an unknown id
+        return replace(md, default_spec_id=update.spec_id)
+    raise TypeError(f"unknown update {update!r}")  # pragma: no cover - the union is closed
+
+
+__all__ = [
+    "COMMIT_ID",
+    "MAIN",
+    "AddPartitionSpec",
+    "AddSchema",
+    "AddSnapshot",
+    "AssertCurrentSchemaId",
+    "AssertDefaultSpecId",
+    "AssertLastAssignedFieldId",
+    "AssertRefSnapshotId",
+    "AssertTableUUID",
+    "RemoveSnapshotRef",
+    "RemoveSnapshots",
+    "Requirement",
+    "SetCurrentSchema",
+    "SetDefaultSpec",
+    "SetProperties",
+    "SetSnapshotRef",
+    "Update",
+    "apply",
+    "expire_snapshots",
+    "whole_number",
+]

@@ -1,0 +1,291 @@
+"""A table's versions on its backend: its keys, the hint, and finding and loading the newest.
+
+A table at ``<prefix>`` keeps ``<prefix>/metadata/v<N>.metadata.json`` (N = 1, 2, 3 ...), created
+with ``put_if_absent``: the create of ``v<N+1>`` IS the commit. ``version-hint.text`` holds an N
+written best-effort after each commit; it is advisory only. To find the newest version a reader
+starts from a version it holds (or the hint) and probes forward until a version is missing
+(:func:`probe_forward`, the one probe loop); with nothing to start from, or a run longer than
+:data:`MAX_PROBE`, it lists ``metadata/``.
+
+Tables written by other Iceberg writers name their metadata ``<NNNNN>-<uuid>.metadata.json``;
+:func:`newest_foreign_metadata` finds the highest of those so they can be read.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from datashard.errors import ObjectNotFoundError, StorageError
+from datashard.iceberg.metadata import TableMetadata
+from datashard.iceberg.metadata_codec import metadata_from_json
+from datashard.storage.base import StorageBackend
+from datashard.table.process import submit
+
+HINT = "version-hint.text"
+_VERSION = re.compile(r"^v(\d+)\.metadata\.json$")
+_FOREIGN = re.compile(r"^(\d+)-[0-9a-fA-F-]+\.metadata\.json$")
+#: The most versions a forward probe walks before the caller lists instead.
+MAX_PROBE = 64
+#: Versions probed one by one before the hint is consulted.
+HINT_AFTER = 2
+
+
+@dataclass(frozen=True)
+class TablePaths:
+    """The keys of one table under its backend root."""
+
+    prefix: str
+
+    @property
+    def metadata_dir(self) -> str:
+        return f"{self.prefix}/metadata"
+
+    @property
+    def data_dir(self) -> str:
+        return f"{self.prefix}/data"
+
+    @property
+    def hint(self) -> str:
+        return f"{self.metadata_dir}/{HINT}"
+
+    def version(self, n: int) -> str:
+        return f"{self.metadata_dir}/v{n}.metadata.json"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A metadata version as read: the metadata, its version N and its location."""
+
+    metadata: TableMetadata
+    version: int
+    location: str
+
+
+def key_for_uri(backend: StorageBackend, uri: str) -> str:
+    """The backend key of an absolute file URI written in metadata.
+
+    Accepts the backend's own URIs, and for ``file://`` backends plain absolute paths and
+    ``file:/path`` forms that other writers record. Raises ``InvalidPathError`` for a URI
+    outside the backend's root.
+    """
+    if backend.scheme in ("file", "direct") and "://" not in uri:
+        path = uri[len("file:") :] if uri.startswith("file:") else uri
+        return backend.key_for(f"{backend.root_uri.split('://', 1)[0]}://{path}")
+    return backend.key_for(uri)
+
+
+def version_of(key: str) -> int | None:
+    """N of ``.../v<N>.metadata.json``; ``None`` for any other name."""
+    match = _VERSION.match(key.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# the hint
+
+
+def read_hint(backend: StorageBackend, paths: TablePaths) -> int | None:
+    """The version the hint names, or ``None`` if it is missing or unreadable (never raises for
+    a bad hint: it is advisory)."""
+    try:
+        text = backend.read(paths.hint).decode("ascii", "replace").strip()
+    except StorageError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def write_hint(backend: StorageBackend, paths: TablePaths, version: int) -> bool:
+    """Best-effort: record ``version`` in the hint; ``False`` if the write failed."""
+    try:
+        backend.write(paths.hint, str(version).encode("ascii"))
+    except StorageError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# probing
+
+
+def _probe_one(backend: StorageBackend, key: str, bodies: bool) -> bytes | None:
+    """``key``'s body (``bodies``) or ``b""`` if it exists (a ``head``); ``None`` if missing."""
+    try:
+        if bodies:
+            return backend.read(key)
+        backend.head(key)
+    except ObjectNotFoundError:
+        return None
+    return b""
+
+
+def probe_forward(
+    backend: StorageBackend,
+    paths: TablePaths,
+    known: int,
+    *,
+    use_hint: bool = True,
+    bodies: bool = False,
+) -> tuple[int, bytes | None] | None:
+    """The newest version reachable from ``known`` (a version that exists) by probing
+    ``known+1``, ``known+2`` ... until one is missing, and the body of that version if this
+    probe read it (``None`` when it is ``known`` itself, or when probing by ``head``).
+
+    ``bodies=False`` probes with ``head`` (a reader: it reads only the newest body after);
+    ``bodies=True`` probes with GETs (a writer after a lost race: a hit brings the body along,
+    where ``head`` would need a GET after it). With ``use_hint``, after :data:`HINT_AFTER` hits
+    the hint is read and, if it is ahead, probing jumps there: by ``head`` the hinted version
+    is trusted (the caller's read of it fails and lists if it is missing; nothing of ours
+    writes a hint ahead of a version), by GET it is read, and probing goes on one by one if it
+    is missing. ``None`` when more than :data:`MAX_PROBE` versions follow (the caller lists).
+    """
+    have: int = known
+    body: bytes | None = None
+    probe, jumped = known + 1, False
+    for step in range(1, MAX_PROBE + 1):
+        found = _probe_one(backend, paths.version(probe), bodies)
+        if found is None:
+            if not jumped or probe == have + 1:
+                return have, body
+            probe = have + 1  # the hint named a missing version: go on one by one
+            continue
+        have, body, probe = probe, found if bodies else None, probe + 1
+        if use_hint and step == HINT_AFTER and not jumped:
+            hint = read_hint(backend, paths)
+            if hint is not None and not bodies and hint > have:
+                have, probe = hint, hint + 1  # trusted: see above
+            elif hint is not None and bodies and hint > probe:
+                probe, jumped = hint, True
+    return None
+
+
+def list_versions(backend: StorageBackend, paths: TablePaths) -> list[int]:
+    """Every ``v<N>`` under ``metadata/``, ascending."""
+    found = []
+    for meta in backend.list(paths.metadata_dir + "/"):
+        n = version_of(meta.key)
+        if n is not None:
+            found.append(n)
+    return sorted(found)
+
+
+def newest_listed_version(backend: StorageBackend, paths: TablePaths) -> int | None:
+    """The newest version by listing ``metadata/`` (then probing past it: a listing may lag)."""
+    versions = list_versions(backend, paths)
+    if not versions:
+        return None
+    probed = probe_forward(backend, paths, versions[-1], use_hint=False)
+    return probed[0] if probed is not None else versions[-1]
+
+
+def newest_version(
+    backend: StorageBackend, paths: TablePaths, known: int | None = None
+) -> int | None:
+    """The newest committed version as far as ``head`` probes show, or ``None`` if none.
+
+    Starts from ``known`` (a version the caller holds) or else the hint; lists ``metadata/``
+    when there is nothing to start from or the run is too long. The hint is not checked here:
+    a caller whose read of the returned version finds nothing calls
+    :func:`newest_listed_version`.
+    """
+    start = known if known is not None else read_hint(backend, paths)
+    if start is not None:
+        probed = probe_forward(backend, paths, start)
+        if probed is not None:
+            return probed[0]
+    return newest_listed_version(backend, paths)
+
+
+def newest_foreign_metadata(backend: StorageBackend, paths: TablePaths) -> str | None:
+    """The key of the highest ``<NNNNN>-<uuid>.metadata.json`` (another writer's naming)."""
+    best: tuple[int, str] | None = None
+    for meta in backend.list(paths.metadata_dir + "/"):
+        match = _FOREIGN.match(meta.key.rsplit("/", 1)[-1])
+        if match:
+            candidate = (int(match.group(1)), meta.key)
+            if best is None or candidate > best:
+                best = candidate
+    return best[1] if best else None
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_version(backend: StorageBackend, paths: TablePaths, version: int) -> Loaded:
+    """Read and parse ``v<version>``; ``ObjectNotFoundError`` if missing,
+    ``CorruptMetadataError`` naming the file if it does not parse."""
+    key = paths.version(version)
+    data = backend.read(key)
+    location = backend.uri_for(key)
+    return Loaded(metadata_from_json(data, location), version, location)
+
+
+def load_newest(
+    backend: StorageBackend, paths: TablePaths, known: Loaded | None = None
+) -> Loaded | None:
+    """The newest version (from ``known`` or the hint, probing forward), or ``None`` if the
+    table has no version. A hint naming a missing version falls back to a listing.
+
+    From the hint, the version it names is read while the next one is probed: a hint that is
+    current (the usual case) costs two round trips, not three.
+    """
+    early: Future[Loaded] | None = None
+    start = known.version if known is not None else read_hint(backend, paths)
+    if known is None and start is not None:
+        early = submit(load_version, backend, paths, start)
+    n = newest_version(backend, paths, start) if start is not None else None
+    if n is None:
+        n = newest_listed_version(backend, paths)
+    if n is None:
+        return None
+    if known is not None and n == known.version:
+        return known
+    try:
+        if early is not None and n == start:
+            return early.result()
+        return load_version(backend, paths, n)
+    except ObjectNotFoundError:
+        listed = newest_listed_version(backend, paths)
+        if listed is None:
+            return None
+        return load_version(backend, paths, listed)
+
+
+def newest_after_loss(
+    backend: StorageBackend, paths: TablePaths, taken: int, found: Loaded | None
+) -> Loaded:
+    """The newest version after losing the race for ``v<taken>`` (``found``: it, if read).
+
+    Probes by GET (:func:`probe_forward` with ``bodies``); only the newest body is parsed. A
+    run longer than :data:`MAX_PROBE` is left to :func:`load_newest`, which lists.
+    """
+    probed = probe_forward(backend, paths, taken, bodies=True)
+    if probed is None:
+        return load_newest(backend, paths, found) or load_version(backend, paths, taken)
+    have, data = probed
+    if have == taken or data is None:
+        return found if found is not None else load_version(backend, paths, taken)
+    location = backend.uri_for(paths.version(have))
+    return Loaded(metadata_from_json(data, location), have, location)
+
+
+__all__ = [
+    "HINT",
+    "MAX_PROBE",
+    "Loaded",
+    "TablePaths",
+    "key_for_uri",
+    "list_versions",
+    "load_newest",
+    "load_version",
+    "newest_after_loss",
+    "newest_foreign_metadata",
+    "newest_listed_version",
+    "newest_version",
+    "probe_forward",
+    "read_hint",
+    "version_of",
+    "write_hint",
+]
