@@ -11,9 +11,10 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
-from datashard.errors import SchemaError
+from datashard.errors import SchemaError, ValidationError
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import DateType, IcebergType, IntType, NestedField, StructType
 
@@ -309,6 +310,20 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def epoch_ms(when: datetime | int | float, what: str) -> int:
+    """Epoch milliseconds of a datetime (naive means UTC) or of a number already in ms;
+    ``ValidationError`` naming ``what`` and the value otherwise."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return int(when.timestamp() * 1000)
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return int(when)
+    raise ValidationError(
+        f"{what} must be a datetime or epoch milliseconds, got {type(when).__name__}: {when!r}"
+    )
+
+
 def new_table_metadata(
     schema: Schema,
     location: str,
@@ -365,6 +380,7 @@ __all__ = [
     "TableMetadata",
     "new_snapshot_id",
     "new_table_metadata",
+    "epoch_ms",
     "now_ms",
     "transform_result_type",
 ]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from datashard.errors import StorageError, ValidationError
-from datashard.iceberg.metadata import Snapshot, TableMetadata, now_ms
+from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms, now_ms
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import commit_updates
 from datashard.table.manifests import ManifestReader
@@ -37,12 +37,8 @@ def cutoff_ms(older_than: Cutoff | None, default: timedelta) -> int:
         if older_than < timedelta(0):
             raise ValidationError(f"older_than must not be negative, got {older_than}")
         return now_ms() - int(older_than.total_seconds() * 1000)
-    if isinstance(older_than, datetime):
-        if older_than.tzinfo is None:
-            older_than = older_than.replace(tzinfo=timezone.utc)
-        return int(older_than.timestamp() * 1000)
-    if isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
-        return int(older_than)
+    if isinstance(older_than, (datetime, int, float)) and not isinstance(older_than, bool):
+        return epoch_ms(older_than, "older_than")
     raise ValidationError(
         "older_than must be a datetime, a timedelta (an age) or epoch milliseconds, got "
         f"{type(older_than).__name__}: {older_than!r}"

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -31,7 +31,7 @@ from datashard.iceberg.expressions import (
     to_expr,
 )
 from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, ManifestFile
-from datashard.iceberg.metadata import Snapshot, TableMetadata
+from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import to_arrow_field
@@ -58,19 +58,6 @@ class FileScanTask:
     file_size_in_bytes: int
     #: the data sequence number: the commit order of the file
     sequence_number: int = 0
-
-
-def to_millis(as_of: datetime | int | float) -> int:
-    """Epoch milliseconds of a datetime (naive means UTC) or of a number already in ms."""
-    if isinstance(as_of, datetime):
-        if as_of.tzinfo is None:
-            as_of = as_of.replace(tzinfo=timezone.utc)
-        return int(as_of.timestamp() * 1000)
-    if isinstance(as_of, (int, float)) and not isinstance(as_of, bool):
-        return int(as_of)
-    raise ValidationError(
-        f"as_of must be a datetime or epoch milliseconds, got {type(as_of).__name__}: {as_of!r}"
-    )
 
 
 class Scan:
@@ -289,7 +276,7 @@ def _choose_snapshot(
             )
         return snap
     if as_of is not None:
-        ms = to_millis(as_of)
+        ms = epoch_ms(as_of, "as_of")
         snap = metadata.snapshot_as_of(ms)
         if snap is None:
             first = min((s.timestamp_ms for s in metadata.snapshots), default=None)
@@ -310,4 +297,4 @@ def _schema_for(metadata: TableMetadata, snapshot: Snapshot | None) -> Schema:
     return metadata.current_schema()
 
 
-__all__ = ["FileScanTask", "Scan", "to_millis"]
+__all__ = ["FileScanTask", "Scan"]
