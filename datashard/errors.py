@@ -134,6 +134,11 @@ class CorruptMetadataError(TableError):
     """A metadata file, manifest list or manifest cannot be read; names the file."""
 
 
+class UnsupportedFeatureError(TableError):
+    """The table uses a part of the Iceberg format datashard does not handle yet; names it.
+    Nothing is read or written wrongly instead."""
+
+
 class CommitError(TableError):
     """A commit did not land."""
 
@@ -176,6 +181,7 @@ __all__ = [
     "TableError",
     "TableNotFoundError",
     "TransientStorageError",
+    "UnsupportedFeatureError",
     "UnsupportedFormatVersionError",
     "UnsupportedOperationError",
     "ValidationError",

@@ -217,6 +217,13 @@ def manifest_entry_schema(partition_type: StructType) -> dict[str, Any]:
                 "default": None,
                 "doc": "Sort order ID",
             },
+            {
+                "name": "referenced_data_file",
+                "type": _optional("string"),
+                "field-id": 143,
+                "default": None,
+                "doc": "Fully qualified location of a data file that all deletes reference",
+            },
         ],
     }
     return {

@@ -47,6 +47,20 @@ class DataFile:
     sort_order_id: int | None = None
     key_metadata: bytes | None = None
     equality_ids: tuple[int, ...] | None = None
+    #: the one data file every delete of this delete file is in (position deletes, DVs)
+    referenced_data_file: str | None = None
+    #: where a deletion vector's blob starts in its Puffin file, and its length (v3)
+    content_offset: int | None = None
+    content_size_in_bytes: int | None = None
+
+    @property
+    def is_deletes(self) -> bool:
+        """True for a delete file (position or equality deletes, or a deletion vector)."""
+        return self.content != DATA
+
+
+#: Reserved field ids of position delete files (the spec's ``file_position_delete``).
+DELETE_FILE_PATH_ID, DELETE_POS_ID, DELETE_ROW_ID = 2147483546, 2147483545, 2147483544
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,9 @@ __all__ = [
     "ADDED",
     "DATA",
     "DELETED",
+    "DELETE_FILE_PATH_ID",
+    "DELETE_POS_ID",
+    "DELETE_ROW_ID",
     "EQUALITY_DELETES",
     "EXISTING",
     "MANIFEST_DATA",

@@ -27,10 +27,13 @@ from datashard.iceberg.avro_schemas import MANIFEST_FILE_SCHEMA, manifest_entry_
 from datashard.iceberg.conversions import from_bytes, to_bytes, to_physical
 from datashard.iceberg.manifest import (
     ADDED,
+    DATA,
     DELETED,
+    EQUALITY_DELETES,
     EXISTING,
     MANIFEST_DATA,
     MANIFEST_DELETES,
+    POSITION_DELETES,
     DataFile,
     FieldSummary,
     ManifestEntry,
@@ -94,6 +97,7 @@ def _entry_record(e: ManifestEntry, snapshot_id: int | None, ptype: StructType) 
             "split_offsets": list(f.split_offsets) if f.split_offsets is not None else None,
             "equality_ids": list(f.equality_ids) if f.equality_ids is not None else None,
             "sort_order_id": f.sort_order_id,
+            "referenced_data_file": f.referenced_data_file,
         },
     }
 
@@ -405,10 +409,13 @@ def _entry(
     if status not in (EXISTING, ADDED, DELETED):
         raise ValueError(f"status {status} is not 0, 1 or 2")
     df = rec["data_file"]
+    content = int(df.get("content") or 0)
+    if content not in (DATA, POSITION_DELETES, EQUALITY_DELETES):
+        raise ValueError(f"data_file.content {content} is not 0, 1 or 2")
     offsets = df.get("split_offsets")
     eq_ids = df.get("equality_ids")
     data_file = DataFile(
-        content=int(df.get("content") or 0),
+        content=content,
         file_path=str(df["file_path"]),
         file_format=str(df["file_format"]).upper(),
         partition=_partition_values(df.get("partition"), location, schema, spec_fields),
@@ -424,6 +431,9 @@ def _entry(
         split_offsets=tuple(offsets) if offsets is not None else None,
         equality_ids=tuple(eq_ids) if eq_ids is not None else None,
         sort_order_id=df.get("sort_order_id"),
+        referenced_data_file=df.get("referenced_data_file"),
+        content_offset=df.get("content_offset"),
+        content_size_in_bytes=df.get("content_size_in_bytes"),
     )
     snapshot_id = rec.get("snapshot_id")
     seq = rec.get("sequence_number")

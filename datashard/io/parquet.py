@@ -49,9 +49,7 @@ def read_parquet_by_id(data: bytes, uri: str, fields: Sequence[NestedField]) -> 
             if column.type != target:
                 column = column.cast(target)
             arrays.append(column)
-        elif (
-            f.initial_default is not None
-        ):  # added later with a default (datashard.iceberg.schema_update)
+        elif f.initial_default is not None:  # added later with a default
             arrays.append(default_array(f, raw.num_rows, f.initial_default))
         else:
             arrays.append(pa.nulls(raw.num_rows, type=target))

@@ -17,11 +17,11 @@ import pyarrow as pa
 
 from datashard.errors import ValidationError
 from datashard.iceberg.manifest import ManifestEntry
-from datashard.io.parquet import read_parquet_by_id
 from datashard.storage.base import StorageBackend
+from datashard.table.deletes import DeleteReader, delete_index
 from datashard.table.process import bounded_map
 from datashard.table.rewrite import RewriteCommit
-from datashard.table.versions import Loaded, TablePaths, key_for_uri
+from datashard.table.versions import Loaded, TablePaths
 
 #: Default target size of a compacted data file (Iceberg's write.target-file-size-bytes).
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
@@ -77,32 +77,40 @@ def compact(
     )
     groups: dict[tuple[int, tuple[Any, ...]], list[ManifestEntry]] = {}
     small = target_file_size * 3 // 4
-    for m, e in rewrite.reader.live_files(md.current_snapshot()):
+    snapshot = md.current_snapshot()
+    live = rewrite.reader.live_files(snapshot)
+    for m, e in live:
         df = e.data_file
         if df.file_size_in_bytes >= small and m.partition_spec_id == md.default_spec_id:
             continue
         key = (m.partition_spec_id, tuple(sorted((k, repr(v)) for k, v in df.partition.items())))
         groups.setdefault(key, []).append(e)
-    chosen = [g for g in groups.values() if len(g) >= min_input_files]
-    n_files = sum(len(g) for g in chosen)
-    n_rows = sum(e.data_file.record_count for g in chosen for e in g)
+    chosen = [(key, g) for key, g in groups.items() if len(g) >= min_input_files]
+    n_files = sum(len(g) for _, g in chosen)
+    n_rows = sum(e.data_file.record_count for _, g in chosen for e in g)
     if dry_run or not chosen:
         return None, CompactResult(n_files, 0, n_rows, None)
     fields = list(md.current_schema().fields)
+    index = delete_index(md, rewrite.reader.manifests(snapshot), rewrite.reader.entries)
+    rows_of = DeleteReader(backend, md)
 
-    def read(e: ManifestEntry) -> pa.Table:
-        uri = e.data_file.file_path
-        return read_parquet_by_id(backend.read(key_for_uri(backend, uri)), uri, fields)
+    def read(item: tuple[int, ManifestEntry]) -> pa.Table:
+        spec_id, e = item
+        deletes = index.for_data_file(e.data_file, e.sequence_number or 0, spec_id)
+        return rows_of.read(e.data_file, deletes, fields)
 
     try:
-        for group in chosen:
+        for (spec_id, _), group in chosen:
             group.sort(key=lambda e: e.sequence_number or 0)
             for chunk in _bins(group, target_file_size):  # bounds memory to about a target
-                tables = list(bounded_map(read, chunk, _READERS))
+                tables = list(bounded_map(read, [(spec_id, e) for e in chunk], _READERS))
                 for e in chunk:
-                    rewrite.removed[e.data_file.file_path] = e.data_file
+                    rewrite.remove(e.data_file, e.sequence_number or 0, spec_id)
                 rewrite.stage_tables([pa.concat_tables(tables)], target_file_size)
                 rewrite.flush()
+        rewrite.retire_unused_deletes(
+            index, ((e.data_file, e.sequence_number or 0, m.partition_spec_id) for m, e in live)
+        )
     except BaseException:
         rewrite.discard()
         raise

@@ -26,7 +26,9 @@ import pyarrow as pa
 
 from datashard.iceberg.datafile import write_parquet
 from datashard.iceberg.manifest import (
+    EQUALITY_DELETES,
     MANIFEST_DATA,
+    POSITION_DELETES,
     DataFile,
     ManifestEntry,
     ManifestFile,
@@ -134,10 +136,12 @@ class SnapshotProducer:
         sequence_number: int,
         suffix: str,
         snapshot_id: int | None = None,
+        content: int = MANIFEST_DATA,
     ) -> tuple[ManifestFile, str, bytes]:
         """A manifest of ``entries`` (its manifest-list row, key and bytes; not written).
-        ``snapshot_id`` is written into the entries (``None``: inherited on read)."""
-        body = write_manifest(entries, self.schema, spec, snapshot_id)
+        ``snapshot_id`` is written into the entries (``None``: inherited on read); ``content``
+        says whether they are data or delete files."""
+        body = write_manifest(entries, self.schema, spec, snapshot_id, content)
         key = self.manifest_key(suffix)
         row = build_manifest_file(
             entries,
@@ -147,7 +151,7 @@ class SnapshotProducer:
             schema=self.schema,
             added_snapshot_id=self.snapshot_id,
             sequence_number=sequence_number,
-            content=MANIFEST_DATA,
+            content=content,
         )
         return row, key, body
 
@@ -263,8 +267,12 @@ def snapshot_summary(
     parent: Snapshot | None,
     commit_id: str,
     extra: Mapping[str, str] | None = None,
+    *,
+    added_deletes: Sequence[DataFile] = (),
+    removed_deletes: Sequence[DataFile] = (),
 ) -> dict[str, str]:
-    """The Iceberg snapshot summary of a commit that adds and removes whole data files.
+    """The Iceberg snapshot summary of a commit that adds and removes whole data files and
+    delete files.
 
     Running totals continue the parent's (from zero for a first snapshot); a total the parent
     does not carry (another writer left it out) is left out too rather than guessed.
@@ -297,10 +305,34 @@ def snapshot_summary(
                 out[total] = str(int(prev.get(total, 0)) + delta)
             except ValueError:
                 pass
-    for key in ("total-delete-files", "total-position-deletes", "total-equality-deletes"):
-        if parent is None or key in prev:
-            out[key] = str(prev.get(key, "0"))
+    deltas = _delete_counts(added_deletes, "added")
+    gone = _delete_counts(removed_deletes, "removed")
+    out.update({k: str(v) for k, v in {**deltas, **gone}.items() if v})
+    for total, kind in (
+        ("total-delete-files", "delete-files"),
+        ("total-position-deletes", "position-deletes"),
+        ("total-equality-deletes", "equality-deletes"),
+    ):
+        if parent is None or total in prev:
+            try:
+                value = int(prev.get(total, "0")) + deltas[f"added-{kind}"]
+                out[total] = str(value - gone[f"removed-{kind}"])
+            except ValueError:
+                pass
     return out
+
+
+def _delete_counts(files: Sequence[DataFile], verb: str) -> dict[str, int]:
+    """The summary counters of delete files added or removed (``verb``)."""
+    pos = [df for df in files if df.content == POSITION_DELETES]
+    eq = [df for df in files if df.content == EQUALITY_DELETES]
+    return {
+        f"{verb}-delete-files": len(pos) + len(eq),
+        f"{verb}-position-delete-files": len(pos),
+        f"{verb}-equality-delete-files": len(eq),
+        f"{verb}-position-deletes": sum(df.record_count for df in pos),
+        f"{verb}-equality-deletes": sum(df.record_count for df in eq),
+    }
 
 
 __all__ = ["SnapshotProducer", "Writes", "snapshot_summary"]

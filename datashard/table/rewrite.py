@@ -18,11 +18,17 @@ never fail it and are never lost.
 partitions) are kept untouched; the others are read; a file whose every row matches is dropped
 whole, a file with some matching rows is rewritten with the rest. A row where the filter is
 null (a comparison with a null value) does not match and is kept.
+
+Row-level deletes: every file is read with the delete files that apply to it (position and
+equality deletes, :mod:`datashard.table.deletes`), so a deleted row is never copied into a new
+file. A delete file that applied only to files this commit removes is removed with them (its
+entry marked DELETED; the summary counts it). A commit since the base that added a delete file
+applying to a file this rewrite removes is a conflict: the rewrite read those rows as live.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -30,6 +36,7 @@ import pyarrow as pa
 
 from datashard.errors import CommitConflictError
 from datashard.iceberg.conversions import from_bytes
+from datashard.iceberg.deletes import DeleteFile, DeleteIndex
 from datashard.iceberg.expressions import Bound, FilterLike, bind_schema, must_match
 from datashard.iceberg.expressions import to_arrow_expression as arrow_filter
 from datashard.iceberg.manifest import (
@@ -37,17 +44,18 @@ from datashard.iceberg.manifest import (
     DELETED,
     EXISTING,
     MANIFEST_DATA,
+    MANIFEST_DELETES,
     DataFile,
     ManifestEntry,
     ManifestFile,
 )
 from datashard.iceberg.metadata import Snapshot, TableMetadata
 from datashard.iceberg.partitioning import PartitionPruner, file_might_match
-from datashard.io.parquet import read_parquet_by_id
 from datashard.storage.base import StorageBackend
+from datashard.table.deletes import DeleteReader, delete_index
 from datashard.table.manifests import ManifestReader
 from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
-from datashard.table.versions import Loaded, TablePaths, key_for_uri
+from datashard.table.versions import Loaded, TablePaths
 
 
 class RewriteCommit(SnapshotProducer):
@@ -76,9 +84,31 @@ class RewriteCommit(SnapshotProducer):
         self.extra_summary = dict(extra_summary or {})
         #: the live data files this commit removes, by path
         self.removed: dict[str, DataFile] = {}
+        #: the data sequence number and spec id of each removed file (for delete scopes)
+        self._removed_scope: dict[str, tuple[int, int]] = {}
+        #: delete files this commit removes (they applied only to removed data files)
+        self.retired: dict[str, DataFile] = {}
         self._deleted_records = 0
         base_snap = base.metadata.current_snapshot()
         self._base_snapshot_id = base_snap.snapshot_id if base_snap else None
+
+    def remove(self, df: DataFile, sequence_number: int, spec_id: int) -> None:
+        """Remove the live data file ``df`` (of that data sequence number and spec)."""
+        self.removed[df.file_path] = df
+        self._removed_scope[df.file_path] = (sequence_number, spec_id)
+
+    def retire_unused_deletes(
+        self, index: DeleteIndex, live: Iterable[tuple[DataFile, int, int]]
+    ) -> None:
+        """Mark for removal every delete file of ``index`` that applies to no data file of
+        ``live`` (data file, sequence number, spec id) that this commit keeps."""
+        if not index:
+            return
+        used: set[str] = set()
+        for df, seq, spec_id in live:
+            if df.file_path not in self.removed:
+                used.update(d.path for d in index.for_data_file(df, seq, spec_id))
+        self.retired = {d.path: d.file for d in index.files if d.path not in used}
 
     # -- conflicts -----------------------------------------------------------------------------
 
@@ -104,7 +134,10 @@ class RewriteCommit(SnapshotProducer):
         for snap in between:
             added: list[tuple[ManifestFile, ManifestEntry]] = []
             for m in self.reader.manifests(snap):
-                if m.added_snapshot_id != snap.snapshot_id or m.content != MANIFEST_DATA:
+                if m.added_snapshot_id != snap.snapshot_id:
+                    continue
+                if m.content != MANIFEST_DATA:
+                    self._check_new_deletes(md, snap, m)
                     continue
                 for e in self.reader.entries(m):
                     if e.snapshot_id != snap.snapshot_id:
@@ -128,6 +161,32 @@ class RewriteCommit(SnapshotProducer):
                         "reload and retry"
                     )
 
+    def _check_new_deletes(self, md: TableMetadata, snap: Snapshot, m: ManifestFile) -> None:
+        """``CommitConflictError`` if delete manifest ``m`` of ``snap`` adds a delete file that
+        applies to a data file this rewrite removes."""
+        if not self.removed:
+            return
+        unpartitioned = not md.spec(m.partition_spec_id).fields
+        index = DeleteIndex(
+            DeleteFile(
+                e.data_file,
+                e.sequence_number if e.sequence_number is not None else m.sequence_number,
+                m.partition_spec_id,
+                unpartitioned,
+            )
+            for e in self.reader.entries(m)
+            if e.status == ADDED and e.snapshot_id == snap.snapshot_id
+        )
+        for path, df in self.removed.items():
+            seq, spec_id = self._removed_scope.get(path, (0, self.spec.spec_id))
+            hit = index.for_data_file(df, seq, spec_id)
+            if hit:
+                raise CommitConflictError(
+                    f"{self.operation} conflicts with snapshot {snap.snapshot_id} "
+                    f"({snap.operation}) of {md.location}: it added delete file {hit[0].path}, "
+                    f"which deletes rows of {path} that this commit read as live; reload and retry"
+                )
+
     # -- per attempt ---------------------------------------------------------------------------
 
     def manifests(
@@ -147,35 +206,48 @@ class RewriteCommit(SnapshotProducer):
         # of the files that stay (EXISTING) and one of the removed ones (DELETED) per spec
         kept: dict[int, list[ManifestEntry]] = {}
         gone: dict[int, list[ManifestEntry]] = {}
+        # the same for delete manifests that hold a retired delete file
+        kept_deletes: dict[int, list[ManifestEntry]] = {}
+        gone_deletes: dict[int, list[ManifestEntry]] = {}
         for m in self.reader.manifests(parent):
-            if m.content != MANIFEST_DATA:
+            data = m.content == MANIFEST_DATA
+            dropping = self.removed if data else self.retired
+            if not dropping:
                 manifests.append(m)
                 continue
             entries = self.reader.entries(m)
-            if not any(e.is_live and e.data_file.file_path in self.removed for e in entries):
+            if not any(e.is_live and e.data_file.file_path in dropping for e in entries):
                 manifests.append(m)
                 continue
             for e in entries:
                 if not e.is_live:
                     continue  # deletes of earlier snapshots are not carried over
-                if e.data_file.file_path in self.removed:
-                    found.add(e.data_file.file_path)
-                    self._deleted_records += e.data_file.record_count
-                    gone.setdefault(m.partition_spec_id, []).append(
+                if e.data_file.file_path in dropping:
+                    if data:
+                        found.add(e.data_file.file_path)
+                        self._deleted_records += e.data_file.record_count
+                    (gone if data else gone_deletes).setdefault(m.partition_spec_id, []).append(
                         replace(e, status=DELETED, snapshot_id=self.snapshot_id)
                     )
                 else:
-                    kept.setdefault(m.partition_spec_id, []).append(replace(e, status=EXISTING))
+                    (kept if data else kept_deletes).setdefault(m.partition_spec_id, []).append(
+                        replace(e, status=EXISTING)
+                    )
         missing = set(self.removed) - found
         if missing:
             raise CommitConflictError(
                 f"{self.operation}: {len(missing)} file(s) it removes are no longer in the "
                 f"table {md.location}, e.g. {sorted(missing)[0]}"
             )
-        for group in (kept, gone):
+        for group, content in (
+            (kept, MANIFEST_DATA),
+            (gone, MANIFEST_DATA),
+            (kept_deletes, MANIFEST_DELETES),
+            (gone_deletes, MANIFEST_DELETES),
+        ):
             for spec_id, out in sorted(group.items()):
                 row, key, body = self.encode_manifest(
-                    out, md.spec(spec_id), seq, "m1", snapshot_id=self.snapshot_id
+                    out, md.spec(spec_id), seq, "m1", snapshot_id=self.snapshot_id, content=content
                 )
                 writes.append((key, body))
                 manifests.append(row)
@@ -190,6 +262,7 @@ class RewriteCommit(SnapshotProducer):
             parent,
             self.commit_id,
             self.extra_summary,
+            removed_deletes=list(self.retired.values()),
         )
 
 
@@ -223,24 +296,31 @@ def overwrite(
     rewrite = RewriteCommit(backend, paths, base, operation, conflict_bound=bound)
     pruner = PartitionPruner(md, bound)
     remainders: list[pa.Table] = []
+    snapshot = md.current_snapshot()
+    index = delete_index(md, rewrite.reader.manifests(snapshot), rewrite.reader.entries)
+    rows_of = DeleteReader(backend, md)
+    live = [(m, e, e.sequence_number or 0) for m, e in rewrite.reader.live_files(snapshot)]
     try:
-        for m, e in rewrite.reader.live_files(md.current_snapshot()):
+        for m, e, seq in live:
             df = e.data_file
             if not file_might_match(bound, pruner, m.partition_spec_id, df):
                 continue
             if must_match(bound, df, from_bytes):  # every row matches (statistics): drop unread
-                rewrite.removed[df.file_path] = df
+                rewrite.remove(df, seq, m.partition_spec_id)
                 continue
-            data = backend.read(key_for_uri(backend, df.file_path))
-            rows = read_parquet_by_id(data, df.file_path, list(schema.fields))
+            deletes = index.for_data_file(df, seq, m.partition_spec_id)
+            rows = rows_of.read(df, deletes, list(schema.fields))
             rest = _remaining_rows(rows, bound)
             if rest.num_rows == rows.num_rows:
                 continue  # no row matches: the file stays
-            rewrite.removed[df.file_path] = df
+            rewrite.remove(df, seq, m.partition_spec_id)
             if rest.num_rows:
                 remainders.append(rest)
         if not rewrite.removed and not any(t.num_rows for t in tables):
             return None
+        rewrite.retire_unused_deletes(
+            index, ((e.data_file, seq, m.partition_spec_id) for m, e, seq in live)
+        )
         rewrite.stage_tables([*remainders, *tables])
         rewrite.flush()
     except BaseException:

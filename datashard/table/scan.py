@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from datashard.errors import SchemaError, ValidationError
 from datashard.iceberg.conversions import from_bytes
+from datashard.iceberg.deletes import DeleteFile
 from datashard.iceberg.expressions import (
     Bound,
     BoundTrue,
@@ -35,8 +36,8 @@ from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import to_arrow_field
-from datashard.io.parquet import read_parquet_by_id
-from datashard.table.manifests import manifest_entries, read_manifest_files, read_table_file
+from datashard.table.deletes import DeleteReader, delete_index
+from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.process import bounded_map, submit
 
 if TYPE_CHECKING:
@@ -58,6 +59,10 @@ class FileScanTask:
     file_size_in_bytes: int
     #: the data sequence number: the commit order of the file
     sequence_number: int = 0
+    #: the partition spec the file was written with
+    spec_id: int = 0
+    #: the delete files that apply to it (position deletes, equality deletes)
+    deletes: tuple[DeleteFile, ...] = ()
 
 
 class Scan:
@@ -105,6 +110,7 @@ class Scan:
         if not self.columns:
             raise ValidationError("a scan must read at least one column; columns=[] was given")
         self._bound: Bound = bind_schema(self.filter, self.schema)
+        self._deletes = DeleteReader(backend, metadata)
         needed = set(self.columns) | referenced_columns(self.filter)
         self._read_fields = [f for f in self.schema.fields if f.name in needed]
 
@@ -122,11 +128,18 @@ class Scan:
         if self.snapshot is None:
             return iter(())
         pruner = PartitionPruner(self.metadata, self._bound)  # datashard.iceberg.partitioning
-        manifests = [
+        listed = [
             m
             for m in read_manifest_files(self._backend, self.snapshot)
-            if _is_data_manifest(m) and pruner.manifest_might_match(m)
+            if pruner.manifest_might_match(m)
         ]
+        manifests = [m for m in listed if _is_data_manifest(m)]
+        deletes = delete_index(
+            self.metadata,
+            listed,
+            lambda m: manifest_entries(self._backend, m),
+            lambda m, df: self._might_match(pruner, m.partition_spec_id, df),
+        )
 
         def entries(m: ManifestFile) -> list[FileScanTask]:
             tasks = []
@@ -134,19 +147,18 @@ class Scan:
                 if _is_deleted(entry.status):
                     continue
                 df = entry.data_file
-                if not pruner.file_might_match(m.partition_spec_id, df):
+                if not self._might_match(pruner, m.partition_spec_id, df):
                     continue
-                if not isinstance(self._bound, BoundTrue) and not might_match(
-                    self._bound, df, from_bytes
-                ):
-                    continue
+                seq = entry.sequence_number or 0
                 tasks.append(
                     FileScanTask(
                         df.file_path,
                         df,
                         df.record_count,
                         df.file_size_in_bytes,
-                        entry.sequence_number or 0,
+                        seq,
+                        m.partition_spec_id,
+                        deletes.for_data_file(df, seq, m.partition_spec_id),
                     )
                 )
             return tasks
@@ -155,6 +167,13 @@ class Scan:
             return iter([entries(m) for m in manifests])
         return bounded_map(entries, manifests, self.max_workers)
 
+    def _might_match(self, pruner: PartitionPruner, spec_id: int, df: DataFile) -> bool:
+        """Whether a data or delete file may hold a row in the filter's range (partition
+        values, then column statistics; for a delete file they describe the deleted rows)."""
+        if not pruner.file_might_match(spec_id, df):
+            return False
+        return isinstance(self._bound, BoundTrue) or might_match(self._bound, df, from_bytes)
+
     # -- reading --------------------------------------------------------------------------
 
     def _output_schema(self) -> pa.Schema:
@@ -162,8 +181,7 @@ class Scan:
         return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
 
     def _read_task(self, task: FileScanTask) -> pa.Table:
-        data = read_table_file(self._backend, task.file_path, "data file")
-        table = read_parquet_by_id(data, task.file_path, self._read_fields)
+        table = self._deletes.read(task.data_file, task.deletes, self._read_fields)
         if not isinstance(self._bound, BoundTrue):
             table = table.filter(to_arrow_expression(self._bound))
         return table.select(list(self.columns))
@@ -210,9 +228,22 @@ class Scan:
         return self.to_arrow().to_pandas(**kwargs)
 
     def count(self) -> int:
-        """How many rows match: from manifest record counts alone when there is no filter."""
+        """How many rows match: from manifest record counts alone when there is no filter and
+        no delete file applies; from the position delete files when only they apply; else by
+        reading the rows."""
         if isinstance(self._bound, BoundTrue):
-            return sum(task.record_count for task in self.plan_files())
+            total = 0
+            narrow: Scan | None = None
+            for task in self.plan_files():
+                if not task.deletes:
+                    total += task.record_count
+                    continue
+                n = self._deletes.count(task.data_file, task.deletes)
+                if n is None:  # equality deletes: read one column with them applied
+                    narrow = narrow or replace_columns(self, list(self.columns[:1]))
+                    n = narrow._read_task(task).num_rows
+                total += n
+            return total
         narrow = replace_columns(self, [f.name for f in self._read_fields][:1])
         return sum(t.num_rows for t in narrow._tables())
 

@@ -1,0 +1,196 @@
+"""Reading delete files and applying them to the rows of a data file.
+
+- A position delete file (Parquet, ``file_path`` and ``pos`` with the reserved field ids
+  2147483546 and 2147483545) becomes the deleted positions of each data file it names
+  (:func:`read_position_deletes`).
+- An equality delete file (Parquet with the table's field ids; ``equality_ids`` name the delete
+  columns) becomes a table of delete keys (:func:`read_equality_deletes`).
+- :func:`deleted_mask` marks the rows of a data file that either kind deletes: a position is
+  deleted if any position delete lists it; a row is deleted by an equality delete if it equals
+  some delete row on every delete column, where null equals null.
+
+Positions are counted from the first row of the data file, so the rows a mask applies to are the
+whole file, in file order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from datashard.errors import CorruptMetadataError
+from datashard.iceberg.manifest import DELETE_FILE_PATH_ID, DELETE_POS_ID
+from datashard.iceberg.types import field_id_of
+
+#: Positions deleted from each data file, by data file path.
+Positions = Mapping[str, np.ndarray]
+
+
+def _parquet(data: bytes, uri: str, what: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptMetadataError(f"{what} {uri} is not readable Parquet: {exc}") from exc
+
+
+def _columns_by_id(pf: pq.ParquetFile) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for f in pf.schema_arrow:
+        fid = field_id_of(f)
+        if fid is not None:
+            out[fid] = f.name
+    return out
+
+
+def read_position_deletes(data: bytes, uri: str) -> dict[str, np.ndarray]:
+    """The positions (sorted, unique, int64) a position delete file deletes, by data file path.
+
+    Raises ``CorruptMetadataError`` naming the file when it is not Parquet or lacks the
+    ``file_path`` / ``pos`` columns.
+    """
+    pf = _parquet(data, uri, "position delete file")
+    by_id = _columns_by_id(pf)
+    names = pf.schema_arrow.names
+    path_col = by_id.get(DELETE_FILE_PATH_ID, "file_path" if "file_path" in names else None)
+    pos_col = by_id.get(DELETE_POS_ID, "pos" if "pos" in names else None)
+    if path_col is None or pos_col is None:
+        raise CorruptMetadataError(
+            f"position delete file {uri} has no file_path/pos columns (field ids "
+            f"{DELETE_FILE_PATH_ID}/{DELETE_POS_ID}); its columns are {names}"
+        )
+    try:
+        table = pf.read(columns=[path_col, pos_col], use_threads=True)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptMetadataError(f"position delete file {uri} is not readable: {exc}") from exc
+    if table.num_rows == 0:
+        return {}
+    paths = table.column(path_col).combine_chunks().dictionary_encode()
+    if paths.null_count or table.column(pos_col).null_count:
+        raise CorruptMetadataError(f"position delete file {uri} has a null file_path or pos")
+    codes = paths.indices.to_numpy(zero_copy_only=False)
+    positions = table.column(pos_col).to_numpy().astype(np.int64, copy=False)
+    order = np.argsort(codes, kind="stable")
+    codes, positions = codes[order], positions[order]
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    out: dict[str, np.ndarray] = {}
+    for chunk_codes, chunk in zip(
+        np.split(codes, bounds), np.split(positions, bounds), strict=True
+    ):
+        out[str(paths.dictionary[int(chunk_codes[0])].as_py())] = np.unique(chunk)
+    return out
+
+
+def read_equality_deletes(data: bytes, uri: str, equality_ids: Sequence[int]) -> pa.Table:
+    """The delete columns of an equality delete file, named by field id (``"1"``, ``"7"``),
+    one row per delete row. Raises ``CorruptMetadataError`` naming the file when a delete
+    column is missing."""
+    pf = _parquet(data, uri, "equality delete file")
+    by_id = _columns_by_id(pf)
+    missing = [i for i in equality_ids if i not in by_id]
+    if missing:
+        raise CorruptMetadataError(
+            f"equality delete file {uri} has no column with field id(s) {missing} (its "
+            f"equality_ids are {list(equality_ids)})"
+        )
+    try:
+        table = pf.read(columns=[by_id[i] for i in equality_ids], use_threads=True)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptMetadataError(f"equality delete file {uri} is not readable: {exc}") from exc
+    return table.rename_columns([str(i) for i in equality_ids])
+
+
+def deleted_mask(
+    num_rows: int,
+    positions: Sequence[np.ndarray],
+    equality: Sequence[tuple[pa.Table, Mapping[int, pa.ChunkedArray | pa.Array]]],
+) -> np.ndarray | None:
+    """A boolean array, True where a row of a data file of ``num_rows`` rows is deleted, or
+    ``None`` when nothing is.
+
+    ``positions``: arrays of deleted positions (out-of-range ones are ignored).
+    ``equality``: (delete rows named by field id, the data file's values of those fields by
+    field id) per equality delete file.
+    """
+    mask: np.ndarray | None = None
+    for pos in positions:
+        pos = pos[(pos >= 0) & (pos < num_rows)]
+        if len(pos):
+            if mask is None:
+                mask = np.zeros(num_rows, dtype=bool)
+            mask[pos] = True
+    for deletes, values in equality:
+        if deletes.num_rows == 0 or num_rows == 0:
+            continue
+        hit = _equal_rows(num_rows, deletes, values)
+        if hit is not None:
+            mask = hit if mask is None else (mask | hit)
+    return mask
+
+
+def _plain(array: pa.ChunkedArray | pa.Array) -> pa.Array:
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    if isinstance(array.type, pa.ExtensionType):
+        array = array.storage
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    return array
+
+
+def _equal_rows(
+    num_rows: int, deletes: pa.Table, values: Mapping[int, pa.ChunkedArray | pa.Array]
+) -> np.ndarray | None:
+    """True where the data row equals some delete row on every delete column (null = null)."""
+    left: dict[str, pa.Array] = {"__row": pa.array(np.arange(num_rows, dtype=np.int64))}
+    right: dict[str, pa.Array] = {}
+    keys: list[str] = []
+    for name in deletes.column_names:
+        data = _plain(values[int(name)])
+        gone = _plain(deletes.column(name))
+        if gone.type != data.type:
+            try:
+                gone = gone.cast(data.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise CorruptMetadataError(
+                    f"equality delete column {name} has type {gone.type}, which does not "
+                    f"compare with the data's {data.type}: {exc}"
+                ) from exc
+        left[f"n{name}"], right[f"n{name}"] = pc.is_null(data), pc.is_null(gone)
+        keys.append(f"n{name}")
+        valid = data.drop_null() if data.null_count < len(data) else gone.drop_null()
+        if len(valid):  # nulls take a present value: the null flags tell them apart
+            fill = valid[0]
+            left[f"v{name}"] = pc.fill_null(data, fill)
+            right[f"v{name}"] = pc.fill_null(gone, fill)
+            keys.append(f"v{name}")
+    try:
+        matched = pa.table(left).join(
+            pa.table(right), keys=keys, join_type="left semi", use_threads=True
+        )
+        rows = matched.column("__row").to_numpy()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        rows = _equal_rows_slow(left, right, keys)
+    if len(rows) == 0:
+        return None
+    mask = np.zeros(num_rows, dtype=bool)
+    mask[rows] = True
+    return mask
+
+
+def _equal_rows_slow(
+    left: Mapping[str, pa.Array], right: Mapping[str, pa.Array], keys: Sequence[str]
+) -> np.ndarray:
+    """The same match in Python, for key types the hash join does not take."""
+    gone = set(zip(*(right[k].to_pylist() for k in keys), strict=True))
+    rows = [
+        i
+        for i, row in enumerate(zip(*(left[k].to_pylist() for k in keys), strict=True))
+        if row in gone
+    ]
+    return np.array(rows, dtype=np.int64)
+
+
+__all__ = ["deleted_mask", "read_equality_deletes", "read_position_deletes"]

@@ -1,0 +1,167 @@
+"""Row-level deletes in the table layer: the delete files of a snapshot, and data files read
+with them applied.
+
+:func:`delete_index` reads a snapshot's delete manifests into a
+:class:`~datashard.iceberg.deletes.DeleteIndex` (the spec's scope rules). A :class:`DeleteReader`
+reads a data file with the deletes that apply to it (:meth:`DeleteReader.read`), keeping each
+delete file's content for the length of one operation, since one delete file often applies to
+many data files. Scans, ``count``, overwrite, delete and compaction all read rows through it, so
+a deleted row is never returned and never copied into a new data file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from datashard.errors import CorruptMetadataError, UnsupportedFeatureError
+from datashard.iceberg.deletes import DeleteFile, DeleteIndex
+from datashard.iceberg.manifest import MANIFEST_DELETES, DataFile, ManifestEntry, ManifestFile
+from datashard.iceberg.metadata import TableMetadata
+from datashard.iceberg.types import NestedField
+from datashard.io.deletes import deleted_mask, read_equality_deletes, read_position_deletes
+from datashard.io.parquet import read_parquet_by_id
+from datashard.storage.base import StorageBackend
+from datashard.table.manifests import read_table_file
+from datashard.table.process import bounded_map
+
+#: Delete manifests read at once.
+_MANIFEST_READERS = 8
+
+
+def delete_index(
+    md: TableMetadata,
+    manifests: Iterable[ManifestFile],
+    entries: Callable[[ManifestFile], list[ManifestEntry]],
+    keep: Callable[[ManifestFile, DataFile], bool] | None = None,
+) -> DeleteIndex:
+    """The live delete files of the delete manifests among ``manifests`` (read by
+    ``entries``), those ``keep`` accepts (a scan prunes by its filter)."""
+    deletes = [m for m in manifests if m.content == MANIFEST_DELETES]
+    if not deletes:
+        return DeleteIndex(())
+
+    def live(m: ManifestFile) -> list[DeleteFile]:
+        unpartitioned = not md.spec(m.partition_spec_id).fields
+        out = []
+        for e in entries(m):
+            if not e.is_live or (keep is not None and not keep(m, e.data_file)):
+                continue
+            if not e.data_file.is_deletes:
+                raise CorruptMetadataError(
+                    f"delete manifest {m.manifest_path} lists data file {e.data_file.file_path}"
+                )
+            seq = e.sequence_number if e.sequence_number is not None else m.sequence_number
+            out.append(DeleteFile(e.data_file, seq, m.partition_spec_id, unpartitioned))
+        return out
+
+    found = (
+        bounded_map(live, deletes, _MANIFEST_READERS) if len(deletes) > 1 else map(live, deletes)
+    )
+    return DeleteIndex(d for group in found for d in group)
+
+
+class DeleteReader:
+    """Reads data files with their deletes applied; keeps what it read of delete files."""
+
+    def __init__(self, backend: StorageBackend, md: TableMetadata) -> None:
+        self._backend = backend
+        self._md = md
+        self._lock = threading.Lock()
+        self._positions: dict[str, dict[str, np.ndarray]] = {}
+        self._equality: dict[str, pa.Table] = {}
+
+    # -- delete file contents --------------------------------------------------------------
+
+    def positions(self, d: DeleteFile, data_path: str) -> np.ndarray:
+        """The positions of ``data_path`` that the position delete file ``d`` deletes."""
+        if d.is_deletion_vector:
+            raise UnsupportedFeatureError(
+                f"deletion vector {d.path} (format v3) applies to {data_path}; datashard does "
+                "not read deletion vectors yet"
+            )
+        with self._lock:
+            by_path = self._positions.get(d.path)
+        if by_path is None:
+            data = read_table_file(self._backend, d.path, "position delete file")
+            by_path = read_position_deletes(data, d.path)
+            with self._lock:
+                self._positions[d.path] = by_path
+        return by_path.get(data_path, _NONE)
+
+    def equality(self, d: DeleteFile) -> pa.Table:
+        """The delete rows of the equality delete file ``d``, columns named by field id."""
+        ids = d.file.equality_ids
+        if not ids:
+            raise CorruptMetadataError(f"equality delete file {d.path} has no equality_ids")
+        with self._lock:
+            rows = self._equality.get(d.path)
+        if rows is None:
+            data = read_table_file(self._backend, d.path, "equality delete file")
+            rows = read_equality_deletes(data, d.path, ids)
+            with self._lock:
+                self._equality[d.path] = rows
+        return rows
+
+    # -- data files ---------------------------------------------------------------------------
+
+    def read(
+        self, data_file: DataFile, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
+    ) -> pa.Table:
+        """Columns ``fields`` of ``data_file`` (by field id), without the rows ``deletes``
+        delete. Raises ``CorruptMetadataError`` naming a missing or unreadable file."""
+        path = data_file.file_path
+        equality = [d for d in deletes if d.is_equality]
+        have = {f.field_id for f in fields}
+        extra: list[NestedField] = []
+        for d in equality:
+            for fid in d.file.equality_ids or ():
+                if fid not in have:
+                    have.add(fid)
+                    extra.append(self._field(fid, d))
+        data = read_table_file(self._backend, path, "data file")
+        table = read_parquet_by_id(data, path, [*fields, *extra])
+        if deletes:
+            by_id = {f.field_id: table.column(i) for i, f in enumerate([*fields, *extra])}
+            mask = deleted_mask(
+                table.num_rows,
+                [self.positions(d, path) for d in deletes if not d.is_equality],
+                [(self.equality(d), by_id) for d in equality],
+            )
+            if mask is not None:
+                table = table.filter(pa.array(~mask))
+        return table.select(list(range(len(fields)))) if extra else table
+
+    def count(self, data_file: DataFile, deletes: Sequence[DeleteFile]) -> int | None:
+        """Rows of ``data_file`` left after ``deletes`` when only position deletes apply
+        (from the delete files alone), else ``None``."""
+        if any(d.is_equality for d in deletes):
+            return None
+        n = data_file.record_count
+        hit = [self.positions(d, data_file.file_path) for d in deletes]
+        if not hit:
+            return n
+        gone = np.unique(np.concatenate(hit))
+        return n - int(np.count_nonzero((gone >= 0) & (gone < n)))
+
+    def _field(self, field_id: int, d: DeleteFile) -> NestedField:
+        """The table's field ``field_id`` (current schema first, then older ones: a delete
+        column dropped since still applies), named so it cannot clash with a column."""
+        for schema in (self._md.current_schema(), *reversed(self._md.schemas)):
+            if field_id in schema.field_ids:
+                f = schema.find_field(field_id)
+                return NestedField(
+                    f.field_id, f"__delete_{field_id}", f.field_type, False, None, None, None
+                )
+        raise CorruptMetadataError(
+            f"equality delete file {d.path} deletes by field id {field_id}, which no schema of "
+            f"{self._md.location} has"
+        )
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+__all__ = ["DeleteReader", "delete_index"]
