@@ -114,11 +114,16 @@ class RowDelta(SnapshotProducer):
             self.delete_files.append((df, spec_id))
 
     def stage_equality_deletes(
-        self, rows: pa.Table, equality_ids: Sequence[int], spec_id: int | None = None
+        self,
+        rows: pa.Table,
+        equality_ids: Sequence[int],
+        spec_id: int | None = None,
+        partition: Mapping[str, Any] | None = None,
     ) -> None:
         """Stage an equality delete file: ``rows`` holds the delete columns (named as the
-        table's columns); ``equality_ids`` are their field ids. Written with spec ``spec_id``
-        (default: an unpartitioned spec of the table, making it a global delete)."""
+        table's columns); ``equality_ids`` are their field ids. With ``spec_id`` and
+        ``partition`` it applies to that partition only; without, it is written with an
+        unpartitioned spec of the table and applies to every partition (a global delete)."""
         md = self.base.metadata
         schema = md.current_schema()
         fields = [schema.find_field(i) for i in equality_ids]
@@ -126,17 +131,19 @@ class RowDelta(SnapshotProducer):
             spec_id = next((s.spec_id for s in md.partition_specs if not s.fields), None)
             if spec_id is None:
                 raise ValidationError(
-                    f"table {md.location} has no unpartitioned spec for a global equality delete"
+                    f"table {md.location} has no unpartitioned spec for a global equality "
+                    "delete; pass spec_id and partition"
                 )
-        if md.spec(spec_id).fields:
-            raise ValidationError("equality deletes are written with an unpartitioned spec here")
+            partition = {}
+        elif md.spec(spec_id).fields and partition is None:
+            raise ValidationError(f"spec {spec_id} is partitioned: pass the partition values")
         delete_schema = Schema(schema.schema_id, fields)
         table = delete_schema.coerce_arrow(rows.select([f.name for f in fields]))
         data, stats = write_parquet(table, delete_schema)
         key = f"{self.paths.data_dir}/{uuid.uuid4()}-eq-deletes.parquet"
         self.stage(key, data)
         df = replace(
-            stats.to_data_file(self.backend.uri_for(key), len(data), {}),
+            stats.to_data_file(self.backend.uri_for(key), len(data), partition or {}),
             content=EQUALITY_DELETES,
             equality_ids=tuple(equality_ids),
         )
