@@ -16,6 +16,7 @@ whole file, in file order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -193,4 +194,38 @@ def _equal_rows_slow(
     return np.array(rows, dtype=np.int64)
 
 
-__all__ = ["deleted_mask", "read_equality_deletes", "read_position_deletes"]
+@dataclass(frozen=True)
+class FileDeletes:
+    """Everything that deletes rows of one data file: its deleted positions (whole-file,
+    sorted) and its equality deletes (delete rows named by field id). Picklable, so a loader
+    can take it into worker processes."""
+
+    positions: np.ndarray
+    equality: tuple[pa.Table, ...] = ()
+
+    @property
+    def equality_ids(self) -> list[int]:
+        """The field ids the equality deletes compare, each once."""
+        ids: list[int] = []
+        for rows in self.equality:
+            ids.extend(int(n) for n in rows.column_names if int(n) not in ids)
+        return ids
+
+    def mask(
+        self, offset: int, num_rows: int, values: Mapping[int, pa.ChunkedArray | pa.Array]
+    ) -> np.ndarray | None:
+        """Deleted rows among the ``num_rows`` rows starting at file position ``offset``
+        (``values``: those rows' values of :attr:`equality_ids`), or ``None``."""
+        pos = self.positions
+        lo, hi = np.searchsorted(pos, [offset, offset + num_rows])
+        full = dict(values)
+        for rows in self.equality:  # a column the file does not have reads as nulls
+            for name in rows.column_names:
+                if int(name) not in full:
+                    full[int(name)] = pa.nulls(num_rows, rows.column(name).type)
+        return deleted_mask(
+            num_rows, [pos[lo:hi] - offset], [(rows, full) for rows in self.equality]
+        )
+
+
+__all__ = ["FileDeletes", "deleted_mask", "read_equality_deletes", "read_position_deletes"]

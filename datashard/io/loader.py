@@ -11,7 +11,8 @@
 - At most ``prefetch`` row groups are in flight at once.
 
 Works on any backend, on a list of objects or on a table snapshot
-(:meth:`RowGroupLoader.from_table`).
+(:meth:`RowGroupLoader.from_table`). From a table, the row-level deletes of each data file
+(position and equality deletes) are applied to its row groups: a deleted row is never yielded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datashard.errors import ConfigError, CorruptFileError, ValidationError
+from datashard.io.deletes import FileDeletes
 from datashard.io.footer import Footer, FooterCache
 from datashard.io.ranged import split_object_uri
 from datashard.storage.base import StorageBackend, validate_key
@@ -97,6 +99,7 @@ class RowGroupLoader:
         prefetch: int = 4,
         coalesce_gap: int = 64 * 1024,
         footer_cache: FooterCache | None = None,
+        deletes: dict[int, FileDeletes] | None = None,
     ) -> None:
         if not isinstance(world_size, int) or world_size < 1:
             raise ConfigError(f"world_size must be an int >= 1, got {world_size!r}")
@@ -119,6 +122,8 @@ class RowGroupLoader:
         self.footers = footer_cache if footer_cache is not None else FooterCache()
         self.epoch = 0
         self._objects = self._resolve(sources)
+        #: rows deleted from each source (by its index), applied to its row groups
+        self._deletes: dict[int, FileDeletes] = dict(deletes or {})
         self._tasks: list[RowGroupTask] | None = None
         self._tasks_lock = threading.Lock()
 
@@ -136,17 +141,22 @@ class RowGroupLoader:
 
         Files are those the scan plans after pruning by ``filter`` on manifest statistics; the
         filter is not applied to rows. File sizes come from the manifests, so footers cost one
-        request each and no ``head``.
+        request each and no ``head``. The snapshot's delete files are read here, once, and
+        applied to every row group they touch.
         """
         scan = table.scan(columns=columns, filter=filter, snapshot_id=snapshot_id)
         backend: StorageBackend = table.backend
         sources: list[Source] = []
-        for task in scan.plan_files():
+        deletes: dict[int, FileDeletes] = {}
+        for index, task in enumerate(scan.plan_files()):
             data_file = task.data_file
             sources.append(
                 (backend, backend.key_for(data_file.file_path), int(data_file.file_size_in_bytes))
             )
-        return cls(sources, columns=columns, **options)
+            found = scan.deletes_of(task)
+            if found is not None:
+                deletes[index] = found
+        return cls(sources, columns=columns, deletes=deletes, **options)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -213,11 +223,27 @@ class RowGroupLoader:
                 f"{footer.uri}; it has: {', '.join(names)}"
             )
 
+    def _read_columns(self, source: int) -> tuple[list[str] | None, dict[int, str]]:
+        """The columns to read from ``source``: the chosen ones plus the columns its equality
+        deletes compare (by field id -> column name)."""
+        deletes = self._deletes.get(source)
+        if deletes is None or not deletes.equality:
+            return self.columns, {}
+        by_id = {}
+        for f in self._footer(source).metadata.schema.to_arrow_schema():
+            if f.metadata and b"PARQUET:field_id" in f.metadata:
+                by_id[int(f.metadata[b"PARQUET:field_id"])] = f.name
+        names = {fid: by_id[fid] for fid in deletes.equality_ids if fid in by_id}
+        if self.columns is None:
+            return None, names
+        return [*self.columns, *(n for n in names.values() if n not in self.columns)], names
+
     def byte_ranges(self, task: RowGroupTask) -> list[tuple[int, int]]:
         """The coalesced ``[start, end)`` ranges one row group's chosen columns occupy."""
         md = self._footer(task.source).metadata
         rg = md.row_group(task.row_group)
-        wanted = None if self.columns is None else set(self.columns)
+        columns = self._read_columns(task.source)[0]
+        wanted = None if columns is None else set(columns)
         ranges = []
         for j in range(rg.num_columns):
             chunk = rg.column(j)
@@ -247,14 +273,27 @@ class RowGroupLoader:
                     f"[{start}, {end}), got {got}",
                     key=footer.uri,
                 )
+        columns, equality = self._read_columns(task.source)
         try:
             source = pa.BufferReader(pa.py_buffer(buffer))
             parquet = pq.ParquetFile(source, metadata=footer.metadata)
-            return parquet.read_row_group(task.row_group, columns=self.columns, use_threads=False)
+            table = parquet.read_row_group(task.row_group, columns=columns, use_threads=False)
         except (OSError, pa.ArrowException) as exc:
             raise CorruptFileError(
                 f"{footer.uri}: row group {task.row_group} does not decode ({exc})", key=footer.uri
             ) from exc
+        deletes = self._deletes.get(task.source)
+        if deletes is None:
+            return table
+        md = footer.metadata
+        offset = sum(md.row_group(i).num_rows for i in range(task.row_group))
+        values = {fid: table.column(name) for fid, name in equality.items()}
+        mask = deletes.mask(offset, table.num_rows, values)
+        if mask is not None:
+            table = table.filter(pa.array(~mask))
+        if self.columns is not None and columns != self.columns:
+            table = table.select(self.columns)
+        return table
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch ``iter(loader)`` reads next (it seeds the shuffle)."""

@@ -22,7 +22,12 @@ from datashard.iceberg.deletes import DeleteFile, DeleteIndex
 from datashard.iceberg.manifest import MANIFEST_DELETES, DataFile, ManifestEntry, ManifestFile
 from datashard.iceberg.metadata import TableMetadata
 from datashard.iceberg.types import NestedField
-from datashard.io.deletes import deleted_mask, read_equality_deletes, read_position_deletes
+from datashard.io.deletes import (
+    FileDeletes,
+    deleted_mask,
+    read_equality_deletes,
+    read_position_deletes,
+)
 from datashard.io.parquet import read_parquet_by_id
 from datashard.storage.base import StorageBackend
 from datashard.table.manifests import read_table_file
@@ -134,6 +139,19 @@ class DeleteReader:
             if mask is not None:
                 table = table.filter(pa.array(~mask))
         return table.select(list(range(len(fields)))) if extra else table
+
+    def file_deletes(
+        self, data_file: DataFile, deletes: Sequence[DeleteFile]
+    ) -> FileDeletes | None:
+        """What deletes rows of ``data_file``, read into one picklable value (for readers of
+        row groups), or ``None`` when nothing does."""
+        if not deletes:
+            return None
+        path = data_file.file_path
+        hit = [self.positions(d, path) for d in deletes if not d.is_equality]
+        positions = np.unique(np.concatenate(hit)) if hit else _NONE
+        equality = tuple(self.equality(d) for d in deletes if d.is_equality)
+        return FileDeletes(positions, equality)
 
     def count(self, data_file: DataFile, deletes: Sequence[DeleteFile]) -> int | None:
         """Rows of ``data_file`` left after ``deletes`` when only position deletes apply

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from datashard.iceberg.datafile import write_parquet
+from datashard.iceberg.datafile import DEFAULT_OPTIONS, ParquetOptions, write_parquet
 from datashard.iceberg.manifest import (
     EQUALITY_DELETES,
     MANIFEST_DATA,
@@ -57,6 +57,7 @@ from datashard.table.updates import (
     Requirement,
     SetSnapshotRef,
     apply,
+    whole_number,
 )
 from datashard.table.versions import Loaded, TablePaths
 
@@ -97,16 +98,17 @@ class SnapshotProducer:
 
         Raises ``ValidationError`` for data that does not fit the schema, before any request.
         """
+        options = parquet_options(self.base.metadata.properties)
         for whole in tables:
             for partition, table in split_by_partition(whole, self.spec, self.schema):
                 if table.num_rows == 0:
                     continue
-                data, stats = write_parquet(table, self.schema)
+                data, stats = write_parquet(table, self.schema, options)
                 pieces = [(data, stats)]
                 if target_file_size is not None and len(data) > target_file_size:
                     step = -(-table.num_rows // -(-len(data) // target_file_size))
                     pieces = [
-                        write_parquet(table.slice(i, step), self.schema)
+                        write_parquet(table.slice(i, step), self.schema, options)
                         for i in range(0, table.num_rows, step)
                     ]
                 for body, st in pieces:
@@ -257,6 +259,19 @@ class SnapshotProducer:
         """Delete what was staged so far (the commit will not run)."""
         self._pending.clear()
         delete_quietly(self.backend, self.staged_keys)
+
+
+#: The table property that bounds the rows of one Parquet row group of a new data file.
+ROW_GROUP_LIMIT = "write.parquet.row-group-limit"
+
+
+def parquet_options(properties: Mapping[str, str]) -> ParquetOptions:
+    """How new data files are written, from table properties (``ConfigError`` naming a bad
+    value): ``write.parquet.row-group-limit`` rows per row group at most."""
+    if ROW_GROUP_LIMIT not in properties:
+        return DEFAULT_OPTIONS
+    limit = whole_number(properties, ROW_GROUP_LIMIT, DEFAULT_OPTIONS.row_group_size, 1)
+    return ParquetOptions(row_group_size=limit)
 
 
 def snapshot_summary(

@@ -36,6 +36,7 @@ from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import to_arrow_field
+from datashard.io.deletes import FileDeletes
 from datashard.table.deletes import DeleteReader, delete_index
 from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.process import bounded_map, submit
@@ -166,6 +167,11 @@ class Scan:
         if len(manifests) <= 1:
             return iter([entries(m) for m in manifests])
         return bounded_map(entries, manifests, self.max_workers)
+
+    def deletes_of(self, task: FileScanTask) -> FileDeletes | None:
+        """The rows the delete files of ``task`` delete, read (``None`` when none apply):
+        for readers that read a data file in pieces, such as the row-group loader."""
+        return self._deletes.file_deletes(task.data_file, task.deletes)
 
     def _might_match(self, pruner: PartitionPruner, spec_id: int, df: DataFile) -> bool:
         """Whether a data or delete file may hold a row in the filter's range (partition
