@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from datashard.errors import CorruptMetadataError, SchemaError
+from datashard.errors import CorruptMetadataError, SchemaError, UnsupportedFeatureError
 from datashard.iceberg.metadata import (
     FORMAT_VERSION,
     MAIN_BRANCH,
@@ -397,9 +397,10 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
     d = r.obj(_decode(data, location), "the document")
     version = r.get(d, "format-version", int, "")
     if version != FORMAT_VERSION:
-        raise r.fail(
-            f"format-version {version} is not supported; datashard reads format version "
-            f"{FORMAT_VERSION}"
+        raise UnsupportedFeatureError(
+            f"{location}: format-version {version} is not supported; datashard reads and "
+            f"writes Iceberg format version {FORMAT_VERSION} (v3 tables: deletion vectors, row "
+            "lineage and the new types are not read yet)"
         )
     schemas = r.items(d, "schemas", "", lambda s, p: _schema(r, s, p), required=True)
     specs = r.items(d, "partition-specs", "", lambda s, p: _spec(r, s, p), required=True)

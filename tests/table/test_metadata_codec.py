@@ -12,7 +12,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table.metadata import TableMetadataUtil
 
-from datashard.errors import CorruptMetadataError
+from datashard.errors import CorruptMetadataError, UnsupportedFeatureError
 from datashard.iceberg.metadata import (
     MetadataLogEntry,
     PartitionField,
@@ -212,8 +212,6 @@ def _mutate(**changes: object) -> bytes:
         (b"", "empty file"),
         (b"\xff\xfe garbage", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
-        (_mutate(format_version=1), "format-version 1 is not supported"),
-        (_mutate(format_version=3), "format-version 3 is not supported"),
         (_mutate(table_uuid=None), "missing required field 'table-uuid'"),
         (_mutate(last_sequence_number="2"), "'last-sequence-number' must be int"),
         (_mutate(schemas=[{"type": "struct", "fields": [{"id": 1}]}]), "bad schema"),
@@ -226,6 +224,14 @@ def test_corrupt_metadata_raises_naming_the_file(data: bytes, expected: str) -> 
     where = "s3://bucket/t/metadata/v7.metadata.json"
     with pytest.raises(CorruptMetadataError, match=expected) as info:
         metadata_from_json(data, where)
+    assert where in str(info.value)
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_a_format_version_other_than_2_is_refused_by_name(version: int) -> None:
+    where = "s3://bucket/t/metadata/v7.metadata.json"
+    with pytest.raises(UnsupportedFeatureError, match=f"format-version {version} is not") as info:
+        metadata_from_json(_mutate(format_version=version), where)
     assert where in str(info.value)
 
 
