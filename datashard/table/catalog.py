@@ -36,6 +36,9 @@ from datashard.iceberg.partitioning import SpecLike, build_spec
 from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import backend_from_env, open_backend
+from datashard.table.commit import CommitSettings
+from datashard.table.producer import parquet_options
+from datashard.table.row_delta import delete_mode
 from datashard.table.table import Table
 from datashard.table.versions import (
     Loaded,
@@ -90,6 +93,15 @@ def to_schema(schema: SchemaLike) -> Schema:
     )
 
 
+def check_properties(properties: Mapping[str, str]) -> None:
+    """``ConfigError`` naming the first table property datashard reads whose value it cannot
+    use (commit retries and retention, ``write.parquet.row-group-limit``,
+    ``write.delete.mode``), before anything is written."""
+    CommitSettings.from_properties(properties)
+    parquet_options(properties)
+    delete_mode(properties)
+
+
 def create_table(
     name: str,
     schema: SchemaLike,
@@ -108,6 +120,8 @@ def create_table(
     """
     validate_table_name(name)
     the_schema = to_schema(schema)
+    props = {k: str(v) for k, v in (properties or {}).items()}
+    check_properties(props)
     backend = resolve_warehouse(warehouse, **storage_options)
     paths = TablePaths(name)
     location = backend.uri_for(name)
@@ -116,7 +130,7 @@ def create_table(
     md = new_table_metadata(
         the_schema,
         location,
-        {k: str(v) for k, v in (properties or {}).items()},
+        props,
         partition_spec=build_spec(the_schema, partition_spec),
     )
     key = paths.version(1)

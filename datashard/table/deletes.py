@@ -118,27 +118,63 @@ class DeleteReader:
     ) -> pa.Table:
         """Columns ``fields`` of ``data_file`` (by field id), without the rows ``deletes``
         delete. Raises ``CorruptMetadataError`` naming a missing or unreadable file."""
-        path = data_file.file_path
-        equality = [d for d in deletes if d.is_equality]
+        table, extra = self._read_with_equality_columns(data_file, deletes, fields)
+        mask = self._mask(data_file, deletes, table, [*fields, *extra])
+        if mask is not None:
+            table = table.filter(pa.array(~mask))
+        return table.select(list(range(len(fields)))) if extra else table
+
+    def _read_with_equality_columns(
+        self, data_file: DataFile, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
+    ) -> tuple[pa.Table, list[NestedField]]:
+        """Columns ``fields`` of the whole data file, then the columns its equality deletes
+        compare that ``fields`` lacks (returned too)."""
         have = {f.field_id for f in fields}
         extra: list[NestedField] = []
-        for d in equality:
-            for fid in d.file.equality_ids or ():
-                if fid not in have:
-                    have.add(fid)
-                    extra.append(self._field(fid, d))
+        for d in deletes:
+            if d.is_equality:
+                for fid in d.file.equality_ids or ():
+                    if fid not in have:
+                        have.add(fid)
+                        extra.append(self._field(fid, d))
+        path = data_file.file_path
         data = read_table_file(self._backend, path, "data file")
-        table = read_parquet_by_id(data, path, [*fields, *extra])
-        if deletes:
-            by_id = {f.field_id: table.column(i) for i, f in enumerate([*fields, *extra])}
-            mask = deleted_mask(
-                table.num_rows,
-                [self.positions(d, path) for d in deletes if not d.is_equality],
-                [(self.equality(d), by_id) for d in equality],
-            )
-            if mask is not None:
-                table = table.filter(pa.array(~mask))
-        return table.select(list(range(len(fields)))) if extra else table
+        return read_parquet_by_id(data, path, [*fields, *extra]), extra
+
+    def _mask(
+        self,
+        data_file: DataFile,
+        deletes: Sequence[DeleteFile],
+        table: pa.Table,
+        fields: Sequence[NestedField],
+    ) -> np.ndarray | None:
+        """The rows of ``table`` (the whole file, columns ``fields``) ``deletes`` delete."""
+        if not deletes:
+            return None
+        by_id = {f.field_id: table.column(i) for i, f in enumerate(fields)}
+        return deleted_mask(
+            table.num_rows,
+            [self.positions(d, data_file.file_path) for d in deletes if not d.is_equality],
+            [(self.equality(d), by_id) for d in deletes if d.is_equality],
+        )
+
+    def matching_positions(
+        self,
+        data_file: DataFile,
+        deletes: Sequence[DeleteFile],
+        fields: Sequence[NestedField],
+        matches: Callable[[pa.Table], np.ndarray],
+    ) -> tuple[np.ndarray, int]:
+        """The positions of the live rows of ``data_file`` (not deleted by ``deletes``) that
+        ``matches`` selects, given those rows' columns ``fields``; and how many rows are live.
+        Only ``fields`` (and the columns equality deletes compare) are decoded."""
+        table, extra = self._read_with_equality_columns(data_file, deletes, fields)
+        gone = self._mask(data_file, deletes, table, [*fields, *extra])
+        hit = matches(table.select(list(range(len(fields)))))
+        if gone is not None:
+            hit &= ~gone
+        live = table.num_rows - (int(np.count_nonzero(gone)) if gone is not None else 0)
+        return np.flatnonzero(hit), live
 
     def file_deletes(
         self, data_file: DataFile, deletes: Sequence[DeleteFile]

@@ -88,6 +88,10 @@ class RewriteCommit(SnapshotProducer):
         self._removed_scope: dict[str, tuple[int, int]] = {}
         #: delete files this commit removes (they applied only to removed data files)
         self.retired: dict[str, DataFile] = {}
+        #: delete files this commit adds, with the spec each is written for
+        self.delete_files: list[tuple[DataFile, int]] = []
+        #: data files the added position deletes name (they must stay live)
+        self.delete_targets: set[str] = set()
         self._deleted_records = 0
         base_snap = base.metadata.current_snapshot()
         self._base_snapshot_id = base_snap.snapshot_id if base_snap else None
@@ -200,6 +204,15 @@ class RewriteCommit(SnapshotProducer):
             row, key, body = self.encode_manifest(entries, self.spec, seq, "m0")
             writes.append((key, body))
             manifests.append(row)
+        by_spec: dict[int, list[ManifestEntry]] = {}
+        for df, spec_id in self.delete_files:
+            by_spec.setdefault(spec_id, []).append(ManifestEntry(ADDED, None, None, None, df))
+        for spec_id, entries in sorted(by_spec.items()):
+            row, key, body = self.encode_manifest(
+                entries, md.spec(spec_id), seq, "d0", content=MANIFEST_DELETES
+            )
+            writes.append((key, body))
+            manifests.append(row)
         found: set[str] = set()
         self._deleted_records = 0
         # entries of the manifests that hold a removed file, by spec: written as one manifest
@@ -209,8 +222,13 @@ class RewriteCommit(SnapshotProducer):
         # the same for delete manifests that hold a retired delete file
         kept_deletes: dict[int, list[ManifestEntry]] = {}
         gone_deletes: dict[int, list[ManifestEntry]] = {}
+        live_paths: set[str] = set()
         for m in self.reader.manifests(parent):
             data = m.content == MANIFEST_DATA
+            if data and self.delete_targets:
+                live_paths.update(
+                    e.data_file.file_path for e in self.reader.entries(m) if e.is_live
+                )
             dropping = self.removed if data else self.retired
             if not dropping:
                 manifests.append(m)
@@ -233,6 +251,7 @@ class RewriteCommit(SnapshotProducer):
                     (kept if data else kept_deletes).setdefault(m.partition_spec_id, []).append(
                         replace(e, status=EXISTING)
                     )
+        self._check_targets(live_paths)
         missing = set(self.removed) - found
         if missing:
             raise CommitConflictError(
@@ -262,8 +281,22 @@ class RewriteCommit(SnapshotProducer):
             parent,
             self.commit_id,
             self.extra_summary,
+            added_deletes=[df for df, _ in self.delete_files],
             removed_deletes=list(self.retired.values()),
         )
+
+    def _check_targets(self, live: set[str]) -> None:
+        """``CommitConflictError`` unless every data file an added position delete names is
+        live in the base (``live``) and not removed by this commit: a concurrent compaction or
+        overwrite that removed it would drop the delete with it."""
+        if not self.delete_targets:
+            return
+        gone = sorted(self.delete_targets - (live - set(self.removed)))
+        if gone:
+            raise CommitConflictError(
+                f"{self.operation}: {len(gone)} data file(s) it deletes rows of are no longer "
+                f"in the table, e.g. {gone[0]}; reload and retry"
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,41 +5,46 @@ reserved field ids, sorted by path then position, one file per partition) and eq
 files (Parquet with the table's field ids and ``equality_ids``), writes them into delete
 manifests (content 1), and commits one snapshot that keeps every manifest of its parent.
 
-Conflicts are checked on every base: each data file a position delete names must still be live
-(a concurrent compaction or overwrite that removed it would drop the delete with it).
+It is a :class:`~datashard.table.rewrite.RewriteCommit`, so one commit may also remove whole
+data files and retire delete files. Conflicts are checked on every base: each data file a
+position delete names must still be live (a concurrent compaction or overwrite that removed it
+would drop the delete with it), and, with a conflict bound, no file in its range was added.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from datashard.errors import CommitConflictError, ValidationError
+from datashard.errors import ConfigError, ValidationError
+from datashard.iceberg.conversions import from_bytes
 from datashard.iceberg.datafile import ParquetOptions, write_parquet
 from datashard.iceberg.deletes import partition_key
+from datashard.iceberg.expressions import (
+    Bound,
+    FilterLike,
+    bind_schema,
+    must_match,
+    referenced_columns,
+    to_arrow_expression,
+    to_expr,
+)
 from datashard.iceberg.manifest import (
-    ADDED,
     DELETE_FILE_PATH_ID,
     DELETE_POS_ID,
     EQUALITY_DELETES,
-    MANIFEST_DATA,
-    MANIFEST_DELETES,
     POSITION_DELETES,
-    DataFile,
-    ManifestEntry,
-    ManifestFile,
 )
-from datashard.iceberg.manifest_codec import build_manifest_file, write_manifest
-from datashard.iceberg.metadata import Snapshot, TableMetadata
+from datashard.iceberg.partitioning import PartitionPruner, file_might_match
 from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
-from datashard.table.manifests import ManifestReader
-from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
+from datashard.table.deletes import DeleteReader, delete_index
+from datashard.table.rewrite import RewriteCommit
 from datashard.table.versions import Loaded, TablePaths
 
 #: The schema of a position delete file (without deleted row values).
@@ -55,20 +60,19 @@ POSITION_DELETE_SCHEMA = Schema(
 _PATH_BOUNDS = ParquetOptions(truncate_length=1 << 16)
 
 
-class RowDelta(SnapshotProducer):
+class RowDelta(RewriteCommit):
     """One commit of delete files, and new data files if any (``overwrite`` then)."""
 
-    def __init__(self, backend: StorageBackend, paths: TablePaths, base: Loaded) -> None:
-        super().__init__(backend, paths, base)
-        #: delete files this commit adds, with the spec each was written for
-        self.delete_files: list[tuple[DataFile, int]] = []
-        #: data files position deletes name, with their partition key
-        self._targets: dict[str, tuple[Any, ...]] = {}
-        self.reader = ManifestReader(backend)
-
-    @property
-    def operation(self) -> str:  # type: ignore[override]
-        return "overwrite" if self.added else "delete"
+    def __init__(
+        self,
+        backend: StorageBackend,
+        paths: TablePaths,
+        base: Loaded,
+        operation: str = "delete",
+        *,
+        conflict_bound: Bound | None = None,
+    ) -> None:
+        super().__init__(backend, paths, base, operation, conflict_bound=conflict_bound)
 
     # -- staging -----------------------------------------------------------------------------
 
@@ -85,7 +89,7 @@ class RowDelta(SnapshotProducer):
                 raise ValidationError(f"no partition given for data file {path}")
             spec_id, values = partitions[path]
             groups.setdefault(partition_key(spec_id, values), []).append(path)
-            self._targets[path] = partition_key(spec_id, values)
+            self.delete_targets.add(path)
         for paths in groups.values():
             spec_id, values = partitions[paths[0]]
             files, pos = [], []
@@ -149,67 +153,104 @@ class RowDelta(SnapshotProducer):
         )
         self.delete_files.append((df, spec_id))
 
-    # -- per attempt ---------------------------------------------------------------------------
 
-    def manifests(
-        self, md: TableMetadata, parent: Snapshot | None, seq: int
-    ) -> tuple[list[ManifestFile], Writes]:
-        parents = self.reader.manifests(parent)
-        self._check_targets(parents)
-        writes: Writes = []
-        out: list[ManifestFile] = []
-        if self.added:
-            entries = [ManifestEntry(ADDED, None, None, None, df) for df in self.added]
-            row, key, body = self.encode_manifest(entries, self.spec, seq, "m0")
-            writes.append((key, body))
-            out.append(row)
-        by_spec: dict[int, list[ManifestEntry]] = {}
-        for df, spec_id in self.delete_files:
-            by_spec.setdefault(spec_id, []).append(ManifestEntry(ADDED, None, None, None, df))
-        for spec_id, entries in sorted(by_spec.items()):
-            spec = md.spec(spec_id)
-            body = write_manifest(entries, self.schema, spec, None, MANIFEST_DELETES)
-            key = self.manifest_key("d0")
-            writes.append((key, body))
-            out.append(
-                build_manifest_file(
-                    entries,
-                    manifest_path=self.backend.uri_for(key),
-                    manifest_length=len(body),
-                    spec=spec,
-                    schema=self.schema,
-                    added_snapshot_id=self.snapshot_id,
-                    sequence_number=seq,
-                    content=MANIFEST_DELETES,
-                )
-            )
-        return [*out, *parents], writes
+# --------------------------------------------------------------------------------------------
+# merge-on-read delete and overwrite
 
-    def _check_targets(self, parents: Sequence[ManifestFile]) -> None:
-        """``CommitConflictError`` unless every data file a position delete names is live."""
-        if not self._targets:
-            return
-        live: set[str] = set()
-        for m in parents:
-            if m.content == MANIFEST_DATA:
-                live.update(e.data_file.file_path for e in self.reader.entries(m) if e.is_live)
-        gone = sorted(set(self._targets) - live)
-        if gone:
-            raise CommitConflictError(
-                f"{self.operation}: {len(gone)} data file(s) it deletes rows of are no longer "
-                f"in the table, e.g. {gone[0]}; reload and retry"
-            )
+#: The table property choosing how ``delete`` and ``overwrite`` remove rows (Iceberg's name).
+DELETE_MODE = "write.delete.mode"
+DeleteMode = Literal["copy-on-write", "merge-on-read"]
 
-    def summary(self, parent: Snapshot | None) -> dict[str, str]:
-        return snapshot_summary(
-            self.operation,
-            self.added,
-            (),
-            0,
-            parent,
-            self.commit_id,
-            added_deletes=[df for df, _ in self.delete_files],
+
+def delete_mode(properties: Mapping[str, str]) -> DeleteMode:
+    """``write.delete.mode`` of a table: ``copy-on-write`` (the default: files holding deleted
+    rows are rewritten) or ``merge-on-read`` (position delete files are written); any other
+    value is a ``ConfigError`` naming the property."""
+    mode = properties.get(DELETE_MODE, "copy-on-write")
+    if mode == "copy-on-write":
+        return "copy-on-write"
+    if mode == "merge-on-read":
+        return "merge-on-read"
+    raise ConfigError(
+        f"table property {DELETE_MODE} must be 'copy-on-write' or 'merge-on-read', got {mode!r}"
+    )
+
+
+def delete_rows(
+    backend: StorageBackend,
+    paths: TablePaths,
+    base: Loaded,
+    filter: FilterLike,
+    tables: Sequence[pa.Table] = (),
+    operation: str = "delete",
+) -> Loaded | None:
+    """Delete the rows matching ``filter`` by writing position delete files (merge-on-read),
+    and add ``tables`` (already coerced) in the same snapshot; the new version, or ``None``
+    when no live row matched and there is no data.
+
+    Data files are never rewritten: only the filter's columns (and those equality deletes
+    compare) of a file the filter may match are read, to find the positions of its matching
+    live rows. A file whose statistics prove every row matches is removed whole, unread, as is
+    a file whose every live row matches. Delete files that applied only to removed files are
+    removed with them.
+    """
+    md = base.metadata
+    schema = md.current_schema()
+    bound = bind_schema(filter, schema)
+    delta = RowDelta(backend, paths, base, operation, conflict_bound=bound)
+    pruner = PartitionPruner(md, bound)
+    snapshot = md.current_snapshot()
+    index = delete_index(md, delta.reader.manifests(snapshot), delta.reader.entries)
+    rows_of = DeleteReader(backend, md)
+    wanted = referenced_columns(to_expr(filter)) or {schema.fields[0].name}
+    fields = [f for f in schema.fields if f.name in wanted]
+    live = [(m, e, e.sequence_number or 0) for m, e in delta.reader.live_files(snapshot)]
+    positions: dict[str, np.ndarray] = {}
+    partitions: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    try:
+        for m, e, seq in live:
+            df = e.data_file
+            if not file_might_match(bound, pruner, m.partition_spec_id, df):
+                continue
+            if must_match(bound, df, from_bytes):  # every row matches (statistics): drop unread
+                delta.remove(df, seq, m.partition_spec_id)
+                continue
+            deletes = index.for_data_file(df, seq, m.partition_spec_id)
+            hit, alive = rows_of.matching_positions(df, deletes, fields, _matcher(bound))
+            if len(hit) == 0:
+                continue
+            if len(hit) == alive:
+                delta.remove(df, seq, m.partition_spec_id)  # nothing of it stays
+                continue
+            positions[df.file_path] = hit
+            partitions[df.file_path] = (m.partition_spec_id, df.partition)
+        if not delta.removed and not positions and not any(t.num_rows for t in tables):
+            return None
+        delta.retire_unused_deletes(
+            index, ((e.data_file, seq, m.partition_spec_id) for m, e, seq in live)
         )
+        delta.stage_position_deletes(positions, partitions)
+        delta.stage_tables(tables)
+        delta.flush()
+    except BaseException:
+        delta.discard()
+        raise
+    loaded, _ = delta.commit()
+    return loaded
 
 
-__all__ = ["POSITION_DELETE_SCHEMA", "RowDelta"]
+def _matcher(bound: Bound) -> Callable[[pa.Table], np.ndarray]:
+    """A function giving, for a table, True where a row matches ``bound`` (null: no match)."""
+    expression = to_arrow_expression(bound)
+
+    def matches(table: pa.Table) -> np.ndarray:
+        rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        hit = table.append_column("__row", rows).filter(expression).column("__row")
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[hit.to_numpy()] = True
+        return mask
+
+    return matches
+
+
+__all__ = ["DELETE_MODE", "POSITION_DELETE_SCHEMA", "RowDelta", "delete_mode", "delete_rows"]

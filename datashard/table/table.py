@@ -34,7 +34,7 @@ from datashard.iceberg.schema_update import SchemaUpdate
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import open_backend
 from datashard.table import compact as _compact
-from datashard.table import evolution, expire, orphans, refs, rewrite
+from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table.append import AppendCommit, WriterState
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
@@ -305,19 +305,29 @@ class Table:
         bind_schema(filter, schema)  # a bad filter fails before the data is converted
         arrow = schema.coerce_arrow(fill_write_defaults_arrow(_to_arrow(data), schema))
         tables = [arrow] if arrow.num_rows else []
-        loaded = rewrite.overwrite(self._backend, paths, self._loaded, filter, tables)
+        if row_delta.delete_mode(self.properties) == "merge-on-read":
+            loaded = row_delta.delete_rows(
+                self._backend, paths, self._loaded, filter, tables, "overwrite"
+            )
+        else:
+            loaded = rewrite.overwrite(self._backend, paths, self._loaded, filter, tables)
         return self._snapshot_after(loaded)
 
     def delete(self, filter: FilterLike) -> Snapshot | None:
         """Delete the rows matching ``filter``; the new snapshot, or ``None`` when no row
-        matched."""
+        matched. With the table property ``write.delete.mode=merge-on-read`` the rows are
+        deleted by position delete files (no data file is rewritten); by default
+        (``copy-on-write``) the files holding them are rewritten without them."""
         paths = self._writable()
         if filter is None:
             raise ValidationError(
                 "delete needs a filter; to delete every row pass an always-true filter "
                 "explicitly, e.g. table.overwrite(empty_table)"
             )
-        loaded = rewrite.delete(self._backend, paths, self._loaded, filter)
+        if row_delta.delete_mode(self.properties) == "merge-on-read":
+            loaded = row_delta.delete_rows(self._backend, paths, self._loaded, filter)
+        else:
+            loaded = rewrite.delete(self._backend, paths, self._loaded, filter)
         return self._snapshot_after(loaded)
 
     def compact(
