@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -76,8 +78,9 @@ class DeleteReader:
         self._backend = backend
         self._md = md
         self._lock = threading.Lock()
-        self._positions: dict[str, dict[str, np.ndarray]] = {}
-        self._equality: dict[str, pa.Table] = {}
+        #: each delete file's content, read once even when many data files ask at once
+        self._positions: dict[str, Future[dict[str, np.ndarray]]] = {}
+        self._equality: dict[str, Future[pa.Table]] = {}
 
     # -- delete file contents --------------------------------------------------------------
 
@@ -88,28 +91,24 @@ class DeleteReader:
                 f"deletion vector {d.path} (format v3) applies to {data_path}; datashard does "
                 "not read deletion vectors yet"
             )
-        with self._lock:
-            by_path = self._positions.get(d.path)
-        if by_path is None:
-            data = read_table_file(self._backend, d.path, "position delete file")
-            by_path = read_position_deletes(data, d.path)
-            with self._lock:
-                self._positions[d.path] = by_path
+        by_path = _once(self._lock, self._positions, d.path, self._read_positions)
         return by_path.get(data_path, _NONE)
+
+    def _read_positions(self, path: str) -> dict[str, np.ndarray]:
+        data = read_table_file(self._backend, path, "position delete file")
+        return read_position_deletes(data, path)
 
     def equality(self, d: DeleteFile) -> pa.Table:
         """The delete rows of the equality delete file ``d``, columns named by field id."""
         ids = d.file.equality_ids
         if not ids:
             raise CorruptMetadataError(f"equality delete file {d.path} has no equality_ids")
-        with self._lock:
-            rows = self._equality.get(d.path)
-        if rows is None:
-            data = read_table_file(self._backend, d.path, "equality delete file")
-            rows = read_equality_deletes(data, d.path, ids)
-            with self._lock:
-                self._equality[d.path] = rows
-        return rows
+
+        def read(path: str) -> pa.Table:
+            data = read_table_file(self._backend, path, "equality delete file")
+            return read_equality_deletes(data, path, ids)
+
+        return _once(self._lock, self._equality, d.path, read)
 
     # -- data files ---------------------------------------------------------------------------
 
@@ -217,5 +216,27 @@ class DeleteReader:
 
 
 _NONE = np.zeros(0, dtype=np.int64)
+T = TypeVar("T")
+
+
+def _once(
+    lock: threading.Lock, made: dict[str, Future[T]], key: str, make: Callable[[str], T]
+) -> T:
+    """``make(key)``, computed by the first thread that asks and waited for by the others (a
+    failure is not kept: the next caller tries again)."""
+    with lock:
+        future = made.get(key)
+        mine = future is None
+        if future is None:
+            future = made[key] = Future()
+    if mine:
+        try:
+            future.set_result(make(key))
+        except BaseException as exc:
+            with lock:
+                del made[key]
+            future.set_exception(exc)
+    return future.result()
+
 
 __all__ = ["DeleteReader", "delete_index"]
