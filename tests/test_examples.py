@@ -52,3 +52,21 @@ def test_quickstart_runs_on_s3_configured_by_the_environment(
     keys = [o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=moto_bucket)["Contents"]]
     assert "user-events/metadata/v3.metadata.json" in keys
     assert not (tmp_path / "datashard-warehouse").exists()
+
+
+def test_the_row_deletes_example_deletes_without_rewriting_then_compacts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
+    env["DATASHARD_LOCAL_PATH"] = str(tmp_path / "wh")
+    for _run in (1, 2):  # the second run drops and re-creates the table
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "row_deletes.py")],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "delete files added: 1" in done.stdout
+        assert "rows left: 980" in done.stdout
+        assert "after compact: 980 rows, 1 file(s), 0 delete files" in done.stdout

@@ -69,11 +69,29 @@ def read_position_deletes(data: bytes, uri: str) -> dict[str, np.ndarray]:
         raise CorruptMetadataError(f"position delete file {uri} is not readable: {exc}") from exc
     if table.num_rows == 0:
         return {}
-    paths = table.column(path_col).combine_chunks().dictionary_encode()
+    paths = table.column(path_col).combine_chunks()
     if paths.null_count or table.column(pos_col).null_count:
         raise CorruptMetadataError(f"position delete file {uri} has a null file_path or pos")
-    codes = paths.indices.to_numpy(zero_copy_only=False)
     positions = table.column(pos_col).to_numpy().astype(np.int64, copy=False)
+    # the spec sorts a position delete file by path: each path is one run
+    starts = (
+        np.flatnonzero(
+            pc.not_equal(paths.slice(1), paths.slice(0, len(paths) - 1)).to_numpy(
+                zero_copy_only=False
+            )
+        )
+        + 1
+    )
+    runs = [0, *starts.tolist()]
+    run_paths = paths.take(pa.array(runs, pa.int64())).to_pylist()
+    if len(set(run_paths)) == len(run_paths):
+        ends = [*runs[1:], len(paths)]
+        return {
+            str(path): np.unique(positions[a:b])
+            for path, a, b in zip(run_paths, runs, ends, strict=True)
+        }
+    encoded = paths.dictionary_encode()  # not sorted by path: group by path
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
     order = np.argsort(codes, kind="stable")
     codes, positions = codes[order], positions[order]
     bounds = np.flatnonzero(np.diff(codes)) + 1
@@ -81,7 +99,7 @@ def read_position_deletes(data: bytes, uri: str) -> dict[str, np.ndarray]:
     for chunk_codes, chunk in zip(
         np.split(codes, bounds), np.split(positions, bounds), strict=True
     ):
-        out[str(paths.dictionary[int(chunk_codes[0])].as_py())] = np.unique(chunk)
+        out[str(encoded.dictionary[int(chunk_codes[0])].as_py())] = np.unique(chunk)
     return out
 
 

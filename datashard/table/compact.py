@@ -62,7 +62,9 @@ def compact(
 ) -> tuple[Loaded | None, CompactResult]:
     """Rewrite the small files (under 3/4 of ``target_file_size``) of each partition into
     files of about ``target_file_size`` bytes; one ``replace`` snapshot. A partition with fewer
-    than ``min_input_files`` small files is left as it is."""
+    than ``min_input_files`` small files is left as it is, unless row-level deletes apply to
+    one of its files: files with deletes are always rewritten (whatever their size), which
+    folds the deletes into the data and removes the delete files."""
     if (
         isinstance(target_file_size, bool)
         or not isinstance(target_file_size, int)
@@ -76,22 +78,32 @@ def compact(
         backend, paths, base, "replace", extra_summary={"datashard.compaction": "true"}
     )
     groups: dict[tuple[int, tuple[Any, ...]], list[ManifestEntry]] = {}
+    with_deletes: set[tuple[int, tuple[Any, ...]]] = set()
     small = target_file_size * 3 // 4
     snapshot = md.current_snapshot()
     live = rewrite.reader.live_files(snapshot)
+    index = delete_index(md, rewrite.reader.manifests(snapshot), rewrite.reader.entries)
     for m, e in live:
         df = e.data_file
-        if df.file_size_in_bytes >= small and m.partition_spec_id == md.default_spec_id:
+        deleted = bool(index.for_data_file(df, e.sequence_number or 0, m.partition_spec_id))
+        if (
+            not deleted
+            and df.file_size_in_bytes >= small
+            and m.partition_spec_id == md.default_spec_id
+        ):
             continue
         key = (m.partition_spec_id, tuple(sorted((k, repr(v)) for k, v in df.partition.items())))
         groups.setdefault(key, []).append(e)
-    chosen = [(key, g) for key, g in groups.items() if len(g) >= min_input_files]
+        if deleted:
+            with_deletes.add(key)
+    chosen = [
+        (key, g) for key, g in groups.items() if len(g) >= min_input_files or key in with_deletes
+    ]
     n_files = sum(len(g) for _, g in chosen)
     n_rows = sum(e.data_file.record_count for _, g in chosen for e in g)
     if dry_run or not chosen:
         return None, CompactResult(n_files, 0, n_rows, None)
     fields = list(md.current_schema().fields)
-    index = delete_index(md, rewrite.reader.manifests(snapshot), rewrite.reader.entries)
     rows_of = DeleteReader(backend, md)
 
     def read(item: tuple[int, ManifestEntry]) -> pa.Table:
