@@ -291,7 +291,8 @@ class RewriteCommit(SnapshotProducer):
         overwrite that removed it would drop the delete with it."""
         if not self.delete_targets:
             return
-        gone = sorted(self.delete_targets - (live - set(self.removed)))
+        ours = {df.file_path for df in self.added}  # rows added and deleted in one commit
+        gone = sorted(self.delete_targets - (live - set(self.removed)) - ours)
         if gone:
             raise CommitConflictError(
                 f"{self.operation}: {len(gone)} data file(s) it deletes rows of are no longer "

@@ -14,7 +14,7 @@ would drop the delete with it), and, with a conflict bound, no file in its range
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -73,6 +73,13 @@ class RowDelta(RewriteCommit):
         conflict_bound: Bound | None = None,
     ) -> None:
         super().__init__(backend, paths, base, operation, conflict_bound=conflict_bound)
+
+    def stage_tables(self, tables: Iterable[pa.Table], target_file_size: int | None = None) -> None:
+        """Stage new data files (see the base class); a delete that adds rows is recorded as
+        an ``overwrite`` (incremental readers skip ``delete`` snapshots)."""
+        super().stage_tables(tables, target_file_size)
+        if self.added and self.operation == "delete":
+            self.operation = "overwrite"
 
     # -- staging -----------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import pytest
 from pyiceberg import transforms as pyt
 from pyiceberg import types as pty
 
-from datashard.iceberg import types as t
 from datashard.errors import SchemaError
+from datashard.iceberg import types as t
 from datashard.iceberg.conversions import to_physical
 from datashard.iceberg.transforms import murmur3_32, parse_transform
 
