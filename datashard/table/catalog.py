@@ -28,9 +28,10 @@ from datashard.errors import (
     SchemaError,
     TableAlreadyExistsError,
     TableNotFoundError,
+    UnsupportedFeatureError,
     ValidationError,
 )
-from datashard.iceberg.metadata import new_table_metadata
+from datashard.iceberg.metadata import FORMAT_VERSION, new_table_metadata
 from datashard.iceberg.metadata_codec import metadata_from_json, metadata_to_json
 from datashard.iceberg.partitioning import SpecLike, build_spec
 from datashard.iceberg.schema import Schema
@@ -96,7 +97,15 @@ def to_schema(schema: SchemaLike) -> Schema:
 def check_properties(properties: Mapping[str, str]) -> None:
     """``ConfigError`` naming the first table property datashard reads whose value it cannot
     use (commit retries and retention, ``write.parquet.row-group-limit``,
-    ``write.delete.mode``), before anything is written."""
+    ``write.delete.mode``), and ``UnsupportedFeatureError`` for a ``format-version`` other
+    than 2; before anything is written."""
+    version = properties.get("format-version", str(FORMAT_VERSION))
+    if version != str(FORMAT_VERSION):
+        raise UnsupportedFeatureError(
+            f"format-version {version!r}: datashard creates Iceberg format version "
+            f"{FORMAT_VERSION} tables only (v3 row lineage and deletion vectors are not "
+            "written yet)"
+        )
     CommitSettings.from_properties(properties)
     parquet_options(properties)
     delete_mode(properties)
@@ -122,6 +131,7 @@ def create_table(
     the_schema = to_schema(schema)
     props = {k: str(v) for k, v in (properties or {}).items()}
     check_properties(props)
+    props.pop("format-version", None)  # reserved: the metadata's own field says it
     backend = resolve_warehouse(warehouse, **storage_options)
     paths = TablePaths(name)
     location = backend.uri_for(name)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from datashard import Schema, create_table, load_table
-from datashard.errors import CommitConflictError
+from datashard.errors import CommitConflictError, ConfigError, UnsupportedFeatureError
 from datashard.iceberg.expressions import col
 from datashard.table import Table
 from datashard.table.row_delta import RowDelta
@@ -499,3 +499,84 @@ def test_a_rewrite_of_a_file_that_a_concurrent_commit_deleted_rows_of_is_refused
     else:
         writer_a.compact()
         _agree(writer_a, local_wh, set(range(20)) - {0, 1, 2})
+
+
+# --------------------------------------------------------------------------------------------
+# merge-on-read: datashard writes the deletes itself
+
+MOR = {"write.delete.mode": "merge-on-read"}
+
+
+def _mor_table(wh: Any) -> Table:
+    table = create_table("m", SCHEMA, warehouse=wh.uri, properties=MOR, **wh.options)
+    table.append(_rows(range(0, 500)))
+    table.append(_rows(range(500, 1000)))
+    return table
+
+
+@BOTH
+def test_a_merge_on_read_delete_rewrites_no_data_file_and_every_reader_agrees(
+    warehouse: Any,
+) -> None:
+    table = _mor_table(warehouse)
+    data_files = sorted(t.file_path for t in _files(table))
+    gone = set(range(0, 1000, 7))
+    snap = table.delete(col("id").isin(sorted(gone)))
+    assert snap is not None and snap.operation == "delete"
+    assert snap.summary["added-position-deletes"] == str(len(gone))
+    assert snap.summary["added-data-files"] == "0" and "deleted-data-files" not in snap.summary
+    assert sorted(t.file_path for t in _files(table)) == data_files  # no file rewritten
+    _agree(table, warehouse, set(range(1000)) - gone)
+    reader = load_table("m", warehouse=warehouse.uri, **warehouse.options)
+    _agree(reader, warehouse, set(range(1000)) - gone)
+
+
+def test_a_merge_on_read_overwrite_adds_rows_and_deletes_by_position(local_wh: Any) -> None:
+    table = _mor_table(local_wh)
+    before = {t.file_path for t in _files(table)}
+    snap = table.overwrite(_rows([5000, 5001]), col("id") < 10)
+    assert snap is not None and snap.operation == "overwrite"
+    assert snap.summary["added-position-deletes"] == "10"
+    assert before <= {t.file_path for t in _files(table)}  # the old files stay
+    _agree(table, local_wh, [*range(10, 1000), 5000, 5001])
+
+
+def test_a_merge_on_read_delete_of_a_whole_file_removes_it_instead(local_wh: Any) -> None:
+    table = _mor_table(local_wh)
+    first, second = _files(table)
+    snap = table.delete(col("id") < 500)  # every row of the first file (stats prove it)
+    assert snap is not None
+    assert snap.summary["deleted-data-files"] == "1"
+    assert "added-delete-files" not in snap.summary
+    assert [t.file_path for t in _files(table)] == [second.file_path]
+    _agree(table, local_wh, range(500, 1000))
+
+
+def test_merge_on_read_deletes_then_compaction_fold_away_the_delete_files(local_wh: Any) -> None:
+    table = _mor_table(local_wh)
+    table.delete(col("id") == 3)
+    table.delete(col("name") == "n777")
+    assert table.current_snapshot().summary["total-delete-files"] == "2"  # type: ignore[union-attr]
+    table.compact()
+    summary = table.current_snapshot().summary  # type: ignore[union-attr]
+    assert summary["total-delete-files"] == "0" and summary["removed-delete-files"] == "2"
+    _agree(table, local_wh, set(range(1000)) - {3, 777})
+
+
+def test_a_delete_mode_other_than_the_two_is_refused_at_create(local_wh: Any) -> None:
+    with pytest.raises(ConfigError, match="write.delete.mode must be .* got 'merge-on-write'"):
+        create_table(
+            "bad",
+            SCHEMA,
+            warehouse=local_wh.uri,
+            properties={"write.delete.mode": "merge-on-write"},
+        )
+    assert local_wh.keys() == []  # nothing was written
+
+
+def test_a_format_version_3_table_is_refused_at_create(local_wh: Any) -> None:
+    with pytest.raises(UnsupportedFeatureError, match="format-version '3'"):
+        create_table("v3", SCHEMA, warehouse=local_wh.uri, properties={"format-version": "3"})
+    assert local_wh.keys() == []
+    table = create_table("v2", SCHEMA, warehouse=local_wh.uri, properties={"format-version": "2"})
+    assert table.metadata.format_version == 2 and "format-version" not in table.properties
