@@ -20,6 +20,22 @@ from datashard.errors import ConfigError, TransientStorageError
 T = TypeVar("T")
 RequestKind = Literal["read", "write"]
 
+_budget = threading.local()
+
+
+@contextmanager
+def retry_budget(seconds: float) -> Iterator[None]:
+    """Within this block, requests made by this thread stop retrying once ``seconds`` have
+    passed (the last error propagates then): for advisory work, such as a version-hint write,
+    that must not keep a process from exiting while a server is away."""
+    previous = getattr(_budget, "deadline", None)
+    deadline = time.monotonic() + seconds
+    _budget.deadline = deadline if previous is None else min(previous, deadline)
+    try:
+        yield
+    finally:
+        _budget.deadline = previous
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -114,6 +130,9 @@ class RequestGate:
             except TransientStorageError:
                 delay = next(delays, None)
                 if delay is None:
+                    raise
+                deadline = getattr(_budget, "deadline", None)
+                if deadline is not None and time.monotonic() + delay > deadline:
                     raise
                 self.retries += 1
                 self._sleep(delay)

@@ -40,6 +40,8 @@ from datashard.errors import (
 from datashard.iceberg.metadata import TableMetadata, now_ms
 from datashard.iceberg.metadata_codec import metadata_to_json
 from datashard.storage.base import StorageBackend
+from datashard.storage.retry import retry_budget
+from datashard.table.process import exiting
 from datashard.table.updates import (
     COMMIT_ID,
     MAX_SNAPSHOTS,
@@ -317,6 +319,12 @@ def _after(
     return write_hint(backend, paths, version)
 
 
+#: Seconds the background work after a win (an advisory hint write, the removal of files of
+#: attempts that lost) may retry a failing storage server: a process exits within about this
+#: long even when the server went away right after its last commit.
+AFTER_WIN_SECONDS = 5.0
+
+
 def _after_win(
     backend: StorageBackend,
     paths: TablePaths,
@@ -325,11 +333,14 @@ def _after_win(
     after: Future[bool] | None = None,
 ) -> bool:
     """Background work after a win: the hint (once ``after`` is done), then the files of
-    attempts that lost."""
+    attempts that lost; skipped once the interpreter is exiting (both are advisory)."""
     if after is not None:
         after.exception()  # submitted earlier to the same FIFO pool: running or done
-    written = write_hint(backend, paths, version)
-    delete_quietly(backend, dead)
+    if exiting():
+        return False
+    with retry_budget(AFTER_WIN_SECONDS):
+        written = write_hint(backend, paths, version)
+        delete_quietly(backend, dead)
     return written
 
 

@@ -168,6 +168,25 @@ class ProcessLocal(Generic[T]):
 
 
 # --------------------------------------------------------------------------------------------
+# interpreter exit
+
+_EXITING = threading.Event()
+
+
+def exiting() -> bool:
+    """Whether the interpreter is shutting down (advisory background work is then skipped, so
+    a process exits without waiting for it)."""
+    return _EXITING.is_set()
+
+
+# Runs when the main thread ends, before the pool's threads are joined (the order
+# concurrent.futures itself relies on); plain atexit would run after that join.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_EXITING.set)
+
+
+# --------------------------------------------------------------------------------------------
 # the fork rule
 
 
@@ -187,6 +206,7 @@ __all__ = [
     "ManifestCache",
     "ProcessLocal",
     "bounded_map",
+    "exiting",
     "shared_pool",
     "submit",
 ]

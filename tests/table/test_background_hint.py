@@ -1,9 +1,11 @@
-"""The version hint written in the background after a win: truthful at interpreter exit, and no
-hang in a process forked while it is still being written."""
+"""The version hint written in the background after a win: truthful at interpreter exit, no
+hang in a process forked while it is still being written, and no hang at exit while a server
+keeps failing it."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,8 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from datashard import Schema, Table, create_table, load_table
 from datashard.storage.config import open_backend
+from datashard.testing.faultproxy import FaultProxy
 from datashard.testing.faults import FaultyBackend
 
 SCHEMA = Schema(schema_id=0, fields=[{"id": 1, "name": "x", "type": "int", "required": True}])
@@ -93,3 +98,50 @@ def test_a_process_forked_during_the_hint_write_can_commit(tmp_path: Path) -> No
     assert not hung, "the forked child hung waiting for its parent's hint write"
     assert child.exitcode == 0
     assert sorted(r["x"] for r in load_table("t", warehouse=uri).to_arrow().to_pylist()) == [1, 2]
+
+
+HINT_FAILS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from datashard import load_table
+
+    table = load_table("t")  # storage from the DATASHARD_* environment: through the proxy
+    table.append_records([{"x": 7}])
+    print("appended", flush=True)
+    # the interpreter exits now, with the hint write failing (503) in the background
+    """
+)
+
+
+@pytest.mark.s3
+def test_a_process_exits_in_seconds_while_its_hint_write_keeps_failing(
+    moto_s3: Any, moto_bucket: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
+    env.update(moto_s3.env(moto_bucket))
+    create_table("t", SCHEMA, warehouse=f"s3://{moto_bucket}", **_s3_options(moto_s3))
+    with FaultProxy(moto_s3.endpoint_url) as proxy:
+        proxy.fail(n=100_000, method="PUT", path=r"version-hint\\.text")
+        env["DATASHARD_S3_ENDPOINT"] = proxy.url
+        script = tmp_path / "hint.py"
+        script.write_text(HINT_FAILS_SCRIPT)
+        # before the fix the advisory retries kept the process alive for minutes
+        done = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+        )
+        hint_puts = sum(1 for _, method, path in proxy.arrivals if "version-hint" in path)
+    assert done.returncode == 0, done.stderr
+    assert "appended" in done.stdout
+    assert hint_puts >= 1  # the hint write was tried and failed
+    table = load_table("t", warehouse=f"s3://{moto_bucket}", **_s3_options(moto_s3))
+    assert [r["x"] for r in table.to_arrow().to_pylist()] == [7]  # the append landed
+
+
+def _s3_options(server: Any) -> dict[str, Any]:
+    return {
+        "endpoint_url": server.endpoint_url,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        "region": server.region,
+        "path_style": True,
+    }
