@@ -121,7 +121,7 @@ def test_a_process_exits_in_seconds_while_its_hint_write_keeps_failing(
     env.update(moto_s3.env(moto_bucket))
     create_table("t", SCHEMA, warehouse=f"s3://{moto_bucket}", **_s3_options(moto_s3))
     with FaultProxy(moto_s3.endpoint_url) as proxy:
-        proxy.fail(n=100_000, method="PUT", path=r"version-hint\\.text")
+        proxy.fail(n=100_000, method="PUT", path=r"version-hint\.text")
         env["DATASHARD_S3_ENDPOINT"] = proxy.url
         script = tmp_path / "hint.py"
         script.write_text(HINT_FAILS_SCRIPT)
@@ -135,6 +135,8 @@ def test_a_process_exits_in_seconds_while_its_hint_write_keeps_failing(
     assert hint_puts >= 1  # the hint write was tried and failed
     table = load_table("t", warehouse=f"s3://{moto_bucket}", **_s3_options(moto_s3))
     assert [r["x"] for r in table.to_arrow().to_pylist()] == [7]  # the append landed
+    assert table.version == 2
+    assert table.backend.read("t/metadata/version-hint.text") == b"1"  # every hint PUT failed
 
 
 def _s3_options(server: Any) -> dict[str, Any]:
