@@ -95,6 +95,8 @@ class RewriteCommit(SnapshotProducer):
         self._deleted_records = 0
         base_snap = base.metadata.current_snapshot()
         self._base_snapshot_id = base_snap.snapshot_id if base_snap else None
+        #: the sequence number of the snapshot read: files above it came later
+        self._base_sequence = base_snap.sequence_number if base_snap else 0
 
     def remove(self, df: DataFile, sequence_number: int, spec_id: int) -> None:
         """Remove the live data file ``df`` (of that data sequence number and spec)."""
@@ -117,79 +119,67 @@ class RewriteCommit(SnapshotProducer):
     # -- conflicts -----------------------------------------------------------------------------
 
     def check_conflicts(self, md: TableMetadata) -> None:
-        """``CommitConflictError`` if a commit between the base this rewrite read and ``md``
-        removed a file it removes or (with a conflict bound) added one in the bound's range."""
+        """``CommitConflictError`` if, since the snapshot this rewrite read, a commit removed a
+        file it removes, added a delete file applying to one, or (with a conflict bound) added
+        a data file that might hold rows in the bound's range.
+
+        Judged on the files of ``md``'s current snapshot, not on the snapshot history: a file
+        is new when its data sequence number is above that of the snapshot read (every commit
+        takes the next sequence number), so the check holds after retention dropped the
+        snapshot read from the metadata, however many commits landed meanwhile.
+        """
         if md.current_snapshot_id == self._base_snapshot_id:
             return
-        between: list[Snapshot] = []
-        found = self._base_snapshot_id is None
-        for snap in md.ancestors():
-            if snap.snapshot_id == self._base_snapshot_id:
-                found = True
-                break
-            between.append(snap)
-        if not found:
-            raise CommitConflictError(
-                f"{self.operation} read snapshot {self._base_snapshot_id} of {md.location}, "
-                "which is no longer an ancestor of the current snapshot (rolled back or expired)"
-            )
+        manifests = self.reader.manifests(md.current_snapshot())
+        if self.removed:
+            live: set[str] = set()
+            for m in manifests:
+                if m.content == MANIFEST_DATA:
+                    live.update(e.data_file.file_path for e in self.reader.entries(m) if e.is_live)
+            gone = sorted(set(self.removed) - live)
+            if gone:
+                raise CommitConflictError(
+                    f"{self.operation}: {len(gone)} file(s) it removes were already removed "
+                    f"from {md.location} by a commit since it read the table, e.g. {gone[0]}; "
+                    "reload and retry"
+                )
         bound = self.conflict_bound
         pruner = PartitionPruner(md, bound) if bound is not None else None
-        for snap in between:
-            added: list[tuple[ManifestFile, ManifestEntry]] = []
-            for m in self.reader.manifests(snap):
-                if m.added_snapshot_id != snap.snapshot_id:
+        new_deletes: list[DeleteFile] = []
+        for m in manifests:
+            if m.sequence_number <= self._base_sequence:
+                continue  # written before the snapshot read: nothing in it is newer
+            data = m.content == MANIFEST_DATA
+            for e in self.reader.entries(m):
+                seq = e.sequence_number if e.sequence_number is not None else m.sequence_number
+                if not e.is_live or seq <= self._base_sequence:
                     continue
-                if m.content != MANIFEST_DATA:
-                    self._check_new_deletes(md, snap, m)
-                    continue
-                for e in self.reader.entries(m):
-                    if e.snapshot_id != snap.snapshot_id:
-                        continue
-                    path = e.data_file.file_path
-                    if e.status == DELETED and path in self.removed:
-                        raise CommitConflictError(
-                            f"{self.operation} conflicts with snapshot {snap.snapshot_id} "
-                            f"({snap.operation}) of {md.location}: it already removed {path}"
-                        )
-                    if e.status == ADDED:
-                        added.append((m, e))
-            if bound is None or pruner is None:
-                continue
-            for m, e in added:
-                if file_might_match(bound, pruner, m.partition_spec_id, e.data_file):
-                    raise CommitConflictError(
-                        f"{self.operation} conflicts with snapshot {snap.snapshot_id} "
-                        f"({snap.operation}) of {md.location}: it added "
-                        f"{e.data_file.file_path}, which may hold rows in the filter's range; "
-                        "reload and retry"
+                if not data:
+                    unpartitioned = not md.spec(m.partition_spec_id).fields
+                    new_deletes.append(
+                        DeleteFile(e.data_file, seq, m.partition_spec_id, unpartitioned)
                     )
-
-    def _check_new_deletes(self, md: TableMetadata, snap: Snapshot, m: ManifestFile) -> None:
-        """``CommitConflictError`` if delete manifest ``m`` of ``snap`` adds a delete file that
-        applies to a data file this rewrite removes."""
-        if not self.removed:
-            return
-        unpartitioned = not md.spec(m.partition_spec_id).fields
-        index = DeleteIndex(
-            DeleteFile(
-                e.data_file,
-                e.sequence_number if e.sequence_number is not None else m.sequence_number,
-                m.partition_spec_id,
-                unpartitioned,
-            )
-            for e in self.reader.entries(m)
-            if e.status == ADDED and e.snapshot_id == snap.snapshot_id
-        )
-        for path, df in self.removed.items():
-            seq, spec_id = self._removed_scope.get(path, (0, self.spec.spec_id))
-            hit = index.for_data_file(df, seq, spec_id)
-            if hit:
-                raise CommitConflictError(
-                    f"{self.operation} conflicts with snapshot {snap.snapshot_id} "
-                    f"({snap.operation}) of {md.location}: it added delete file {hit[0].path}, "
-                    f"which deletes rows of {path} that this commit read as live; reload and retry"
-                )
+                elif (
+                    bound is not None
+                    and pruner is not None
+                    and file_might_match(bound, pruner, m.partition_spec_id, e.data_file)
+                ):
+                    raise CommitConflictError(
+                        f"{self.operation} conflicts with snapshot {e.snapshot_id} of "
+                        f"{md.location}: it added {e.data_file.file_path}, which may hold rows "
+                        "in the filter's range; reload and retry"
+                    )
+        if new_deletes and self.removed:
+            index = DeleteIndex(new_deletes)
+            for path, df in self.removed.items():
+                seq, spec_id = self._removed_scope.get(path, (0, self.spec.spec_id))
+                hit = index.for_data_file(df, seq, spec_id)
+                if hit:
+                    raise CommitConflictError(
+                        f"{self.operation} conflicts with a commit since it read "
+                        f"{md.location}: it added delete file {hit[0].path}, which deletes rows "
+                        f"of {path} that this commit read as live; reload and retry"
+                    )
 
     # -- per attempt ---------------------------------------------------------------------------
 

@@ -225,3 +225,37 @@ def test_the_strict_check_never_drops_a_file_with_a_row_that_does_not_match(
         if must_match(bound, task.data_file, from_bytes):
             in_file = {1, 2} if task.record_count == 2 else {3}
             assert in_file <= matching, (expr, in_file)
+
+
+def _busy(local_wh: Any, readers: int) -> list[Table]:
+    """Table ``t`` keeping 3 snapshots, ``readers`` tables loaded now, then 6 appends of ids
+    100-105 by another writer: the snapshot the readers hold is expired by retention."""
+    _make(local_wh, properties={"history.expire.max-snapshots": "3"})
+    stale = [load_table("t", warehouse=local_wh.uri) for _ in range(readers)]
+    other = load_table("t", warehouse=local_wh.uri)
+    for i in range(6):
+        other.append_records(_rows(range(100 + i, 101 + i)))
+    kept = {s.snapshot_id for s in load_table("t", warehouse=local_wh.uri).snapshots()}
+    assert stale[0].current_snapshot().snapshot_id not in kept  # type: ignore[union-attr]
+    return stale
+
+
+def test_a_delete_commits_after_retention_dropped_the_snapshot_it_read(local_wh: Any) -> None:
+    """Conflicts are judged on files, not on the snapshot history: the rewrite commits when
+    nothing in its range changed, and conflicts when an append touched its range."""
+    outside, inside = _busy(local_wh, 2)
+    assert outside.delete(col("id") < 5) is not None  # the new rows are outside: commits
+    with pytest.raises(CommitConflictError, match="added .*filter's range"):
+        inside.delete(col("id") >= 25)  # ids 100-105 arrived in its range meanwhile
+    final = load_table("t", warehouse=local_wh.uri)
+    assert _ids(final.to_arrow()) == [*range(5, 30), *range(100, 106)]
+
+
+def test_a_compaction_commits_after_retention_dropped_the_snapshot_it_read(
+    local_wh: Any,
+) -> None:
+    (stale,) = _busy(local_wh, 1)
+    result = stale.compact(min_input_files=2)
+    assert result.rewritten_files == 3 and result.snapshot_id is not None
+    final = load_table("t", warehouse=local_wh.uri)
+    assert _ids(final.to_arrow()) == [*range(30), *range(100, 106)]
