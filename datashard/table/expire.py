@@ -24,23 +24,25 @@ from datashard.table.versions import Loaded, TablePaths, key_for_uri
 #: Default age before a snapshot may be expired (Iceberg: history.expire.max-snapshot-age-ms).
 DEFAULT_SNAPSHOT_AGE = timedelta(days=5)
 
-#: A cutoff: a datetime, an age (timedelta) or epoch milliseconds.
-Cutoff = datetime | timedelta | int | float
+#: A cutoff: an age (timedelta) or a point in time (datetime).
+Cutoff = datetime | timedelta
 
 
 def cutoff_ms(older_than: Cutoff | None, default: timedelta) -> int:
-    """Epoch ms of a cutoff given as a datetime (naive means UTC), an age (timedelta) or epoch
-    ms; ``ValidationError`` naming the value otherwise."""
+    """Epoch ms of a cutoff given as an age (timedelta) or a datetime (naive means UTC);
+    ``ValidationError`` naming the value otherwise. A number is refused: ``older_than=0`` read
+    as epoch milliseconds would mean 1970 and silently do nothing."""
     if older_than is None:
         older_than = default
     if isinstance(older_than, timedelta):
         if older_than < timedelta(0):
             raise ValidationError(f"older_than must not be negative, got {older_than}")
         return now_ms() - int(older_than.total_seconds() * 1000)
-    if isinstance(older_than, (datetime, int, float)) and not isinstance(older_than, bool):
+    if isinstance(older_than, datetime):
         return epoch_ms(older_than, "older_than")
     raise ValidationError(
-        "older_than must be a datetime, a timedelta (an age) or epoch milliseconds, got "
+        "older_than must be a timedelta (an age, e.g. timedelta(days=3); timedelta(0) means "
+        "everything up to now) or a datetime, got "
         f"{type(older_than).__name__}: {older_than!r}"
     )
 

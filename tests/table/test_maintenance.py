@@ -201,6 +201,11 @@ def test_expiry_refuses_bad_arguments_and_changes_nothing(local_wh: Any) -> None
         table.compact(target_file_size=-1)
     with pytest.raises(ValidationError, match="older_than"):
         table.remove_orphan_files(older_than=dt.timedelta(seconds=-1))
+    # a number is not an age: 0 read as epoch milliseconds (1970) would silently do nothing
+    with pytest.raises(ValidationError, match="older_than must be a timedelta .* got int: 0"):
+        table.remove_orphan_files(older_than=0)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="older_than must be a timedelta .* got float"):
+        table.expire_snapshots(older_than=1.7e12)  # type: ignore[arg-type]
     assert local_wh.snapshot_of_storage() == before
 
 
