@@ -236,6 +236,15 @@ class StorageBackend(ABC):
         for key in [validate_key(k) for k in keys]:
             self.delete(key)
 
+    def remove_abandoned(
+        self, prefix: str, modified_before: datetime, *, dry_run: bool = False
+    ) -> builtins.list[str]:
+        """Remove what writes that never finished left under ``prefix`` (the temporary files of
+        a local writer killed mid-write), last modified before ``modified_before``; what was
+        (or, with ``dry_run``, would be) removed, as URIs. ``list`` never shows these; a backend
+        whose writes leave nothing behind returns ``[]``."""
+        return []
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:  # noqa: B027 - a no-op hook backends override

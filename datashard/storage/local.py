@@ -496,6 +496,38 @@ class LocalBackend(StorageBackend):
             if stat.S_ISREG(st.st_mode):
                 yield _stat_meta(key_prefix + entry.name, st)
 
+    def remove_abandoned(
+        self, prefix: str, modified_before: datetime, *, dry_run: bool = False
+    ) -> builtins.list[str]:
+        """Remove the temp files (``.datashard-tmp-*``) under ``prefix`` that a writer killed
+        mid-write left behind, last modified before ``modified_before``; their ``file://``
+        URIs. A temp file in use is younger than any sane cutoff (it lives for one write)."""
+        validate_prefix(prefix)
+        directory = prefix.rpartition("/")[0]
+        base = os.path.join(self.root, *directory.split("/")) if directory else self.root
+        cutoff = modified_before.timestamp()
+        found: builtins.list[str] = []
+        for parent, dirs, files in os.walk(base):
+            dirs.sort()
+            for name in sorted(files):
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(parent, name)
+                key = os.path.relpath(path, self.root).replace(os.sep, "/")
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    if os.lstat(path).st_mtime >= cutoff:
+                        continue
+                    if not dry_run:
+                        os.unlink(path)
+                except FileNotFoundError:  # gone meanwhile (its write finished or failed)
+                    continue
+                except OSError as exc:
+                    raise self._error(exc, key, "remove the abandoned temp file") from exc
+                found.append(f"{self.root_uri.rstrip('/')}/{key}")
+        return found
+
     def delete(self, key: str) -> None:
         self.delete_many([key])
 

@@ -1,14 +1,16 @@
 """Orphan cleanup: objects under the table that no kept snapshot references, older than a grace
 period, deleted.
 
-A writer's staged files are fresh, so the grace period keeps them. Metadata versions
+A writer's staged files are fresh, so the grace period keeps them. The temporary files a writer
+killed mid-write left behind (``list`` never shows them) go too, with the same grace period.
+Metadata versions
 (``*.metadata.json``) and the version hint are never deleted: the commit of version N is the
 create of ``v<N>``, and a deleted old version could be re-created by a stale writer.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from datashard.errors import StorageError
 from datashard.storage.base import StorageBackend
@@ -60,7 +62,11 @@ def remove_orphan_files(
     if not dry_run and orphans:
         for i in range(0, len(orphans), 1000):
             backend.delete_many(orphans[i : i + 1000])
-    return [backend.uri_for(k) for k in orphans]
+    # what writers killed mid-write left behind (a local writer's temp files), never listed
+    abandoned = backend.remove_abandoned(
+        paths.prefix + "/", datetime.fromtimestamp(cutoff / 1000, timezone.utc), dry_run=dry_run
+    )
+    return [backend.uri_for(k) for k in orphans] + abandoned
 
 
 def _ours(backend: StorageBackend, uri: str) -> bool:

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -330,3 +336,37 @@ def test_a_fault_at_any_call_of_a_rewrite_leaves_the_rows_whole(
     for snap in fresh.snapshots():  # every snapshot's files are there
         fresh.scan(snapshot_id=snap.snapshot_id).to_arrow()
     assert _keys(_theirs(fresh, local_wh)) == keys
+
+
+def test_orphan_cleanup_removes_temp_files_a_killed_writer_left(local_wh: Any) -> None:
+    """A local writer killed mid-write leaves ``.datashard-tmp-*`` files that ``list`` never
+    shows; orphan cleanup removes those older than its grace period, and only those."""
+    table = create_table("m", SCHEMA, warehouse=local_wh.uri)
+    table.append_records(_records(0, 0))
+    root = Path(local_wh.backend.root)
+    killer = textwrap.dedent(
+        """
+        import os, signal, sys
+        from datashard.storage.config import open_backend
+        backend = open_backend(sys.argv[1])
+        def chunks():
+            yield b"x" * 1024
+            os.kill(os.getpid(), signal.SIGKILL)  # dies with its temp file half written
+            yield b"y"
+        backend.write("m/data/big.parquet", chunks())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", killer, local_wh.uri], timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    left = list((root / "m" / "data").glob(".datashard-tmp-*"))
+    assert len(left) == 1 and not (root / "m" / "data" / "big.parquet").exists()
+    fresh = root / "m" / "metadata" / ".datashard-tmp-fresh"  # a write in flight right now
+    fresh.write_bytes(b"in flight")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(left[0], (two_days_ago, two_days_ago))
+    assert all(".datashard-tmp-" not in k for k in local_wh.keys())  # list never shows them
+    dry = table.remove_orphan_files(older_than=dt.timedelta(days=1), dry_run=True)
+    assert dry == [f"{local_wh.uri}/m/data/{left[0].name}"] and left[0].exists()
+    assert table.remove_orphan_files(older_than=dt.timedelta(days=1)) == dry
+    assert not left[0].exists() and fresh.exists()
+    assert table.count() == ROWS
