@@ -1,9 +1,11 @@
-"""Bad values get a ValidationError naming the field and the row, and leave the table exactly as
-it was: floats that overflow their column, strings that are not UTF-8.
+"""Bad values get a ValidationError (SchemaError, CorruptMetadataError) naming the field and the
+row, and leave the table exactly as it was: floats that overflow their column, strings that are
+not UTF-8, booleans in schema JSON that are not JSON booleans.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -12,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from datashard import Schema, create_table
-from datashard.errors import ValidationError
+from datashard import Schema, create_table, load_table
+from datashard.errors import CorruptMetadataError, SchemaError, ValidationError
 
 SCHEMA = Schema(
     schema_id=1,
@@ -177,3 +179,80 @@ def test_a_slice_whose_own_strings_are_utf8_is_accepted(table_and_state: Any) ->
     )
     table.append(pa.table({"n": [1], "tags": tags.slice(0, 1)}))  # the bad bytes are not in it
     assert sorted(map(str, table.to_arrow().column("tags").to_pylist())) == ["['a']", "['a']"]
+
+
+# ------------------------------------------------------------------------------------------
+# 13: booleans in schema JSON
+
+
+def _schema_json(flag: str, value: Any) -> dict[str, Any]:
+    fields: list[dict[str, Any]] = [
+        {"id": 1, "name": "n", "type": "long", "required": True},
+        {
+            "id": 2,
+            "name": "tags",
+            "required": False,
+            "type": {
+                "type": "list",
+                "element-id": 3,
+                "element": "string",
+                "element-required": True,
+            },
+        },
+        {
+            "id": 4,
+            "name": "props",
+            "required": False,
+            "type": {
+                "type": "map",
+                "key-id": 5,
+                "key": "string",
+                "value-id": 6,
+                "value": "long",
+                "value-required": False,
+            },
+        },
+    ]
+    where = {"required": fields[0], "element-required": fields[1]["type"]}
+    where["value-required"] = fields[2]["type"]
+    where[flag][flag] = value
+    return {"type": "struct", "schema-id": 0, "fields": fields}
+
+
+FLAGS = [("required", "n"), ("element-required", "tags"), ("value-required", "props")]
+
+
+@pytest.mark.parametrize(("flag", "field"), FLAGS, ids=[f for f, _ in FLAGS])
+@pytest.mark.parametrize("value", ["false", "yes", 0, None], ids=repr)
+def test_a_schema_boolean_that_is_not_a_json_boolean_is_refused(
+    flag: str, field: str, value: Any
+) -> None:
+    with pytest.raises(SchemaError, match=rf"field '{field}': '{flag}' must be a JSON boolean"):
+        Schema.from_json(_schema_json(flag, value))
+    assert Schema.from_json(_schema_json(flag, False)).find_field(field)  # the control
+
+
+def test_a_nested_schema_boolean_names_the_nested_field() -> None:
+    inner = {"type": "list", "element-id": 3, "element": "long", "element-required": "false"}
+    outer = {"type": "list", "element-id": 2, "element": inner, "element-required": True}
+    data = {"type": "struct", "fields": [{"id": 1, "name": "xs", "type": outer}]}
+    with pytest.raises(SchemaError, match=r"field 'xs.element': 'element-required'"):
+        Schema.from_json(data)
+
+
+@pytest.mark.parametrize(("flag", "field"), FLAGS, ids=[f for f, _ in FLAGS])
+def test_a_string_boolean_in_table_metadata_is_corrupt_metadata(
+    local_wh: Any, flag: str, field: str
+) -> None:
+    create_table("t", Schema.from_json(_schema_json(flag, True)), warehouse=local_wh.uri)
+    key = "t/metadata/v1.metadata.json"
+    metadata = json.loads(local_wh.backend.read(key))
+    bad = _schema_json(flag, "false")
+    metadata["schemas"][0]["fields"] = bad["fields"]
+    local_wh.backend.write(key, json.dumps(metadata).encode())
+    before = local_wh.snapshot_of_storage()
+    with pytest.raises(
+        CorruptMetadataError, match=rf"v1\.metadata\.json.*field '{field}': '{flag}'"
+    ):
+        load_table("t", warehouse=local_wh.uri)
+    assert local_wh.snapshot_of_storage() == before
