@@ -1,6 +1,6 @@
 """Bad values get a ValidationError (SchemaError, CorruptMetadataError) naming the field and the
 row, and leave the table exactly as it was: floats that overflow their column, strings that are
-not UTF-8, booleans in schema JSON that are not JSON booleans.
+not UTF-8, booleans in schema JSON that are not JSON booleans. An absurd version hint is ignored.
 """
 
 from __future__ import annotations
@@ -256,3 +256,35 @@ def test_a_string_boolean_in_table_metadata_is_corrupt_metadata(
     ):
         load_table("t", warehouse=local_wh.uri)
     assert local_wh.snapshot_of_storage() == before
+
+
+# ------------------------------------------------------------------------------------------
+# 14: an absurd version hint
+
+
+HINTS = [
+    ("5,000 digits", b"9" * 5000),
+    ("19 digits", b"1" * 19),
+    ("negative", b"-3"),
+    ("zero", b"0"),
+    ("arabic digit", "\u0661".encode()),
+    ("two numbers", b"4 5"),
+    ("empty", b""),
+]
+
+
+@pytest.mark.parametrize("hint", [h for _, h in HINTS], ids=[i for i, _ in HINTS])
+def test_an_absurd_version_hint_is_ignored_and_the_table_loads(local_wh: Any, hint: bytes) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    behind = load_table(
+        "t", warehouse=local_wh.uri
+    )  # at v1: its refresh probes, then reads the hint
+    for i in range(3):
+        table.append_records([{"n": i}])
+    table.flush()
+    local_wh.backend.write("t/metadata/version-hint.text", hint)
+    loaded = load_table("t", warehouse=local_wh.uri)
+    assert loaded.version == 4 and loaded.count() == 3
+    assert behind.refresh().version == 4
+    behind.append_records([{"n": 3}])  # a writer reads the hint too
+    assert load_table("t", warehouse=local_wh.uri).count() == 4
