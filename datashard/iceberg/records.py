@@ -8,9 +8,11 @@ the expected Iceberg type and the actual Python or Arrow type.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
+import struct
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from datashard.iceberg.schema import Schema
 
 _INT_RANGE = {IntType: (-(2**31), 2**31 - 1), LongType: (-(2**63), 2**63 - 1)}
+_FLOAT32 = struct.Struct("<f")
 _PANDAS_INDEX = re.compile(r"^__index_level_\d+__$")
 
 _HINT: dict[type, str] = {
@@ -98,7 +101,7 @@ def _check(t: IcebergType, value: Any, row: int, path: str) -> Any:
             raise _fail(row, path, t, value, f"out of range {lo}..{hi}")
     elif isinstance(t, (FloatType, DoubleType)):
         if isinstance(value, Real) and not isinstance(value, bool):
-            return float(value)
+            return _check_float(t, value, row, path)
     elif isinstance(t, DecimalType):
         if isinstance(value, (Decimal, Integral)) and not isinstance(value, bool):
             return _check_decimal(
@@ -124,6 +127,18 @@ def _check(t: IcebergType, value: Any, row: int, path: str) -> Any:
             raise _fail(row, path, t, value, "a naive datetime is ambiguous; attach a zone")
     elif isinstance(t, StringType):
         if isinstance(value, str):
+            if not value.isascii():  # O(1); only non-ASCII text can hold a lone surrogate
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise _fail(
+                        row,
+                        path,
+                        t,
+                        value,
+                        f"lone surrogate {value[exc.start]!r} at index {exc.start} "
+                        "cannot be written as UTF-8",
+                    ) from None
             return value
     elif isinstance(t, UUIDType):
         if isinstance(value, uuid.UUID):
@@ -160,6 +175,25 @@ def _check(t: IcebergType, value: Any, row: int, path: str) -> Any:
                 for k, v in value.items()
             ]
     raise _fail(row, path, t, value)
+
+
+def _check_float(t: FloatType | DoubleType, value: Any, row: int, path: str) -> float:
+    """``value`` as a Python float; a finite value that overflows ``t`` raises (an infinity or
+    NaN given as such is stored as given)."""
+    try:
+        x = float(value)
+    except OverflowError:
+        raise _fail(row, path, t, value, f"too large for {t}") from None
+    if math.isinf(x) and value != x:  # e.g. a numpy long double beyond the double range
+        raise _fail(row, path, t, value, f"too large for {t}")
+    if isinstance(t, FloatType):
+        try:
+            _FLOAT32.pack(x)  # raises exactly when a finite x rounds to an infinity
+        except OverflowError:
+            raise _fail(
+                row, path, t, value, "beyond the 32-bit float range of about 3.4e38; use double"
+            ) from None
+    return x
 
 
 def _check_decimal(t: DecimalType, value: Decimal, row: int, path: str) -> Decimal:
@@ -227,9 +261,14 @@ def _column(f: NestedField, target: pa.DataType, records: Sequence[Mapping[str, 
         seen = set(map(type, values))
         if seen <= exact or (not f.required and seen <= exact | {_NONE}):
             try:
-                return pa.array(values, type=target)
-            except (pa.ArrowInvalid, OverflowError):
-                pass  # out of range: the slow path below names the row
+                fast = pa.array(values, type=target)
+            except (pa.ArrowInvalid, OverflowError, UnicodeEncodeError):
+                pass  # out of range or not UTF-8: the slow path below names the row
+            else:
+                # pyarrow rounds a finite value beyond the float32 range to an infinity without
+                # a word; the slow path tells those from infinities given as such
+                if not isinstance(f.field_type, FloatType) or not pc.any(pc.is_inf(fast)).as_py():
+                    return fast
     checked: list[Any] = []
     for row, (record, v) in enumerate(zip(records, values, strict=True)):
         if v is None and f.name not in record:
@@ -370,7 +409,61 @@ def _coerce(arr: pa.Array, f: NestedField, path: str, row0: int) -> pa.Array:
         raise _type_error(path, t, arr.type, f"cast would lose data: {exc}") from None
     if isinstance(t, (ListType, MapType)):
         _check_required_inside(out, t, path, np.arange(len(out)) + row0)
+    if _holds_strings(t):
+        _check_utf8(out, t, path, row0)
     return out
+
+
+def _holds_strings(t: IcebergType) -> bool:
+    if isinstance(t, StringType):
+        return True
+    if isinstance(t, ListType):
+        return _holds_strings(t.element_type)
+    if isinstance(t, MapType):
+        return _holds_strings(t.key_type) or _holds_strings(t.value_type)
+    if isinstance(t, StructType):
+        return any(_holds_strings(f.field_type) for f in t.fields)
+    return False
+
+
+def _check_utf8(arr: pa.Array, t: IcebergType, path: str, row0: int) -> None:
+    """Raise ValidationError naming the row and field of a string that is not valid UTF-8
+    (Arrow does not check the bytes of a string array it is handed)."""
+    try:
+        arr.validate(full=True)  # fast; checks all the bytes below a nested slice, not only its own
+    except pa.ArrowInvalid:
+        _find_bad_utf8(arr, t, path, np.arange(len(arr)) + row0)
+
+
+def _find_bad_utf8(arr: pa.Array, t: IcebergType, path: str, rows: np.ndarray) -> None:
+    if isinstance(t, StringType):
+        try:
+            arr.validate(full=True)
+            return
+        except pa.ArrowInvalid as exc:
+            problem = exc
+        for i, data in enumerate(arr.view(pa.binary()).to_pylist()):
+            if data is None:
+                continue
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                shown = repr(data) if len(data) <= 60 else repr(data[:57]) + "..."
+                raise ValidationError(
+                    f"row {int(rows[i])}, field {path!r}: expected {t} (valid UTF-8), got bytes "
+                    f"{shown} (not UTF-8 at byte {exc.start})"
+                ) from None
+        raise ValidationError(f"field {path!r}: the Arrow data is malformed: {problem}")
+    elif isinstance(t, StructType):
+        for i, child in enumerate(t.fields):
+            _find_bad_utf8(arr.field(i), child.field_type, f"{path}.{child.name}", rows)
+    elif isinstance(t, ListType):
+        values, child_rows = _entries(arr, rows)
+        _find_bad_utf8(values, t.element_type, f"{path}.element", child_rows)
+    elif isinstance(t, MapType):
+        entries, child_rows = _entries(arr, rows)
+        _find_bad_utf8(entries.field(0), t.key_type, f"{path}.key", child_rows)
+        _find_bad_utf8(entries.field(1), t.value_type, f"{path}.value", child_rows)
 
 
 def _entries(arr: pa.Array, rows: np.ndarray) -> tuple[pa.Array, np.ndarray]:
@@ -479,4 +572,39 @@ def coerce_arrow(schema: Schema, table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=arrow_schema)
 
 
-__all__ = ["coerce_arrow", "records_to_arrow"]
+def find_unencodable(columns: Iterable[tuple[str, Iterable[Any]]]) -> ValidationError | None:
+    """The error naming the row and column of the first ``str`` (also inside lists and dicts)
+    that cannot be written as UTF-8 (a lone surrogate), or ``None`` if there is none."""
+    for name, values in columns:
+        for row, value in enumerate(values):
+            bad = _unencodable_in(value)
+            if bad is not None:
+                text, index = bad
+                shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+                return ValidationError(
+                    f"row {row}, field {name!r}: str {shown} holds a lone surrogate "
+                    f"{text[index]!r} at index {index}, which cannot be written as UTF-8"
+                )
+    return None
+
+
+def _unencodable_in(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return value, exc.start
+        return None
+    if isinstance(value, Mapping):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        for item in value:
+            bad = _unencodable_in(item)
+            if bad is not None:
+                return bad
+    return None
+
+
+__all__ = ["coerce_arrow", "find_unencodable", "records_to_arrow"]

@@ -285,8 +285,14 @@ def parse_type(json_value: Any) -> IcebergType:
     Accepts ``"long"``, ``"decimal(9,2)"``, ``"fixed[16]"``, and the objects
     ``{"type": "struct", "fields": [...]}``, ``{"type": "list", "element-id", "element",
     "element-required"}`` and ``{"type": "map", "key-id", "key", "value-id", "value",
-    "value-required"}``. Raises :class:`SchemaError` naming the value and the valid types.
+    "value-required"}``. Raises :class:`SchemaError` naming the value and the valid types, or
+    naming the key whose value is not a JSON boolean where one is required.
     """
+    return _parse_type(json_value, "")
+
+
+def _parse_type(json_value: Any, path: str) -> IcebergType:
+    """:func:`parse_type` for the type of the field at ``path`` (``""``: not known)."""
     if isinstance(json_value, IcebergType):
         return json_value
     if isinstance(json_value, str):
@@ -302,22 +308,25 @@ def parse_type(json_value: Any) -> IcebergType:
         raise SchemaError(f"unknown Iceberg type {json_value!r}; valid types: {VALID_TYPE_NAMES}")
     if isinstance(json_value, Mapping):
         kind = json_value.get("type")
+        inner = f"{path}." if path else ""
         try:
             if kind == "struct":
-                return StructType(tuple(parse_field(f) for f in json_value.get("fields", ())))
+                return StructType(
+                    tuple(_parse_field(f, inner) for f in json_value.get("fields", ()))
+                )
             if kind == "list":
                 return ListType(
                     _as_int(json_value["element-id"], "element-id"),
-                    parse_type(json_value["element"]),
-                    bool(json_value.get("element-required", True)),
+                    _parse_type(json_value["element"], inner + "element"),
+                    _as_bool(json_value, "element-required", True, path),
                 )
             if kind == "map":
                 return MapType(
                     _as_int(json_value["key-id"], "key-id"),
-                    parse_type(json_value["key"]),
+                    _parse_type(json_value["key"], inner + "key"),
                     _as_int(json_value["value-id"], "value-id"),
-                    parse_type(json_value["value"]),
-                    bool(json_value.get("value-required", True)),
+                    _parse_type(json_value["value"], inner + "value"),
+                    _as_bool(json_value, "value-required", True, path),
                 )
         except KeyError as exc:
             raise SchemaError(
@@ -336,12 +345,31 @@ def _as_int(value: Any, what: str) -> int:
     return value
 
 
+def _as_bool(obj: Mapping[str, Any], key: str, default: bool, path: str) -> bool:
+    """``obj[key]`` (``default`` when absent), which must be a JSON boolean: the string
+    ``"false"`` is truthy in Python, so no string, number or null is read as one."""
+    value = obj.get(key, default)
+    if not isinstance(value, bool):
+        where = f"field {path!r}" if path else f"type {dict(obj)!r}"
+        raise SchemaError(
+            f"{where}: {key!r} must be a JSON boolean (true or false), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
 def parse_field(value: Any) -> NestedField:
     """Read a field from its JSON/dict form ``{"id", "name", "type", "required", "doc"}``.
 
     A :class:`NestedField` passes through. ``required`` defaults to ``False`` (the spec's
-    optional), matching the JSON form written by every Iceberg implementation.
+    optional), matching the JSON form written by every Iceberg implementation. Raises
+    :class:`SchemaError` naming the field for a missing key, a bad type, or a ``required``,
+    ``element-required`` or ``value-required`` that is not a JSON boolean.
     """
+    return _parse_field(value, "")
+
+
+def _parse_field(value: Any, prefix: str) -> NestedField:
     if isinstance(value, NestedField):
         return value
     if not isinstance(value, Mapping):
@@ -354,14 +382,13 @@ def parse_field(value: Any) -> NestedField:
     name = value["name"]
     if not isinstance(name, str) or name == "":
         raise SchemaError(f"field name must be a non-empty string, got {name!r}")
-    required = value.get("required", False)
-    if not isinstance(required, bool):
-        raise SchemaError(f"field {name!r}: 'required' must be true or false, got {required!r}")
+    path = prefix + name
+    required = _as_bool(value, "required", False, path)
     doc = value.get("doc")
     return NestedField(
-        _as_int(value["id"], f"field {name!r} id"),
+        _as_int(value["id"], f"field {path!r} id"),
         name,
-        parse_type(value["type"]),
+        _parse_type(value["type"], path),
         required,
         doc,
         value.get("initial-default"),

@@ -29,6 +29,7 @@ from datashard.iceberg.expressions import FilterLike, bind_schema
 from datashard.iceberg.metadata import RefType, Snapshot, SnapshotLogEntry, TableMetadata
 from datashard.iceberg.metadata_codec import metadata_from_json
 from datashard.iceberg.partitioning import SpecLike
+from datashard.iceberg.records import find_unencodable
 from datashard.iceberg.schema import Schema, check_not_empty
 from datashard.iceberg.schema_update import SchemaUpdate
 from datashard.storage.base import StorageBackend
@@ -506,6 +507,11 @@ def _to_arrow(data: DataLike) -> pa.Table:
             return pa.Table.from_pandas(data, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValidationError(f"the DataFrame does not convert to Arrow: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a lone surrogate in an object column
+            named = find_unencodable((str(n), data.iloc[:, i]) for i, n in enumerate(data.columns))
+            raise named or ValidationError(
+                f"the DataFrame does not convert to Arrow: {exc}"
+            ) from exc
     raise ValidationError(
         "append takes a pandas.DataFrame, pyarrow.Table or pyarrow.RecordBatch, got "
         f"{type(data).__name__} (use append_records for a list of dicts)"

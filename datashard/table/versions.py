@@ -26,6 +26,8 @@ from datashard.table.process import submit
 HINT = "version-hint.text"
 _VERSION = re.compile(r"^v(\d+)\.metadata\.json$")
 _FOREIGN = re.compile(r"^(\d+)-[0-9a-fA-F-]+\.metadata\.json$")
+#: A hint worth reading: a version number that fits in 64 bits (the spec's ``long``).
+_HINT_TEXT = re.compile(r"[0-9]{1,18}")
 #: The most versions a forward probe walks before the caller lists instead.
 MAX_PROBE = 64
 #: Versions probed one by one before the hint is consulted.
@@ -87,13 +89,16 @@ def version_of(key: str) -> int | None:
 
 
 def read_hint(backend: StorageBackend, paths: TablePaths) -> int | None:
-    """The version the hint names, or ``None`` if it is missing or unreadable (never raises for
-    a bad hint: it is advisory)."""
+    """The version the hint names, or ``None`` if it is missing, unreadable or absurd: not a
+    positive number of at most 18 ASCII digits (never raises for a bad hint: it is advisory,
+    and a caller with no hint lists ``metadata/``)."""
     try:
         text = backend.read(paths.hint).decode("ascii", "replace").strip()
     except StorageError:
         return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    if not _HINT_TEXT.fullmatch(text):
+        return None  # also keeps int() from refusing 5,000 digits with a ValueError
+    return int(text) or None
 
 
 def write_hint(backend: StorageBackend, paths: TablePaths, version: int) -> bool:
