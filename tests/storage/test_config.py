@@ -15,7 +15,9 @@ from datashard.errors import ConfigError, DataShardError, StoragePermissionError
 from datashard.storage.azure import AzureBackend
 from datashard.storage.azure_config import AzureConfig
 from datashard.storage.config import (
+    STORAGE_TYPES,
     BackendConfig,
+    backend_class,
     backend_from_env,
     config_from_env,
     open_backend,
@@ -371,10 +373,137 @@ def test_unknown_s3_variable_names_it() -> None:
     assert "DATASHARD_S3_ENDPOINT" in str(info.value)  # lists what is accepted
 
 
-def test_other_backends_variables_are_not_read() -> None:
-    """``DATASHARD_S3_*`` is ignored (not an error) when the storage type is local."""
-    env = {"DATASHARD_STORAGE_TYPE": "memory", "DATASHARD_S3_FOO": "1"}
+@pytest.mark.parametrize(
+    ("env", "named", "resembles"),
+    [
+        ({"DATASHARD_STORAGE_TYP": "s3"}, "DATASHARD_STORAGE_TYP", "DATASHARD_STORAGE_TYPE"),
+        (
+            {"DATASHARD_MAX_CONCURENCY": "4"},
+            "DATASHARD_MAX_CONCURENCY",
+            "DATASHARD_MAX_CONCURRENCY",
+        ),
+        (
+            {"DATASHARD_STORAGE_TYPE": "s3", "DATASHARD_S3_BUCKET": "b", "DATASHARD_S3_BUKET": "b"},
+            "DATASHARD_S3_BUKET",
+            "DATASHARD_S3_BUCKET",
+        ),
+        ({"DATASHARD_LOCAL_PAHT": "/srv"}, "DATASHARD_LOCAL_PAHT", "DATASHARD_LOCAL_PATH"),
+        ({"DATASHARD_WAREHOUSE": "/srv"}, "DATASHARD_WAREHOUSE", None),
+    ],
+)
+def test_unknown_variable_is_an_error_naming_it_and_the_name_it_resembles(
+    env: dict[str, str], named: str, resembles: str | None
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        backend_from_env(env)
+    message = str(info.value)
+    assert f"unknown environment variable {named}" in message
+    if resembles is not None:
+        assert f"did you mean {resembles}?" in message
+    else:
+        assert "did you mean" not in message
+        assert "DATASHARD_STORAGE_TYPE" in message  # says what is read instead
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "wanted"),
+    [
+        # the S3 variables set, DATASHARD_STORAGE_TYPE forgotten: not the local default
+        (
+            {"DATASHARD_S3_BUCKET": "tables", "DATASHARD_S3_ENDPOINT": "http://127.0.0.1:9000"},
+            "DATASHARD_S3_BUCKET",
+            "s3",
+        ),
+        (
+            {"DATASHARD_STORAGE_TYPE": "azure", "DATASHARD_S3_BUCKET": "tables"},
+            "DATASHARD_S3_BUCKET",
+            "s3",
+        ),
+        (
+            {"DATASHARD_STORAGE_TYPE": "memory", "DATASHARD_GCS_BUCKET": "b"},
+            "DATASHARD_GCS_BUCKET",
+            "gcs",
+        ),
+        (
+            {
+                "DATASHARD_STORAGE_TYPE": "s3",
+                "DATASHARD_S3_BUCKET": "b",
+                "DATASHARD_LOCAL_PATH": "/x",
+            },
+            "DATASHARD_LOCAL_PATH",
+            "local",
+        ),
+        ({"DATASHARD_DIRECT_PATH": "/x"}, "DATASHARD_DIRECT_PATH", "direct"),
+    ],
+)
+def test_variables_of_another_storage_type_are_refused(
+    env: dict[str, str], named: str, wanted: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        backend_from_env(env)
+    message = str(info.value)
+    assert named in message
+    assert f"DATASHARD_STORAGE_TYPE={wanted}" in message  # what to set
+
+
+def test_every_problem_in_the_environment_is_named_at_once() -> None:
+    env = {"DATASHARD_STORAGE_TYP": "s3", "DATASHARD_S3_BUCKET": "b"}
+    with pytest.raises(ConfigError) as info:
+        backend_from_env(env)
+    assert "DATASHARD_STORAGE_TYP " in str(info.value)
+    assert "DATASHARD_S3_BUCKET configures storage type 's3'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DATASHARD_STORAGE_TYP": "s3", "DATASHARD_S3_BUCKET": "tables"},
+        {"DATASHARD_S3_BUCKET": "tables", "DATASHARD_S3_REGION": "eu-central-1"},
+        {"DATASHARD_LOCAL_PAHT": "elsewhere"},
+    ],
+)
+def test_a_wrong_environment_creates_no_table_anywhere(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported case: these used to write the table to ./datashard-warehouse."""
+    import datashard
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError):
+        datashard.create_table("events", [{"id": 1, "name": "x", "type": "long"}])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_variables_for_one_field_are_refused() -> None:
+    env = {
+        "DATASHARD_STORAGE_TYPE": "s3",
+        "DATASHARD_S3_BUCKET": "b",
+        "DATASHARD_S3_ENDPOINT": "http://127.0.0.1:9000",
+        "DATASHARD_S3_ENDPOINT_URL": "http://127.0.0.1:9001",
+    }
+    with pytest.raises(ConfigError, match="DATASHARD_S3_ENDPOINT and DATASHARD_S3_ENDPOINT_URL"):
+        backend_from_env(env)
+
+
+def test_test_and_benchmark_tool_variables_are_left_alone() -> None:
+    env = {
+        "DATASHARD_STORAGE_TYPE": "memory",
+        "DATASHARD_TEST_GCS_BUCKET": "b",
+        "DATASHARD_BENCH_S3_ENDPOINT": "http://127.0.0.1:1",
+        "DATASHARD_SERVER_PID": "1",
+    }
     assert isinstance(backend_from_env(env), MemoryBackend)
+
+
+@pytest.mark.parametrize("kind", sorted(STORAGE_TYPES))
+def test_the_environment_check_knows_each_backends_config(kind: str) -> None:
+    """``check_environment`` names variables by config class without importing backends: the
+    classes it uses are the backends' own."""
+    from datashard.storage.config import _config_class
+
+    assert backend_class(STORAGE_TYPES[kind]).config_class is _config_class(kind)  # type: ignore[attr-defined]
 
 
 def test_max_concurrency_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
