@@ -31,6 +31,7 @@ import importlib
 import os
 import types
 import typing
+import urllib.parse
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union
@@ -255,6 +256,31 @@ def _check_type(owner: str, name: str, value: Any, tp: Any) -> None:
             f"{owner}.{name} expects {_type_name(tp)}, got {type(value).__name__} "
             + ("(value hidden)" if not _field_is_public(owner, name) else f"{value!r}")
         )
+
+
+def check_endpoint(
+    owner: str, name: str, env_var: str, value: str | None, *, bare_host_ok: bool = False
+) -> None:
+    """``ConfigError`` unless ``value`` is ``None`` or a URL starting with ``http://`` or
+    ``https://`` that names a host (``bare_host_ok``: also a plain ``host:port``). The message
+    names the field, its environment variable and the value (without any query string or
+    user info, where credentials may hide)."""
+    if value is None or (bare_host_ok and "://" not in value):
+        return
+    try:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return
+    except ValueError:  # an unclosed "[" of an IPv6 address, say
+        pass
+    shown = value.split("?", 1)[0].split("#", 1)[0]
+    if "@" in shown:
+        shown = "<hidden>@" + shown.rsplit("@", 1)[1]
+    hint = f"; for example 'http://{shown}' or 'https://{shown}'" if "://" not in value else ""
+    raise ConfigError(
+        f"{owner}.{name} (environment variable {env_var}) must be a URL starting with http:// "
+        f"or https:// and naming a host, got {shown!r}{hint}"
+    )
 
 
 _SECRET_WORDS = ("secret", "key", "token", "password", "credential", "connection_string", "sas")

@@ -721,3 +721,79 @@ def test_cloud_configs_from_environment() -> None:
     assert (gcs.bucket, gcs.anonymous) == ("b", True)
     with pytest.raises(ConfigError, match="DATASHARD_GCS_FOO"):
         config_from_env({"DATASHARD_STORAGE_TYPE": "gcs", "DATASHARD_GCS_FOO": "1"})
+
+
+# -- endpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:9000", "localhost:9000", "minio.internal"])
+def test_s3_endpoint_without_a_scheme_is_a_config_error_naming_it(endpoint: str) -> None:
+    """It used to surface as botocore's ``ValueError: Invalid endpoint`` at the first request."""
+    with pytest.raises(ConfigError) as by_option:
+        open_backend("s3://bucket", endpoint_url=endpoint)
+    env = {
+        "DATASHARD_STORAGE_TYPE": "s3",
+        "DATASHARD_S3_BUCKET": "bucket",
+        "DATASHARD_S3_ENDPOINT": endpoint,
+    }
+    with pytest.raises(ConfigError) as by_env:
+        backend_from_env(env)
+    for info in (by_option, by_env):
+        message = str(info.value)
+        assert "endpoint_url" in message
+        assert "DATASHARD_S3_ENDPOINT" in message
+        assert repr(endpoint) in message
+        assert "http://" in message and "https://" in message
+        assert f"'http://{endpoint}'" in message  # what to write instead
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["htp://127.0.0.1:9000", "http://", "s3://bucket", "http://[::1"]
+)
+def test_s3_endpoint_that_is_not_an_http_url_is_refused(endpoint: str) -> None:
+    with pytest.raises(ConfigError, match="endpoint_url"):
+        open_backend("s3://bucket", endpoint_url=endpoint)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:9000", "https://s3.example.com", "http://[::1]:9000/"]
+)
+def test_s3_http_and_https_endpoints_are_accepted(endpoint: str) -> None:
+    backend = open_backend("s3://bucket", endpoint_url=endpoint)
+    assert isinstance(backend.config, S3Config)
+    assert backend.config.endpoint_url == endpoint
+
+
+def test_endpoint_errors_never_show_a_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_backend("s3://bucket", endpoint_url=f"user:{SECRET_KEY}@127.0.0.1:9000")
+    assert_no_secret(str(info.value))
+    with pytest.raises(ConfigError) as info:
+        open_backend(
+            "az://tables", account_url=f"127.0.0.1:10000/devstoreaccount1?sig={SECRET_KEY}"
+        )
+    assert_no_secret(str(info.value))
+    assert "127.0.0.1:10000/devstoreaccount1" in str(info.value)
+
+
+def test_azure_account_url_without_a_scheme_is_a_config_error_naming_it() -> None:
+    """The SDK would take it as https:// and fail at the first request on Azurite (http)."""
+    with pytest.raises(ConfigError) as info:
+        open_backend("az://tables", account_url="127.0.0.1:10000/devstoreaccount1")
+    message = str(info.value)
+    assert "account_url" in message and "DATASHARD_AZURE_ENDPOINT" in message
+    assert "'127.0.0.1:10000/devstoreaccount1'" in message
+    assert "http://" in message
+    ok = open_backend("az://tables", account_url="http://127.0.0.1:10000/devstoreaccount1")
+    assert isinstance(ok, AzureBackend)
+
+
+def test_gcs_endpoint_must_be_http_or_a_bare_host() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_backend("gs://bucket", endpoint="htp://127.0.0.1:9023")
+    assert "DATASHARD_GCS_ENDPOINT" in str(info.value)
+    assert "'htp://127.0.0.1:9023'" in str(info.value)
+    for endpoint in ("127.0.0.1:9023", "http://127.0.0.1:9023", "https://storage.example.com"):
+        config = open_backend("gs://bucket", endpoint=endpoint).config
+        assert isinstance(config, GCSConfig)
+        assert config.endpoint == endpoint
