@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from datashard.errors import ConfigError
 from datashard.storage.base import validate_key
-from datashard.storage.config import BackendConfig, split_scheme
+from datashard.storage.config import BackendConfig, check_endpoint, split_scheme
 
 MiB = 1024 * 1024
 _CONTAINER_NAME = re.compile(r"^(\$root|\$web|[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})$")
@@ -68,6 +68,9 @@ class AzureConfig(BackendConfig):
             raise ConfigError(f"AzureConfig.prefix {self.prefix!r} must not start or end with '/'")
         if self.prefix:
             validate_key(self.prefix)
+        # the SDK would take a URL without a scheme as https://, failing at the first request
+        # on an http-only server (Azurite)
+        check_endpoint("AzureConfig", "account_url", "DATASHARD_AZURE_ENDPOINT", self.account_url)
         if self.uri_scheme not in ("az", "abfs", "abfss"):
             raise ConfigError(
                 f"AzureConfig.uri_scheme must be 'az', 'abfs' or 'abfss', got {self.uri_scheme!r}"

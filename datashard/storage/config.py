@@ -15,16 +15,24 @@ Environment (read by ``backend_from_env``):
 - ``DATASHARD_MAX_CONCURRENCY``, ``DATASHARD_RETRY_ATTEMPTS``, ``DATASHARD_RETRY_FIRST_DELAY``,
   ``DATASHARD_RETRY_MAX_DELAY``, ``DATASHARD_READ_RATE_LIMIT``, ``DATASHARD_WRITE_RATE_LIMIT``:
   the settings every backend shares.
+
+Any other ``DATASHARD_*`` variable is a ``ConfigError`` naming it (and the known name it
+resembles), and so is a variable of another storage type than the chosen one
+(``DATASHARD_S3_BUCKET`` without ``DATASHARD_STORAGE_TYPE=s3``). Only ``DATASHARD_TEST_*``,
+``DATASHARD_BENCH_*`` and ``DATASHARD_SERVER_*``, which datashard's test and benchmark tools
+read, are left alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import os
 import types
 import typing
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, Union
 
@@ -141,31 +149,56 @@ class BackendConfig:
             raise ConfigError(f"{cls.__name__}: {exc}") from None
 
     @classmethod
+    def env_variables(cls) -> dict[str, str]:
+        """The ``DATASHARD_<ENV_NAME>_*`` variables this config reads, each mapped to its field:
+        every field by its upper-case name, and the short aliases."""
+        if not cls.env_name:
+            return {}
+        prefix = f"DATASHARD_{cls.env_name}_"
+        names = {prefix + f.name.upper(): f.name for f in dataclasses.fields(cls) if f.init}
+        names.update({prefix + alias: target for alias, target in cls.env_aliases.items()})
+        return names
+
+    @classmethod
     def from_env(cls: type[C], env: Mapping[str, str] | None = None) -> C:
-        """Build from ``DATASHARD_<ENV_NAME>_*`` and the shared ``DATASHARD_*`` settings."""
+        """Build from ``DATASHARD_<ENV_NAME>_*`` and the shared ``DATASHARD_*`` settings.
+
+        Raises ``ConfigError`` naming a ``DATASHARD_<ENV_NAME>_*`` variable that is no field
+        (with the known name it resembles), and two variables that set the same field.
+        """
         env = os.environ if env is None else env
         prefix = f"DATASHARD_{cls.env_name}_"
-        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        known = cls.env_variables()
         values: dict[str, Any] = {}
-        for name, value in env.items():
+        source: dict[str, str] = {}
+        for name in sorted(env):
             if name in COMMON_ENV:
-                values[COMMON_ENV[name]] = value
+                target = COMMON_ENV[name]
+            elif name in known:
+                target = known[name]
             elif cls.env_name and name.startswith(prefix):
-                suffix = name[len(prefix) :]
-                target = cls.env_aliases.get(suffix, suffix.lower())
-                if target not in fields:
-                    aliases = sorted(
-                        {prefix + a for a in cls.env_aliases} | {prefix + f.upper() for f in fields}
-                    )
-                    raise ConfigError(
-                        f"unknown environment variable {name}; expected one of: "
-                        + ", ".join(aliases)
-                    )
-                values[target] = value
+                raise ConfigError(unknown_variable_message(name, known))
+            else:
+                continue
+            if target in source:
+                raise ConfigError(
+                    f"{source[target]} and {name} both set {cls.__name__}.{target}; keep one"
+                )
+            source[target] = name
+            values[target] = env[name]
         if "max_concurrency" not in values:
             # ``env`` is the only source: the field's default would read os.environ instead.
             values["max_concurrency"] = _default_concurrency(env)
         return cls.build(values, source="environment value")
+
+
+def unknown_variable_message(name: str, known: Collection[str], expected: str = "") -> str:
+    """``unknown environment variable NAME (did you mean CLOSE?); expected ...``: ``CLOSE`` is
+    the name in ``known`` it resembles, ``expected`` (default: all of ``known``) what is read."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    expected = expected or "one of: " + ", ".join(sorted(known))
+    return f"unknown environment variable {name}{hint}; expected {expected}"
 
 
 def _type_name(tp: Any) -> str:
@@ -223,6 +256,31 @@ def _check_type(owner: str, name: str, value: Any, tp: Any) -> None:
             f"{owner}.{name} expects {_type_name(tp)}, got {type(value).__name__} "
             + ("(value hidden)" if not _field_is_public(owner, name) else f"{value!r}")
         )
+
+
+def check_endpoint(
+    owner: str, name: str, env_var: str, value: str | None, *, bare_host_ok: bool = False
+) -> None:
+    """``ConfigError`` unless ``value`` is ``None`` or a URL starting with ``http://`` or
+    ``https://`` that names a host (``bare_host_ok``: also a plain ``host:port``). The message
+    names the field, its environment variable and the value (without any query string or
+    user info, where credentials may hide)."""
+    if value is None or (bare_host_ok and "://" not in value):
+        return
+    try:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return
+    except ValueError:  # an unclosed "[" of an IPv6 address, say
+        pass
+    shown = value.split("?", 1)[0].split("#", 1)[0]
+    if "@" in shown:
+        shown = "<hidden>@" + shown.rsplit("@", 1)[1]
+    hint = f"; for example 'http://{shown}' or 'https://{shown}'" if "://" not in value else ""
+    raise ConfigError(
+        f"{owner}.{name} (environment variable {env_var}) must be a URL starting with http:// "
+        f"or https:// and naming a host, got {shown!r}{hint}"
+    )
 
 
 _SECRET_WORDS = ("secret", "key", "token", "password", "credential", "connection_string", "sas")
@@ -292,25 +350,108 @@ def open_backend(uri: str, **options: Any) -> StorageBackend:
     return cls(config)
 
 
-def config_from_env(env: Mapping[str, str] | None = None) -> BackendConfig:
-    """The config ``DATASHARD_STORAGE_TYPE`` and its ``DATASHARD_*`` variables describe."""
+#: The variable that picks the storage type.
+STORAGE_TYPE_ENV = "DATASHARD_STORAGE_TYPE"
+
+#: ``DATASHARD_*`` names that belong to datashard's own test and benchmark tools
+#: (``datashard.testing``, ``bench/``): they configure no storage and are not read here.
+TOOL_ENV_PREFIXES = ("DATASHARD_TEST_", "DATASHARD_BENCH_", "DATASHARD_SERVER_")
+
+#: DATASHARD_STORAGE_TYPE value -> (module, config class). The config modules import no SDK.
+_CONFIG_CLASSES: dict[str, tuple[str, str]] = {
+    "local": ("datashard.storage.local", "LocalConfig"),
+    "direct": ("datashard.storage.direct", "DirectConfig"),
+    "memory": ("datashard.storage.memory", "MemoryConfig"),
+    "s3": ("datashard.storage.s3_config", "S3Config"),
+    "azure": ("datashard.storage.azure_config", "AzureConfig"),
+    "gcs": ("datashard.storage.gcs_config", "GCSConfig"),
+}
+
+
+def _config_class(kind: str) -> type[BackendConfig]:
+    module_name, class_name = _CONFIG_CLASSES[kind]
+    cls: type[BackendConfig] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def storage_type(env: Mapping[str, str] | None = None) -> str:
+    """The storage type ``DATASHARD_STORAGE_TYPE`` names (``local`` when unset or empty);
+    ``ConfigError`` naming the value and the known types otherwise."""
     env = os.environ if env is None else env
-    kind = env.get("DATASHARD_STORAGE_TYPE", "local").strip().lower() or "local"
+    kind = env.get(STORAGE_TYPE_ENV, "local").strip().lower() or "local"
     if kind not in STORAGE_TYPES:
         raise ConfigError(
-            f"DATASHARD_STORAGE_TYPE={kind!r} is not a storage type; expected one of: "
+            f"{STORAGE_TYPE_ENV}={kind!r} is not a storage type; expected one of: "
             + ", ".join(sorted(STORAGE_TYPES))
         )
-    cls = backend_class(STORAGE_TYPES[kind])
-    config: BackendConfig = cls.config_class.from_env(env)  # type: ignore[attr-defined]
+    return kind
+
+
+def check_environment(env: Mapping[str, str] | None = None) -> None:
+    """``ConfigError`` unless every ``DATASHARD_*`` variable in ``env`` is one datashard reads
+    for the storage type ``DATASHARD_STORAGE_TYPE`` chooses.
+
+    It names each unknown variable (with the known name it resembles) and each variable of
+    another storage type (``DATASHARD_S3_BUCKET`` while the type is ``local`` or ``azure``).
+    Variables under :data:`TOOL_ENV_PREFIXES` are left to the tools that read them.
+    """
+    env = os.environ if env is None else env
+    kind = storage_type(env)
+    owner: dict[str, str] = {}  # variable -> the storage type that reads it
+    namespaces: dict[str, dict[str, str]] = {}  # "DATASHARD_S3_" -> its variables
+    for other in _CONFIG_CLASSES:
+        cls = _config_class(other)
+        variables = cls.env_variables()
+        namespaces[f"DATASHARD_{cls.env_name}_"] = variables
+        owner.update(dict.fromkeys(variables, other))
+    known = {STORAGE_TYPE_ENV, *COMMON_ENV, *owner}
+    if STORAGE_TYPE_ENV in env:
+        chosen = f"{STORAGE_TYPE_ENV}={env[STORAGE_TYPE_ENV]!r}"
+    else:
+        chosen = f"{STORAGE_TYPE_ENV} is not set, so storage is the local default"
+    problems: list[str] = []
+    for name in sorted(env):
+        if not name.startswith("DATASHARD_") or name.startswith(TOOL_ENV_PREFIXES):
+            continue
+        if name not in known:
+            space = next((v for p, v in namespaces.items() if name.startswith(p)), None)
+            if space is not None:  # DATASHARD_S3_FOO: list the DATASHARD_S3_* variables
+                problems.append(unknown_variable_message(name, space))
+            else:
+                expected = (
+                    f"{STORAGE_TYPE_ENV}, "
+                    + ", ".join(COMMON_ENV)
+                    + ", or DATASHARD_<TYPE>_* for the chosen type ("
+                    + ", ".join(p[len("DATASHARD_") :] + "*" for p in namespaces)
+                    + ")"
+                )
+                problems.append(unknown_variable_message(name, known, expected))
+        elif name in owner and owner[name] != kind:
+            problems.append(
+                f"{name} configures storage type {owner[name]!r}, but {chosen}; set "
+                f"{STORAGE_TYPE_ENV}={owner[name]} or unset {name}"
+            )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> BackendConfig:
+    """The config ``DATASHARD_STORAGE_TYPE`` and its ``DATASHARD_*`` variables describe.
+
+    Raises ``ConfigError`` (see :func:`check_environment`) for an unknown ``DATASHARD_*``
+    variable, one of another storage type, or a value the config refuses.
+    """
+    env = os.environ if env is None else env
+    check_environment(env)
+    config: BackendConfig = _config_class(storage_type(env)).from_env(env)
     return config
 
 
 def backend_from_env(env: Mapping[str, str] | None = None) -> StorageBackend:
-    """The backend the environment configures; the local file system when nothing is set."""
+    """The backend the environment configures; the local file system when nothing is set.
+
+    Raises ``ConfigError`` as :func:`config_from_env` does, before anything is written.
+    """
+    env = os.environ if env is None else env
     config = config_from_env(env)
-    scheme = STORAGE_TYPES[
-        (os.environ if env is None else env).get("DATASHARD_STORAGE_TYPE", "local").strip().lower()
-        or "local"
-    ]
-    return backend_class(scheme)(config)
+    return backend_class(STORAGE_TYPES[storage_type(env)])(config)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from datashard.errors import ConfigError
 from datashard.storage.base import validate_key
-from datashard.storage.config import BackendConfig, split_scheme
+from datashard.storage.config import BackendConfig, check_endpoint, split_scheme
 
 MiB = 1024 * 1024
 #: Resumable upload chunks must be multiples of this (the last chunk excepted).
@@ -61,6 +61,10 @@ class GCSConfig(BackendConfig):
             raise ConfigError(f"GCSConfig.prefix {self.prefix!r} must not start or end with '/'")
         if self.prefix:
             validate_key(self.prefix)
+        # a bare host:port is taken as http://host:port (as STORAGE_EMULATOR_HOST is)
+        check_endpoint(
+            "GCSConfig", "endpoint", "DATASHARD_GCS_ENDPOINT", self.endpoint, bare_host_ok=True
+        )
         chosen = [
             name
             for name in ("anonymous", "service_account_file", "credentials_json", "token")

@@ -18,7 +18,7 @@ from typing import Any
 
 from datashard.errors import ConfigError
 from datashard.storage.base import validate_key
-from datashard.storage.config import BackendConfig, split_scheme
+from datashard.storage.config import BackendConfig, check_endpoint, split_scheme
 
 log = logging.getLogger("datashard.storage.s3")
 
@@ -123,6 +123,8 @@ class S3Config(BackendConfig):
                     "(no '..', '.', empty segments or NUL)"
                 ) from None
         object.__setattr__(self, "prefix", prefix)
+        # botocore would refuse it only at the first request, as "ValueError: Invalid endpoint"
+        check_endpoint("S3Config", "endpoint_url", "DATASHARD_S3_ENDPOINT", self.endpoint_url)
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ConfigError("S3Config needs both access_key_id and secret_access_key, or neither")
         if self.anonymous and (self.access_key_id is not None or self.profile is not None):

@@ -39,7 +39,7 @@ from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table.append import AppendCommit, WriterState
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
-from datashard.table.versions import Loaded, TablePaths, key_for_uri, load_newest
+from datashard.table.versions import Loaded, TablePaths, key_for_uri, load_newest, version_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +71,9 @@ class Table:
         #: background work of recent commits (version-hint writes) not known to be done; work
         #: a parent process started is not waited for in a forked child (no thread runs it)
         self._background: ProcessLocal[list[Future[bool]]] = ProcessLocal(list)
+        #: a read-only table's metadata key, and whether ``load_table(name)`` found it
+        self._read_only_key = ""
+        self._found_by_name = False
 
     # -- opening tables written elsewhere ----------------------------------------------------
 
@@ -94,7 +97,8 @@ class Table:
     def from_backend_key(
         cls, backend: StorageBackend, key: str, *, name: str | None = None
     ) -> Table:
-        """The table whose metadata file is ``key`` on ``backend``, read-only."""
+        """The table whose metadata file is ``key`` on ``backend``, read-only. ``name`` says
+        ``load_table(name)`` found it (only metadata files another writer named there)."""
         uri = backend.uri_for(key)
         try:
             data = backend.read(key)
@@ -102,7 +106,10 @@ class Table:
             raise TableNotFoundError(f"no table metadata at {uri}") from None
         md = metadata_from_json(data, uri)
         table_name = name or posixpath.basename(md.location.rstrip("/"))
-        return cls(backend, None, Loaded(md, 0, uri), name=table_name)
+        table = cls(backend, None, Loaded(md, 0, uri), name=table_name)
+        table._read_only_key = key
+        table._found_by_name = name is not None
+        return table
 
     # -- what the table is -------------------------------------------------------------------
 
@@ -425,11 +432,42 @@ class Table:
 
     def _writable(self) -> TablePaths:
         if self._paths is None:
-            raise TableError(
-                f"table {self.location} was opened from a metadata file ({self.metadata_location})"
-                " and is read-only; load it by name in its warehouse to write"
-            )
+            raise TableError(self._read_only_message())
         return self._paths
+
+    def _read_only_message(self) -> str:
+        """Why this table is read-only and what does let one write, by how it was opened."""
+        uri = self.metadata_location
+        parts = self._read_only_key.split("/")
+        if version_of(self._read_only_key) is not None:
+            # datashard's own v<N> file, opened as a file: the table is writable by name
+            if len(parts) == 3 and parts[1] == "metadata":
+                how = f"load_table({parts[0]!r}, warehouse={self._backend.root_uri!r})"
+            else:
+                how = "load_table(name, warehouse=...) with the warehouse that holds it"
+            return (
+                f"table {self.location} was opened from its metadata file {uri} and is "
+                f"read-only (that file is one fixed version); to write, load it by name: {how} "
+                "opens its newest version for writing"
+            )
+        if self._found_by_name:
+            opened = (
+                f"load_table({self.name!r}) found only metadata files that another Iceberg "
+                f"writer (PyIceberg, Spark ...) named, such as {uri}, so table {self.location} "
+                "is read-only"
+            )
+        else:
+            opened = (
+                f"table {self.location} was opened from its metadata file {uri}, which another "
+                "Iceberg writer (PyIceberg, Spark ...) named, and is read-only; loading it by "
+                "name is read-only too"
+            )
+        return (
+            f"{opened}: datashard commits only to tables whose metadata files it names "
+            "v<N>.metadata.json. To write with datashard, copy the rows into a new table: "
+            "create_table('<new name>', table.schema(), warehouse=...).append(table.to_arrow())"
+            "; or keep writing this table with the writer that made it"
+        )
 
     def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
         paths = self._writable()

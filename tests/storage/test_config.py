@@ -15,7 +15,9 @@ from datashard.errors import ConfigError, DataShardError, StoragePermissionError
 from datashard.storage.azure import AzureBackend
 from datashard.storage.azure_config import AzureConfig
 from datashard.storage.config import (
+    STORAGE_TYPES,
     BackendConfig,
+    backend_class,
     backend_from_env,
     config_from_env,
     open_backend,
@@ -371,10 +373,137 @@ def test_unknown_s3_variable_names_it() -> None:
     assert "DATASHARD_S3_ENDPOINT" in str(info.value)  # lists what is accepted
 
 
-def test_other_backends_variables_are_not_read() -> None:
-    """``DATASHARD_S3_*`` is ignored (not an error) when the storage type is local."""
-    env = {"DATASHARD_STORAGE_TYPE": "memory", "DATASHARD_S3_FOO": "1"}
+@pytest.mark.parametrize(
+    ("env", "named", "resembles"),
+    [
+        ({"DATASHARD_STORAGE_TYP": "s3"}, "DATASHARD_STORAGE_TYP", "DATASHARD_STORAGE_TYPE"),
+        (
+            {"DATASHARD_MAX_CONCURENCY": "4"},
+            "DATASHARD_MAX_CONCURENCY",
+            "DATASHARD_MAX_CONCURRENCY",
+        ),
+        (
+            {"DATASHARD_STORAGE_TYPE": "s3", "DATASHARD_S3_BUCKET": "b", "DATASHARD_S3_BUKET": "b"},
+            "DATASHARD_S3_BUKET",
+            "DATASHARD_S3_BUCKET",
+        ),
+        ({"DATASHARD_LOCAL_PAHT": "/srv"}, "DATASHARD_LOCAL_PAHT", "DATASHARD_LOCAL_PATH"),
+        ({"DATASHARD_WAREHOUSE": "/srv"}, "DATASHARD_WAREHOUSE", None),
+    ],
+)
+def test_unknown_variable_is_an_error_naming_it_and_the_name_it_resembles(
+    env: dict[str, str], named: str, resembles: str | None
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        backend_from_env(env)
+    message = str(info.value)
+    assert f"unknown environment variable {named}" in message
+    if resembles is not None:
+        assert f"did you mean {resembles}?" in message
+    else:
+        assert "did you mean" not in message
+        assert "DATASHARD_STORAGE_TYPE" in message  # says what is read instead
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "wanted"),
+    [
+        # the S3 variables set, DATASHARD_STORAGE_TYPE forgotten: not the local default
+        (
+            {"DATASHARD_S3_BUCKET": "tables", "DATASHARD_S3_ENDPOINT": "http://127.0.0.1:9000"},
+            "DATASHARD_S3_BUCKET",
+            "s3",
+        ),
+        (
+            {"DATASHARD_STORAGE_TYPE": "azure", "DATASHARD_S3_BUCKET": "tables"},
+            "DATASHARD_S3_BUCKET",
+            "s3",
+        ),
+        (
+            {"DATASHARD_STORAGE_TYPE": "memory", "DATASHARD_GCS_BUCKET": "b"},
+            "DATASHARD_GCS_BUCKET",
+            "gcs",
+        ),
+        (
+            {
+                "DATASHARD_STORAGE_TYPE": "s3",
+                "DATASHARD_S3_BUCKET": "b",
+                "DATASHARD_LOCAL_PATH": "/x",
+            },
+            "DATASHARD_LOCAL_PATH",
+            "local",
+        ),
+        ({"DATASHARD_DIRECT_PATH": "/x"}, "DATASHARD_DIRECT_PATH", "direct"),
+    ],
+)
+def test_variables_of_another_storage_type_are_refused(
+    env: dict[str, str], named: str, wanted: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        backend_from_env(env)
+    message = str(info.value)
+    assert named in message
+    assert f"DATASHARD_STORAGE_TYPE={wanted}" in message  # what to set
+
+
+def test_every_problem_in_the_environment_is_named_at_once() -> None:
+    env = {"DATASHARD_STORAGE_TYP": "s3", "DATASHARD_S3_BUCKET": "b"}
+    with pytest.raises(ConfigError) as info:
+        backend_from_env(env)
+    assert "DATASHARD_STORAGE_TYP " in str(info.value)
+    assert "DATASHARD_S3_BUCKET configures storage type 's3'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DATASHARD_STORAGE_TYP": "s3", "DATASHARD_S3_BUCKET": "tables"},
+        {"DATASHARD_S3_BUCKET": "tables", "DATASHARD_S3_REGION": "eu-central-1"},
+        {"DATASHARD_LOCAL_PAHT": "elsewhere"},
+    ],
+)
+def test_a_wrong_environment_creates_no_table_anywhere(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported case: these used to write the table to ./datashard-warehouse."""
+    import datashard
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError):
+        datashard.create_table("events", [{"id": 1, "name": "x", "type": "long"}])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_variables_for_one_field_are_refused() -> None:
+    env = {
+        "DATASHARD_STORAGE_TYPE": "s3",
+        "DATASHARD_S3_BUCKET": "b",
+        "DATASHARD_S3_ENDPOINT": "http://127.0.0.1:9000",
+        "DATASHARD_S3_ENDPOINT_URL": "http://127.0.0.1:9001",
+    }
+    with pytest.raises(ConfigError, match="DATASHARD_S3_ENDPOINT and DATASHARD_S3_ENDPOINT_URL"):
+        backend_from_env(env)
+
+
+def test_test_and_benchmark_tool_variables_are_left_alone() -> None:
+    env = {
+        "DATASHARD_STORAGE_TYPE": "memory",
+        "DATASHARD_TEST_GCS_BUCKET": "b",
+        "DATASHARD_BENCH_S3_ENDPOINT": "http://127.0.0.1:1",
+        "DATASHARD_SERVER_PID": "1",
+    }
     assert isinstance(backend_from_env(env), MemoryBackend)
+
+
+@pytest.mark.parametrize("kind", sorted(STORAGE_TYPES))
+def test_the_environment_check_knows_each_backends_config(kind: str) -> None:
+    """``check_environment`` names variables by config class without importing backends: the
+    classes it uses are the backends' own."""
+    from datashard.storage.config import _config_class
+
+    assert backend_class(STORAGE_TYPES[kind]).config_class is _config_class(kind)  # type: ignore[attr-defined]
 
 
 def test_max_concurrency_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -592,3 +721,79 @@ def test_cloud_configs_from_environment() -> None:
     assert (gcs.bucket, gcs.anonymous) == ("b", True)
     with pytest.raises(ConfigError, match="DATASHARD_GCS_FOO"):
         config_from_env({"DATASHARD_STORAGE_TYPE": "gcs", "DATASHARD_GCS_FOO": "1"})
+
+
+# -- endpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:9000", "localhost:9000", "minio.internal"])
+def test_s3_endpoint_without_a_scheme_is_a_config_error_naming_it(endpoint: str) -> None:
+    """It used to surface as botocore's ``ValueError: Invalid endpoint`` at the first request."""
+    with pytest.raises(ConfigError) as by_option:
+        open_backend("s3://bucket", endpoint_url=endpoint)
+    env = {
+        "DATASHARD_STORAGE_TYPE": "s3",
+        "DATASHARD_S3_BUCKET": "bucket",
+        "DATASHARD_S3_ENDPOINT": endpoint,
+    }
+    with pytest.raises(ConfigError) as by_env:
+        backend_from_env(env)
+    for info in (by_option, by_env):
+        message = str(info.value)
+        assert "endpoint_url" in message
+        assert "DATASHARD_S3_ENDPOINT" in message
+        assert repr(endpoint) in message
+        assert "http://" in message and "https://" in message
+        assert f"'http://{endpoint}'" in message  # what to write instead
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["htp://127.0.0.1:9000", "http://", "s3://bucket", "http://[::1"]
+)
+def test_s3_endpoint_that_is_not_an_http_url_is_refused(endpoint: str) -> None:
+    with pytest.raises(ConfigError, match="endpoint_url"):
+        open_backend("s3://bucket", endpoint_url=endpoint)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:9000", "https://s3.example.com", "http://[::1]:9000/"]
+)
+def test_s3_http_and_https_endpoints_are_accepted(endpoint: str) -> None:
+    backend = open_backend("s3://bucket", endpoint_url=endpoint)
+    assert isinstance(backend.config, S3Config)
+    assert backend.config.endpoint_url == endpoint
+
+
+def test_endpoint_errors_never_show_a_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_backend("s3://bucket", endpoint_url=f"user:{SECRET_KEY}@127.0.0.1:9000")
+    assert_no_secret(str(info.value))
+    with pytest.raises(ConfigError) as info:
+        open_backend(
+            "az://tables", account_url=f"127.0.0.1:10000/devstoreaccount1?sig={SECRET_KEY}"
+        )
+    assert_no_secret(str(info.value))
+    assert "127.0.0.1:10000/devstoreaccount1" in str(info.value)
+
+
+def test_azure_account_url_without_a_scheme_is_a_config_error_naming_it() -> None:
+    """The SDK would take it as https:// and fail at the first request on Azurite (http)."""
+    with pytest.raises(ConfigError) as info:
+        open_backend("az://tables", account_url="127.0.0.1:10000/devstoreaccount1")
+    message = str(info.value)
+    assert "account_url" in message and "DATASHARD_AZURE_ENDPOINT" in message
+    assert "'127.0.0.1:10000/devstoreaccount1'" in message
+    assert "http://" in message
+    ok = open_backend("az://tables", account_url="http://127.0.0.1:10000/devstoreaccount1")
+    assert isinstance(ok, AzureBackend)
+
+
+def test_gcs_endpoint_must_be_http_or_a_bare_host() -> None:
+    with pytest.raises(ConfigError) as info:
+        open_backend("gs://bucket", endpoint="htp://127.0.0.1:9023")
+    assert "DATASHARD_GCS_ENDPOINT" in str(info.value)
+    assert "'htp://127.0.0.1:9023'" in str(info.value)
+    for endpoint in ("127.0.0.1:9023", "http://127.0.0.1:9023", "https://storage.example.com"):
+        config = open_backend("gs://bucket", endpoint=endpoint).config
+        assert isinstance(config, GCSConfig)
+        assert config.endpoint == endpoint

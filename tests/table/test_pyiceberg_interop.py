@@ -15,6 +15,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import StaticTable
 
 from datashard import Schema, create_table, load_table
+from datashard.errors import TableError
 from datashard.iceberg.expressions import col
 from datashard.table import Table
 
@@ -220,3 +221,45 @@ def test_we_read_a_table_pyiceberg_wrote(pyiceberg_table: Any) -> None:
     assert by_name.count() == 3
     with pytest.raises(Exception, match="read-only"):
         by_name.append_records([{"id": 9, "name": "z", "when": None}])
+
+
+def _refused_write(table: Table) -> str:
+    with pytest.raises(TableError) as info:
+        table.append_records([{"id": 9, "name": "z", "when": None}])
+    message = str(info.value)
+    assert "read-only" in message
+    assert "v<N>.metadata.json" in message  # the naming datashard commits to
+    assert "load it by name in its warehouse to write" not in message  # untrue for this table
+    return message
+
+
+def test_pyiceberg_table_opened_by_file_says_it_is_read_only_by_name_too(
+    pyiceberg_table: Any,
+) -> None:
+    tbl, warehouse = pyiceberg_table
+    by_file = load_table(tbl.metadata_location)
+    message = _refused_write(by_file)
+    assert f"opened from its metadata file {tbl.metadata_location}" in message
+    assert "loading it by name is read-only too" in message
+    # which is true:
+    by_name = load_table("events", warehouse=f"file://{warehouse}/ns")
+    assert by_name.read_only
+    with pytest.raises(TableError):
+        by_name.append_records([{"id": 9, "name": "z", "when": None}])
+    assert load_table(tbl.metadata_location).count() == 3
+
+
+def test_pyiceberg_table_loaded_by_name_says_what_does_let_one_write(
+    pyiceberg_table: Any, tmp_path: Path
+) -> None:
+    tbl, warehouse = pyiceberg_table
+    by_name = load_table("events", warehouse=f"file://{warehouse}/ns")
+    message = _refused_write(by_name)
+    assert "load_table('events') found only metadata files" in message
+    assert tbl.metadata_location in message
+    assert "create_table('<new name>', table.schema(), warehouse=...)" in message
+    # the advice works: the rows, copied into a new datashard table, take appends
+    copy = create_table("events_copy", by_name.schema(), warehouse=f"file://{tmp_path}/ours")
+    copy.append(by_name.to_arrow())
+    copy.append_records([{"id": 9, "name": "z", "when": None}])
+    assert sorted(copy.to_arrow().column("id").to_pylist()) == [1, 2, 3, 9]

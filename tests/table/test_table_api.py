@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from datashard import Schema, TableAlreadyExistsError, TableNotFoundError, create_table, load_table
-from datashard.errors import ValidationError
+from datashard.errors import TableError, ValidationError
 from datashard.iceberg.expressions import col
 
 SCHEMA = Schema(
@@ -40,6 +40,26 @@ def test_issue_example_round_trips_through_a_second_load(warehouse: Any) -> None
     df = again.to_pandas()
     assert df.to_dict("records") == [{"user_id": 1, "event": "login", "timestamp": 1700000000}]
     assert str(df["user_id"].dtype) == "int64"
+
+
+def test_own_table_opened_by_its_metadata_file_says_how_to_write(warehouse: Any) -> None:
+    """A datashard table opened by its v<N> file is read-only; the error names the
+    ``load_table`` call that does write, and that call works."""
+    table = create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    table.append_records(_records(0, 2))
+    by_file = load_table(table.metadata_location, **warehouse.options)
+    assert by_file.read_only
+    before = warehouse.snapshot_of_storage()
+    with pytest.raises(TableError) as info:
+        by_file.append_records(_records(2, 1))
+    assert warehouse.snapshot_of_storage() == before
+    message = str(info.value)
+    assert "read-only" in message and table.metadata_location in message
+    advice = f"load_table('t', warehouse={warehouse.backend.root_uri!r})"
+    assert advice in message
+    writable = load_table("t", warehouse=warehouse.backend.root_uri, **warehouse.options)
+    writable.append_records(_records(2, 1))
+    assert writable.count() == 3
 
 
 def test_layout_matches_the_design(warehouse: Any) -> None:
