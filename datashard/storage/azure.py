@@ -40,16 +40,17 @@ from datashard.errors import (
     PreconditionFailedError,
     StorageError,
 )
-from datashard.storage._ranged_backend import READ_ATTEMPTS as READ_ATTEMPTS
-from datashard.storage._ranged_backend import FirstPart, RangedBackend, pool_connections, slices
+from datashard.storage._ranged_backend import RangedBackend, pool_connections
 from datashard.storage.azure_config import AzureConfig
 from datashard.storage.azure_errors import error_code, http_status, translate
 from datashard.storage.base import (
     ObjectMeta,
     collect_chunks,
+    slices,
     validate_key,
     validate_range,
 )
+from datashard.storage.ranged_reads import Got, Sink
 
 MiB = 1024 * 1024
 
@@ -57,6 +58,8 @@ MiB = 1024 * 1024
 TOKEN_METADATA = "datashard_put_token"
 #: Azure Blob Batch takes at most 256 sub-requests.
 DELETE_BATCH = 256
+#: How many times ``write`` of bytes stages its blocks when a concurrent commit discarded them.
+STAGE_ATTEMPTS = 3
 
 _INSTALL_HINT = "pip install 'datashard[azure]'"
 
@@ -226,34 +229,20 @@ class AzureBackend(RangedBackend):
             offset=start, length=length, max_concurrency=1, **conditions
         )
 
-    def _first_part(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
-    ) -> FirstPart:
-        """Bytes ``[start, end)`` (or their count, written into ``view``), the object size and
-        ETag; ``None`` when ``start`` is at or past the end of the object."""
-
-        def fetch() -> tuple[bytes | int, int, str] | None:
+    def _get_into(self, key: str, start: int, end: int, sink: Sink, pin: str | None) -> int:
+        def fetch() -> int:
             try:
                 down = self._download(key, start, end - start, pin)
             except Exception as exc:
                 if http_status(exc) == 416:  # the blob exists; the range starts at/after its end
-                    return None
+                    return 0
                 raise
             total = _total_size(down.properties.content_range, start + down.size)
-            got: bytes | int = down.readall() if view is None else down.readinto(_ViewSink(view))
-            return got, total, down.properties.etag
+            view = sink(Got(down.size, total, down.properties.etag))
+            count: int = down.readinto(_ViewSink(view[: down.size]))
+            return count
 
         return self._call("read", "read", key, fetch)
-
-    def _get_pinned(self, key: str, start: int, end: int, pin: str | None) -> bytes:
-        got: bytes = self._download(key, start, end - start, pin).readall()
-        return got
-
-    def _get_pinned_into(
-        self, key: str, start: int, end: int, view: memoryview, pin: str | None
-    ) -> int:
-        count: int = self._download(key, start, end - start, pin).readinto(_ViewSink(view))
-        return count
 
     def read_range_if_match(self, key: str, start: int, end: int, etag: str) -> bytes:
         """One conditional ranged GET (``If-Match``) per part: ``PreconditionFailedError`` when
@@ -269,7 +258,8 @@ class AzureBackend(RangedBackend):
                 )
             return b""
         try:
-            return self._read_span(key, start, end, etag)
+            count, buffer = self._read_span(key, start, end, None, etag)
+            return bytes(buffer[:count])
         except PreconditionFailedError:
             self.head(key)  # Azure answers 412, not 404, for a deleted blob: tell them apart
             raise
@@ -288,12 +278,12 @@ class AzureBackend(RangedBackend):
     # -- writes ----------------------------------------------------------------------------
 
     def _put_sliced(self, key: str, view: memoryview) -> None:
-        for attempt in range(READ_ATTEMPTS):  # bytes can be staged again; a stream cannot
+        for attempt in range(STAGE_ATTEMPTS):  # bytes can be staged again; a stream cannot
             try:
                 self._put_blocks(key, slices(view, self.config.block_size), None)
                 return
             except BlocksDiscardedError:
-                if attempt == READ_ATTEMPTS - 1:
+                if attempt == STAGE_ATTEMPTS - 1:
                     raise
 
     def _put_stream(self, key: str, blocks: Iterable[bytes | memoryview]) -> None:
