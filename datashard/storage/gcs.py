@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
 from datashard.errors import (
     ConfigError,
     DataShardError,
@@ -256,7 +258,10 @@ class GCSBackend(RangedBackend):
             target = sink(Got(expected, total, version))[:expected]
             pos = 0
             while pos < expected:
-                n = resp.raw.readinto(target[pos:])
+                try:
+                    n = resp.raw.readinto(target[pos:])
+                except Urllib3HTTPError as exc:  # a body cut mid-way: transient, like a reset
+                    raise ConnectionError(f"short read: {pos} of {expected} bytes") from exc
                 if not n:
                     raise ConnectionError(f"short read: {pos} of {expected} bytes")
                 pos += n
