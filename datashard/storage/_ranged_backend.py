@@ -6,7 +6,8 @@ whole-object PUT, one streamed upload, the error table); it then provides:
 
 - ``_call``: one request through the backend's :class:`~datashard.storage.retry.RequestGate`, SDK
   errors translated so that transient ones are retried;
-- the read engine's plan: ``part_size`` is both the split threshold and the part size;
+- the read engine's plan: ``part_size`` is both the split threshold and the part size, and a
+  read with no caller buffer joins its parts' bytes (``read_gather = "join"``);
 - ``write``: bytes up to ``single_put_size`` in one request, anything larger (or a stream of
   chunks) as an upload of parts;
 - ``delete_many`` in batches, the listing loop and the ``put_if_absent`` token check.
@@ -50,6 +51,8 @@ class RangedBackend(RangedReads):
 
     #: Largest number of keys one ``_delete_batch`` call takes.
     delete_batch: int = 100
+    #: Both SDKs read a body into ``bytes`` anyway: join the parts' bytes (see RangedReads).
+    read_gather = "join"
 
     def __init__(
         self,
@@ -132,7 +135,7 @@ class RangedBackend(RangedReads):
 
         return self._gate.call(kind, attempt)
 
-    # -- reads: the shared engine's hooks (the backend supplies _get_into) ----------------
+    # -- reads: the shared engine's hooks (the backend supplies _get_into, _get_bytes) ----
 
     def _read_pool(self) -> PartPool:
         return self._parts

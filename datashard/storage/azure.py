@@ -50,7 +50,7 @@ from datashard.storage.base import (
     validate_key,
     validate_range,
 )
-from datashard.storage.ranged_reads import Got, Sink
+from datashard.storage.ranged_reads import Got, Seen, Sink
 
 MiB = 1024 * 1024
 
@@ -84,6 +84,12 @@ class _ViewSink:
         self.view[self.pos : self.pos + n] = data
         self.pos += n
         return n
+
+
+def _got(down: Any, start: int) -> Got:
+    """What the headers of a ranged download starting at ``start`` tell."""
+    total = _total_size(down.properties.content_range, start + down.size)
+    return Got(down.size, total, down.properties.etag)
 
 
 def _total_size(content_range: str | None, fallback: int) -> int:
@@ -231,18 +237,35 @@ class AzureBackend(RangedBackend):
 
     def _get_into(self, key: str, start: int, end: int, sink: Sink, pin: str | None) -> int:
         def fetch() -> int:
-            try:
-                down = self._download(key, start, end - start, pin)
-            except Exception as exc:
-                if http_status(exc) == 416:  # the blob exists; the range starts at/after its end
-                    return 0
-                raise
-            total = _total_size(down.properties.content_range, start + down.size)
-            view = sink(Got(down.size, total, down.properties.etag))
+            down = self._ranged_download(key, start, end, pin)
+            if down is None:
+                return 0
+            view = sink(_got(down, start))
             count: int = down.readinto(_ViewSink(view[: down.size]))
             return count
 
         return self._call("read", "read", key, fetch)
+
+    def _get_bytes(self, key: str, start: int, end: int, seen: Seen, pin: str | None) -> bytes:
+        def fetch() -> bytes:
+            down = self._ranged_download(key, start, end, pin)
+            if down is None:
+                return b""
+            seen(_got(down, start))
+            data: bytes = down.readall()
+            return data
+
+        return self._call("read", "read", key, fetch)
+
+    def _ranged_download(self, key: str, start: int, end: int, pin: str | None) -> Any:
+        """The downloader of ``[start, end)`` (not gated), None when ``start`` is at or past
+        the end of the blob."""
+        try:
+            return self._download(key, start, end - start, pin)
+        except Exception as exc:
+            if http_status(exc) == 416:  # the blob exists; the range starts at/after its end
+                return None
+            raise
 
     def read_range_if_match(self, key: str, start: int, end: int, etag: str) -> bytes:
         """One conditional ranged GET (``If-Match``) per part: ``PreconditionFailedError`` when
@@ -258,8 +281,7 @@ class AzureBackend(RangedBackend):
                 )
             return b""
         try:
-            count, buffer = self._read_span(key, start, end, None, etag)
-            return bytes(buffer[:count])
+            return self._read_bytes(key, start, end, etag)
         except PreconditionFailedError:
             self.head(key)  # Azure answers 412, not 404, for a deleted blob: tell them apart
             raise

@@ -27,7 +27,7 @@ import functools
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -58,7 +58,7 @@ from datashard.storage.gcs_errors import (
     http_status,
     translate,
 )
-from datashard.storage.ranged_reads import Got, Sink
+from datashard.storage.ranged_reads import Got, Seen, Sink
 
 MiB = 1024 * 1024
 #: Object metadata entry that tags a ``put_if_absent`` attempt (see the module docstring).
@@ -228,11 +228,25 @@ class GCSBackend(RangedBackend):
     # -- reads -----------------------------------------------------------------------------
 
     def _get_into(self, key: str, start: int, end: int, sink: Sink, pin: str | None) -> int:
-        return self._call("read", "read", key, lambda: self._get(key, start, end, sink, pin))
+        got = self._call("read", "read", key, lambda: self._get(key, start, end, sink, pin))
+        return got if isinstance(got, int) else len(got)
 
-    def _get(self, key: str, start: int, end: int, sink: Sink, generation: str | None) -> int:
+    def _get_bytes(self, key: str, start: int, end: int, seen: Seen, pin: str | None) -> bytes:
+        got = self._call("read", "read", key, lambda: self._get(key, start, end, seen, pin))
+        return got if isinstance(got, bytes) else b""
+
+    def _get(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        sink: Callable[[Got], memoryview | None],
+        generation: str | None,
+    ) -> bytes | int:
         """One ranged GET of ``[start, end)`` (not gated: run in ``_call``), pinned to
-        ``generation`` when given; see :meth:`RangedReads._get_into`."""
+        ``generation`` when given. ``sink`` is told the headers; the body goes into the view it
+        returns (the count is returned) or, when it returns None, comes back as ``bytes``.
+        0 when ``start`` is at or past the end of the object."""
         conn = self._connection()
         url = self._media_url(key)
         if generation is not None:
@@ -246,29 +260,23 @@ class GCSBackend(RangedBackend):
             version = resp.headers.get("x-goog-generation")
             total = _content_range_total(resp.headers.get("Content-Range"))
             if resp.status_code == 200 or total is None:  # the server sent the whole object
-                whole = resp.content
+                whole: bytes = resp.content
                 if start >= len(whole):
                     return 0
                 chunk = whole[start:end]
-                sink(Got(len(chunk), len(whole), version))[: len(chunk)] = chunk
+                view = sink(Got(len(chunk), len(whole), version))
+                if view is None:
+                    return chunk
+                view[: len(chunk)] = chunk
                 return len(chunk)
             if start >= total:
                 return 0
             expected = min(end, total) - start
-            target = sink(Got(expected, total, version))[:expected]
-            pos = 0
-            while pos < expected:
-                try:
-                    n = resp.raw.readinto(target[pos:])
-                except Urllib3HTTPError as exc:  # a body cut mid-way: transient, like a reset
-                    raise ConnectionError(f"short read: {pos} of {expected} bytes") from exc
-                if not n:
-                    raise ConnectionError(f"short read: {pos} of {expected} bytes")
-                pos += n
-            return pos
-
-    def _read_pin(self, meta: ObjectMeta) -> str | None:
-        return meta.version  # the generation, which ifGenerationMatch takes
+            view = sink(Got(expected, total, version))
+            try:
+                return _read_body(resp.raw, expected, view)
+            except Urllib3HTTPError as exc:  # a body cut mid-way: transient, like a reset
+                raise ConnectionError(f"short read of {expected} bytes: {exc}") from exc
 
     def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
         """One suffix-range GET (``Range: bytes=-N``); a server that ignores the range and sends
@@ -532,3 +540,21 @@ def _persisted(header: str | None) -> int:
 
 def _object_missing(exc: BaseException) -> bool:
     return http_status(exc) == 404
+
+
+def _read_body(raw: Any, expected: int, view: memoryview | None) -> bytes | int:
+    """Exactly ``expected`` bytes of a urllib3 response body: into ``view`` (the count), or as
+    ``bytes`` when ``view`` is None. A body that ends early raises ``ConnectionError``."""
+    if view is None:
+        data: bytes = raw.read(expected)
+        if len(data) != expected:
+            raise ConnectionError(f"short read: {len(data)} of {expected} bytes")
+        return data
+    target = view[:expected]
+    pos = 0
+    while pos < expected:
+        n = raw.readinto(target[pos:])
+        if not n:
+            raise ConnectionError(f"short read: {pos} of {expected} bytes")
+        pos += n
+    return pos

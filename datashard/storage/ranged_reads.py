@@ -2,8 +2,10 @@
 
 A backend supplies one SDK hook, :meth:`RangedReads._get_into`: a gated GET of bytes
 ``[start, end)`` of a key, optionally pinned to a version (an ETag or a generation), that tells
-what the response headers say to a *sink* and streams the body into the view the sink gives. On
-that hook this class builds ``read``, ``read_range``, ``read_into`` and ``read_ranges``:
+what the response headers say to a *sink* and streams the body into the view the sink gives
+(and, when :attr:`RangedReads.read_gather` is ``"join"``, :meth:`RangedReads._get_bytes`, the
+same GET returning the body as ``bytes``). On that hook this class builds ``read``,
+``read_range``, ``read_into`` and ``read_ranges``:
 
 - **plan**: a span of at most ``split_threshold`` bytes is one GET; a longer one is cut into parts
   of ``part_size`` bytes (:func:`~datashard.storage.parallel.split_range`);
@@ -13,6 +15,9 @@ that hook this class builds ``read``, ``read_range``, ``read_into`` and ``read_r
   into its slice of one buffer (the caller's, for ``read_into``) while the first body streams in.
   In a pool worker (a read nested in another parallel task) the parts run after the first one,
   in that thread, so a nested read never waits for a worker or a second request slot;
+- **gather** (``read``, ``read_range``, ``read_ranges``: no caller buffer): S3 fills one new
+  buffer and copies it into ``bytes``; Azure and GCS fetch each part as ``bytes`` and join them,
+  and a span of one part is the SDK's bytes as they are (no zero-filled buffer, no copy);
 - **restart**: see :data:`READ_RESTARTS`.
 
 Nothing here imports an SDK.
@@ -27,10 +32,10 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 from datashard.errors import PreconditionFailedError
-from datashard.storage.base import ObjectMeta, StorageBackend, validate_key, validate_range
+from datashard.storage.base import StorageBackend, validate_key, validate_range
 from datashard.storage.parallel import PartPool, gather, in_worker, split_range
 
 log = logging.getLogger("datashard.storage")
@@ -39,11 +44,11 @@ T = TypeVar("T")
 #: The restart rule, the same on every backend. One attempt of a read raises
 #: ``PreconditionFailedError`` when the object changed while it was read: a part pinned to the
 #: first response's version is refused, a part comes back shorter than asked, or a retried first
-#: GET reports another size. A read the caller did not pin then starts again from the beginning,
-#: at most this many times (so 6 attempts), and so returns one whole version or raises. A read
-#: pinned by the caller (``read_range_if_match``) is never restarted. Transient errors of one
-#: request (throttling, 5xx, resets, a body cut short) are no restart: the backend's
-#: ``RequestGate`` repeats that one request, into the same slice.
+#: GET reports another size or version. A read the caller did not pin then starts again from the
+#: beginning, at most this many times (so 6 attempts), and so returns one whole version or
+#: raises. A read pinned by the caller (``read_range_if_match``) is never restarted. Transient
+#: errors of one request (throttling, 5xx, resets, a body cut short) are no restart: the
+#: backend's ``RequestGate`` repeats that one request, into the same slice.
 READ_RESTARTS = 5
 
 
@@ -59,10 +64,19 @@ class Got:
 
 #: Given what the headers say, the view the body goes into (at least ``got.count`` bytes long).
 Sink = Callable[[Got], memoryview]
+#: Told what the headers say, before the body of a GET read as ``bytes`` is read.
+Seen = Callable[[Got], None]
 
 
 class RangedReads(StorageBackend):
     """A backend whose reads are concurrent ranged GETs (see the module docstring)."""
+
+    #: How a read with no caller buffer gathers its parts: ``"buffer"`` fills one new buffer
+    #: through :meth:`_get_into` and copies it into ``bytes``; ``"join"`` fetches each part as
+    #: ``bytes`` through :meth:`_get_bytes` and joins them (one part: returned as it is). Join
+    #: suits an SDK that reads a body into ``bytes`` anyway (Azure, GCS); S3 reads its socket
+    #: straight into a buffer.
+    read_gather: ClassVar[Literal["buffer", "join"]] = "buffer"
 
     # -- hooks the backend supplies --------------------------------------------------------
 
@@ -85,9 +99,11 @@ class RangedReads(StorageBackend):
     def _read_plan(self) -> tuple[int, int]:
         """``(split_threshold, part_size)``: spans longer than the first are cut into parts."""
 
-    def _read_pin(self, meta: ObjectMeta) -> str | None:
-        """The version a ``head`` result pins parts to (the ETag; GCS: the generation)."""
-        return meta.etag
+    def _get_bytes(self, key: str, start: int, end: int, seen: Seen, pin: str | None) -> bytes:
+        """The GET of :meth:`_get_into`, its body returned as ``bytes`` (``b""``, without calling
+        ``seen``, when ``start`` is at or past the end); ``seen`` is told the headers first.
+        Needed only when :attr:`read_gather` is ``"join"``."""
+        raise NotImplementedError(f"{type(self).__name__} reads through _get_into only")
 
     # -- the engine ------------------------------------------------------------------------
 
@@ -102,73 +118,131 @@ class RangedReads(StorageBackend):
                 log.debug("%r in %s changed while read; reading it again", key, self.root_uri)
         raise AssertionError("unreachable")
 
-    def _read_span(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
-    ) -> tuple[int, memoryview]:
-        """Bytes ``[start, end)`` (clamped to the size) into ``view``, or into a new buffer when
-        ``view`` is None: ``(count, buffer)``, restarted by the rule of :data:`READ_RESTARTS`."""
-        return self._restarting(key, pin, lambda: self._read_span_once(key, start, end, view, pin))
+    def _read_bytes(self, key: str, start: int, end: int, pin: str | None = None) -> bytes:
+        """Bytes ``[start, end)`` of ``key`` (clamped to its size; ``start < end``), restarted by
+        the rule of :data:`READ_RESTARTS` unless ``pin`` is given."""
+        threshold, _ = self._read_plan()
+        spans = [(start, end)]
+        (got,) = self._restarting(key, pin, lambda: self._fetch(key, spans, threshold, None, pin))
+        return got if isinstance(got, bytes) else bytes(got)
 
-    def _read_span_once(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None
-    ) -> tuple[int, memoryview]:
-        threshold, part_size = self._read_plan()
-        first_end = start + part_size if end - start > threshold else end
+    def _fetch(
+        self,
+        key: str,
+        spans: Sequence[tuple[int, int]],
+        split_over: int,
+        view: memoryview | None,
+        pin: str | None,
+    ) -> builtins.list[bytes | memoryview]:
+        """One attempt at bytes ``[s, e)`` of ``key`` for every span (at least one not empty),
+        each clamped to the object's size, all from one version; raises
+        ``PreconditionFailedError`` when the object changed under it.
+
+        ``view`` (one span only) is the caller's buffer: the result is the filled slice of it.
+        Without one, a span is a new buffer filled in place, or, when :attr:`read_gather` is
+        ``"join"``, its parts' bytes joined (a span of one part is that part, not copied).
+        A span longer than ``split_over`` is cut into parts of ``part_size``.
+
+        The first GET, of the span that starts lowest (so a 416 there means every span is past
+        the end), runs in this thread; its headers give the size and version, and every other
+        part then starts on the pool, pinned to that version (``pin``, if given). In a pool
+        worker they run after the first, in this thread.
+        """
+        _, part_size = self._read_plan()
+        join = view is None and self.read_gather == "join"
+        lead = min((i for i, (s, e) in enumerate(spans) if e > s), key=lambda i: spans[i][0])
+        lead_start, lead_end = spans[lead]
+        if lead_end - lead_start > split_over:
+            first_end = min(lead_end, lead_start + part_size)
+        else:
+            first_end = lead_end
         pool = self._read_pool()
         nested = in_worker()
-        state: dict[str, Any] = {}
-        futures: builtins.list[Future[int]] = []
-        later: builtins.list[Callable[[], int]] = []
+        targets: builtins.list[memoryview] = []
+        owners: builtins.list[int] = []  # the span of each part after the first, in order
+        futures: builtins.list[Future[bytes | int]] = []
+        later: builtins.list[Callable[[], bytes | int]] = []
+        seen: builtins.list[Got] = []
 
-        def first_sink(got: Got) -> memoryview:
-            if "whole" in state:  # a retry of the first GET: same buffer, if the same object
-                if got.size != state["size"]:
+        def start_parts(got: Got) -> None:
+            if seen:  # a retry of the first GET: fine if it is the same object
+                if (got.size, got.version) != (seen[0].size, seen[0].version):
                     raise PreconditionFailedError(
-                        f"GET {key!r} in {self.root_uri}: the object changed size while it was "
-                        f"read ({state['size']} -> {got.size} bytes)",
+                        f"GET {key!r} in {self.root_uri}: the object changed while it was "
+                        f"read ({seen[0].size} -> {got.size} bytes, version {seen[0].version!r} "
+                        f"-> {got.version!r})",
                         key=key,
                     )
-                whole: memoryview = state["whole"]
-                return whole
-            total = max(0, min(end, got.size) - start)
-            whole = view[:total] if view is not None else memoryview(bytearray(total))
-            state["whole"], state["size"] = whole, got.size
+                return
+            seen.append(got)
             version = pin or got.version
-            tasks = [
-                self._part_task(key, s, e, whole[s - start : e - start], version)
-                for s, e in split_range(first_end, start + total, part_size)
-            ]
-            if nested:
-                later.extend(tasks)
-            else:
-                futures.extend(pool.submit(task) for task in tasks)
-            return whole
+            for i, (s, e) in enumerate(spans):
+                stop = max(s, min(e, got.size))
+                if not join:
+                    targets.append(view[: stop - s] if view is not None else _new_buffer(stop - s))
+                begin = first_end if i == lead else s
+                if e - s > split_over:
+                    parts = split_range(begin, stop, part_size)
+                else:
+                    parts = [(begin, stop)] if begin < stop else []
+                for ps, pe in parts:
+                    target = None if join else targets[i][ps - s : pe - s]
+                    task = self._part_task(key, ps, pe, target, version)
+                    owners.append(i)
+                    if nested:
+                        later.append(task)
+                    else:
+                        futures.append(pool.submit(task))
+
+        def first_sink(got: Got) -> memoryview:
+            start_parts(got)
+            return targets[lead]
 
         try:
-            count = self._get_into(key, start, first_end, first_sink, pin)
-            count += sum(task() for task in later)
+            first: bytes | int
+            if join:
+                first = self._get_bytes(key, lead_start, first_end, start_parts, pin)
+            else:
+                first = self._get_into(key, lead_start, first_end, first_sink, pin)
+            done = [task() for task in later]
         except BaseException:
             for f in futures:
                 f.cancel()
             wait(futures)
             raise
-        count += sum(gather(futures))
-        return count, state.get("whole", memoryview(b""))
+        done += gather(futures)
+        if not seen:  # the first GET started at or past the end: so does every span
+            return [b"" for _ in spans]
+        pieces: builtins.list[builtins.list[bytes | int]] = [[] for _ in spans]
+        pieces[lead].append(first)
+        for i, got_part in zip(owners, done, strict=True):
+            pieces[i].append(got_part)
+        if join:
+            return [_joined(cast("builtins.list[bytes]", p)) for p in pieces]
+        return [
+            t[: sum(cast("builtins.list[int]", p))] for t, p in zip(targets, pieces, strict=True)
+        ]
 
     def _part_task(
-        self, key: str, start: int, end: int, target: memoryview, pin: str | None
-    ) -> Callable[[], int]:
-        """Fetch one part into ``target``; a short part means the object changed."""
+        self, key: str, start: int, end: int, target: memoryview | None, pin: str | None
+    ) -> Callable[[], bytes | int]:
+        """Fetch one part into ``target`` (the count), or as bytes when ``target`` is None; a
+        short part means the object changed."""
 
-        def task() -> int:
-            count = self._get_into(key, start, end, lambda got: target, pin)
+        def task() -> bytes | int:
+            got: bytes | int
+            if target is None:
+                got = self._get_bytes(key, start, end, _ignore, pin)
+                count = len(got)
+            else:
+                got = count = self._get_into(key, start, end, lambda _: target, pin)
             if count != end - start:
                 raise PreconditionFailedError(
                     f"GET {key!r} in {self.root_uri}: bytes {start}-{end} gave {count} bytes; "
                     "the object changed while it was read",
                     key=key,
                 )
-            return count
+            return got
 
         return task
 
@@ -184,8 +258,7 @@ class RangedReads(StorageBackend):
         if start == end:
             self.head(key)  # a missing object still raises
             return b""
-        count, buffer = self._read_span(key, start, end, None)
-        return bytes(buffer[:count])
+        return self._read_bytes(key, start, end)
 
     def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
         validate_key(key)
@@ -196,14 +269,17 @@ class RangedReads(StorageBackend):
         if len(view) == 0:
             self.head(key)
             return 0
-        count, _ = self._read_span(key, offset, offset + len(view), view)
-        return count
+        threshold, _ = self._read_plan()
+        spans = [(offset, offset + len(view))]
+        (got,) = self._restarting(key, None, lambda: self._fetch(key, spans, threshold, view, None))
+        return len(got)
 
     def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
         """Small ranges: one GET each, concurrently. When one is larger than the split
-        threshold: one ``head``, then every part of every range at once, all pinned to the
-        version it reports (so no two ranges come from two versions), restarted by the rule of
-        :data:`READ_RESTARTS`."""
+        threshold: every range cut into parts of ``part_size``, the first part of the lowest
+        range fetched first and every other part started once its headers tell the size and
+        version, all pinned to that version (so no two ranges come from two versions; no
+        ``head``), restarted by the rule of :data:`READ_RESTARTS`."""
         validate_key(key)
         for start, end in ranges:
             validate_range(key, start, end)
@@ -214,19 +290,18 @@ class RangedReads(StorageBackend):
             return self._read_pool().run(
                 [functools.partial(self.read_range, key, s, e) for s, e in ranges]
             )
-        return self._restarting(key, None, lambda: self._read_ranges_once(key, ranges))
+        got = self._restarting(key, None, lambda: self._fetch(key, ranges, 0, None, None))
+        return [g if isinstance(g, bytes) else bytes(g) for g in got]
 
-    def _read_ranges_once(
-        self, key: str, ranges: Sequence[tuple[int, int]]
-    ) -> builtins.list[bytes]:
-        _, part_size = self._read_plan()
-        meta = self.head(key)
-        pin = self._read_pin(meta)
-        buffers = [bytearray(max(0, min(e, meta.size) - s)) for s, e in ranges]
-        tasks: builtins.list[Callable[[], int]] = []
-        for (start, _), buf in zip(ranges, buffers, strict=True):
-            whole = memoryview(buf)
-            for s, e in split_range(start, start + len(buf), part_size):
-                tasks.append(self._part_task(key, s, e, whole[s - start : e - start], pin))
-        self._read_pool().run(tasks)
-        return [bytes(b) for b in buffers]
+
+def _new_buffer(size: int) -> memoryview:
+    return memoryview(bytearray(size))
+
+
+def _ignore(got: Got) -> None:
+    """A headers callback for the parts after the first: their headers tell nothing new."""
+
+
+def _joined(chunks: builtins.list[bytes]) -> bytes:
+    """``chunks`` as one bytes object; one chunk is returned as it is, not copied."""
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

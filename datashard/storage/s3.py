@@ -203,10 +203,8 @@ class S3Backend(RangedReads):
         validate_key(key)
         validate_range(key, start, end)
         pin = unquote_etag(etag) or etag
-        count, buffer = (
-            (0, memoryview(b"")) if start == end else self._read_span(key, start, end, None, pin)
-        )
-        if count == 0:  # nothing was fetched, so nothing was checked yet
+        data = b"" if start == end else self._read_bytes(key, start, end, pin)
+        if not data:  # nothing was fetched, so nothing was checked yet
             current = self.head(key).etag
             if current != pin:
                 raise PreconditionFailedError(
@@ -214,7 +212,7 @@ class S3Backend(RangedReads):
                     f"not {pin!r}",
                     key=key,
                 )
-        return bytes(buffer[:count])
+        return data
 
     def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
         """The last ``length`` bytes and the object size, in one suffix-range GET."""

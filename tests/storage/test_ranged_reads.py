@@ -1,6 +1,8 @@
 """The one ranged-read engine (``datashard.storage.ranged_reads``) on a backend with no SDK: the
-in-memory backend plus one ``_get_into`` hook, which records every GET and can replace the object
-between two of them. What holds here holds for S3, Azure and GCS, which supply only that hook."""
+in-memory backend plus the ``_get_into`` and ``_get_bytes`` hooks, which record every GET and can
+replace the object between two of them. Every test runs with both ways of gathering a read with
+no caller buffer (S3 fills one buffer; Azure and GCS join the parts' bytes). What holds here holds
+for S3, Azure and GCS, which supply only those hooks."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from collections.abc import Callable
 import pytest
 
 from datashard.errors import ObjectNotFoundError, PreconditionFailedError
+from datashard.storage.base import ObjectMeta
 from datashard.storage.memory import MemoryBackend, MemoryConfig
 from datashard.storage.parallel import PartPool, split_range
-from datashard.storage.ranged_reads import READ_RESTARTS, Got, RangedReads, Sink
+from datashard.storage.ranged_reads import READ_RESTARTS, Got, RangedReads, Seen, Sink
 
 
 class Ranged(RangedReads, MemoryBackend):
@@ -25,6 +28,7 @@ class Ranged(RangedReads, MemoryBackend):
         self.plan = (threshold, part_size)
         self.pool = PartPool(workers, "test-ranged")
         self.gets: list[tuple[int, int, str | None]] = []
+        self.heads = 0
         self.before_get: Callable[[int], None] = lambda n: None
         self._lock = threading.Lock()
 
@@ -35,27 +39,49 @@ class Ranged(RangedReads, MemoryBackend):
         return self.plan
 
     def _get_into(self, key: str, start: int, end: int, sink: Sink, pin: str | None) -> int:
+        got = self._ranged_get(key, start, end, pin)
+        if got is None:
+            return 0
+        chunk, size, etag = got
+        sink(Got(len(chunk), size, etag))[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _get_bytes(self, key: str, start: int, end: int, seen: Seen, pin: str | None) -> bytes:
+        got = self._ranged_get(key, start, end, pin)
+        if got is None:
+            return b""
+        chunk, size, etag = got
+        seen(Got(len(chunk), size, etag))
+        return chunk
+
+    def _ranged_get(
+        self, key: str, start: int, end: int, pin: str | None
+    ) -> tuple[bytes, int, str | None] | None:
         with self._lock:
             self.gets.append((start, end, pin))
             n = len(self.gets)
         self.before_get(n)
-        meta = self.head(key)
+        meta = MemoryBackend.head(self, key)
         if pin is not None and meta.etag != pin:
             raise PreconditionFailedError(f"{key!r}: etag is not {pin!r}", key=key)
         data = MemoryBackend.read(self, key)
         if start >= len(data):
-            return 0
-        chunk = data[start:end]
-        sink(Got(len(chunk), len(data), meta.etag))[: len(chunk)] = chunk
-        return len(chunk)
+            return None
+        return data[start:end], len(data), meta.etag
+
+    def head(self, key: str) -> ObjectMeta:
+        self.heads += 1
+        return MemoryBackend.head(self, key)
 
     def close(self) -> None:
         self.pool.close()
 
 
-@pytest.fixture
-def ranged() -> Ranged:
-    return Ranged(threshold=1000, part_size=300)
+@pytest.fixture(params=["buffer", "join"])
+def ranged(request: pytest.FixtureRequest) -> Ranged:
+    backend = Ranged(threshold=1000, part_size=300)
+    backend.read_gather = request.param
+    return backend
 
 
 def test_a_large_span_is_one_buffer_filled_by_planned_parts(ranged: Ranged) -> None:
@@ -77,14 +103,38 @@ def test_a_large_span_is_one_buffer_filled_by_planned_parts(ranged: Ranged) -> N
 def test_read_ranges_pins_every_part_of_every_range_to_one_version(ranged: Ranged) -> None:
     data = os.urandom(2500)
     ranged.write("obj", data)
-    ranges = [(0, 10), (100, 2000), (2490, 3000), (5, 5), (2500, 2600)]
+    ranges = [(100, 2000), (0, 10), (2490, 3000), (5, 5), (2500, 2600)]
     assert ranged.read_ranges("obj", ranges) == [data[s:e] for s, e in ranges]
     etag = ranged.head("obj").etag
-    assert {pin for _, _, pin in ranged.gets} == {etag}
-    assert len(ranged.gets) == 1 + 7 + 1  # (0, 10), seven parts of (100, 2000), (2490, 2500)
+    ranged.heads = 0
+    first, *rest = ranged.gets
+    assert first == (0, 10, None)  # the lowest range first: its headers tell size and version
+    assert {pin for _, _, pin in rest} == {etag}
+    assert len(rest) == 7 + 1  # seven parts of (100, 2000), (2490, 2500)
+    assert ranged.heads == 0  # no request beyond the GETs
     ranged.gets.clear()
     assert ranged.read_ranges("obj", [(1, 3), (10, 20)]) == [data[1:3], data[10:20]]
     assert sorted(ranged.gets) == [(1, 3, None), (10, 20, None)]  # small: one GET each, no head
+    ranged.gets.clear()
+    assert ranged.read_ranges("obj", [(3000, 5000), (2600, 2700), (4, 4)]) == [b"", b"", b""]
+    assert ranged.gets == [(2600, 2700, None)]  # the lowest starts past the end: so do all
+    assert ranged.heads == 0
+
+
+def test_read_ranges_of_an_object_replaced_mid_read_come_from_one_version(ranged: Ranged) -> None:
+    old, new = b"a" * 2000, b"b" * 2000
+    ranged.write("obj", old)
+    ranged.before_get = lambda n: ranged.write("obj", new) if n == 2 else None
+    assert ranged.read_ranges("obj", [(0, 1500), (1500, 2000)]) == [new[:1500], new[1500:]]
+    assert ranged.gets[-1][2] == ranged.head("obj").etag
+
+
+def test_a_read_with_no_buffer_gets_each_part_once(ranged: Ranged) -> None:
+    data = os.urandom(700)
+    ranged.write("obj", data)
+    assert ranged.read_range("obj", 0, 2**62) == data and len(ranged.gets) == 3
+    ranged.gets.clear()
+    assert ranged.read_range("obj", 650, 900) == data[650:] and ranged.gets == [(650, 900, None)]
 
 
 def test_an_object_replaced_mid_read_is_read_again_whole(ranged: Ranged) -> None:
@@ -115,7 +165,7 @@ def test_restarts_stop_after_the_budget_and_a_pinned_read_never_restarts(ranged:
     ranged.gets.clear()
     ranged.before_get = replace_before_every_part
     with pytest.raises(PreconditionFailedError):  # pinned by the caller (read_range_if_match)
-        ranged._read_span("obj", 0, 2000, None, etag)
+        ranged._read_bytes("obj", 0, 2000, etag)
     assert ranged.gets[0] == (0, 300, etag)
     assert len([g for g in ranged.gets if g[:2] == (0, 300)]) == 1
 
