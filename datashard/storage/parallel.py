@@ -106,6 +106,11 @@ class PartPool:
             return future
         return self._pool().submit(fn)
 
+    def spawn(self, fn: Callable[[], T]) -> Future[T]:
+        """Start ``fn`` on the pool, also when called from a pool worker. A worker must not wait
+        for what it spawns (the pool may have no other thread): only a caller outside it may."""
+        return self._pool().submit(fn)
+
     def close(self) -> None:
         """Stop the threads (after the running parts finish); the pool restarts if used again."""
         with self._lock:

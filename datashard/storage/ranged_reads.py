@@ -9,15 +9,18 @@ same GET returning the body as ``bytes``). On that hook this class builds ``read
 
 - **plan**: a span of at most ``split_threshold`` bytes is one GET; a longer one is cut into parts
   of ``part_size`` bytes (:func:`~datashard.storage.parallel.split_range`);
-- **fetch**: the first part's GET runs in the calling thread; as soon as its headers tell the
-  object's size and version, the other parts start on the backend's
+- **fetch**: the first part's GET runs in the calling thread (for ``read_ranges``, the first
+  part of every range at once, the others on the pool); as soon as its headers tell the
+  object's size and version, its span's other parts start on the backend's
   :class:`~datashard.storage.parallel.PartPool`, pinned to that version, each writing straight
   into its slice of one buffer (the caller's, for ``read_into``) while the first body streams in.
-  In a pool worker (a read nested in another parallel task) the parts run after the first one,
-  in that thread, so a nested read never waits for a worker or a second request slot;
+  First GETs whose headers tell two sizes or versions mean the object changed (a restart).
+  In a pool worker (a read nested in another parallel task) every GET runs in that thread, one
+  after another, so a nested read never waits for a worker or a second request slot;
 - **gather** (``read``, ``read_range``, ``read_ranges``: no caller buffer): S3 fills one new
-  buffer and copies it into ``bytes``; Azure and GCS fetch each part as ``bytes`` and join them,
-  and a span of one part is the SDK's bytes as they are (no zero-filled buffer, no copy);
+  buffer and copies it into ``bytes``; Azure and GCS fetch each part as ``bytes`` and join them
+  (several spans: on the pool, side by side), and a span of one part is the SDK's bytes as they
+  are (no zero-filled buffer, no copy);
 - **restart**: see :data:`READ_RESTARTS`.
 
 Nothing here imports an SDK.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import builtins
 import functools
 import logging
+import threading
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
@@ -43,8 +47,9 @@ T = TypeVar("T")
 
 #: The restart rule, the same on every backend. One attempt of a read raises
 #: ``PreconditionFailedError`` when the object changed while it was read: a part pinned to the
-#: first response's version is refused, a part comes back shorter than asked, or a retried first
-#: GET reports another size or version. A read the caller did not pin then starts again from the
+#: first response's version is refused, a part comes back shorter than asked, a retried first
+#: GET reports another size or version (or is shorter), or the first GETs of ``read_ranges``
+#: report two sizes or versions. A read the caller did not pin then starts again from the
 #: beginning, at most this many times (so 6 attempts), and so returns one whole version or
 #: raises. A read pinned by the caller (``read_range_if_match``) is never restarted. Transient
 #: errors of one request (throttling, 5xx, resets, a body cut short) are no restart: the
@@ -143,85 +148,128 @@ class RangedReads(StorageBackend):
         ``"join"``, its parts' bytes joined (a span of one part is that part, not copied).
         A span longer than ``split_over`` is cut into parts of ``part_size``.
 
-        The first GET, of the span that starts lowest (so a 416 there means every span is past
-        the end), runs in this thread; its headers give the size and version, and every other
-        part then starts on the pool, pinned to that version (``pin``, if given). In a pool
-        worker they run after the first, in this thread.
+        The first GET of every span starts at once: the lowest span's in this thread, the others
+        on the pool. When a first GET's headers give the size and version, its span's other
+        parts start on the pool, pinned to that version (``pin``, if given). The first GETs must
+        all see one size and version, and a span whose first GET found it past the end must
+        start at or past that size. In a pool worker every GET runs in this thread, one after
+        another.
         """
         _, part_size = self._read_plan()
         join = view is None and self.read_gather == "join"
-        lead = min((i for i, (s, e) in enumerate(spans) if e > s), key=lambda i: spans[i][0])
-        lead_start, lead_end = spans[lead]
-        if lead_end - lead_start > split_over:
-            first_end = min(lead_end, lead_start + part_size)
-        else:
-            first_end = lead_end
         pool = self._read_pool()
         nested = in_worker()
-        targets: builtins.list[memoryview] = []
-        owners: builtins.list[int] = []  # the span of each part after the first, in order
-        futures: builtins.list[Future[bytes | int]] = []
-        later: builtins.list[Callable[[], bytes | int]] = []
-        seen: builtins.list[Got] = []
+        live = [i for _, i in sorted((s, i) for i, (s, e) in enumerate(spans) if e > s)]
+        lock = threading.Lock()
+        seen: dict[int, Got] = {}  # what the first GET of each span was told
+        targets: dict[int, memoryview] = {}
+        later: builtins.list[tuple[int, Callable[[], bytes | int]]] = []  # nested: run after
+        running: builtins.list[tuple[int, Future[bytes | int]]] = []  # not nested: on the pool
 
-        def start_parts(got: Got) -> None:
-            if seen:  # a retry of the first GET: fine if it is the same object
-                if (got.size, got.version) != (seen[0].size, seen[0].version):
+        def first_end(i: int) -> int:
+            s, e = spans[i]
+            return min(e, s + part_size) if e - s > split_over else e
+
+        def start_parts(i: int, got: Got) -> None:
+            with lock:
+                other = seen.get(i) or next(iter(seen.values()), None)
+                if other is not None and (got.size, got.version) != (other.size, other.version):
+                    raise self._changed(key, other, got)
+                if i in seen:  # a retry of this span's first GET, and the same object
+                    return
+                seen[i] = got
+            s, e = spans[i]
+            stop = max(s, min(e, got.size))
+            if not join:
+                targets[i] = view[: stop - s] if view is not None else _new_buffer(stop - s)
+            version = pin or got.version
+            for ps, pe in split_range(first_end(i), stop, part_size):
+                target = None if join else targets[i][ps - s : pe - s]
+                task = self._part_task(key, ps, pe, target, version)
+                with lock:
+                    if nested:
+                        later.append((i, task))
+                    else:
+                        running.append((i, pool.spawn(task)))
+
+        def first(i: int) -> bytes | int:
+            s = spans[i][0]
+            got: bytes | int
+            if join:
+                got = self._get_bytes(key, s, first_end(i), functools.partial(start_parts, i), pin)
+                count = len(got)
+            else:
+
+                def sink(headers: Got) -> memoryview:
+                    start_parts(i, headers)
+                    return targets[i]
+
+                got = count = self._get_into(key, s, first_end(i), sink, pin)
+            told = seen.get(i)
+            if told is not None and count != min(first_end(i), told.size) - s:
+                raise PreconditionFailedError(  # a retry found the object shorter
+                    f"GET {key!r} in {self.root_uri}: bytes {s}-{first_end(i)} gave {count} "
+                    "bytes; the object changed while it was read",
+                    key=key,
+                )
+            return got
+
+        firsts: builtins.list[Future[bytes | int]] = []
+        try:
+            if nested:
+                got_first = {i: first(i) for i in live}
+                done = [(i, task()) for i, task in later]
+            else:
+                firsts = [pool.submit(functools.partial(first, i)) for i in live[1:]]
+                lead = first(live[0])
+                got_first = dict(zip(live, [lead, *gather(firsts)], strict=True))
+                # every first GET is done: no part starts after this
+                done = list(
+                    zip([i for i, _ in running], gather([f for _, f in running]), strict=True)
+                )
+        except BaseException:
+            for f in firsts:
+                f.cancel()
+            wait(firsts)  # then no first GET can start another part
+            for _, f in running:
+                f.cancel()
+            wait([f for _, f in running])
+            raise
+        if seen:
+            told = next(iter(seen.values()))
+            for i in live:
+                if i not in seen and spans[i][0] < told.size:  # past the end of an older one
                     raise PreconditionFailedError(
-                        f"GET {key!r} in {self.root_uri}: the object changed while it was "
-                        f"read ({seen[0].size} -> {got.size} bytes, version {seen[0].version!r} "
-                        f"-> {got.version!r})",
+                        f"GET {key!r} in {self.root_uri}: bytes from {spans[i][0]} were past "
+                        f"the end, yet the object has {told.size} bytes; it changed while it "
+                        "was read",
                         key=key,
                     )
-                return
-            seen.append(got)
-            version = pin or got.version
-            for i, (s, e) in enumerate(spans):
-                stop = max(s, min(e, got.size))
-                if not join:
-                    targets.append(view[: stop - s] if view is not None else _new_buffer(stop - s))
-                begin = first_end if i == lead else s
-                if e - s > split_over:
-                    parts = split_range(begin, stop, part_size)
-                else:
-                    parts = [(begin, stop)] if begin < stop else []
-                for ps, pe in parts:
-                    target = None if join else targets[i][ps - s : pe - s]
-                    task = self._part_task(key, ps, pe, target, version)
-                    owners.append(i)
-                    if nested:
-                        later.append(task)
-                    else:
-                        futures.append(pool.submit(task))
+        parts_of = {i: [got_first[i], *(got for j, got in done if j == i)] for i in seen}
+        if not join:
+            return [
+                targets[i][: sum(cast("builtins.list[int]", parts_of[i]))] if i in seen else b""
+                for i in range(len(spans))
+            ]
+        chunks = [cast("builtins.list[bytes]", parts_of.get(i, [b""])) for i in range(len(spans))]
+        # Spans of several parts are joined on the pool, side by side (bytes.join copies without
+        # the GIL). Joined one after another in the calling thread, two 12 MiB ranges took ~1.5x
+        # as long on the GCS emulator, most of it page faults: glibc hands the memory the
+        # calling thread frees back to the kernel, and every read faulted it in again.
+        multi = [i for i, c in enumerate(chunks) if len(c) > 1]
+        joined = pool.run([functools.partial(b"".join, chunks[i]) for i in multi])
+        out: builtins.list[bytes | memoryview] = [c[0] for c in chunks]
+        for i, whole in zip(multi, joined, strict=True):
+            out[i] = whole
+        return out
 
-        def first_sink(got: Got) -> memoryview:
-            start_parts(got)
-            return targets[lead]
-
-        try:
-            first: bytes | int
-            if join:
-                first = self._get_bytes(key, lead_start, first_end, start_parts, pin)
-            else:
-                first = self._get_into(key, lead_start, first_end, first_sink, pin)
-            done = [task() for task in later]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            raise
-        done += gather(futures)
-        if not seen:  # the first GET started at or past the end: so does every span
-            return [b"" for _ in spans]
-        pieces: builtins.list[builtins.list[bytes | int]] = [[] for _ in spans]
-        pieces[lead].append(first)
-        for i, got_part in zip(owners, done, strict=True):
-            pieces[i].append(got_part)
-        if join:
-            return [_joined(cast("builtins.list[bytes]", p)) for p in pieces]
-        return [
-            t[: sum(cast("builtins.list[int]", p))] for t, p in zip(targets, pieces, strict=True)
-        ]
+    def _changed(self, key: str, before: Got, after: Got) -> PreconditionFailedError:
+        return PreconditionFailedError(
+            f"GET {key!r} in {self.root_uri}: the object changed while it was read "
+            f"({before.size} -> {after.size} bytes, version {before.version!r} -> "
+            f"{after.version!r})",
+            key=key,
+        )
 
     def _part_task(
         self, key: str, start: int, end: int, target: memoryview | None, pin: str | None
@@ -276,10 +324,11 @@ class RangedReads(StorageBackend):
 
     def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
         """Small ranges: one GET each, concurrently. When one is larger than the split
-        threshold: every range cut into parts of ``part_size``, the first part of the lowest
-        range fetched first and every other part started once its headers tell the size and
-        version, all pinned to that version (so no two ranges come from two versions; no
-        ``head``), restarted by the rule of :data:`READ_RESTARTS`."""
+        threshold: every range cut into parts of ``part_size``, the first part of every range
+        fetched at once and each range's other parts started once its first part's headers
+        tell the size and version, pinned to that version; first parts that tell two sizes or
+        versions restart the read (so no two ranges come from two versions; no ``head``), by
+        the rule of :data:`READ_RESTARTS`."""
         validate_key(key)
         for start, end in ranges:
             validate_range(key, start, end)
@@ -300,8 +349,3 @@ def _new_buffer(size: int) -> memoryview:
 
 def _ignore(got: Got) -> None:
     """A headers callback for the parts after the first: their headers tell nothing new."""
-
-
-def _joined(chunks: builtins.list[bytes]) -> bytes:
-    """``chunks`` as one bytes object; one chunk is returned as it is, not copied."""
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

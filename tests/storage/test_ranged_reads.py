@@ -107,18 +107,121 @@ def test_read_ranges_pins_every_part_of_every_range_to_one_version(ranged: Range
     assert ranged.read_ranges("obj", ranges) == [data[s:e] for s, e in ranges]
     etag = ranged.head("obj").etag
     ranged.heads = 0
-    first, *rest = ranged.gets
-    assert first == (0, 10, None)  # the lowest range first: its headers tell size and version
-    assert {pin for _, _, pin in rest} == {etag}
-    assert len(rest) == 7 + 1  # seven parts of (100, 2000), (2490, 2500)
+    firsts = sorted(g for g in ranged.gets if g[2] is None)
+    # the first GET of every range that is not empty, each telling the size and version
+    assert firsts == [(0, 10, None), (100, 400, None), (2490, 2790, None), (2500, 2600, None)]
+    pinned = sorted(g for g in ranged.gets if g[2] is not None)
+    assert pinned == [(s, e, etag) for s, e in split_range(400, 2000, 300)]
     assert ranged.heads == 0  # no request beyond the GETs
     ranged.gets.clear()
     assert ranged.read_ranges("obj", [(1, 3), (10, 20)]) == [data[1:3], data[10:20]]
     assert sorted(ranged.gets) == [(1, 3, None), (10, 20, None)]  # small: one GET each, no head
     ranged.gets.clear()
     assert ranged.read_ranges("obj", [(3000, 5000), (2600, 2700), (4, 4)]) == [b"", b"", b""]
-    assert ranged.gets == [(2600, 2700, None)]  # the lowest starts past the end: so do all
+    assert sorted(ranged.gets) == [(2600, 2700, None), (3000, 3300, None)]
     assert ranged.heads == 0
+
+
+def test_read_ranges_starts_every_range_at_once_and_sends_no_head(ranged: Ranged) -> None:
+    """Each range's first GET must be in flight before any of them has answered."""
+    data = os.urandom(2500)
+    ranged.write("obj", data)
+    both_asked = threading.Barrier(2, timeout=10)
+    ranged.before_get = lambda n: both_asked.wait() if n <= 2 else None
+    ranges = [(0, 1200), (1500, 2500)]
+    assert ranged.read_ranges("obj", ranges) == [data[s:e] for s, e in ranges]
+    assert sorted(ranged.gets[:2]) == [(0, 300, None), (1500, 1800, None)]
+    assert ranged.heads == 0
+
+
+def test_read_ranges_whose_first_answers_tell_two_versions_start_again(ranged: Ranged) -> None:
+    """Same size, another version: neither range may come from the old one."""
+    old, new = b"a" * 2000, b"b" * 2000
+    ranged.write("obj", old)
+    first_read = threading.Event()
+    get = ranged._ranged_get
+
+    def replaced_between_the_first_gets(
+        key: str, start: int, end: int, pin: str | None
+    ) -> tuple[bytes, int, str | None] | None:
+        if start == 1000 and not first_read.is_set():
+            assert first_read.wait(10)  # the range from 0 has seen the old version
+            ranged.write("obj", new)
+        got = get(key, start, end, pin)
+        if start == 0:
+            first_read.set()
+        return got
+
+    ranged._ranged_get = replaced_between_the_first_gets  # type: ignore[method-assign]
+    assert ranged.read_ranges("obj", [(0, 200), (1000, 2100)]) == [new[:200], new[1000:]]
+    assert [g for g in ranged.gets if g[0] == 0] == [(0, 200, None)] * 2  # read again
+
+
+def test_a_range_past_the_end_of_one_version_but_not_another_starts_again(
+    ranged: Ranged,
+) -> None:
+    old, new = b"a" * 1000, b"b" * 2000
+    ranged.write("obj", old)
+    past_end_seen = threading.Event()
+    get = ranged._ranged_get
+
+    def grown_between_the_first_gets(
+        key: str, start: int, end: int, pin: str | None
+    ) -> tuple[bytes, int, str | None] | None:
+        if start == 0 and pin is None and MemoryBackend.read(ranged, "obj") == old:
+            assert past_end_seen.wait(10)
+            ranged.write("obj", new)
+        got = get(key, start, end, pin)
+        if start == 1500:
+            past_end_seen.set()
+        return got
+
+    ranged._ranged_get = grown_between_the_first_gets  # type: ignore[method-assign]
+    assert ranged.read_ranges("obj", [(0, 1200), (1500, 1600)]) == [new[:1200], new[1500:1600]]
+    assert len([g for g in ranged.gets if g == (0, 300, None)]) == 2  # read again
+
+
+def test_a_retried_first_get_that_finds_another_version_starts_the_read_again(
+    ranged: Ranged,
+) -> None:
+    """The other parts, pinned to the first answer, are done when the first GET is retried
+    (as the request gate does after a cut body) and finds a new object of the same size."""
+    old, new = b"a" * 2000, b"b" * 2000
+    ranged.write("obj", old)
+    pinned_done: list[int] = []
+    get = ranged._ranged_get
+
+    def counted(
+        key: str, start: int, end: int, pin: str | None
+    ) -> tuple[bytes, int, str | None] | None:
+        got = get(key, start, end, pin)
+        if pin is not None:
+            pinned_done.append(start)
+        return got
+
+    ranged._ranged_get = counted  # type: ignore[method-assign]
+    retried = {"done": False}
+
+    def with_one_retry(hook: Callable[..., object]) -> Callable[..., object]:
+        def first_get(
+            key: str, start: int, end: int, told: Callable[[Got], object], pin: str | None
+        ) -> object:
+            if start == 0 and pin is None and not retried["done"]:
+                retried["done"] = True
+                told(Got(end - start, len(old), ranged.head("obj").etag))  # headers, body cut
+                for _ in range(1000):  # the pinned parts all finish
+                    if len(pinned_done) == 6:
+                        break
+                    threading.Event().wait(0.01)
+                ranged.write("obj", new)  # then the object is replaced, before the retry
+            return hook(key, start, end, told, pin)
+
+        return first_get
+
+    ranged._get_into = with_one_retry(ranged._get_into)  # type: ignore[method-assign,assignment]
+    ranged._get_bytes = with_one_retry(ranged._get_bytes)  # type: ignore[method-assign,assignment]
+    assert ranged.read("obj") == new  # not new[:300] + old[300:]
+    assert len(pinned_done) > 6  # the second pass read its parts again
 
 
 def test_read_ranges_of_an_object_replaced_mid_read_come_from_one_version(ranged: Ranged) -> None:
