@@ -1,15 +1,13 @@
-"""The logic the Azure and GCS backends share: gated SDK calls, parallel ranged reads, writes.
+"""The logic the Azure and GCS backends share: gated SDK calls, writes, listing, deletes.
 
-:class:`RangedBackend` is a :class:`~datashard.storage.base.StorageBackend` whose subclass
-supplies a handful of SDK-specific hooks (one ranged GET, one whole-object PUT, one streamed
-upload, the error table); it then provides:
+:class:`RangedBackend` is a :class:`~datashard.storage.ranged_reads.RangedReads` (the read engine
+S3 uses too) whose subclass supplies a handful of SDK-specific hooks (one ranged GET, one
+whole-object PUT, one streamed upload, the error table); it then provides:
 
 - ``_call``: one request through the backend's :class:`~datashard.storage.retry.RequestGate`, SDK
   errors translated so that transient ones are retried;
-- ``read``, ``read_range``, ``read_ranges`` and ``read_into``: large ranges split into parts of
-  ``part_size`` bytes fetched concurrently (:class:`~datashard.storage.parallel.PartPool`), every
-  part after the first pinned to the first response's version (ETag or generation), the whole
-  read started over up to :data:`READ_ATTEMPTS` times when the object changes between its parts;
+- the read engine's plan: ``part_size`` is both the split threshold and the part size, and a
+  read with no caller buffer joins its parts' bytes (``read_gather = "join"``);
 - ``write``: bytes up to ``single_put_size`` in one request, anything larger (or a stream of
   chunks) as an upload of parts;
 - ``delete_many`` in batches, the listing loop and the ``put_if_absent`` token check.
@@ -25,20 +23,21 @@ import itertools
 import os
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from datashard.errors import DataShardError, PreconditionFailedError
+from datashard.errors import DataShardError
 from datashard.storage.base import (
     ObjectMeta,
-    StorageBackend,
     WriteData,
     byte_view,
+    rechunk,
+    slices,
     validate_key,
     validate_prefix,
-    validate_range,
 )
-from datashard.storage.parallel import PartPool, RangeFetch, split_range
+from datashard.storage.parallel import PartPool
+from datashard.storage.ranged_reads import RangedReads
 from datashard.storage.retry import RequestGate, RequestKind
 
 if TYPE_CHECKING:
@@ -46,20 +45,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Whole reads that meet a concurrent overwrite between their parts start over this many times.
-READ_ATTEMPTS = 3
 
-#: What a first ranged GET gives: the bytes (or their count, written into a view), the object
-#: size and the version that later parts are pinned to; ``None`` when the range starts at or past
-#: the end of the object.
-FirstPart = tuple[bytes | int, int, str | None] | None
-
-
-class RangedBackend(StorageBackend):
+class RangedBackend(RangedReads):
     """A cloud backend whose reads are concurrent ranged GETs (see the module docstring)."""
 
     #: Largest number of keys one ``_delete_batch`` call takes.
     delete_batch: int = 100
+    #: Both SDKs read a body into ``bytes`` anyway: join the parts' bytes (see RangedReads).
+    read_gather = "join"
 
     def __init__(
         self,
@@ -108,22 +101,6 @@ class RangedBackend(StorageBackend):
         """``exc`` translated through the SDK's error table."""
 
     @abstractmethod
-    def _first_part(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
-    ) -> FirstPart:
-        """The first ranged GET of a read, through :meth:`_call` (see :data:`FirstPart`)."""
-
-    @abstractmethod
-    def _get_pinned(self, key: str, start: int, end: int, pin: str | None) -> bytes | None:
-        """One ranged GET of ``[start, end)`` pinned to ``pin`` (not gated: run in ``_call``)."""
-
-    @abstractmethod
-    def _get_pinned_into(
-        self, key: str, start: int, end: int, view: memoryview, pin: str | None
-    ) -> int:
-        """The same, written into ``view``; the count written."""
-
-    @abstractmethod
     def _put(self, key: str, data: bytes) -> None:
         """Write ``data`` in one gated request."""
 
@@ -158,93 +135,13 @@ class RangedBackend(StorageBackend):
 
         return self._gate.call(kind, attempt)
 
-    # -- reads -----------------------------------------------------------------------------
+    # -- reads: the shared engine's hooks (the backend supplies _get_into, _get_bytes) ----
 
-    def _fetch_pinned(self, key: str, pin: str | None) -> RangeFetch:
-        def fetch(start: int, end: int, view: memoryview) -> int:
-            count: int = self._call(
-                "read", "read", key, lambda: self._get_pinned_into(key, start, end, view, pin)
-            )
-            return count
+    def _read_pool(self) -> PartPool:
+        return self._parts
 
-        return fetch
-
-    def _read_span(self, key: str, start: int, end: int, pin: str | None = None) -> bytes:
-        part = self._part_size
-        first = self._first_part(key, start, min(end, start + part), None, pin)
-        if first is None:
-            return b""
-        data, total, pinned = first
-        assert isinstance(data, bytes)
-        stop = min(end, total)
-        if start + len(data) >= stop:
-            return data
-
-        def fetch(s: int, e: int) -> bytes:
-            got = self._call("read", "read", key, lambda: self._get_pinned(key, s, e, pinned))
-            if got is None or len(got) != e - s:
-                raise PreconditionFailedError(f"{key!r} changed size while read", key=key)
-            return got
-
-        # parts as bytes joined once: cheaper than filling a zeroed buffer and copying it out
-        parts = split_range(start + len(data), stop, part)
-        chunks = self._parts.run([functools.partial(fetch, s, e) for s, e in parts])
-        return b"".join([data, *chunks])
-
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """Run a multi-part read again when the object changed between its parts."""
-        for attempt in range(READ_ATTEMPTS):
-            try:
-                return fn()
-            except PreconditionFailedError:
-                if attempt == READ_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
-
-    def read(self, key: str) -> bytes:
-        validate_key(key)
-        return self._retrying(lambda: self._read_span(key, 0, 1 << 62))
-
-    def read_range(self, key: str, start: int, end: int) -> bytes:
-        validate_key(key)
-        validate_range(key, start, end)
-        if start == end:
-            self.head(key)  # a missing object still raises
-            return b""
-        return self._retrying(lambda: self._read_span(key, start, end))
-
-    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
-        validate_key(key)
-        for start, end in ranges:
-            validate_range(key, start, end)
-        tasks = [functools.partial(self.read_range, key, s, e) for s, e in ranges]
-        return self._parts.run(tasks)
-
-    def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
-        validate_key(key)
-        view = memoryview(buffer).cast("B")
-        validate_range(key, offset, offset)
-        if view.readonly:
-            raise TypeError(f"read_into({key!r}) needs a writable buffer, got a read-only one")
-        if len(view) == 0:
-            self.head(key)
-            return 0
-        return self._retrying(lambda: self._read_into(key, view, offset))
-
-    def _read_into(self, key: str, view: memoryview, offset: int) -> int:
-        part = self._part_size
-        first_len = min(len(view), part)
-        first = self._first_part(key, offset, offset + first_len, view[:first_len])
-        if first is None:
-            return 0
-        count, total, pin = first
-        assert isinstance(count, int)
-        stop = min(offset + len(view), total)
-        if offset + count >= stop:
-            return count
-        rest = view[count : stop - offset]
-        fetch = self._fetch_pinned(key, pin)
-        return count + self._parts.fetch_into(fetch, rest, offset + count, total, part)
+    def _read_plan(self) -> tuple[int, int]:
+        return self._part_size, self._part_size
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -324,22 +221,3 @@ def pool_connections(session: Any, adapter_class: Any, max_concurrency: int) -> 
     adapter = adapter_class(pool_connections=4, pool_maxsize=max_concurrency + 4)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-
-
-def slices(view: memoryview, size: int) -> Iterator[memoryview]:
-    """``view`` cut into consecutive slices of ``size`` bytes (the last shorter)."""
-    return (view[i : i + size] for i in range(0, len(view), size))
-
-
-def rechunk(chunks: Iterable[Any], size: int) -> Iterator[bytes]:
-    """The bytes of ``chunks`` cut into blocks of ``size`` (the last shorter, none if empty)."""
-    pending = bytearray()
-    for chunk in chunks:
-        if isinstance(chunk, str):
-            raise TypeError("write() takes bytes chunks, not str; encode them first")
-        pending += chunk
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)

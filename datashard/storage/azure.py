@@ -40,16 +40,17 @@ from datashard.errors import (
     PreconditionFailedError,
     StorageError,
 )
-from datashard.storage._ranged_backend import READ_ATTEMPTS as READ_ATTEMPTS
-from datashard.storage._ranged_backend import FirstPart, RangedBackend, pool_connections, slices
+from datashard.storage._ranged_backend import RangedBackend, pool_connections
 from datashard.storage.azure_config import AzureConfig
 from datashard.storage.azure_errors import error_code, http_status, translate
 from datashard.storage.base import (
     ObjectMeta,
     collect_chunks,
+    slices,
     validate_key,
     validate_range,
 )
+from datashard.storage.ranged_reads import Got, Seen, Sink
 
 MiB = 1024 * 1024
 
@@ -57,6 +58,8 @@ MiB = 1024 * 1024
 TOKEN_METADATA = "datashard_put_token"
 #: Azure Blob Batch takes at most 256 sub-requests.
 DELETE_BATCH = 256
+#: How many times ``write`` of bytes stages its blocks when a concurrent commit discarded them.
+STAGE_ATTEMPTS = 3
 
 _INSTALL_HINT = "pip install 'datashard[azure]'"
 
@@ -81,6 +84,12 @@ class _ViewSink:
         self.view[self.pos : self.pos + n] = data
         self.pos += n
         return n
+
+
+def _got(down: Any, start: int) -> Got:
+    """What the headers of a ranged download starting at ``start`` tell."""
+    total = _total_size(down.properties.content_range, start + down.size)
+    return Got(down.size, total, down.properties.etag)
 
 
 def _total_size(content_range: str | None, fallback: int) -> int:
@@ -226,34 +235,37 @@ class AzureBackend(RangedBackend):
             offset=start, length=length, max_concurrency=1, **conditions
         )
 
-    def _first_part(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
-    ) -> FirstPart:
-        """Bytes ``[start, end)`` (or their count, written into ``view``), the object size and
-        ETag; ``None`` when ``start`` is at or past the end of the object."""
-
-        def fetch() -> tuple[bytes | int, int, str] | None:
-            try:
-                down = self._download(key, start, end - start, pin)
-            except Exception as exc:
-                if http_status(exc) == 416:  # the blob exists; the range starts at/after its end
-                    return None
-                raise
-            total = _total_size(down.properties.content_range, start + down.size)
-            got: bytes | int = down.readall() if view is None else down.readinto(_ViewSink(view))
-            return got, total, down.properties.etag
+    def _get_into(self, key: str, start: int, end: int, sink: Sink, pin: str | None) -> int:
+        def fetch() -> int:
+            down = self._ranged_download(key, start, end, pin)
+            if down is None:
+                return 0
+            view = sink(_got(down, start))
+            count: int = down.readinto(_ViewSink(view[: down.size]))
+            return count
 
         return self._call("read", "read", key, fetch)
 
-    def _get_pinned(self, key: str, start: int, end: int, pin: str | None) -> bytes:
-        got: bytes = self._download(key, start, end - start, pin).readall()
-        return got
+    def _get_bytes(self, key: str, start: int, end: int, seen: Seen, pin: str | None) -> bytes:
+        def fetch() -> bytes:
+            down = self._ranged_download(key, start, end, pin)
+            if down is None:
+                return b""
+            seen(_got(down, start))
+            data: bytes = down.readall()
+            return data
 
-    def _get_pinned_into(
-        self, key: str, start: int, end: int, view: memoryview, pin: str | None
-    ) -> int:
-        count: int = self._download(key, start, end - start, pin).readinto(_ViewSink(view))
-        return count
+        return self._call("read", "read", key, fetch)
+
+    def _ranged_download(self, key: str, start: int, end: int, pin: str | None) -> Any:
+        """The downloader of ``[start, end)`` (not gated), None when ``start`` is at or past
+        the end of the blob."""
+        try:
+            return self._download(key, start, end - start, pin)
+        except Exception as exc:
+            if http_status(exc) == 416:  # the blob exists; the range starts at/after its end
+                return None
+            raise
 
     def read_range_if_match(self, key: str, start: int, end: int, etag: str) -> bytes:
         """One conditional ranged GET (``If-Match``) per part: ``PreconditionFailedError`` when
@@ -269,7 +281,7 @@ class AzureBackend(RangedBackend):
                 )
             return b""
         try:
-            return self._read_span(key, start, end, etag)
+            return self._read_bytes(key, start, end, etag)
         except PreconditionFailedError:
             self.head(key)  # Azure answers 412, not 404, for a deleted blob: tell them apart
             raise
@@ -288,12 +300,12 @@ class AzureBackend(RangedBackend):
     # -- writes ----------------------------------------------------------------------------
 
     def _put_sliced(self, key: str, view: memoryview) -> None:
-        for attempt in range(READ_ATTEMPTS):  # bytes can be staged again; a stream cannot
+        for attempt in range(STAGE_ATTEMPTS):  # bytes can be staged again; a stream cannot
             try:
                 self._put_blocks(key, slices(view, self.config.block_size), None)
                 return
             except BlocksDiscardedError:
-                if attempt == READ_ATTEMPTS - 1:
+                if attempt == STAGE_ATTEMPTS - 1:
                     raise
 
     def _put_stream(self, key: str, blocks: Iterable[bytes | memoryview]) -> None:

@@ -277,3 +277,26 @@ def collect_chunks(data: WriteData) -> bytes:
     if view is not None:
         return bytes(view)
     return b"".join(bytes(chunk) for chunk in data)
+
+
+def slices(view: memoryview, size: int) -> Iterator[memoryview]:
+    """``view`` cut into consecutive slices of ``size`` bytes (the last shorter, none if empty)."""
+    return (view[i : i + size] for i in range(0, len(view), size))
+
+
+def rechunk(chunks: Iterable[Any], size: int) -> Iterator[bytes]:
+    """The bytes of ``chunks`` (bytes-like) re-cut into blocks of ``size``: every block but the
+    last exactly ``size`` bytes, none at all for no data. Raises ``TypeError`` for a ``str``."""
+    pending = bytearray()
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            raise TypeError("write() chunks must be bytes-like, got str; encode it first")
+        if not pending and len(chunk) == size:  # already a block: no trip through the buffer
+            yield bytes(chunk)
+            continue
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)

@@ -27,10 +27,12 @@ import functools
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from datashard.errors import (
     ConfigError,
@@ -40,11 +42,11 @@ from datashard.errors import (
     PreconditionFailedError,
     StorageError,
 )
-from datashard.storage._ranged_backend import READ_ATTEMPTS as READ_ATTEMPTS
-from datashard.storage._ranged_backend import FirstPart, RangedBackend, pool_connections, slices
+from datashard.storage._ranged_backend import RangedBackend, pool_connections
 from datashard.storage.base import (
     ObjectMeta,
     collect_chunks,
+    slices,
     validate_key,
     validate_range,
 )
@@ -56,6 +58,7 @@ from datashard.storage.gcs_errors import (
     http_status,
     translate,
 )
+from datashard.storage.ranged_reads import Got, Seen, Sink
 
 MiB = 1024 * 1024
 #: Object metadata entry that tags a ``put_if_absent`` attempt (see the module docstring).
@@ -224,11 +227,26 @@ class GCSBackend(RangedBackend):
 
     # -- reads -----------------------------------------------------------------------------
 
+    def _get_into(self, key: str, start: int, end: int, sink: Sink, pin: str | None) -> int:
+        got = self._call("read", "read", key, lambda: self._get(key, start, end, sink, pin))
+        return got if isinstance(got, int) else len(got)
+
+    def _get_bytes(self, key: str, start: int, end: int, seen: Seen, pin: str | None) -> bytes:
+        got = self._call("read", "read", key, lambda: self._get(key, start, end, seen, pin))
+        return got if isinstance(got, bytes) else b""
+
     def _get(
-        self, key: str, start: int, end: int, view: memoryview | None, generation: str | None
-    ) -> tuple[bytes | int, int, str | None] | None:
-        """One ranged GET of ``[start, end)``: the bytes (or their count, written into
-        ``view``), the object size and generation; ``None`` when ``start`` is past the end."""
+        self,
+        key: str,
+        start: int,
+        end: int,
+        sink: Callable[[Got], memoryview | None],
+        generation: str | None,
+    ) -> bytes | int:
+        """One ranged GET of ``[start, end)`` (not gated: run in ``_call``), pinned to
+        ``generation`` when given. ``sink`` is told the headers; the body goes into the view it
+        returns (the count is returned) or, when it returns None, comes back as ``bytes``.
+        0 when ``start`` is at or past the end of the object."""
         conn = self._connection()
         url = self._media_url(key)
         if generation is not None:
@@ -236,51 +254,29 @@ class GCSBackend(RangedBackend):
         headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
         with conn.session.get(url, headers=headers, stream=True, timeout=self._timeout) as resp:
             if resp.status_code == 416:
-                return None
+                return 0
             if resp.status_code not in (200, 206):
                 raise GCSResponseError.from_response(resp)
+            version = resp.headers.get("x-goog-generation")
             total = _content_range_total(resp.headers.get("Content-Range"))
             if resp.status_code == 200 or total is None:  # the server sent the whole object
-                whole = resp.content
-                total = len(whole)
+                whole: bytes = resp.content
+                if start >= len(whole):
+                    return 0
                 chunk = whole[start:end]
-                if view is not None:
-                    view[: len(chunk)] = chunk
-                got: bytes | int = chunk if view is None else len(chunk)
-                if start >= total:
-                    return None
-                return got, total, resp.headers.get("x-goog-generation")
+                view = sink(Got(len(chunk), len(whole), version))
+                if view is None:
+                    return chunk
+                view[: len(chunk)] = chunk
+                return len(chunk)
             if start >= total:
-                return None
+                return 0
             expected = min(end, total) - start
-            if view is None:
-                data = resp.raw.read(expected)
-                if len(data) != expected:
-                    raise ConnectionError(f"short read: {len(data)} of {expected} bytes")
-                return data, total, resp.headers.get("x-goog-generation")
-            pos = 0
-            target = view[:expected]
-            while pos < expected:
-                n = resp.raw.readinto(target[pos:])
-                if not n:
-                    raise ConnectionError(f"short read: {pos} of {expected} bytes")
-                pos += n
-            return pos, total, resp.headers.get("x-goog-generation")
-
-    def _first_part(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
-    ) -> FirstPart:
-        return self._call("read", "read", key, lambda: self._get(key, start, end, view, pin))
-
-    def _get_pinned(self, key: str, start: int, end: int, pin: str | None) -> bytes | None:
-        got = self._get(key, start, end, None, pin)
-        return got[0] if got is not None and isinstance(got[0], bytes) else None
-
-    def _get_pinned_into(
-        self, key: str, start: int, end: int, view: memoryview, pin: str | None
-    ) -> int:
-        got = self._get(key, start, end, view, pin)
-        return 0 if got is None else int(got[0])
+            view = sink(Got(expected, total, version))
+            try:
+                return _read_body(resp.raw, expected, view)
+            except Urllib3HTTPError as exc:  # a body cut mid-way: transient, like a reset
+                raise ConnectionError(f"short read of {expected} bytes: {exc}") from exc
 
     def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
         """One suffix-range GET (``Range: bytes=-N``); a server that ignores the range and sends
@@ -544,3 +540,21 @@ def _persisted(header: str | None) -> int:
 
 def _object_missing(exc: BaseException) -> bool:
     return http_status(exc) == 404
+
+
+def _read_body(raw: Any, expected: int, view: memoryview | None) -> bytes | int:
+    """Exactly ``expected`` bytes of a urllib3 response body: into ``view`` (the count), or as
+    ``bytes`` when ``view`` is None. A body that ends early raises ``ConnectionError``."""
+    if view is None:
+        data: bytes = raw.read(expected)
+        if len(data) != expected:
+            raise ConnectionError(f"short read: {len(data)} of {expected} bytes")
+        return data
+    target = view[:expected]
+    pos = 0
+    while pos < expected:
+        n = raw.readinto(target[pos:])
+        if not n:
+            raise ConnectionError(f"short read: {pos} of {expected} bytes")
+        pos += n
+    return pos

@@ -1,10 +1,8 @@
-"""Concurrent ranged reads into one preallocated buffer, for any backend.
+"""The thread pool that runs the parts of ranged reads and of uploads, for any backend.
 
-This module knows nothing about S3, Azure or GCS. A backend hands it a ``fetch(start, end, view)``
-callable that fills ``view`` (exactly ``end - start`` bytes long) with bytes ``[start, end)`` of
-one object and returns how many it wrote, plus the object's size; :class:`PartPool` splits the
-range into parts and runs the fetches on a pool of threads, each writing straight into its own
-slice of the caller's buffer. No part is copied through an intermediate ``bytes``.
+This module knows nothing about S3, Azure or GCS: :class:`PartPool` runs callables, and
+:func:`split_range` plans the parts of a byte range. The read engine that uses them is
+:mod:`datashard.storage.ranged_reads`.
 
 The pool is created lazily and again after a ``fork``; a fetch that runs inside a pool worker and
 asks for more parallel work runs it inline, so nested use cannot deadlock.
@@ -16,15 +14,9 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
-
-
-class RangeFetch(Protocol):
-    """Fill ``view`` with bytes ``[start, end)`` of one object; return the count written."""
-
-    def __call__(self, start: int, end: int, view: memoryview) -> int: ...
 
 
 def split_range(start: int, end: int, part_size: int) -> list[tuple[int, int]]:
@@ -114,28 +106,10 @@ class PartPool:
             return future
         return self._pool().submit(fn)
 
-    def fetch_into(
-        self,
-        fetch: RangeFetch,
-        view: memoryview,
-        start: int,
-        size: int,
-        part_size: int,
-    ) -> int:
-        """Fill ``view`` with bytes ``[start, min(start + len(view), size))``; return the count.
-
-        The range is fetched in parts of ``part_size`` bytes, concurrently.
-        """
-        end = min(start + len(view), size)
-        if end <= start:
-            return 0
-        parts = split_range(start, end, part_size)
-
-        def task(s: int, e: int) -> Callable[[], int]:
-            return lambda: fetch(s, e, view[s - start : e - start])
-
-        counts = self.run([task(s, e) for s, e in parts])
-        return sum(counts)
+    def spawn(self, fn: Callable[[], T]) -> Future[T]:
+        """Start ``fn`` on the pool, also when called from a pool worker. A worker must not wait
+        for what it spawns (the pool may have no other thread): only a caller outside it may."""
+        return self._pool().submit(fn)
 
     def close(self) -> None:
         """Stop the threads (after the running parts finish); the pool restarts if used again."""

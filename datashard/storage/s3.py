@@ -5,10 +5,10 @@ boto3 carries the requests; this module adds what the contract needs on top:
 - every request goes through one :class:`~datashard.storage.retry.RequestGate` per backend
   (concurrency limit, rate limits, retries of transient errors only; botocore's own retries are
   off), and every botocore error is translated by :mod:`datashard.storage.s3_errors`;
-- large reads are split into range GETs run concurrently by a
-  :class:`~datashard.storage.parallel.PartPool`, each part read from the socket straight into its
-  slice of one preallocated buffer, the parts pinned to the first response's ETag so a concurrent
-  overwrite cannot mix two versions;
+- reads are the shared engine of :mod:`datashard.storage.ranged_reads` (large spans split into
+  range GETs run concurrently, pinned to the first response's ETag, restarted when the object is
+  replaced); this module gives it one ``GetObject`` that reads the body from the socket straight
+  into its slice of the buffer (:meth:`S3Backend._get_into`);
 - ``put_if_absent`` is one ``PutObject`` with ``If-None-Match: *`` carrying a unique token in its
   metadata, so a retry after a lost response that then meets its own object reports a win;
 - ``write`` of large data or of an iterable of chunks is a multipart upload, aborted on failure.
@@ -25,8 +25,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, wait
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,16 +41,17 @@ from datashard.errors import (
 )
 from datashard.storage.base import (
     ObjectMeta,
-    StorageBackend,
     WriteData,
     byte_view,
+    slices,
     validate_key,
     validate_prefix,
     validate_range,
 )
-from datashard.storage.parallel import PartPool, gather, in_worker, split_range
+from datashard.storage.parallel import PartPool
+from datashard.storage.ranged_reads import Got, RangedReads, Sink
 from datashard.storage.retry import RequestGate, RequestKind
-from datashard.storage.s3_body import Got, parse_total, read_body_into, unquote_etag
+from datashard.storage.s3_body import parse_total, read_body_into, unquote_etag
 from datashard.storage.s3_config import MAX_SINGLE_PUT, S3Config
 from datashard.storage.s3_errors import classify, error_code, http_status, translate
 from datashard.storage.s3_multipart import upload_multipart
@@ -66,11 +66,9 @@ TOKEN_META = "datashard-token"
 #: Everything a botocore call can raise that the error table translates.
 SDK_ERRORS = (ClientError, BotoCoreError, Urllib3HTTPError, http.client.HTTPException, OSError)
 DELETE_BATCH = 1000
-#: How many times a plain read starts again when the object is replaced under it.
-READ_RESTARTS = 5
 
 
-class S3Backend(StorageBackend):
+class S3Backend(RangedReads):
     """A :class:`StorageBackend` over one S3 bucket and prefix."""
 
     scheme = "s3"
@@ -156,27 +154,15 @@ class S3Backend(StorageBackend):
 
     # -- reads -----------------------------------------------------------------------------
 
-    def _get(
-        self,
-        key: str,
-        start: int,
-        end: int,
-        sink: Callable[[Got], memoryview],
-        if_match: str | None = None,
-    ) -> int:
-        """GET bytes ``[start, end)`` of ``key``; ``sink(got)`` gives the view to fill.
-
-        Returns the count read; 0 (without calling ``sink``) when ``start`` is at or past the
-        end of the object. Each retry repeats the whole GET into the same view.
-        """
+    def _get_into(self, key: str, start: int, end: int, sink: Sink, pin: str | None) -> int:
         params: dict[str, Any] = {
             "Bucket": self.config.bucket,
             "Key": self.config.object_key(key),
             "Range": f"bytes={start}-{end - 1}",
             **self._extra(),
         }
-        if if_match:
-            params["IfMatch"] = if_match
+        if pin:
+            params["IfMatch"] = pin
 
         def fetch(client: Any) -> int:
             try:
@@ -195,9 +181,8 @@ class S3Backend(StorageBackend):
                     key=key,
                 )
             total = parse_total(content_range, count, start)
-            got = Got(start, count, total, response.get("ETag"))
             try:
-                view = sink(got)
+                view = sink(Got(count, total, unquote_etag(response.get("ETag"))))
             except BaseException:
                 body.close()
                 raise
@@ -206,81 +191,11 @@ class S3Backend(StorageBackend):
 
         return self._request("read", "GET", key, fetch)
 
-    def _read_span(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None = None
-    ) -> tuple[int, memoryview]:
-        """:meth:`_read_span_once`, started again (up to ``READ_RESTARTS`` times) when the
-        object is replaced while its parts are fetched, unless the caller pinned an ETag: a plain
-        read returns one whole version and does not fail because another writer replaced it."""
-        for restart in range(READ_RESTARTS + 1):
-            try:
-                return self._read_span_once(key, start, end, view, pin)
-            except PreconditionFailedError:
-                if pin is not None or restart == READ_RESTARTS:
-                    raise
-                log.debug("%r in %s changed while read; reading it again", key, self.root_uri)
-        raise AssertionError("unreachable")
+    def _read_pool(self) -> PartPool:
+        return self._state()[2]
 
-    def _read_span_once(
-        self, key: str, start: int, end: int, view: memoryview | None, pin: str | None
-    ) -> tuple[int, memoryview]:
-        """Bytes ``[start, end)`` (clamped to the size) into ``view``, or into a new buffer when
-        ``view`` is None. Returns ``(count, buffer)``.
-
-        The first GET runs in the calling thread. For spans over ``read_threshold`` it asks for
-        ``read_part_size`` bytes; its headers tell the object's size and ETag, and the other parts
-        start on the pool right then, pinned to that ETag, while the first body streams in.
-        """
-        cfg = self.config
-        split = end - start > cfg.read_threshold and not in_worker()  # no nesting: no deadlock
-        first_end = start + cfg.read_part_size if split else end
-        _, _, pool = self._state()
-        state: dict[str, Any] = {}
-        futures: builtins.list[Future[int]] = []
-
-        def first_sink(got: Got) -> memoryview:
-            if "whole" in state:  # a retry of the first part: same buffer, same object
-                if got.size != state["size"]:
-                    raise PreconditionFailedError(
-                        f"GET {key!r} in {self.root_uri}: the object changed size while it was "
-                        f"read ({state['size']} -> {got.size} bytes)",
-                        key=key,
-                    )
-                whole: memoryview = state["whole"]
-                return whole
-            stop = min(end, got.size)
-            total = max(0, stop - start)
-            whole = view[:total] if view is not None else memoryview(bytearray(total))
-            state["whole"], state["size"] = whole, got.size
-            etag = pin or unquote_etag(got.etag)
-            futures.extend(
-                pool.submit(self._part_task(key, s, e, whole[s - start : e - start], etag))
-                for s, e in split_range(first_end, stop, cfg.read_part_size)
-            )
-            return whole
-
-        try:
-            count = self._get(key, start, first_end, first_sink, pin)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            raise
-        count += sum(gather(futures))
-        return count, state.get("whole", memoryview(b""))
-
-    def read(self, key: str) -> bytes:
-        validate_key(key)
-        return self.read_range(key, 0, 2**62)
-
-    def read_range(self, key: str, start: int, end: int) -> bytes:
-        validate_key(key)
-        validate_range(key, start, end)
-        if start == end:
-            self.head(key)  # a missing object still raises
-            return b""
-        count, buffer = self._read_span(key, start, end, None)
-        return bytes(buffer[:count])
+    def _read_plan(self) -> tuple[int, int]:
+        return self.config.read_threshold, self.config.read_part_size
 
     def read_range_if_match(self, key: str, start: int, end: int, etag: str) -> bytes:
         """``read_range`` with every GET conditional on ``etag`` (``If-Match``); raises
@@ -288,10 +203,8 @@ class S3Backend(StorageBackend):
         validate_key(key)
         validate_range(key, start, end)
         pin = unquote_etag(etag) or etag
-        count, buffer = (
-            (0, memoryview(b"")) if start == end else self._read_span(key, start, end, None, pin)
-        )
-        if count == 0:  # nothing was fetched, so nothing was checked yet
+        data = b"" if start == end else self._read_bytes(key, start, end, pin)
+        if not data:  # nothing was fetched, so nothing was checked yet
             current = self.head(key).etag
             if current != pin:
                 raise PreconditionFailedError(
@@ -299,7 +212,7 @@ class S3Backend(StorageBackend):
                     f"not {pin!r}",
                     key=key,
                 )
-        return bytes(buffer[:count])
+        return data
 
     def read_tail(self, key: str, length: int) -> tuple[bytes, int]:
         """The last ``length`` bytes and the object size, in one suffix-range GET."""
@@ -335,72 +248,6 @@ class S3Backend(StorageBackend):
             if size:  # not empty after all (replaced meanwhile): read it again
                 return self.read_tail(key, length)
         return data, size
-
-    def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
-        validate_key(key)
-        validate_range(key, offset, offset)
-        view = memoryview(buffer).cast("B")
-        if view.readonly:
-            raise TypeError(f"read_into({key!r}) needs a writable buffer, got a read-only one")
-        if len(view) == 0:
-            self.head(key)
-            return 0
-        count, _ = self._read_span(key, offset, offset + len(view), view)
-        return count
-
-    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> builtins.list[bytes]:
-        validate_key(key)
-        for start, end in ranges:
-            validate_range(key, start, end)
-        if not ranges:
-            return []
-        cfg = self.config
-        _, _, pool = self._state()
-        if all(end - start <= cfg.read_threshold for start, end in ranges):
-            return pool.run([self._range_task(key, s, e) for s, e in ranges])
-        # some range is large: learn the size once, then run every part of every range at once
-        for restart in range(READ_RESTARTS + 1):
-            try:
-                return self._read_ranges_once(key, ranges)
-            except PreconditionFailedError:
-                if restart == READ_RESTARTS:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _read_ranges_once(
-        self, key: str, ranges: Sequence[tuple[int, int]]
-    ) -> builtins.list[bytes]:
-        _, _, pool = self._state()
-        meta = self.head(key)
-        etag = meta.etag
-        buffers = [bytearray(max(0, min(e, meta.size) - s)) for s, e in ranges]
-        tasks: builtins.list[Callable[[], int]] = []
-        for (start, _), buf in zip(ranges, buffers, strict=True):
-            whole = memoryview(buf)
-            for s, e in split_range(start, start + len(buf), self.config.read_part_size):
-                tasks.append(self._part_task(key, s, e, whole[s - start : e - start], etag))
-        pool.run(tasks)
-        return [bytes(b) for b in buffers]
-
-    def _range_task(self, key: str, start: int, end: int) -> Callable[[], bytes]:
-        return lambda: self.read_range(key, start, end)
-
-    def _part_task(
-        self, key: str, start: int, end: int, target: memoryview, etag: str | None
-    ) -> Callable[[], int]:
-        """Fetch one part into ``target``; a short part means the object changed."""
-
-        def task() -> int:
-            count = self._get(key, start, end, lambda got: target, etag)
-            if count != end - start:
-                raise PreconditionFailedError(
-                    f"GET {key!r} in {self.root_uri}: bytes {start}-{end} gave {count} bytes; "
-                    "the object changed while it was read",
-                    key=key,
-                )
-            return count
-
-        return task
 
     def head(self, key: str) -> ObjectMeta:
         validate_key(key)
@@ -445,7 +292,7 @@ class S3Backend(StorageBackend):
             if len(view) <= cfg.multipart_threshold:
                 self._put(key, data if isinstance(data, bytes) else bytes(view))
                 return
-            chunks: Iterable[Any] = (view[s:e] for s, e in split_range(0, len(view), cfg.part_size))
+            chunks: Iterable[Any] = slices(view, cfg.part_size)
         else:
             chunks = data
         upload_multipart(self, key, chunks)

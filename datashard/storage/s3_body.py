@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import http.client
-from dataclasses import dataclass
 from typing import Any
 
 from datashard.errors import TransientStorageError
-
-
-@dataclass(frozen=True)
-class Got:
-    """What a ranged GET's headers tell: where the bytes start, how many, of how big an object."""
-
-    start: int
-    count: int
-    size: int
-    etag: str | None
 
 
 def unquote_etag(etag: str | None) -> str | None:

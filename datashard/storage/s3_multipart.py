@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future, wait
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from datashard.errors import StorageError, UnsupportedOperationError
+from datashard.storage.base import rechunk
 from datashard.storage.s3_config import MAX_PARTS
 from datashard.storage.s3_errors import error_code
 
@@ -27,34 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("datashard.storage.s3")
 
 
-def cut_parts(chunks: Iterable[Any], part_size: int) -> Iterator[bytes]:
-    """``chunks`` (bytes-like) re-cut into ``part_size`` blocks, the last one shorter.
-
-    Yields at least one block (``b""`` for no data). Raises ``TypeError`` for a ``str`` chunk.
-    """
-    buf = bytearray()
-    yielded = False
-    for chunk in chunks:
-        if isinstance(chunk, str):
-            raise TypeError("write() chunks must be bytes-like, got str; encode it first")
-        if not buf and len(chunk) == part_size:
-            yielded = True
-            yield bytes(chunk)
-            continue
-        buf += chunk
-        while len(buf) >= part_size:
-            yielded = True
-            yield bytes(buf[:part_size])
-            del buf[:part_size]
-    if buf or not yielded:
-        yield bytes(buf)
-
-
 def upload_multipart(backend: S3Backend, key: str, chunks: Iterable[Any]) -> None:
     """Write ``chunks`` to ``key``: one PutObject if they total at most the threshold, else a
     multipart upload. Raises the first part's error after aborting the upload."""
     cfg = backend.config
-    parts = cut_parts(chunks, cfg.part_size)
+    parts = rechunk(chunks, cfg.part_size)
     head: list[bytes] = []
     size = 0
     for block in parts:

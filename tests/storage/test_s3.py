@@ -30,7 +30,6 @@ from datashard.errors import (
     StoragePermissionError,
 )
 from datashard.storage.config import backend_from_env, config_from_env, open_backend
-from datashard.storage.parallel import PartPool, split_range
 from datashard.storage.s3 import S3Backend, S3Config
 from datashard.testing.faultproxy import FaultProxy
 from datashard.testing.servers import S3Server, new_s3_bucket
@@ -352,29 +351,6 @@ def test_large_read_and_read_ranges_match_the_object(moto_backend: S3Backend) ->
 def any_s3(request: pytest.FixtureRequest) -> S3Server:
     server: S3Server = request.getfixturevalue(f"{request.param}_s3")
     return server
-
-
-def test_part_pool_fills_one_buffer_from_any_range_fetch(moto_backend: S3Backend) -> None:
-    """``PartPool.fetch_into`` knows no backend: any ``fetch(start, end, view)`` will do (here one
-    built on ``read_range``, as an Azure or GCS backend would build one on its own SDK)."""
-    data = os.urandom(50_001)
-    moto_backend.write("obj", data)
-    calls: list[tuple[int, int]] = []
-
-    def fetch(start: int, end: int, view: memoryview) -> int:
-        calls.append((start, end))
-        chunk = moto_backend.read_range("obj", start, end)
-        view[: len(chunk)] = chunk
-        return len(chunk)
-
-    pool = PartPool(4)
-    try:
-        buf = bytearray(60_000)
-        assert pool.fetch_into(fetch, memoryview(buf), 1, len(data), 7000) == 50_000
-        assert buf[:50_000] == data[1:] and buf[50_000:] == bytes(10_000)
-        assert sorted(calls) == split_range(1, 50_001, 7000)
-    finally:
-        pool.close()
 
 
 def test_object_replaced_during_a_parallel_read_is_read_again_whole(any_s3: S3Server) -> None:
