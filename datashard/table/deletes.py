@@ -116,7 +116,8 @@ class DeleteReader:
         self, data_file: DataFile, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
     ) -> pa.Table:
         """Columns ``fields`` of ``data_file`` (by field id), without the rows ``deletes``
-        delete. Raises ``CorruptMetadataError`` naming a missing or unreadable file."""
+        delete. Raises ``CorruptMetadataError`` naming a missing or unreadable file, or one
+        whose size or row count is not what the manifest says (replaced or truncated)."""
         table, extra = self._read_with_equality_columns(data_file, deletes, fields)
         mask = self._mask(data_file, deletes, table, [*fields, *extra])
         if mask is not None:
@@ -138,7 +139,18 @@ class DeleteReader:
                         extra.append(self._field(fid, d))
         path = data_file.file_path
         data = read_table_file(self._backend, path, "data file")
-        return read_parquet_by_id(data, path, [*fields, *extra]), extra
+        if len(data) != data_file.file_size_in_bytes:
+            raise CorruptMetadataError(
+                f"data file {path} is {len(data)} bytes, but the manifest says "
+                f"{data_file.file_size_in_bytes}: it was replaced or truncated"
+            )
+        table = read_parquet_by_id(data, path, [*fields, *extra])
+        if table.num_rows != data_file.record_count:
+            raise CorruptMetadataError(
+                f"data file {path} holds {table.num_rows} rows, but the manifest says "
+                f"{data_file.record_count}: it was replaced"
+            )
+        return table, extra
 
     def _mask(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 
 from datashard import Schema, create_table, load_table
 from datashard.errors import CorruptMetadataError, ValidationError
+from datashard.iceberg.expressions import col
 
 SCHEMA = Schema(
     schema_id=1,
@@ -130,3 +132,22 @@ def test_a_corrupt_manifest_is_named_when_read(local_wh: Any, what: str) -> None
     with pytest.raises(CorruptMetadataError, match=key.rsplit("/", 1)[-1]):
         fresh.to_arrow()
     _unchanged(local_wh, before)
+
+
+def test_a_data_file_replaced_by_another_parquet_file_is_refused_not_read(
+    tmp_path: Path,
+) -> None:
+    """Another valid Parquet file put in a data file's place would read as wrong rows: its
+    size and row count are checked against the manifest first."""
+    schema = Schema(0, [{"id": 1, "name": "n", "type": "long", "required": True}])
+    table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
+    table.append_records([{"n": i} for i in range(10)])
+    table.append_records([{"n": i} for i in range(100, 103)])
+    first, second = (t.file_path for t in table.scan().plan_files())
+    Path(first.removeprefix("file://")).write_bytes(
+        Path(second.removeprefix("file://")).read_bytes()
+    )
+    with pytest.raises(CorruptMetadataError, match="bytes, but the manifest says .* replaced"):
+        table.to_arrow()
+    with pytest.raises(CorruptMetadataError, match=first.rsplit("/", 1)[-1]):
+        table.scan(filter=col("n") < 5).count()
