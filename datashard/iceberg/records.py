@@ -530,6 +530,43 @@ def _nested_ok(actual: IcebergType, expected: IcebergType) -> bool:
     return _promotable(actual, expected)
 
 
+def null_column(t: pa.DataType, n: int) -> pa.Array:
+    """``n`` nulls of type ``t``. A struct's required children get placeholder values under
+    the null slots (Arrow refuses nulls in a non-nullable child even there; readers never see
+    them: the parent is null)."""
+    if not pa.types.is_struct(t):
+        return pa.nulls(n, t)
+    children = [_placeholder(f.type, n) if not f.nullable else pa.nulls(n, f.type) for f in t]
+    return pa.StructArray.from_arrays(
+        children, fields=list(t), mask=pa.array(np.ones(n, dtype=bool))
+    )
+
+
+def _placeholder(t: pa.DataType, n: int) -> pa.Array:
+    """``n`` non-null values of type ``t`` (zero, empty) to stand under null parents."""
+    if pa.types.is_struct(t):
+        children = [_placeholder(f.type, n) if not f.nullable else pa.nulls(n, f.type) for f in t]
+        return pa.StructArray.from_arrays(children, fields=list(t))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
+        return pa.array([[] for _ in range(n)], type=t)
+    if isinstance(t, pa.BaseExtensionType):
+        return pa.ExtensionArray.from_storage(t, _placeholder(t.storage_type, n))
+    if pa.types.is_fixed_size_binary(t):
+        return pa.array([bytes(t.byte_width)] * n, type=t)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pa.array([""] * n, type=t)
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pa.array([b""] * n, type=t)
+    if pa.types.is_boolean(t):
+        return pa.array(np.zeros(n, dtype=bool))
+    if pa.types.is_decimal(t):
+        return pa.array([0] * n, type=t)
+    try:
+        return pa.array(np.zeros(n, dtype=np.int64)).cast(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array(np.zeros(n, dtype=np.int32)).cast(t)  # date32, time32
+
+
 def coerce_arrow(schema: Schema, table: pa.Table) -> pa.Table:
     """``table`` checked against ``schema`` and returned in ``schema.to_arrow()`` form."""
     if isinstance(table, pa.RecordBatch):
@@ -554,7 +591,7 @@ def coerce_arrow(schema: Schema, table: pa.Table) -> pa.Table:
                 raise ValidationError(
                     f"field {f.name!r}: required field ({f.field_type}) is missing from the data"
                 )
-            columns.append(pa.chunked_array([pa.nulls(table.num_rows, target.type)]))
+            columns.append(pa.chunked_array([null_column(target.type, table.num_rows)]))
             continue
         col = table.column(f.name)
         chunks = []

@@ -151,3 +151,59 @@ def test_a_data_file_replaced_by_another_parquet_file_is_refused_not_read(
         table.to_arrow()
     with pytest.raises(CorruptMetadataError, match=first.rsplit("/", 1)[-1]):
         table.scan(filter=col("n") < 5).count()
+
+
+@pytest.mark.parametrize("as_pandas", [False, True])
+def test_an_optional_struct_with_required_children_may_be_left_out(
+    tmp_path: Path, as_pandas: bool
+) -> None:
+    """Leaving out an optional struct column is valid (its rows are null), also when the struct
+    has required children of every kind."""
+    child_types = [
+        "long",
+        "int",
+        "double",
+        "boolean",
+        "string",
+        "binary",
+        "date",
+        "timestamp",
+        "timestamptz",
+        "time",
+        "uuid",
+        "fixed[4]",
+        "decimal(9, 2)",
+        {"type": "list", "element-id": 30, "element": "long", "element-required": True},
+        {
+            "type": "map",
+            "key-id": 31,
+            "key": "string",
+            "value-id": 32,
+            "value": "long",
+            "value-required": True,
+        },
+        {
+            "type": "struct",
+            "fields": [{"id": 33, "name": "inner", "type": "long", "required": True}],
+        },
+    ]
+    children = [
+        {"id": 10 + i, "name": f"c{i}", "type": t, "required": True}
+        for i, t in enumerate(child_types)
+    ]
+    schema = Schema(
+        0,
+        [
+            {"id": 1, "name": "id", "type": "long", "required": True},
+            {
+                "id": 2,
+                "name": "st",
+                "type": {"type": "struct", "fields": children},
+                "required": False,
+            },
+        ],
+    )
+    table = create_table("t", schema, warehouse=f"file://{tmp_path}/wh")
+    data = pa.table({"id": pa.array([1, 2], pa.int64())})
+    table.append(data.to_pandas() if as_pandas else data)
+    assert table.to_arrow().to_pylist() == [{"id": 1, "st": None}, {"id": 2, "st": None}]
