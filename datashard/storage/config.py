@@ -50,6 +50,7 @@ COMMON_ENV = {
     "DATASHARD_RETRY_ATTEMPTS": "retry_attempts",
     "DATASHARD_RETRY_FIRST_DELAY": "retry_first_delay",
     "DATASHARD_RETRY_MAX_DELAY": "retry_max_delay",
+    "DATASHARD_RETRY_DEADLINE": "retry_deadline",
     "DATASHARD_READ_RATE_LIMIT": "read_rate_limit",
     "DATASHARD_WRITE_RATE_LIMIT": "write_rate_limit",
 }
@@ -95,6 +96,8 @@ class BackendConfig:
     retry_attempts: int = 32
     retry_first_delay: float = 1.0
     retry_max_delay: float = 32.0
+    #: seconds one request may take in all, retries and their sleeps included
+    retry_deadline: float = 30.0
     max_concurrency: int = field(default_factory=_default_concurrency)
     read_rate_limit: float | None = None
     write_rate_limit: float | None = None
@@ -113,15 +116,25 @@ class BackendConfig:
         raise NotImplementedError
 
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(self.retry_attempts, self.retry_first_delay, self.retry_max_delay)
+        return RetryPolicy(
+            self.retry_attempts, self.retry_first_delay, self.retry_max_delay, self.retry_deadline
+        )
 
     def request_gate(self) -> RequestGate:
         """A fresh gate carrying this config's retry, concurrency and rate settings."""
+        endpoint = getattr(self, "endpoint_url", None) or getattr(self, "endpoint", None)
+        where = self.root_uri()
+        if isinstance(endpoint, str) and endpoint:
+            parts = urllib.parse.urlsplit(endpoint)  # never a user:password or a query
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            where += f" at {parts.scheme + '://' if parts.scheme else ''}{host}{port}{parts.path}"
         return RequestGate(
             self.retry_policy(),
             self.max_concurrency,
             self.read_rate_limit,
             self.write_rate_limit,
+            endpoint=where,
         )
 
     # -- construction ----------------------------------------------------------------------

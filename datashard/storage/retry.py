@@ -7,6 +7,7 @@ backend object, across all the threads that share it.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Literal, TypeVar
 from datashard.errors import ConfigError, TransientStorageError
 
 T = TypeVar("T")
+log = logging.getLogger("datashard.storage.retry")
 RequestKind = Literal["read", "write"]
 
 _budget = threading.local()
@@ -39,12 +41,14 @@ def retry_budget(seconds: float) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Up to ``attempts`` tries; before try ``n+1`` sleep a uniform random time in
-    ``[0, min(max_delay, first_delay * 2**n)]`` ("full jitter")."""
+    """Up to ``attempts`` tries within ``deadline`` seconds in all; before try ``n+1`` sleep a
+    uniform random time in ``[0, min(max_delay, first_delay * 2**n)]`` ("full jitter"). A retry
+    whose sleep would end past the deadline is not made."""
 
     attempts: int = 32
     first_delay: float = 1.0
     max_delay: float = 32.0
+    deadline: float = 30.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -53,6 +57,8 @@ class RetryPolicy:
             raise ConfigError(
                 f"retry delays must be >= 0, got first={self.first_delay} max={self.max_delay}"
             )
+        if not self.deadline > 0:
+            raise ConfigError(f"retry_deadline must be > 0 seconds, got {self.deadline}")
 
     def delays(self) -> Iterator[float]:
         """The sleep before each retry: ``attempts - 1`` values."""
@@ -95,6 +101,7 @@ class RequestGate:
         read_rate: float | None = None,
         write_rate: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        endpoint: str = "",
     ) -> None:
         if max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
@@ -106,6 +113,8 @@ class RequestGate:
             "write": _TokenBucket(write_rate) if write_rate else None,
         }
         self._sleep = sleep
+        #: where requests go (named in retry logs and in the error when retries run out)
+        self.endpoint = endpoint
         self.retries = 0  # how many retries this gate has made; for tests and diagnostics
 
     @contextmanager
@@ -118,21 +127,47 @@ class RequestGate:
             yield
 
     def call(self, kind: RequestKind, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a slot; retry it on ``TransientStorageError`` per the policy.
+        """Run ``fn`` in a slot; retry it on ``TransientStorageError`` per the policy, logging
+        each retry at INFO with the endpoint and the reason.
 
-        The last ``TransientStorageError`` propagates when the attempts run out.
+        When the attempts or the deadline run out, the last ``TransientStorageError``
+        propagates, its message extended with the endpoint, the tries made, the time spent and
+        the settings that bounded them.
         """
         delays = self.policy.delays()
+        start = time.monotonic()
+        deadline = start + self.policy.deadline
+        outer = getattr(_budget, "deadline", None)
+        if outer is not None:
+            deadline = min(deadline, outer)
+        tries = 0
         while True:
+            tries += 1
             try:
                 with self.slot(kind):
                     return fn()
-            except TransientStorageError:
+            except TransientStorageError as exc:
                 delay = next(delays, None)
-                if delay is None:
+                if delay is None or time.monotonic() + delay > deadline:
+                    spent = time.monotonic() - start
+                    exc.args = (
+                        f"{exc} (gave up after {tries} tr{'y' if tries == 1 else 'ies'} in "
+                        f"{spent:.1f} s{self._where()}; retry_attempts="
+                        f"{self.policy.attempts}, retry_deadline={self.policy.deadline:g} s)",
+                        *exc.args[1:],
+                    )
                     raise
-                deadline = getattr(_budget, "deadline", None)
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise
+                log.info(
+                    "retrying a %s request%s in %.2f s (try %d of at most %d): %s",
+                    kind,
+                    self._where(),
+                    delay,
+                    tries + 1,
+                    self.policy.attempts,
+                    exc,
+                )
                 self.retries += 1
                 self._sleep(delay)
+
+    def _where(self) -> str:
+        return f" to {self.endpoint}" if self.endpoint else ""

@@ -7,7 +7,10 @@ responses; it counts every request, so each test can prove how many attempts wer
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from datashard.errors import (
+    ConfigError,
     ObjectExistsError,
     ObjectNotFoundError,
     StoragePermissionError,
@@ -278,3 +282,44 @@ def test_write_rate_limit_spaces_out_requests(
     for i in range(len(times)):
         for j in range(i, len(times)):
             assert j - i + 1 <= rate + rate * (times[j] - times[i]) + 1, (i, j)
+
+
+def _closed_port() -> int:
+    """A loopback port with nothing listening (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_endpoint_with_nothing_listening_fails_within_the_deadline_naming_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: 32 tries with sleeps up to 32 s, more than 150 s with no word above DEBUG."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    backend = open_backend(
+        "s3://bucket/p",
+        endpoint_url=endpoint,
+        access_key_id="k",
+        secret_access_key="s",
+        region="us-east-1",
+        path_style=True,
+        retry_first_delay=0.2,
+        retry_deadline=2.0,
+    )
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="datashard.storage.retry"):
+        with pytest.raises(TransientStorageError) as info:
+            backend.read("obj")
+    spent = time.monotonic() - started
+    message = str(info.value)
+    assert endpoint in message and "s3://bucket/p" in message
+    assert "retry_deadline=2 s" in message and "gave up after" in message
+    assert spent < 15  # the deadline bounds it (the sleeps alone would have taken minutes)
+    retries = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert retries and all(endpoint in r.getMessage() for r in retries)
+    assert "k" not in {w for r in retries for w in r.getMessage().split()}  # no credentials
+
+
+def test_a_retry_deadline_that_is_not_positive_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="retry_deadline must be > 0"):
+        open_backend("memory://x", retry_deadline=0)
