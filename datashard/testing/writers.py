@@ -30,4 +30,40 @@ def append_worker(
     return acked
 
 
-__all__ = ["append_worker"]
+def chaos_writer(
+    warehouse: str,
+    options: dict[str, Any],
+    name: str,
+    writer: int,
+    batches: int,
+    rows: int,
+    acks: str,
+) -> None:
+    """Append ``batches`` batches of ``rows`` rows tagged ``(writer, batch, row)`` to table
+    ``name``, recording each acknowledged batch as a line ``"<writer> <batch>"`` in the file
+    ``acks`` (flushed and fsynced before the next append, so a SIGKILL loses no record of an
+    acknowledged append). A failed append (its outcome provably or possibly not landed) is
+    not recorded and the writer goes on."""
+    import os
+
+    from datashard.errors import DataShardError
+    from datashard.table.catalog import load_table
+
+    table = load_table(name, warehouse=warehouse, **options)
+    with open(acks, "a", encoding="ascii") as out:
+        for b in range(batches):
+            records = [{"writer": writer, "batch": b, "row": r} for r in range(rows)]
+            try:
+                table.append_records(records)
+            except DataShardError:
+                try:
+                    table.refresh()
+                except DataShardError:
+                    pass
+                continue
+            out.write(f"{writer} {b}\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+__all__ = ["append_worker", "chaos_writer"]
