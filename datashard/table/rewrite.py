@@ -93,6 +93,8 @@ class RewriteCommit(SnapshotProducer):
         #: data files the added position deletes name (they must stay live)
         self.delete_targets: set[str] = set()
         self._deleted_records = 0
+        self._index = DeleteIndex(())
+        self._live: list[tuple[DataFile, int, int]] = []
         base_snap = base.metadata.current_snapshot()
         self._base_snapshot_id = base_snap.snapshot_id if base_snap else None
         #: the sequence number of the snapshot read: files above it came later
@@ -102,6 +104,35 @@ class RewriteCommit(SnapshotProducer):
         """Remove the live data file ``df`` (of that data sequence number and spec)."""
         self.removed[df.file_path] = df
         self._removed_scope[df.file_path] = (sequence_number, spec_id)
+
+    def files_in_range(
+        self, bound: Bound
+    ) -> list[tuple[DataFile, int, int, tuple[DeleteFile, ...]]]:
+        """The live data files of the base whose rows ``bound`` may match (by partition values
+        and statistics), each with its data sequence number, spec id and the delete files that
+        apply to it. A file whose statistics prove every row matches is removed at once,
+        unread. Keeps what it read for :meth:`retire_deletes`."""
+        md = self.base.metadata
+        snapshot = md.current_snapshot()
+        self._index = delete_index(md, self.reader.manifests(snapshot), self.reader.entries)
+        self._live = [
+            (e.data_file, e.sequence_number or 0, m.partition_spec_id)
+            for m, e in self.reader.live_files(snapshot)
+        ]
+        pruner = PartitionPruner(md, bound)
+        out = []
+        for df, seq, spec_id in self._live:
+            if not file_might_match(bound, pruner, spec_id, df):
+                continue
+            if must_match(bound, df, from_bytes):  # every row matches (statistics)
+                self.remove(df, seq, spec_id)
+                continue
+            out.append((df, seq, spec_id, self._index.for_data_file(df, seq, spec_id)))
+        return out
+
+    def retire_deletes(self) -> None:
+        """:meth:`retire_unused_deletes` of what :meth:`files_in_range` read."""
+        self.retire_unused_deletes(self._index, self._live)
 
     def retire_unused_deletes(
         self, index: DeleteIndex, live: Iterable[tuple[DataFile, int, int]]
@@ -318,33 +349,20 @@ def overwrite(
     schema = md.current_schema()
     bound = bind_schema(filter, schema)
     rewrite = RewriteCommit(backend, paths, base, operation, conflict_bound=bound)
-    pruner = PartitionPruner(md, bound)
     remainders: list[pa.Table] = []
-    snapshot = md.current_snapshot()
-    index = delete_index(md, rewrite.reader.manifests(snapshot), rewrite.reader.entries)
     rows_of = DeleteReader(backend, md)
-    live = [(m, e, e.sequence_number or 0) for m, e in rewrite.reader.live_files(snapshot)]
     try:
-        for m, e, seq in live:
-            df = e.data_file
-            if not file_might_match(bound, pruner, m.partition_spec_id, df):
-                continue
-            if must_match(bound, df, from_bytes):  # every row matches (statistics): drop unread
-                rewrite.remove(df, seq, m.partition_spec_id)
-                continue
-            deletes = index.for_data_file(df, seq, m.partition_spec_id)
+        for df, seq, spec_id, deletes in rewrite.files_in_range(bound):
             rows = rows_of.read(df, deletes, list(schema.fields))
             rest = _remaining_rows(rows, bound)
             if rest.num_rows == rows.num_rows:
                 continue  # no row matches: the file stays
-            rewrite.remove(df, seq, m.partition_spec_id)
+            rewrite.remove(df, seq, spec_id)
             if rest.num_rows:
                 remainders.append(rest)
         if not rewrite.removed and not any(t.num_rows for t in tables):
             return None
-        rewrite.retire_unused_deletes(
-            index, ((e.data_file, seq, m.partition_spec_id) for m, e, seq in live)
-        )
+        rewrite.retire_deletes()
         rewrite.stage_tables([*remainders, *tables])
         rewrite.flush()
     except BaseException:

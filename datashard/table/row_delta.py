@@ -22,14 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from datashard.errors import ConfigError, ValidationError
-from datashard.iceberg.conversions import from_bytes
 from datashard.iceberg.datafile import ParquetOptions, write_parquet
 from datashard.iceberg.deletes import partition_key
 from datashard.iceberg.expressions import (
     Bound,
     FilterLike,
     bind_schema,
-    must_match,
     referenced_columns,
     to_arrow_expression,
     to_expr,
@@ -40,10 +38,9 @@ from datashard.iceberg.manifest import (
     EQUALITY_DELETES,
     POSITION_DELETES,
 )
-from datashard.iceberg.partitioning import PartitionPruner, file_might_match
 from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
-from datashard.table.deletes import DeleteReader, delete_index
+from datashard.table.deletes import DeleteReader
 from datashard.table.rewrite import RewriteCommit
 from datashard.table.versions import Loaded, TablePaths
 
@@ -205,37 +202,24 @@ def delete_rows(
     schema = md.current_schema()
     bound = bind_schema(filter, schema)
     delta = RowDelta(backend, paths, base, operation, conflict_bound=bound)
-    pruner = PartitionPruner(md, bound)
-    snapshot = md.current_snapshot()
-    index = delete_index(md, delta.reader.manifests(snapshot), delta.reader.entries)
     rows_of = DeleteReader(backend, md)
     wanted = referenced_columns(to_expr(filter)) or {schema.fields[0].name}
     fields = [f for f in schema.fields if f.name in wanted]
-    live = [(m, e, e.sequence_number or 0) for m, e in delta.reader.live_files(snapshot)]
     positions: dict[str, np.ndarray] = {}
     partitions: dict[str, tuple[int, Mapping[str, Any]]] = {}
     try:
-        for m, e, seq in live:
-            df = e.data_file
-            if not file_might_match(bound, pruner, m.partition_spec_id, df):
-                continue
-            if must_match(bound, df, from_bytes):  # every row matches (statistics): drop unread
-                delta.remove(df, seq, m.partition_spec_id)
-                continue
-            deletes = index.for_data_file(df, seq, m.partition_spec_id)
+        for df, seq, spec_id, deletes in delta.files_in_range(bound):
             hit, alive = rows_of.matching_positions(df, deletes, fields, _matcher(bound))
             if len(hit) == 0:
                 continue
             if len(hit) == alive:
-                delta.remove(df, seq, m.partition_spec_id)  # nothing of it stays
+                delta.remove(df, seq, spec_id)  # nothing of it stays
                 continue
             positions[df.file_path] = hit
-            partitions[df.file_path] = (m.partition_spec_id, df.partition)
+            partitions[df.file_path] = (spec_id, df.partition)
         if not delta.removed and not positions and not any(t.num_rows for t in tables):
             return None
-        delta.retire_unused_deletes(
-            index, ((e.data_file, seq, m.partition_spec_id) for m, e, seq in live)
-        )
+        delta.retire_deletes()
         delta.stage_position_deletes(positions, partitions)
         delta.stage_tables(tables)
         delta.flush()
