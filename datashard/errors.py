@@ -151,6 +151,11 @@ class CommitRetriesExhaustedError(CommitError):
     """Every attempt lost the race to another writer; the table is unchanged by this commit."""
 
 
+class CommitTimeoutError(CommitError):
+    """The commit ran past ``commit.max-duration-ms`` before it could land; nothing was
+    committed and its staged files were deleted, so the table is unchanged."""
+
+
 class CommitStateUnknownError(CommitError):
     """The commit request was sent but its outcome could not be learned.
 
@@ -164,6 +169,7 @@ __all__ = [
     "CommitError",
     "CommitRetriesExhaustedError",
     "CommitStateUnknownError",
+    "CommitTimeoutError",
     "ConfigError",
     "ContainerError",
     "CorruptFileError",

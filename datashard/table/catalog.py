@@ -28,18 +28,15 @@ from datashard.errors import (
     SchemaError,
     TableAlreadyExistsError,
     TableNotFoundError,
-    UnsupportedFeatureError,
     ValidationError,
 )
-from datashard.iceberg.metadata import FORMAT_VERSION, new_table_metadata
+from datashard.iceberg.metadata import new_table_metadata
 from datashard.iceberg.metadata_codec import metadata_from_json, metadata_to_json
 from datashard.iceberg.partitioning import SpecLike, build_spec
 from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import backend_from_env, open_backend
-from datashard.table.commit import CommitSettings
-from datashard.table.producer import parquet_options
-from datashard.table.row_delta import delete_mode
+from datashard.table.properties import check_properties
 from datashard.table.table import Table
 from datashard.table.versions import (
     Loaded,
@@ -92,23 +89,6 @@ def to_schema(schema: SchemaLike) -> Schema:
         f"schema must be a Schema, a pyarrow.Schema or a list of field dicts, "
         f"got {type(schema).__name__}"
     )
-
-
-def check_properties(properties: Mapping[str, str]) -> None:
-    """``ConfigError`` naming the first table property datashard reads whose value it cannot
-    use (commit retries and retention, ``write.parquet.row-group-limit``,
-    ``write.delete.mode``), and ``UnsupportedFeatureError`` for a ``format-version`` other
-    than 2; before anything is written."""
-    version = properties.get("format-version", str(FORMAT_VERSION))
-    if version != str(FORMAT_VERSION):
-        raise UnsupportedFeatureError(
-            f"format-version {version!r}: datashard creates Iceberg format version "
-            f"{FORMAT_VERSION} tables only (v3 row lineage and deletion vectors are not "
-            "written yet)"
-        )
-    CommitSettings.from_properties(properties)
-    parquet_options(properties)
-    delete_mode(properties)
 
 
 def create_table(

@@ -32,6 +32,8 @@ from datashard.errors import (
     CommitConflictError,
     CommitRetriesExhaustedError,
     CommitStateUnknownError,
+    CommitTimeoutError,
+    ConfigError,
     CorruptMetadataError,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -66,6 +68,16 @@ from datashard.table.versions import (
 # settings (table properties)
 
 
+#: The table property bounding a commit's duration, and its default (one day: well inside the
+#: 3-day default grace period of orphan cleanup, with room for clocks that disagree).
+MAX_DURATION = ("commit.max-duration-ms", 86_400_000)
+
+
+def duration_limit_ms(props: Mapping[str, str]) -> int:
+    """``commit.max-duration-ms`` of a table (``ConfigError`` naming a bad value)."""
+    return whole_number(props, *MAX_DURATION, 1)
+
+
 @dataclass(frozen=True)
 class CommitSettings:
     """Retry and retention settings, read from table properties.
@@ -81,7 +93,14 @@ class CommitSettings:
     ``commit.manifest.target-size-bytes``         8 MiB     a manifest this big is not merged
     ``write.metadata.previous-versions-max``      100       metadata-log entries kept
     ``history.expire.max-snapshots``              100       snapshots kept in metadata
+    ``commit.max-duration-ms``                    1 day     longest a commit may take, from its
+                                                            start to its last conditional create
     ============================================  ========  ======================================
+
+    ``commit.max-duration-ms`` is what makes orphan cleanup safe beside writers:
+    :func:`datashard.table.orphans.remove_orphan_files` refuses a grace period shorter than it,
+    and a commit that would send its conditional create later than this after it started
+    gives up instead (:class:`~datashard.errors.CommitTimeoutError`, staged files deleted).
     """
 
     num_retries: int = 20
@@ -92,6 +111,7 @@ class CommitSettings:
     target_manifest_bytes: int = 8 << 20
     previous_versions_max: int = PREVIOUS_VERSIONS_MAX[1]
     max_snapshots: int = MAX_SNAPSHOTS[1]
+    max_duration_ms: int = MAX_DURATION[1]
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> CommitSettings:
@@ -110,6 +130,7 @@ class CommitSettings:
             ),
             previous_versions_max=whole_number(props, *PREVIOUS_VERSIONS_MAX, 1),
             max_snapshots=whole_number(props, *MAX_SNAPSHOTS, 1),
+            max_duration_ms=duration_limit_ms(props),
         )
 
     def backoff(self, attempt: int) -> float:
@@ -178,6 +199,8 @@ def commit(
     sleep: Callable[[float], None] = time.sleep,
     background: Executor | None = None,
     after: Future[bool] | None = None,
+    started: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> CommitResult:
     """Commit what ``build`` makes on ``base``, retrying lost races; the new version on success.
 
@@ -188,8 +211,15 @@ def commit(
     the removal of lost attempts' manifest lists run there; :attr:`CommitResult.hint` is the
     future of that work. It starts writing once ``after`` (the same work of the writer's
     previous commit, if still running) is done, so one writer's hints land in order.
+
+    ``started`` (a ``clock`` reading taken before the commit wrote its first file) bounds the
+    commit: no conditional create is sent later than ``commit.max-duration-ms`` after it (the
+    smallest value of every base the loop built on), and the storage retries of a send stop
+    there too. Past it the loop raises ``CommitTimeoutError`` (staged files deleted), or
+    ``CommitStateUnknownError`` while an earlier send's outcome is still unknown.
     """
     attempt = 0
+    limit_ms = min(settings.max_duration_ms, duration_limit_ms(base.metadata.properties))
     dead_keys: list[str] = []  # written by attempts that provably did not land
     resend: _Attempt | None = None  # an attempt whose send's outcome is not known yet
 
@@ -213,7 +243,8 @@ def commit(
                 # newest.
                 try:
                     newer = load_newest(backend, paths, base) or base
-                except StorageError as exc2:
+                    limit_ms = min(limit_ms, duration_limit_ms(newer.metadata.properties))
+                except (StorageError, ConfigError) as exc2:
                     raise give_up(exc2) from exc2.__cause__
                 if newer.version == base.version or attempt >= settings.num_retries:
                     raise give_up(exc) from exc.__cause__
@@ -225,7 +256,24 @@ def commit(
             current = _Attempt(
                 base.version + 1, metadata_to_json(new_md), new_md, list(attempt_keys)
             )
-        outcome, found = _send(backend, paths, current, commit_id)
+        elapsed = None if started is None else clock() - started
+        remaining = None if elapsed is None else limit_ms / 1000 - elapsed
+        if elapsed is not None and remaining is not None and remaining <= 0:
+            late = _late(backend, paths, commit_id, limit_ms, elapsed)
+            if resend is None:  # every earlier send provably lost: nothing can land
+                dead_keys.extend(current.keys)
+                raise give_up(CommitTimeoutError(f"{late}; nothing was committed"))
+            raise CommitStateUnknownError(
+                f"{late} while the outcome of its send to "
+                f"{backend.uri_for(paths.version(current.target))} was unknown (last error: "
+                f"{current.uncertain}); it may still land; its files are kept: reload the "
+                "table to see"
+            ) from current.uncertain
+        if remaining is None:
+            outcome, found = _send(backend, paths, current, commit_id)
+        else:
+            with retry_budget(remaining):
+                outcome, found = _send(backend, paths, current, commit_id)
         if outcome is _Outcome.WON:
             assert found is not None  # a win always returns the version it made
             return CommitResult(
@@ -262,8 +310,21 @@ def commit(
         attempt += 1
         try:
             base = newest_after_loss(backend, paths, current.target, found)
-        except StorageError as exc:
+            limit_ms = min(limit_ms, duration_limit_ms(base.metadata.properties))
+        except (StorageError, ConfigError) as exc:
             raise give_up(exc) from exc.__cause__
+
+
+def _late(
+    backend: StorageBackend, paths: TablePaths, commit_id: str, limit_ms: int, elapsed: float
+) -> str:
+    return (
+        f"commit {commit_id} to {backend.uri_for(paths.prefix)} reached its conditional create "
+        f"{elapsed:.3f} s after it started, past {MAX_DURATION[0]}={limit_ms}: orphan cleanup "
+        f"may delete the files of a commit older than that, so it does not send it. Raise "
+        f"{MAX_DURATION[0]} on the table (and keep the grace period of remove_orphan_files "
+        "above it) if commits take this long"
+    )
 
 
 def _send(
@@ -401,10 +462,12 @@ __all__ = [
     "Build",
     "CommitResult",
     "CommitSettings",
+    "MAX_DURATION",
     "MakeUpdates",
     "carries_commit",
     "commit",
     "commit_updates",
     "delete_quietly",
+    "duration_limit_ms",
     "new_commit_id",
 ]

@@ -17,6 +17,7 @@ staged files are deleted only when the commit provably did not land.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -75,6 +76,9 @@ class SnapshotProducer:
         self.backend = backend
         self.paths = paths
         self.base = base
+        #: when this commit started (before it wrote anything): bounds it by
+        #: ``commit.max-duration-ms`` (see :func:`datashard.table.commit.commit`)
+        self.started = time.monotonic()
         self.snapshot_id = new_snapshot_id()
         self.commit_id = new_commit_id()
         md = base.metadata
@@ -252,6 +256,7 @@ class SnapshotProducer:
             staged_keys=self.staged_keys,
             background=shared_pool() if background else None,
             after=after,
+            started=self.started,
         )
         return result.loaded, result.hint
 

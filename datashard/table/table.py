@@ -9,7 +9,7 @@ metadata, hint). Call :meth:`Table.refresh` to see other writers' commits.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
@@ -36,6 +36,7 @@ from datashard.storage.base import StorageBackend
 from datashard.storage.config import open_backend
 from datashard.table import compact as _compact
 from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
+from datashard.table import properties as table_properties
 from datashard.table.append import AppendCommit, WriterState
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
@@ -304,6 +305,29 @@ class Table:
         """Make ``spec`` the default partition spec; old files keep theirs."""
         paths = self._writable()
         self._loaded = evolution.commit_partition_spec(self._backend, paths, self._loaded, spec)
+
+    def set_properties(self, updates: Mapping[str, str | int]) -> None:
+        """Set table properties in one commit (values are stored as strings; an int is
+        written in decimal). A value datashard reads but cannot use (see
+        docs/maintenance.md) raises ``ConfigError``, a bad or reserved key
+        (``format-version``) ``ValidationError``; either leaves the table unchanged."""
+        self._update_properties(updates, ())
+
+    def remove_properties(self, *keys: str) -> None:
+        """Remove table properties in one commit (absent keys are ignored); a reserved key
+        raises ``ValidationError`` with the table unchanged."""
+        self._update_properties({}, keys)
+
+    def _update_properties(self, updates: Mapping[str, object], keys: Iterable[str]) -> None:
+        if not isinstance(updates, Mapping):
+            raise ValidationError(
+                f"set_properties takes a mapping of keys to values, got {type(updates).__name__}"
+            )
+        values, removals = table_properties.property_updates(updates, keys)
+        paths = self._writable()
+        self._loaded = table_properties.commit_properties(
+            self._backend, paths, self._loaded, values, removals
+        )
 
     def overwrite(self, data: DataLike, filter: FilterLike = None) -> Snapshot | None:
         """Replace the rows matching ``filter`` (every row when ``None``) with ``data``; the

@@ -160,6 +160,13 @@ class SetProperties:
 
 
 @dataclass(frozen=True)
+class RemoveProperties:
+    """Remove table properties (absent keys are ignored)."""
+
+    removals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AddSchema:
     """Add a schema (its id must be new) and raise the last column id to ``last_column_id``."""
 
@@ -192,6 +199,7 @@ Update = (
     | RemoveSnapshotRef
     | RemoveSnapshots
     | SetProperties
+    | RemoveProperties
     | AddSchema
     | SetCurrentSchema
     | AddPartitionSpec
@@ -323,6 +331,9 @@ def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
         return _without_snapshots(md, update.snapshot_ids)
     if isinstance(update, SetProperties):
         return replace(md, properties={**md.properties, **update.updates})
+    if isinstance(update, RemoveProperties):
+        gone = set(update.removals)
+        return replace(md, properties={k: v for k, v in md.properties.items() if k not in gone})
     if isinstance(update, AddSchema):
         if any(s.schema_id == update.schema.schema_id for s in md.schemas):
             raise CommitConflictError(
@@ -365,6 +376,7 @@ __all__ = [
     "RemoveSnapshotRef",
     "RemoveSnapshots",
     "Requirement",
+    "RemoveProperties",
     "SetCurrentSchema",
     "SetDefaultSpec",
     "SetProperties",

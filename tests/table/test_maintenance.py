@@ -238,8 +238,13 @@ def test_orphan_cleanup_keeps_referenced_and_young_files(warehouse: Any) -> None
     listing = set(warehouse.keys())
     # young orphans survive the default grace period
     assert table.remove_orphan_files() == []
-    assert table.remove_orphan_files(older_than=dt.timedelta(hours=1)) == []
+    assert table.remove_orphan_files(older_than=dt.timedelta(days=1)) == []
     time.sleep(2.2)
+    # a grace period shorter than the commit bound (one day by default) is refused
+    with pytest.raises(ValidationError, match="commit.max-duration-ms"):
+        table.remove_orphan_files(older_than=dt.timedelta(seconds=1))
+    table.set_properties({"commit.max-duration-ms": 1000})
+    listing = set(warehouse.keys())  # plus the new version
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
     dry = table.remove_orphan_files(older_than=cutoff, dry_run=True)
     assert sorted(table.backend.key_for(u) for u in dry) == sorted(orphans)
@@ -257,14 +262,16 @@ def test_orphan_cleanup_keeps_referenced_and_young_files(warehouse: Any) -> None
 @pytest.mark.slow
 @BOTH
 def test_orphan_cleanup_and_expiry_while_processes_append(warehouse: Any) -> None:
+    # commits give up after 5 s, so a grace period of 5 s is safe beside them
+    props = {**PROPS, "commit.max-duration-ms": "5000"}
     table = create_table(
-        "m", SCHEMA, warehouse=warehouse.uri, properties=PROPS, **warehouse.options
+        "m", SCHEMA, warehouse=warehouse.uri, properties=props, **warehouse.options
     )
     for c in range(3):
         table.append_records(_records(0, c))
     orphans = _plant_orphans(table)
     planted = time.time()
-    time.sleep(2.5)  # writers' files are all younger than the cutoff below
+    time.sleep(6)  # the cutoff below is 5 s or more in the past from here on
     cutoff = dt.datetime.fromtimestamp(planted + 1, dt.timezone.utc)
     ctx = multiprocessing.get_context("spawn")
     removed: set[str] = set()
