@@ -62,6 +62,18 @@ class Rule:
         return self.path is None or self.path.search(path) is not None
 
 
+class _Once:
+    """Call ``fn`` the first time this is called, never again."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
+
+
 class _Closed(Exception):
     """The client or the server closed its connection."""
 
@@ -250,9 +262,10 @@ class FaultProxy:
                     head = _drop_header(head, b"expect")
                 body = _read_body(client_file, headers)
                 rule = self._take(method, path, headers)
+                done = _Once(self._done)
                 try:
                     if rule is not None and rule.action == "fail":
-                        self._done()
+                        done()
                         client.sendall(_error_response(rule.status, rule.code))
                         continue
                     if rule is not None and rule.action == "reset":
@@ -272,10 +285,9 @@ class FaultProxy:
                     upstream.sendall(head + body)
                     with self._lock:
                         self.forwarded[method] += 1
-                    keep = self._relay(up_file, client, method, rule)
+                    keep = self._relay(up_file, client, method, rule, done)
                 finally:
-                    if rule is None or rule.action != "fail":
-                        self._done()
+                    done()
                 if not keep:
                     return
         except (OSError, _Closed, ValueError):
@@ -288,9 +300,18 @@ class FaultProxy:
                     _close(sock)
 
     def _relay(
-        self, up_file: BinaryIO, client: socket.socket, method: str, rule: Rule | None
+        self,
+        up_file: BinaryIO,
+        client: socket.socket,
+        method: str,
+        rule: Rule | None,
+        done: Callable[[], None],
     ) -> bool:
-        """Copy one response from the server to the client; False if the client was cut off."""
+        """Copy one response from the server to the client; False if the client was cut off.
+
+        ``done`` (the request no longer counts as in flight) is called before the last bytes
+        go out: once the client has them it may send its next request at once, and that one
+        must not find this one still counted."""
         head = _read_head(up_file)
         headers = _headers(head)
         status = int(head.split(b" ", 2)[1])
@@ -301,17 +322,25 @@ class FaultProxy:
             _reset(client)
             return False
         cut = rule.after_bytes if rule is not None and rule.action == "cut_body" else None
-        client.sendall(head)
         if no_body:
+            done()
+            client.sendall(head)
             return True
+        client.sendall(head)
         sent = 0
+        held: bytes | None = None  # one piece behind, so the last one is known as last
         for piece in _body_pieces(up_file, headers):
             if cut is not None and sent + len(piece) >= cut:
                 client.sendall(piece[: cut - sent])
                 _reset(client)
                 return False
-            client.sendall(piece)
+            if held is not None:
+                client.sendall(held)
+            held = piece
             sent += len(piece)
+        done()
+        if held is not None:
+            client.sendall(held)
         return "close" not in headers.get("connection", "").lower()
 
 
