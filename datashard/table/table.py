@@ -39,6 +39,7 @@ from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table.append import AppendCommit, WriterState
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
+from datashard.table.updates import check_writable
 from datashard.table.versions import Loaded, TablePaths, key_for_uri, load_newest, version_of
 
 if TYPE_CHECKING:
@@ -433,6 +434,7 @@ class Table:
     def _writable(self) -> TablePaths:
         if self._paths is None:
             raise TableError(self._read_only_message())
+        check_writable(self._loaded.metadata)  # before anything is staged: v3 is read-only
         return self._paths
 
     def _read_only_message(self) -> str:

@@ -227,8 +227,8 @@ def test_corrupt_metadata_raises_naming_the_file(data: bytes, expected: str) -> 
     assert where in str(info.value)
 
 
-@pytest.mark.parametrize("version", [1, 3])
-def test_a_format_version_other_than_2_is_refused_by_name(version: int) -> None:
+@pytest.mark.parametrize("version", [1, 4])
+def test_a_format_version_other_than_2_and_3_is_refused_by_name(version: int) -> None:
     where = "s3://bucket/t/metadata/v7.metadata.json"
     with pytest.raises(UnsupportedFeatureError, match=f"format-version {version} is not") as info:
         metadata_from_json(_mutate(format_version=version), where)
