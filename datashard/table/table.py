@@ -284,6 +284,7 @@ class Table:
         ``with table.transaction() as tx: tx.append(df1); tx.append(df2)``. An exception in the
         block discards everything (nothing was written).
         """
+        self._writable()  # a read-only or format version 3 table: refused before any work
         tx = Transaction(self)
         yield tx
         tx.commit()
