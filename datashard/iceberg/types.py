@@ -355,8 +355,12 @@ _SIMPLE: dict[str, IcebergType] = {
 }
 _DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _FIXED = re.compile(r"^fixed\[\s*(\d+)\s*\]$")
-_GEOMETRY = re.compile(r"^geometry\(\s*([^,()]+?)\s*\)$", re.IGNORECASE)
-_GEOGRAPHY = re.compile(r"^geography\(\s*([^,()]+?)\s*(?:,\s*([a-z]+)\s*)?\)$", re.IGNORECASE)
+# geometry(C) and geography(C, A); Java writes the CRS bare, PyIceberg in quotes: take both
+_GEOMETRY = re.compile(r"^geometry\s*\(\s*['\"]?([^'\",()]+?)['\"]?\s*\)$", re.IGNORECASE)
+_GEOGRAPHY = re.compile(
+    r"^geography\s*\(\s*['\"]?([^'\",()]+?)['\"]?\s*(?:,\s*['\"]?(\w+)['\"]?\s*)?\)$",
+    re.IGNORECASE,
+)
 _EDGE_ALGORITHMS = ("spherical", "vincenty", "thomas", "andoyer", "karney")
 VALID_TYPE_NAMES = (
     "boolean, int, long, float, double, decimal(P,S), date, time, timestamp, timestamptz, "

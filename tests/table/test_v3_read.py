@@ -7,6 +7,7 @@ nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import io
 import json
@@ -29,6 +30,8 @@ from datashard import load_table
 from datashard.errors import CorruptMetadataError, UnsupportedFeatureError
 from datashard.iceberg.expressions import col
 from datashard.io.loader import RowGroupLoader
+from datashard.table.manifests import manifest_entries, read_manifest_files
+from datashard.table.versions import key_for_uri
 
 
 def _load_oracles() -> ModuleType:
@@ -73,6 +76,21 @@ def _wkb_point(x: float, y: float) -> bytes:
     return struct.pack("<BIdd", 1, 1, x, y)
 
 
+class _Wkb(pa.ExtensionType):
+    """GeoArrow's WKB type: pyarrow writes a column of it as Parquet's GEOMETRY logical type,
+    as a v3 writer stores geometry (not registered: only used to write)."""
+
+    def __init__(self) -> None:
+        super().__init__(pa.binary(), "geoarrow.wkb")
+
+    def __arrow_ext_serialize__(self) -> bytes:
+        return b"{}"
+
+    @classmethod
+    def __arrow_ext_deserialize__(cls, storage_type: pa.DataType, serialized: bytes) -> _Wkb:
+        return _Wkb()
+
+
 def _rows(ids: Sequence[int], names: Sequence[str] = ("id", "ts", "tz", "shape")) -> pa.Table:
     """Data rows as a v3 writer stores them (columns ``names``): no column for ``unknown``,
     WKB for geometry."""
@@ -86,7 +104,7 @@ def _rows(ids: Sequence[int], names: Sequence[str] = ("id", "ts", "tz", "shape")
             fid("id", pa.int64(), 1, False),
             fid("ts", pa.timestamp("ns"), 2),
             fid("tz", pa.timestamp("ns", tz="UTC"), 3),
-            fid("shape", pa.binary(), 5),
+            fid("shape", _Wkb(), 5),
         ]
     )
     table = pa.table(
@@ -94,7 +112,9 @@ def _rows(ids: Sequence[int], names: Sequence[str] = ("id", "ts", "tz", "shape")
             pa.array(ids, pa.int64()),
             pa.array(ns, pa.timestamp("ns")),
             pa.array(ns, pa.timestamp("ns", tz="UTC")),
-            pa.array([_wkb_point(i, -i) for i in ids], pa.binary()),
+            pa.ExtensionArray.from_storage(
+                _Wkb(), pa.array([_wkb_point(i, -i) for i in ids], pa.binary())
+            ),
         ],
         schema=schema,
     )
@@ -583,8 +603,6 @@ def test_a_v3_append_after_vectors_reads_and_lineage_advances(warehouse: Any) ->
     _agree(table, warehouse, [*left, *range(500, 650)])
     # a filter on the nanosecond timestamp prunes by the manifest bounds and keeps its rows
     cut = BASE_NS + 640 * 1_000_000_001
-    import datetime as dt
-
     at = dt.datetime(2020, 1, 1) + dt.timedelta(microseconds=(cut - BASE_NS) // 1000)
     scan = table.scan(filter=col("ts") >= at)
     assert len(list(scan.plan_files())) == 1
@@ -593,8 +611,6 @@ def test_a_v3_append_after_vectors_reads_and_lineage_advances(warehouse: Any) ->
 
 
 def test_data_files_inherit_first_row_ids_from_their_manifest(local_wh: Any) -> None:
-    from datashard.table.manifests import manifest_entries, read_manifest_files
-
     t = V3Table(local_wh)
     t.append(range(0, 300), range(300, 500))
     t.append(range(500, 520))
@@ -704,11 +720,61 @@ def test_a_truncated_puffin_file_is_an_error_naming_it(local_wh: Any) -> None:
     t.append(range(0, 100))
     (f0,) = t.data_files
     _, puffin = t.delete_positions({f0: [3, 4]})
-    key = table_key = puffin.split("/t3/", 1)[1]
-    t.backend.write(f"t3/{key}", t.backend.read(f"t3/{table_key}")[:10])
+    key = key_for_uri(t.backend, puffin)
+    t.backend.write(key, t.backend.read(key)[:10])
     with pytest.raises(CorruptMetadataError, match="truncated") as info:
         t.load().to_arrow()
     assert puffin in str(info.value)
+
+
+def test_a_vector_with_another_cardinality_than_its_entry_is_an_error(local_wh: Any) -> None:
+    t = V3Table(local_wh)
+    t.append(range(0, 100))
+    (f0,) = t.data_files
+    _, puffin = t.delete_positions({f0: [3, 4]}, blobs={f0: deletion_vector_blob([3, 4, 5])})
+    with pytest.raises(CorruptMetadataError, match="holds 3 positions.*record_count\\) is 2"):
+        t.load().count()
+
+
+def test_the_puffin_footer_lists_the_blobs_the_manifest_points_at(local_wh: Any) -> None:
+    from datashard.iceberg.puffin import DELETION_VECTOR_V1, footer_length, parse_footer
+
+    t = V3Table(local_wh)
+    t.append(range(0, 100), range(100, 200))
+    f0, f1 = t.data_files
+    _, puffin = t.delete_positions({f0: [1], f1: [2, 3]})
+    data = t.backend.read(key_for_uri(t.backend, puffin))
+    blobs = parse_footer(data[-footer_length(data[-12:], len(data), puffin) :], puffin)
+    table = t.load()
+    snap = table.current_snapshot()
+    assert snap is not None
+    dvs = [
+        e.data_file
+        for m in read_manifest_files(table.backend, snap)
+        if m.content == 1
+        for e in manifest_entries(table.backend, m)
+    ]
+    assert [(b.type, b.offset, b.length, b.properties["referenced-data-file"]) for b in blobs] == [
+        (DELETION_VECTOR_V1, d.content_offset, d.content_size_in_bytes, d.referenced_data_file)
+        for d in dvs
+    ]
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [
+        [0],
+        list(range(70_000)),  # run and bitmap containers
+        [7, 65_535, 65_536, 1 << 31, (1 << 32) + 5, (3 << 32) + 1],  # several 32-bit keys
+        list(range(0, 1 << 20, 3)),
+    ],
+    ids=["one", "runs", "wide", "dense"],
+)
+def test_deletion_vectors_decode_to_the_positions_encoded(positions: list[int]) -> None:
+    from datashard.iceberg.puffin import deletion_vector_positions
+
+    got = deletion_vector_positions(deletion_vector_blob(positions), "mem://x.puffin")
+    assert got.tolist() == sorted(positions)
 
 
 # --------------------------------------------------------------------------------------------
