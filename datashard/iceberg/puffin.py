@@ -164,18 +164,18 @@ def _roaring64(data: memoryview) -> np.ndarray:
         if key & 0x80000000:
             raise ValueError(f"position key {key} sets the sign bit (positions are positive)")
         last_key = key
-        values, pos = _roaring32(data, pos + 4)
-        parts.append((np.int64(key) << np.int64(32)) | values.astype(np.int64))
+        pos = _roaring32(data, pos + 4, np.int64(key) << np.int64(32), parts)
     if pos != len(data):
         raise ValueError(f"{len(data) - pos} bytes after the last bitmap")
     if not parts:
         return np.zeros(0, dtype=np.int64)
-    return np.concatenate(parts)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def _roaring32(data: memoryview, start: int) -> tuple[np.ndarray, int]:
-    """The values (uint32, ascending) of a 32-bit Roaring bitmap in the portable format at
-    ``start``, and the offset just after it."""
+def _roaring32(data: memoryview, start: int, high: np.int64, out: list[np.ndarray]) -> int:
+    """Append to ``out`` the values (int64, ascending, each or-ed with ``high``) of a 32-bit
+    Roaring bitmap in the portable format at ``start``, one array per container; the offset
+    just after the bitmap."""
     (cookie,) = struct.unpack_from("<I", data, start)
     pos = start + 4
     if cookie & 0xFFFF == _SERIAL_COOKIE:
@@ -194,14 +194,13 @@ def _roaring32(data: memoryview, start: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"unknown Roaring cookie {cookie:#x}")
     if n > 1 << 16:
         raise ValueError(f"{n} containers in one 32-bit bitmap (at most 65536)")
-    header = np.frombuffer(data, "<u2", 2 * n, pos).reshape(n, 2)
+    header = np.frombuffer(data, "<u2", 2 * n, pos).reshape(n, 2).astype(np.int64)
     pos += 4 * n
     if has_offsets:
         pos += 4 * n  # offsets: the containers follow in order, so they are not needed
-    keys = header[:, 0].astype(np.uint32)
+    keys = header[:, 0]
     if n > 1 and not bool(np.all(keys[1:] > keys[:-1])):
         raise ValueError("container keys are not ascending")
-    out: list[np.ndarray] = []
     for i in range(n):
         cardinality = int(header[i, 1]) + 1
         if runs[i]:
@@ -210,27 +209,25 @@ def _roaring32(data: memoryview, start: int) -> tuple[np.ndarray, int]:
             pos += 2 + 4 * nruns
             starts = pairs[:, 0].astype(np.int64)
             ends = starts + pairs[:, 1].astype(np.int64) + 1
-            if np.any(ends > 1 << 16):
-                raise ValueError("a run goes past 65535")
+            if np.any(ends > 1 << 16) or np.any(starts[1:] < ends[:-1]):
+                raise ValueError("runs overlap, are out of order or go past 65535")
             low = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
         elif cardinality <= _ARRAY_MAX:
             low = np.frombuffer(data, "<u2", cardinality, pos).astype(np.int64)
             pos += 2 * cardinality
+            if cardinality > 1 and not bool(np.all(low[1:] > low[:-1])):
+                raise ValueError(f"array container {int(keys[i])} is not ascending")
         else:
             words = np.frombuffer(data, np.uint8, _BITMAP_BYTES, pos)
             pos += _BITMAP_BYTES
-            low = np.flatnonzero(np.unpackbits(words, bitorder="little")).astype(np.int64)
+            low = np.flatnonzero(np.unpackbits(words, bitorder="little"))
         if len(low) != cardinality:
             raise ValueError(
                 f"container {int(keys[i])} holds {len(low)} values, its header says {cardinality}"
             )
-        out.append((np.int64(keys[i]) << np.int64(16)) | low)
-    if not out:
-        return np.zeros(0, dtype=np.uint32), pos
-    values = np.concatenate(out)
-    if len(values) > 1 and not bool(np.all(values[1:] > values[:-1])):
-        raise ValueError("values are not ascending")
-    return values.astype(np.uint32), pos
+        low |= high | (keys[i] << np.int64(16))
+        out.append(low)
+    return pos
 
 
 __all__ = [
