@@ -641,6 +641,46 @@ def test_a_vector_replaces_the_position_delete_files_of_its_data_file(local_wh: 
     assert oracles.duckdb_ids(table, local_wh) == want
 
 
+def test_the_spec_scope_rules_of_deletion_vectors() -> None:
+    from datashard.iceberg.deletes import DeleteFile, DeleteIndex
+    from datashard.iceberg.manifest import POSITION_DELETES, DataFile
+
+    data = DataFile(file_path="s3://b/t/data/a.parquet", record_count=10, file_size_in_bytes=1)
+    dv = DeleteFile(
+        DataFile(
+            file_path="s3://b/t/data/d.puffin",
+            file_format="PUFFIN",
+            content=POSITION_DELETES,
+            record_count=1,
+            file_size_in_bytes=100,
+            referenced_data_file=data.file_path,
+            content_offset=4,
+            content_size_in_bytes=40,
+        ),
+        sequence_number=2,
+        spec_id=0,
+    )
+    old = DeleteFile(
+        DataFile(
+            file_path="s3://b/t/data/p.parquet",
+            content=POSITION_DELETES,
+            record_count=1,
+            file_size_in_bytes=100,
+        ),
+        sequence_number=2,
+        spec_id=0,
+    )
+    index = DeleteIndex([dv, old])
+    # data seq <= vector seq: the vector applies, and the position delete file does not
+    assert index.for_data_file(data, 1, 0) == (dv,)
+    assert index.for_data_file(data, 2, 0) == (dv,)
+    # a data file committed after the vector: neither applies
+    assert index.for_data_file(data, 3, 0) == ()
+    # another data file: the vector does not name it, the position delete file may hold it
+    other = DataFile(file_path="s3://b/t/data/b.parquet", record_count=10, file_size_in_bytes=1)
+    assert index.for_data_file(other, 1, 0) == (old,)
+
+
 # --------------------------------------------------------------------------------------------
 # v3 types
 
@@ -811,3 +851,9 @@ def test_a_v2_table_cannot_be_created_with_a_v3_type(local_wh: Any) -> None:
     with pytest.raises(SchemaError, match="ts: timestamp_ns"):
         create_table("t2", schema, warehouse=local_wh.uri)
     assert local_wh.keys() == []
+    table = create_table("t2", Schema(0, DUCKDB_FIELDS[:1]), warehouse=local_wh.uri)
+    before = local_wh.snapshot_of_storage()
+    with pytest.raises(SchemaError, match="shape: geometry"):
+        table.update_schema().add_column("shape", "geometry").commit()
+    assert local_wh.snapshot_of_storage() == before
+    assert [f.name for f in load_table("t2", warehouse=local_wh.uri).schema().fields] == ["id"]
