@@ -73,7 +73,7 @@ def footer_length(tail: bytes, file_size: int, location: str) -> int:
     trailer = bytes(tail[-_FOOTER_TRAILER:])
     if trailer[8:] != MAGIC:
         raise _fail(location, f"the file does not end in the magic {MAGIC!r}: {trailer[8:]!r}")
-    (payload,) = struct.unpack("<i", trailer[:4])
+    payload = int(struct.unpack("<i", trailer[:4])[0])
     total = len(MAGIC) + payload + _FOOTER_TRAILER
     if payload < 0 or total + len(MAGIC) > file_size:
         raise _fail(location, f"footer payload size {payload} does not fit in {file_size} bytes")
@@ -153,7 +153,7 @@ def deletion_vector_positions(blob: bytes, location: str) -> np.ndarray:
 
 def _roaring64(data: memoryview) -> np.ndarray:
     """Positions of a 64-bit Roaring bitmap in the portable serialization."""
-    (count,) = struct.unpack_from("<Q", data, 0)
+    count = int(struct.unpack_from("<Q", data, 0)[0])
     pos = 8
     parts: list[np.ndarray] = []
     last_key = -1
@@ -177,7 +177,7 @@ def _roaring32(data: memoryview, start: int, high: np.int64, out: list[np.ndarra
     Roaring bitmap in the portable format at ``start``, one array per container; the offset
     just after the bitmap."""
     (cookie,) = struct.unpack_from("<I", data, start)
-    pos = start + 4
+    pos: int = start + 4
     if cookie & 0xFFFF == _SERIAL_COOKIE:
         n = (cookie >> 16) + 1
         runs = np.unpackbits(np.frombuffer(data, np.uint8, (n + 7) // 8, pos), bitorder="little")[
@@ -186,7 +186,7 @@ def _roaring32(data: memoryview, start: int, high: np.int64, out: list[np.ndarra
         pos += (n + 7) // 8
         has_offsets = n >= _NO_OFFSET_THRESHOLD
     elif cookie == _SERIAL_COOKIE_NO_RUN:
-        (n,) = struct.unpack_from("<I", data, pos)
+        n = int(struct.unpack_from("<I", data, pos)[0])
         pos += 4
         runs = np.zeros(n, dtype=bool)
         has_offsets = True
@@ -204,7 +204,7 @@ def _roaring32(data: memoryview, start: int, high: np.int64, out: list[np.ndarra
     for i in range(n):
         cardinality = int(header[i, 1]) + 1
         if runs[i]:
-            (nruns,) = struct.unpack_from("<H", data, pos)
+            nruns = int(struct.unpack_from("<H", data, pos)[0])
             pairs = np.frombuffer(data, "<u2", 2 * nruns, pos + 2).reshape(nruns, 2)
             pos += 2 + 4 * nruns
             starts = pairs[:, 0].astype(np.int64)
