@@ -16,6 +16,7 @@ import sys
 import uuid
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -679,6 +680,10 @@ def test_the_spec_scope_rules_of_deletion_vectors() -> None:
     # another data file: the vector does not name it, the position delete file may hold it
     other = DataFile(file_path="s3://b/t/data/b.parquet", record_count=10, file_size_in_bytes=1)
     assert index.for_data_file(other, 1, 0) == (old,)
+    # a vector that names no data file cannot be applied: an error, not rows it deleted
+    lost = DeleteFile(replace(dv.file, referenced_data_file=None), 2, 0)
+    with pytest.raises(CorruptMetadataError, match="d.puffin.*referenced_data_file"):
+        DeleteIndex([lost])
 
 
 # --------------------------------------------------------------------------------------------
