@@ -9,6 +9,8 @@ boolean         one byte, ``0x00`` false, ``0x01`` true
 int, date       4-byte little-endian two's complement (date: days since 1970-01-01)
 long, time,     8-byte little-endian two's complement (microseconds since midnight / the
 timestamp(tz)   epoch; timestamptz in UTC)
+timestamp(tz)   8-byte little-endian two's complement, nanoseconds since the epoch (format
+_ns             version 3)
 float, double   IEEE 754 little-endian, 4 / 8 bytes
 decimal         the unscaled value, big-endian two's complement, fewest bytes
 string          UTF-8, no length prefix
@@ -17,7 +19,8 @@ fixed, binary   the bytes as they are
 =============== ==========================================================================
 
 :func:`from_bytes` returns the *physical* value: ``int`` days for date, ``int`` microseconds for
-time and timestamps, ``Decimal`` for decimal, ``uuid.UUID`` for uuid. :func:`to_physical`
+time and timestamps (``int`` nanoseconds for the ``_ns`` timestamps), ``Decimal`` for decimal,
+``uuid.UUID`` for uuid. :func:`to_physical`
 turns a Python value (``date``, ``datetime``, ``time``, ...) into that form and
 :func:`to_python` back, so callers compare filter literals with decoded bounds directly.
 """
@@ -43,11 +46,15 @@ from datashard.iceberg.types import (
     IntType,
     LongType,
     StringType,
+    TimestampNsType,
     TimestampType,
+    TimestamptzNsType,
     TimestamptzType,
     TimeType,
     UUIDType,
 )
+
+_NS_TYPES = (TimestampNsType, TimestamptzNsType)
 
 _EPOCH_DATE = dt.date(1970, 1, 1)
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -90,6 +97,12 @@ def to_physical(t: IcebergType, value: Any) -> Any:
             return (value - _EPOCH_TZ) // _US
         if isinstance(value, dt.date):
             return (dt.datetime(value.year, value.month, value.day) - _EPOCH) // _US
+    elif isinstance(t, _NS_TYPES):
+        if isinstance(value, dt.datetime):
+            micros = to_physical(TimestampType(), value)
+            return micros * 1000 + int(getattr(value, "nanosecond", 0))  # pandas.Timestamp
+        if isinstance(value, dt.date):
+            return to_physical(TimestampType(), value) * 1000
     elif isinstance(t, UUIDType):
         if isinstance(value, str):
             return uuid.UUID(value)
@@ -120,6 +133,10 @@ def to_python(t: IcebergType, value: Any) -> Any:
         return _EPOCH + dt.timedelta(microseconds=value)
     if isinstance(t, TimestamptzType):
         return _EPOCH_TZ + dt.timedelta(microseconds=value)
+    if isinstance(t, _NS_TYPES):  # datetime holds microseconds: the nanoseconds are dropped
+        return to_python(
+            TimestampType() if isinstance(t, TimestampNsType) else TimestamptzType(), value // 1000
+        )
     return value
 
 
@@ -136,7 +153,7 @@ def to_bytes(t: IcebergType, value: Any) -> bytes:
         elif isinstance(t, (IntType, DateType)):
             if isinstance(v, int) and not isinstance(v, bool):
                 return _INT.pack(v)
-        elif isinstance(t, (LongType, TimeType, TimestampType, TimestamptzType)):
+        elif isinstance(t, (LongType, TimeType, TimestampType, TimestamptzType, *_NS_TYPES)):
             if isinstance(v, int) and not isinstance(v, bool):
                 return _LONG.pack(v)
         elif isinstance(t, FloatType):
@@ -212,7 +229,7 @@ def from_bytes(t: IcebergType, data: bytes) -> Any:
             return data != b"\x00"
         if isinstance(t, (IntType, DateType)):
             return _INT.unpack(data)[0]
-        if isinstance(t, (LongType, TimeType, TimestampType, TimestamptzType)):
+        if isinstance(t, (LongType, TimeType, TimestampType, TimestamptzType, *_NS_TYPES)):
             return _LONG.unpack(data)[0]
         if isinstance(t, FloatType):
             return _FLOAT.unpack(data)[0]

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from datashard.errors import CorruptMetadataError
 from datashard.iceberg.manifest import (
     DELETE_FILE_PATH_ID,
     EQUALITY_DELETES,
@@ -67,7 +68,9 @@ def _comparable(v: Any) -> Any:
 
 
 class DeleteIndex:
-    """The delete files of one snapshot, indexed for :meth:`for_data_file`."""
+    """The delete files of one snapshot, indexed for :meth:`for_data_file`. Raises
+    ``CorruptMetadataError`` naming the file for a deletion vector without its
+    ``referenced_data_file``."""
 
     def __init__(self, deletes: Iterable[DeleteFile]) -> None:
         self._vectors: dict[str, list[DeleteFile]] = {}
@@ -80,8 +83,11 @@ class DeleteIndex:
             self.files.append(d)
             ref = d.file.referenced_data_file
             if d.is_deletion_vector:
-                if ref is None:
-                    continue  # malformed: a vector names its data file (refused when read)
+                if ref is None:  # a vector that names no data file cannot be applied
+                    raise CorruptMetadataError(
+                        f"deletion vector in {d.path} (offset {d.file.content_offset}) has no "
+                        "referenced_data_file, which the spec requires of every vector"
+                    )
                 self._vectors.setdefault(ref, []).append(d)
             elif d.is_equality:
                 if d.unpartitioned:

@@ -6,7 +6,8 @@ manifest of a snapshot. Nothing here knows Avro: :mod:`datashard.iceberg.manifes
 and writes them.
 
 Sequence numbers and snapshot ids of ADDED entries may be left ``None``: they are written as
-null and *inherited* from the manifest's :class:`ManifestFile` on read.
+null and *inherited* from the manifest's :class:`ManifestFile` on read. So is a data file's
+``first_row_id`` in format version 3 (row lineage).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class DataFile:
     #: where a deletion vector's blob starts in its Puffin file, and its length (v3)
     content_offset: int | None = None
     content_size_in_bytes: int | None = None
+    #: the row id of the file's first row (format version 3 row lineage; ``None`` otherwise)
+    first_row_id: int | None = None
 
     @property
     def is_deletes(self) -> bool:
@@ -108,6 +111,8 @@ class ManifestFile:
     deleted_rows_count: int
     partitions: tuple[FieldSummary, ...] | None = None
     key_metadata: bytes | None = None
+    #: the first row id its data files inherit from (format version 3; ``None`` otherwise)
+    first_row_id: int | None = None
 
 
 __all__ = [

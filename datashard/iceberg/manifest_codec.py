@@ -9,6 +9,10 @@ null and *inherited* from the manifest's :class:`ManifestFile` on read (pass it 
 :func:`read_manifest`). A manifest written that way stays valid when a commit is retried on
 a newer base with another sequence number. Unreadable files raise
 :class:`~datashard.errors.CorruptMetadataError` naming the file.
+
+Format version 3 manifests and manifest lists read too: ``first_row_id`` (inherited by data
+files as the spec says), and a deletion vector's ``referenced_data_file``, ``content_offset``
+and ``content_size_in_bytes``. Writing is version 2 only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import fastavro
@@ -395,6 +400,29 @@ def read_manifest(
             raise CorruptMetadataError(
                 f"corrupt manifest {location}: entry {i} is malformed ({type(exc).__name__}: {exc})"
             ) from exc
+    if manifest is not None and manifest.first_row_id is not None:
+        out = _inherit_row_ids(out, manifest.first_row_id)
+    return out
+
+
+def _inherit_row_ids(entries: list[ManifestEntry], first_row_id: int) -> list[ManifestEntry]:
+    """Format version 3: each data file without a ``first_row_id`` takes the manifest's plus
+    the record counts of the files before it that had none (the spec's First Row ID
+    Inheritance)."""
+    out = []
+    next_id = first_row_id
+    for e in entries:
+        df = e.data_file
+        if df.content == DATA and df.first_row_id is None:
+            e = ManifestEntry(
+                e.status,
+                e.snapshot_id,
+                e.sequence_number,
+                e.file_sequence_number,
+                replace(df, first_row_id=next_id),
+            )
+            next_id += df.record_count
+        out.append(e)
     return out
 
 
@@ -434,6 +462,7 @@ def _entry(
         referenced_data_file=df.get("referenced_data_file"),
         content_offset=df.get("content_offset"),
         content_size_in_bytes=df.get("content_size_in_bytes"),
+        first_row_id=df.get("first_row_id"),
     )
     snapshot_id = rec.get("snapshot_id")
     seq = rec.get("sequence_number")
@@ -502,6 +531,7 @@ def read_manifest_list(data: bytes, location: str) -> list[ManifestFile]:
                         for p in parts
                     ),
                     key_metadata=rec.get("key_metadata"),
+                    first_row_id=rec.get("first_row_id"),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -1,4 +1,8 @@
-"""The table metadata model of Iceberg format version 2: pure, immutable values.
+"""The table metadata model of Iceberg format versions 2 and 3: pure, immutable values.
+
+Format version 3 adds row lineage (the table's ``next-row-id``, a snapshot's ``first-row-id``
+and ``added-rows``), kept here so that a version 3 table reads back exactly; datashard writes
+version 2 tables only.
 
 Nothing here knows JSON or Avro: :mod:`datashard.iceberg.metadata_codec` reads and writes these
 classes. A commit builds new metadata with :func:`dataclasses.replace`; every class is a frozen
@@ -16,9 +20,19 @@ from typing import Any, Literal
 
 from datashard.errors import SchemaError, ValidationError
 from datashard.iceberg.schema import Schema
-from datashard.iceberg.types import DateType, IcebergType, IntType, NestedField, StructType
+from datashard.iceberg.types import (
+    DateType,
+    IcebergType,
+    IntType,
+    NestedField,
+    StructType,
+    v3_types_in,
+)
 
+#: The format version datashard creates and writes.
 FORMAT_VERSION = 2
+#: The format versions datashard reads.
+READ_VERSIONS = (2, 3)
 MAIN_BRANCH = "main"
 #: Partition field ids start at 1000; an unpartitioned table's last-partition-id is 999.
 PARTITION_FIELD_ID_START = 1000
@@ -71,6 +85,10 @@ class Snapshot:
     manifest_list: str
     summary: Mapping[str, str] = field(default_factory=lambda: {"operation": "append"})
     schema_id: int | None = None
+    #: format version 3: the first row id the snapshot assigned, and how many it assigned
+    #: (``None`` in version 2, and for snapshots made before a table was upgraded to 3)
+    first_row_id: int | None = None
+    added_rows: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.summary, FrozenMap):
@@ -189,7 +207,7 @@ UNSORTED = SortOrder(0, ())
 
 @dataclass(frozen=True)
 class TableMetadata:
-    """The content of one ``v<N>.metadata.json`` (format version 2)."""
+    """The content of one ``v<N>.metadata.json`` (format version 2, or 3 when read)."""
 
     table_uuid: str
     location: str
@@ -213,6 +231,8 @@ class TableMetadata:
     #: Statistics files and partition statistics files, kept as their JSON objects.
     statistics: tuple[Mapping[str, Any], ...] = ()
     partition_statistics: tuple[Mapping[str, Any], ...] = ()
+    #: format version 3: higher than every row id assigned (``None`` in version 2)
+    next_row_id: int | None = None
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -339,6 +359,12 @@ def new_table_metadata(
     ``location`` is the table's absolute URI without a trailing ``/``.
     """
     props = dict(properties or {})
+    newer = v3_types_in(schema.as_struct())
+    if newer:
+        raise SchemaError(
+            f"column(s) {', '.join(newer)} have types of Iceberg format version 3; datashard "
+            f"creates format version {FORMAT_VERSION} tables, which cannot hold them"
+        )
     for k, v in props.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise SchemaError(f"table property {k!r}: keys and values must be strings, got {v!r}")
@@ -365,6 +391,7 @@ __all__ = [
     "FrozenMap",
     "MAIN_BRANCH",
     "PARTITION_FIELD_ID_START",
+    "READ_VERSIONS",
     "UNPARTITIONED",
     "UNSORTED",
     "MetadataLogEntry",

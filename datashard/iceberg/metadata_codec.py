@@ -5,6 +5,13 @@ Field names are the Iceberg spec's (``format-version``, ``table-uuid``, ``snapsh
 produce (PyIceberg, Java): ``current-snapshot-id`` of ``-1`` or ``null``, absent optional
 lists, gzip-compressed files. Anything unreadable raises
 :class:`~datashard.errors.CorruptMetadataError` naming the file.
+
+Format versions 2 and 3 are read. Version 3's row lineage fields (``next-row-id``, a
+snapshot's ``first-row-id`` and ``added-rows``) are kept and written back as read; a version 3
+table that is encrypted (``encryption-keys``, a snapshot's ``key-id``) or uses a
+multi-argument transform (``source-ids``) raises
+:class:`~datashard.errors.UnsupportedFeatureError` naming the feature. Version 1 (and anything
+newer than 3) raises it too.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from datashard.errors import CorruptMetadataError, SchemaError, UnsupportedFeatu
 from datashard.iceberg.metadata import (
     FORMAT_VERSION,
     MAIN_BRANCH,
+    READ_VERSIONS,
     MetadataLogEntry,
     PartitionField,
     PartitionSpec,
@@ -83,6 +91,10 @@ def snapshot_to_json(s: Snapshot) -> dict[str, Any]:
     out["summary"] = summary
     if s.schema_id is not None:
         out["schema-id"] = s.schema_id
+    if s.first_row_id is not None:
+        out["first-row-id"] = s.first_row_id
+    if s.added_rows is not None:
+        out["added-rows"] = s.added_rows
     return out
 
 
@@ -120,6 +132,8 @@ def _around_snapshots(md: TableMetadata) -> tuple[dict[str, Any], dict[str, Any]
         "current-snapshot-id": -1 if md.current_snapshot_id is None else md.current_snapshot_id,
         "refs": {name: ref_to_json(r) for name, r in md.refs.items()},
     }
+    if md.next_row_id is not None:
+        head["next-row-id"] = md.next_row_id
     tail = {
         "statistics": [dict(s) for s in md.statistics],
         "partition-statistics": [dict(s) for s in md.partition_statistics],
@@ -278,10 +292,29 @@ def _schema(r: _Reader, d: Mapping[str, Any], path: str) -> Schema:
         raise r.fail(f"bad schema at {path[:-1]}: {exc}") from None
 
 
+def _single_source(r: _Reader, f: Mapping[str, Any], p: str) -> None:
+    """Refuse a multi-argument transform (format version 3's ``source-ids``)."""
+    ids = f.get("source-ids")
+    if ids is not None and "source-id" not in f:
+        if isinstance(ids, list) and len(ids) == 1 and type(ids[0]) is int:
+            return
+        raise UnsupportedFeatureError(
+            f"{r.location}: {p[:-1]} has a multi-argument transform {f.get('transform')!r} "
+            f"over source-ids {ids!r} (format version 3), which datashard does not read"
+        )
+
+
+def _source_id(r: _Reader, f: Mapping[str, Any], p: str) -> int:
+    _single_source(r, f, p)
+    if "source-id" not in f and isinstance(f.get("source-ids"), list):
+        return int(f["source-ids"][0])
+    return int(r.get(f, "source-id", int, p))
+
+
 def _spec(r: _Reader, d: Mapping[str, Any], path: str) -> PartitionSpec:
     def field(f: Mapping[str, Any], p: str) -> PartitionField:
         return PartitionField(
-            r.get(f, "source-id", int, p),
+            _source_id(r, f, p),
             r.get(f, "field-id", int, p),
             r.get(f, "transform", str, p),
             r.get(f, "name", str, p),
@@ -293,7 +326,7 @@ def _spec(r: _Reader, d: Mapping[str, Any], path: str) -> PartitionSpec:
 def _sort_order(r: _Reader, d: Mapping[str, Any], path: str) -> SortOrder:
     def field(f: Mapping[str, Any], p: str) -> SortField:
         return SortField(
-            r.get(f, "source-id", int, p),
+            _source_id(r, f, p),
             r.get(f, "transform", str, p),
             r.get(f, "direction", str, p),
             r.get(f, "null-order", str, p),
@@ -335,6 +368,11 @@ def _parse_snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:
     )
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in summary.items()):
         raise r.fail(f"{path}summary must map strings to strings")
+    if d.get("key-id") is not None:
+        raise UnsupportedFeatureError(
+            f"{r.location}: {path}key-id {d['key-id']!r}: the snapshot's manifest list is "
+            "encrypted (format version 3 table encryption), which datashard does not read"
+        )
     return Snapshot(
         snapshot_id=r.get(d, "snapshot-id", int, path),
         parent_snapshot_id=r.get(d, "parent-snapshot-id", int, path, default=None, nullable=True),
@@ -343,6 +381,8 @@ def _parse_snapshot(r: _Reader, d: Mapping[str, Any], path: str) -> Snapshot:
         manifest_list=r.get(d, "manifest-list", str, path),
         summary=dict(summary),
         schema_id=r.get(d, "schema-id", int, path, default=None, nullable=True),
+        first_row_id=r.get(d, "first-row-id", int, path, default=None, nullable=True),
+        added_rows=r.get(d, "added-rows", int, path, default=None, nullable=True),
     )
 
 
@@ -391,17 +431,29 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
     """Parse a ``*.metadata.json`` file read from ``location``.
 
     Raises :class:`CorruptMetadataError` naming ``location`` for bad JSON (a truncated file), a
-    missing or mistyped field, inconsistent ids, or a format version other than 2.
+    missing or mistyped field, or inconsistent ids; :class:`UnsupportedFeatureError` for a
+    format version other than 2 and 3, or a version 3 feature datashard does not read
+    (encryption, multi-argument transforms).
     """
     r = _Reader(location)
     d = r.obj(_decode(data, location), "the document")
     version = r.get(d, "format-version", int, "")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedFeatureError(
-            f"{location}: format-version {version} is not supported; datashard reads and "
-            f"writes Iceberg format version {FORMAT_VERSION} (v3 tables: deletion vectors, row "
-            "lineage and the new types are not read yet)"
+            f"{location}: format-version {version} is not supported; datashard reads Iceberg "
+            f"format versions {' and '.join(map(str, READ_VERSIONS))} and writes version "
+            f"{FORMAT_VERSION}"
         )
+    next_row_id = None
+    if version >= 3:
+        next_row_id = r.get(d, "next-row-id", int, "")
+        keys = d.get("encryption-keys")
+        if keys:
+            raise UnsupportedFeatureError(
+                f"{location}: the table is encrypted (format version 3 encryption-keys: "
+                f"{len(keys) if isinstance(keys, list) else keys!r}), which datashard does "
+                "not read"
+            )
     schemas = r.items(d, "schemas", "", lambda s, p: _schema(r, s, p), required=True)
     specs = r.items(d, "partition-specs", "", lambda s, p: _spec(r, s, p), required=True)
     orders = r.items(d, "sort-orders", "", lambda s, p: _sort_order(r, s, p))
@@ -460,6 +512,7 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
         refs=refs,
         statistics=tuple(stats),
         partition_statistics=tuple(part_stats),
+        next_row_id=next_row_id,
     )
     _check_consistency(r, md)
     return md

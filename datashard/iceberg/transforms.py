@@ -11,6 +11,9 @@ microseconds since midnight, decimals as ``Decimal``, uuids as ``uuid.UUID``. ``
 the spec's byte representation with Murmur3 x86 32-bit (seed 0): int, long, date, time,
 timestamp as the 8-byte little-endian long; decimal as its unscaled big-endian two's complement
 in the fewest bytes; string as UTF-8; uuid as its 16 big-endian bytes; binary and fixed as is.
+The nanosecond timestamps of format version 3 (``timestamp_ns``, ``timestamptz_ns``) are taken
+to microseconds (floor) first, as the spec says, so year, month, day, hour and bucket give the
+same partition values as for the microsecond types; ``identity`` keeps the nanoseconds.
 """
 
 from __future__ import annotations
@@ -33,14 +36,19 @@ from datashard.iceberg.types import (
     DateType,
     DecimalType,
     FixedType,
+    GeographyType,
+    GeometryType,
     IcebergType,
     IntType,
     LongType,
     StringType,
+    TimestampNsType,
     TimestampType,
+    TimestamptzNsType,
     TimestamptzType,
     TimeType,
     UUIDType,
+    VariantType,
     to_arrow_type,
 )
 
@@ -129,8 +137,28 @@ def _decimal_bytes(value: Decimal, scale: int) -> bytes:
     return unscaled.to_bytes(length, "big", signed=True)
 
 
+_NS_TYPES = (TimestampNsType, TimestamptzNsType)
+
+
+def _micro_source(source: IcebergType) -> IcebergType:
+    """The microsecond type a transform of a nanosecond timestamp works on (else ``source``)."""
+    if isinstance(source, TimestampNsType):
+        return TimestampType()
+    if isinstance(source, TimestamptzNsType):
+        return TimestamptzType()
+    return source
+
+
+def _micro_array(array: pa.Array) -> pa.Array:
+    """Nanosecond timestamps as microsecond ones, floored (as the spec hashes them)."""
+    micros = np.floor_divide(_ints(array), 1000)
+    return _masked(micros, array, pa.int64()).cast(pa.timestamp("us", tz=array.type.tz))
+
+
 def hash_bytes(source: IcebergType, value: Any) -> bytes:
     """The bytes ``bucket`` hashes for a physical ``value`` of type ``source``."""
+    if isinstance(source, _NS_TYPES):
+        return (int(value) // 1000).to_bytes(8, "little", signed=True)
     if isinstance(source, (IntType, LongType, DateType, TimeType, TimestampType, TimestamptzType)):
         return int(value).to_bytes(8, "little", signed=True)
     if isinstance(source, DecimalType):
@@ -146,8 +174,9 @@ def hash_bytes(source: IcebergType, value: Any) -> bytes:
 # transforms
 
 
-_TIME_SOURCES = (DateType, TimestampType, TimestamptzType)
+_TIME_SOURCES = (DateType, TimestampType, TimestamptzType, *_NS_TYPES)
 _BUCKET_SOURCES = (
+    *_NS_TYPES,
     IntType,
     LongType,
     DecimalType,
@@ -181,10 +210,12 @@ class Transform:
     def check_source(self, source: IcebergType, column: str = "?") -> None:
         """``SchemaError`` unless this transform applies to a ``source`` column."""
         ok: bool
-        if self.name in ("identity", "void"):
-            ok = source.is_primitive
+        if self.name == "void":
+            ok = source.is_primitive or isinstance(source, VariantType)
+        elif self.name == "identity":
+            ok = source.is_primitive and not isinstance(source, (GeometryType, GeographyType))
         elif self.name == "hour":
-            ok = isinstance(source, (TimestampType, TimestamptzType))
+            ok = isinstance(source, (TimestampType, TimestamptzType, *_NS_TYPES))
         elif self.name in ("year", "month", "day"):
             ok = isinstance(source, _TIME_SOURCES)
         elif self.name == "bucket":
@@ -199,14 +230,14 @@ class Transform:
 
     def _accepts(self) -> str:
         accepts = {
-            "identity": "it takes any primitive type",
-            "void": "it takes any primitive type",
-            "hour": "it takes timestamp or timestamptz",
-            "bucket": "it takes int, long, decimal, date, time, timestamp(tz), string, uuid, "
-            "binary or fixed",
+            "identity": "it takes any primitive type but geometry and geography",
+            "void": "it takes any type",
+            "hour": "it takes timestamp(tz) or timestamp(tz)_ns",
+            "bucket": "it takes int, long, decimal, date, time, timestamp(tz), timestamp(tz)_ns, "
+            "string, uuid, binary or fixed",
             "truncate": "it takes int, long, decimal, string or binary",
         }
-        return accepts.get(self.name, "it takes date, timestamp or timestamptz")
+        return accepts.get(self.name, "it takes date, timestamp(tz) or timestamp(tz)_ns")
 
     def result_type(self, source: IcebergType) -> IcebergType:
         """The type of the partition value for a ``source`` column."""
@@ -235,6 +266,8 @@ class Transform:
         if self.name == "truncate":
             assert self.param is not None
             return _truncate_value(source, v, self.param)
+        if isinstance(source, _NS_TYPES):
+            return _time_value(self.name, _micro_source(source), int(v) // 1000)
         return _time_value(self.name, source, int(v))
 
     def apply_arrow(self, source: IcebergType, array: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -246,6 +279,8 @@ class Transform:
             return array
         if self.name == "void":
             return pa.nulls(len(array), type=out_type)
+        if isinstance(source, _NS_TYPES) and self.name != "truncate":
+            source, array = _micro_source(source), _micro_array(array)
         if self.name in ("year", "month", "day", "hour"):
             return _time_arrow(self.name, source, array)
         if self.name == "truncate" and isinstance(source, (IntType, LongType)):

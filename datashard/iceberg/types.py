@@ -1,4 +1,4 @@
-"""Iceberg v2 data types: the type model, its JSON form, and its mapping to Arrow.
+"""Iceberg data types: the type model, its JSON form, and its mapping to Arrow.
 
 Every type is a frozen dataclass; ``str(t)`` is the type's Iceberg name (``"long"``,
 ``"decimal(9,2)"``, ``"fixed[16]"``, ``"struct<...>"``). :func:`parse_type` reads the JSON form
@@ -6,6 +6,11 @@ the Iceberg spec uses in table metadata (a string for a primitive, an object for
 map) and :func:`type_to_json` writes it. :func:`to_arrow_type` / :func:`from_arrow_type` map to
 and from pyarrow the way PyIceberg does (timestamps in microseconds, ``timestamptz`` as UTC,
 ``uuid`` as the Arrow ``arrow.uuid`` extension type, ``time`` as ``time64[us]``).
+
+The format version 3 types are read: ``timestamp_ns`` and ``timestamptz_ns`` (Arrow
+``timestamp[ns]``, UTC for the second), ``unknown`` (always null, Arrow ``null``), ``geometry``
+and ``geography`` (stored as WKB, read as Arrow ``binary``). ``variant`` parses, but reading a
+variant column raises :class:`~datashard.errors.UnsupportedFeatureError` naming it.
 
 Nested Arrow fields carry their Iceberg field id in the ``PARQUET:field_id`` metadata key, which
 is what Parquet writers (pyarrow, Spark, PyIceberg) store as the Parquet field id.
@@ -20,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from datashard.errors import SchemaError
+from datashard.errors import SchemaError, UnsupportedFeatureError
 
 #: The Arrow field-metadata key holding an Iceberg field id; pyarrow writes it as the Parquet id.
 FIELD_ID_KEY = b"PARQUET:field_id"
@@ -31,7 +36,7 @@ class IcebergType:
 
     @property
     def is_primitive(self) -> bool:
-        return not isinstance(self, (StructType, ListType, MapType))
+        return not isinstance(self, (StructType, ListType, MapType, VariantType))
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,72 @@ class TimestamptzType(IcebergType):
 
     def __str__(self) -> str:
         return "timestamptz"
+
+
+@dataclass(frozen=True)
+class TimestampNsType(IcebergType):
+    """Timestamp in nanoseconds, without time zone (format version 3)."""
+
+    def __str__(self) -> str:
+        return "timestamp_ns"
+
+
+@dataclass(frozen=True)
+class TimestamptzNsType(IcebergType):
+    """Timestamp in nanoseconds, stored as UTC (format version 3)."""
+
+    def __str__(self) -> str:
+        return "timestamptz_ns"
+
+
+@dataclass(frozen=True)
+class UnknownType(IcebergType):
+    """A column whose type is not known yet: always null, never stored (format version 3)."""
+
+    def __str__(self) -> str:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class VariantType(IcebergType):
+    """Semi-structured values (format version 3); parsed, not read."""
+
+    def __str__(self) -> str:
+        return "variant"
+
+
+@dataclass(frozen=True)
+class GeometryType(IcebergType):
+    """Geospatial features with planar edges, stored as WKB (format version 3)."""
+
+    crs: str = "OGC:CRS84"
+
+    def __str__(self) -> str:
+        return "geometry" if self.crs == "OGC:CRS84" else f"geometry({self.crs})"
+
+
+@dataclass(frozen=True)
+class GeographyType(IcebergType):
+    """Geospatial features on the sphere or spheroid, stored as WKB (format version 3)."""
+
+    crs: str = "OGC:CRS84"
+    algorithm: str = "spherical"
+
+    def __str__(self) -> str:
+        if self.crs == "OGC:CRS84" and self.algorithm == "spherical":
+            return "geography"
+        return f"geography({self.crs}, {self.algorithm})"
+
+
+#: The types format version 3 added: a table of version 2 must not use them.
+V3_TYPES = (
+    TimestampNsType,
+    TimestamptzNsType,
+    UnknownType,
+    VariantType,
+    GeometryType,
+    GeographyType,
+)
 
 
 @dataclass(frozen=True)
@@ -250,6 +321,11 @@ PrimitiveType = (
     | TimeType
     | TimestampType
     | TimestamptzType
+    | TimestampNsType
+    | TimestamptzNsType
+    | UnknownType
+    | GeometryType
+    | GeographyType
     | StringType
     | UUIDType
     | BinaryType
@@ -270,12 +346,27 @@ _SIMPLE: dict[str, IcebergType] = {
     "string": StringType(),
     "uuid": UUIDType(),
     "binary": BinaryType(),
+    "timestamp_ns": TimestampNsType(),
+    "timestamptz_ns": TimestamptzNsType(),
+    "unknown": UnknownType(),
+    "variant": VariantType(),
+    "geometry": GeometryType(),
+    "geography": GeographyType(),
 }
 _DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _FIXED = re.compile(r"^fixed\[\s*(\d+)\s*\]$")
+# geometry(C) and geography(C, A); Java writes the CRS bare, PyIceberg in quotes: take both
+_GEOMETRY = re.compile(r"^geometry\s*\(\s*['\"]?([^'\",()]+?)['\"]?\s*\)$", re.IGNORECASE)
+_GEOGRAPHY = re.compile(
+    r"^geography\s*\(\s*['\"]?([^'\",()]+?)['\"]?\s*(?:,\s*['\"]?(\w+)['\"]?\s*)?\)$",
+    re.IGNORECASE,
+)
+_EDGE_ALGORITHMS = ("spherical", "vincenty", "thomas", "andoyer", "karney")
 VALID_TYPE_NAMES = (
     "boolean, int, long, float, double, decimal(P,S), date, time, timestamp, timestamptz, "
-    "string, uuid, binary, fixed[N], and the nested forms {'type': 'struct'|'list'|'map', ...}"
+    "string, uuid, binary, fixed[N], and the nested forms {'type': 'struct'|'list'|'map', ...}; "
+    "format version 3 adds timestamp_ns, timestamptz_ns, unknown, variant, geometry(C) and "
+    "geography(C, A)"
 )
 
 
@@ -305,6 +396,18 @@ def _parse_type(json_value: Any, path: str) -> IcebergType:
         m = _FIXED.match(text)
         if m:
             return FixedType(int(m.group(1)))
+        m = _GEOMETRY.match(json_value.strip())
+        if m:
+            return GeometryType(m.group(1))
+        m = _GEOGRAPHY.match(json_value.strip())
+        if m:
+            algorithm = (m.group(2) or "spherical").lower()
+            if algorithm not in _EDGE_ALGORITHMS:
+                raise SchemaError(
+                    f"unknown edge-interpolation algorithm {m.group(2)!r} in {json_value!r}; "
+                    f"expected one of {', '.join(_EDGE_ALGORITHMS)}"
+                )
+            return GeographyType(m.group(1), algorithm)
         raise SchemaError(f"unknown Iceberg type {json_value!r}; valid types: {VALID_TYPE_NAMES}")
     if isinstance(json_value, Mapping):
         kind = json_value.get("type")
@@ -436,12 +539,37 @@ def field_to_json(f: NestedField) -> dict[str, Any]:
     return out
 
 
+def v3_types_in(t: IcebergType, path: str = "") -> list[str]:
+    """``"<column>: <type>"`` of each field in ``t`` (a schema struct or any type) whose type
+    format version 3 added, nested fields by their dotted path."""
+    out: list[str] = []
+    if isinstance(t, StructType):
+        for f in t.fields:
+            name = f"{path}.{f.name}" if path else f.name
+            if isinstance(f.field_type, V3_TYPES):
+                out.append(f"{name}: {f.field_type}")
+            out.extend(v3_types_in(f.field_type, name))
+    elif isinstance(t, ListType):
+        for child in (t.element_field,):
+            out.extend(v3_types_in(StructType((child,)), path))
+    elif isinstance(t, MapType):
+        out.extend(v3_types_in(StructType((t.key_field, t.value_field)), path))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Arrow
 
 
 def to_arrow_field(f: NestedField) -> pa.Field:
-    """The Arrow field for ``f``, with ``PARQUET:field_id`` metadata (nested fields too)."""
+    """The Arrow field for ``f``, with ``PARQUET:field_id`` metadata (nested fields too).
+
+    Raises :class:`UnsupportedFeatureError` naming the column for a ``variant``."""
+    if isinstance(f.field_type, VariantType):
+        raise UnsupportedFeatureError(
+            f"column {f.name!r} (field id {f.field_id}) has type variant (format version 3), "
+            "which datashard does not read; select the other columns"
+        )
     meta = {FIELD_ID_KEY: str(f.field_id).encode()}
     if f.doc:
         meta[b"doc"] = f.doc.encode()
@@ -463,6 +591,12 @@ def to_arrow_type(t: IcebergType) -> pa.DataType:
         return pa.decimal128(t.precision, t.scale)
     if isinstance(t, FixedType):
         return pa.binary(t.length)
+    if isinstance(t, (GeometryType, GeographyType)):
+        return pa.binary()  # WKB, as the spec stores it
+    if isinstance(t, VariantType):
+        # the unshredded storage (Parquet's VARIANT group); :func:`to_arrow_field` refuses to
+        # read a variant column, so this only lets a scan of the other columns be planned
+        return pa.struct([pa.field("metadata", pa.binary(), False), ("value", pa.binary())])
     raise SchemaError(f"no Arrow type for Iceberg type {t!r}")
 
 
@@ -476,6 +610,9 @@ _TO_ARROW: dict[type, Callable[[], pa.DataType]] = {
     TimeType: lambda: pa.time64("us"),
     TimestampType: lambda: pa.timestamp("us"),
     TimestamptzType: lambda: pa.timestamp("us", tz="UTC"),
+    TimestampNsType: lambda: pa.timestamp("ns"),
+    TimestamptzNsType: lambda: pa.timestamp("ns", tz="UTC"),
+    UnknownType: pa.null,
     StringType: pa.string,
     UUIDType: pa.uuid,
     BinaryType: pa.binary,
@@ -600,6 +737,8 @@ __all__ = [
     "DoubleType",
     "FixedType",
     "FloatType",
+    "GeographyType",
+    "GeometryType",
     "IcebergType",
     "IdAllocator",
     "IntType",
@@ -613,7 +752,12 @@ __all__ = [
     "TimeType",
     "TimestampType",
     "TimestamptzType",
+    "TimestampNsType",
+    "TimestamptzNsType",
     "UUIDType",
+    "UnknownType",
+    "V3_TYPES",
+    "VariantType",
     "field_id_of",
     "field_to_json",
     "from_arrow_field",
@@ -623,4 +767,5 @@ __all__ = [
     "to_arrow_field",
     "to_arrow_type",
     "type_to_json",
+    "v3_types_in",
 ]

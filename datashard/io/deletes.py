@@ -3,6 +3,10 @@
 - A position delete file (Parquet, ``file_path`` and ``pos`` with the reserved field ids
   2147483546 and 2147483545) becomes the deleted positions of each data file it names
   (:func:`read_position_deletes`).
+- A deletion vector (format version 3: a ``deletion-vector-v1`` blob in a Puffin file, located
+  by its manifest entry's ``content_offset`` and ``content_size_in_bytes``) becomes the deleted
+  positions of its ``referenced_data_file`` (:func:`read_deletion_vector`); only the blob's
+  bytes are read.
 - An equality delete file (Parquet with the table's field ids; ``equality_ids`` name the delete
   columns) becomes a table of delete keys (:func:`read_equality_deletes`).
 - :func:`deleted_mask` marks the rows of a data file that either kind deletes: a position is
@@ -23,9 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datashard.errors import CorruptMetadataError
-from datashard.iceberg.manifest import DELETE_FILE_PATH_ID, DELETE_POS_ID
+from datashard.errors import CorruptMetadataError, ObjectNotFoundError
+from datashard.iceberg.manifest import DELETE_FILE_PATH_ID, DELETE_POS_ID, DataFile
+from datashard.iceberg.puffin import deletion_vector_positions
 from datashard.iceberg.types import field_id_of
+from datashard.storage.base import StorageBackend
 
 #: Positions deleted from each data file, by data file path.
 Positions = Mapping[str, np.ndarray]
@@ -101,6 +107,48 @@ def read_position_deletes(data: bytes, uri: str) -> dict[str, np.ndarray]:
     ):
         out[str(encoded.dictionary[int(chunk_codes[0])].as_py())] = np.unique(chunk)
     return out
+
+
+def read_deletion_vector(backend: StorageBackend, key: str, dv: DataFile) -> np.ndarray:
+    """The positions (sorted, unique, int64) of ``dv.referenced_data_file`` that the deletion
+    vector ``dv`` deletes, reading only its blob (``key``: the Puffin file's key in
+    ``backend``).
+
+    Raises ``CorruptMetadataError`` naming the Puffin file when it is missing or shorter than
+    the manifest says, when the manifest entry lacks the offset, size or referenced data file,
+    when the blob's length, magic or CRC-32 is wrong, or when it holds another number of
+    positions than the entry's ``record_count`` (its cardinality).
+    """
+    uri = dv.file_path
+    offset, size = dv.content_offset, dv.content_size_in_bytes
+    if offset is None or size is None or dv.referenced_data_file is None:
+        raise CorruptMetadataError(
+            f"deletion vector in {uri}: the manifest entry lacks content_offset, "
+            "content_size_in_bytes or referenced_data_file (all are required for a vector)"
+        )
+    if offset < 0 or size < 0:
+        raise CorruptMetadataError(
+            f"deletion vector in {uri}: content_offset {offset} / content_size_in_bytes {size} "
+            "must not be negative"
+        )
+    try:
+        blob = backend.read_range(key, offset, offset + size)
+    except ObjectNotFoundError as exc:
+        raise CorruptMetadataError(
+            f"Puffin file {uri} of the deletion vector for {dv.referenced_data_file} is missing"
+        ) from exc
+    if len(blob) != size:
+        raise CorruptMetadataError(
+            f"Puffin file {uri} ends before the deletion vector at {offset}+{size} (read "
+            f"{len(blob)} bytes): the file is truncated or was replaced"
+        )
+    positions = deletion_vector_positions(blob, uri)
+    if len(positions) != dv.record_count:
+        raise CorruptMetadataError(
+            f"deletion vector in {uri} at offset {offset} holds {len(positions)} positions, but "
+            f"the manifest says its cardinality (record_count) is {dv.record_count}"
+        )
+    return positions
 
 
 def read_equality_deletes(data: bytes, uri: str, equality_ids: Sequence[int]) -> pa.Table:
@@ -246,4 +294,10 @@ class FileDeletes:
         )
 
 
-__all__ = ["FileDeletes", "deleted_mask", "read_equality_deletes", "read_position_deletes"]
+__all__ = [
+    "FileDeletes",
+    "deleted_mask",
+    "read_deletion_vector",
+    "read_equality_deletes",
+    "read_position_deletes",
+]

@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 
-from datashard.errors import CorruptMetadataError, UnsupportedFeatureError
+from datashard.errors import CorruptMetadataError
 from datashard.iceberg.deletes import DeleteFile, DeleteIndex
 from datashard.iceberg.manifest import MANIFEST_DELETES, DataFile, ManifestEntry, ManifestFile
 from datashard.iceberg.metadata import TableMetadata
@@ -27,6 +27,7 @@ from datashard.iceberg.types import NestedField
 from datashard.io.deletes import (
     FileDeletes,
     deleted_mask,
+    read_deletion_vector,
     read_equality_deletes,
     read_position_deletes,
 )
@@ -34,6 +35,7 @@ from datashard.io.parquet import read_parquet_by_id
 from datashard.storage.base import StorageBackend
 from datashard.table.manifests import read_table_file
 from datashard.table.process import bounded_map
+from datashard.table.versions import key_for_uri
 
 #: Delete manifests read at once.
 _MANIFEST_READERS = 8
@@ -85,14 +87,18 @@ class DeleteReader:
     # -- delete file contents --------------------------------------------------------------
 
     def positions(self, d: DeleteFile, data_path: str) -> np.ndarray:
-        """The positions of ``data_path`` that the position delete file ``d`` deletes."""
-        if d.is_deletion_vector:
-            raise UnsupportedFeatureError(
-                f"deletion vector {d.path} (format v3) applies to {data_path}; datashard does "
-                "not read deletion vectors yet"
-            )
-        by_path = _once(self._lock, self._positions, d.path, self._read_positions)
+        """The positions of ``data_path`` that the position delete file or deletion vector
+        ``d`` deletes."""
+        if d.is_deletion_vector:  # one blob of a Puffin file: keyed by the file and offset
+            key = f"{d.path}#{d.file.content_offset}"
+            by_path = _once(self._lock, self._positions, key, lambda _: self._read_vector(d))
+        else:
+            by_path = _once(self._lock, self._positions, d.path, self._read_positions)
         return by_path.get(data_path, _NONE)
+
+    def _read_vector(self, d: DeleteFile) -> dict[str, np.ndarray]:
+        key = key_for_uri(self._backend, d.path)
+        return {str(d.file.referenced_data_file): read_deletion_vector(self._backend, key, d.file)}
 
     def _read_positions(self, path: str) -> dict[str, np.ndarray]:
         data = read_table_file(self._backend, path, "position delete file")

@@ -40,6 +40,7 @@ from datashard.table import properties as table_properties
 from datashard.table.append import AppendCommit, WriterState
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
+from datashard.table.updates import check_writable
 from datashard.table.versions import Loaded, TablePaths, key_for_uri, load_newest, version_of
 
 if TYPE_CHECKING:
@@ -284,6 +285,7 @@ class Table:
         ``with table.transaction() as tx: tx.append(df1); tx.append(df2)``. An exception in the
         block discards everything (nothing was written).
         """
+        self._writable()  # a read-only or format version 3 table: refused before any work
         tx = Transaction(self)
         yield tx
         tx.commit()
@@ -457,6 +459,7 @@ class Table:
     def _writable(self) -> TablePaths:
         if self._paths is None:
             raise TableError(self._read_only_message())
+        check_writable(self._loaded.metadata)  # before anything is staged: v3 is read-only
         return self._paths
 
     def _read_only_message(self) -> str:

@@ -11,7 +11,8 @@ deleted here).
 
 Updates refuse what cannot apply with ``CommitConflictError`` (the base moved under them: a
 snapshot already there, a ref to a snapshot that is gone) or ``ValidationError`` (the caller
-asked for something the table does not have).
+asked for something the table does not have). A base of format version 3 refuses every update
+(:func:`check_writable`): datashard reads those tables but does not write them.
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from datashard.errors import CommitConflictError, ConfigError, ValidationError
+from datashard.errors import (
+    CommitConflictError,
+    ConfigError,
+    SchemaError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
 from datashard.iceberg.metadata import (
+    FORMAT_VERSION,
     MAIN_BRANCH,
     MetadataLogEntry,
     PartitionSpec,
@@ -31,6 +39,7 @@ from datashard.iceberg.metadata import (
     TableMetadata,
 )
 from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import v3_types_in
 
 #: The snapshot summary key (or, for a commit without a snapshot, the table property) carrying
 #: the unique id of the commit that made it.
@@ -258,6 +267,16 @@ def _without_snapshots(md: TableMetadata, ids: set[int] | frozenset[int]) -> Tab
 # apply
 
 
+def check_writable(md: TableMetadata) -> None:
+    """``UnsupportedFeatureError`` unless datashard may commit to ``md`` (format version 2)."""
+    if md.format_version != FORMAT_VERSION:
+        raise UnsupportedFeatureError(
+            f"table {md.location} has format version {md.format_version}: writing format "
+            f"version {md.format_version} is not supported; the table can be read (datashard "
+            f"writes format version {FORMAT_VERSION} tables)"
+        )
+
+
 def apply(
     base: TableMetadata,
     updates: Sequence[Update],
@@ -270,8 +289,10 @@ def apply(
     ``base_location`` (the file ``base`` was read from) joins the metadata log; ``now_ms`` is
     the commit time (``last-updated-ms`` and the snapshot-log time of a ref move never go
     backwards). Retention from the resulting properties bounds the metadata log and the
-    snapshot list.
+    snapshot list. Raises ``UnsupportedFeatureError`` for a base datashard does not write
+    (:func:`check_writable`).
     """
+    check_writable(base)
     md = base
     last_updated = max(now_ms, base.last_updated_ms)
     for update in updates:
@@ -335,6 +356,12 @@ def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
         gone = set(update.removals)
         return replace(md, properties={k: v for k, v in md.properties.items() if k not in gone})
     if isinstance(update, AddSchema):
+        newer = v3_types_in(update.schema.as_struct())
+        if newer:
+            raise SchemaError(
+                f"column(s) {', '.join(newer)} have types of Iceberg format version 3, which a "
+                f"format version {md.format_version} table {md.location} cannot hold"
+            )
         if any(s.schema_id == update.schema.schema_id for s in md.schemas):
             raise CommitConflictError(
                 f"schema {update.schema.schema_id} is already in the table {md.location}"
@@ -383,6 +410,7 @@ __all__ = [
     "SetSnapshotRef",
     "Update",
     "apply",
+    "check_writable",
     "expire_snapshots",
     "whole_number",
 ]

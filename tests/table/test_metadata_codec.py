@@ -227,8 +227,8 @@ def test_corrupt_metadata_raises_naming_the_file(data: bytes, expected: str) -> 
     assert where in str(info.value)
 
 
-@pytest.mark.parametrize("version", [1, 3])
-def test_a_format_version_other_than_2_is_refused_by_name(version: int) -> None:
+@pytest.mark.parametrize("version", [1, 4])
+def test_a_format_version_other_than_2_and_3_is_refused_by_name(version: int) -> None:
     where = "s3://bucket/t/metadata/v7.metadata.json"
     with pytest.raises(UnsupportedFeatureError, match=f"format-version {version} is not") as info:
         metadata_from_json(_mutate(format_version=version), where)
@@ -310,3 +310,100 @@ def test_malformed_log_entries_are_named_even_after_good_ones() -> None:
     doc["metadata-log"][0]["metadata-file"] = 7
     with pytest.raises(CorruptMetadataError, match=r"metadata-log\[0\]\.metadata-file"):
         metadata_from_json(json.dumps(doc).encode(), "v6.metadata.json")
+
+
+# --------------------------------------------------------------------------------------------
+# format version 3
+
+
+def _v3(**changes: object) -> bytes:
+    """GOOD as a format version 3 document: row lineage on the table and its snapshots."""
+    doc = json.loads(GOOD)
+    doc["format-version"] = 3
+    doc["next-row-id"] = 7
+    doc["snapshots"][0].update({"first-row-id": 0, "added-rows": 3})
+    doc["snapshots"][1].update({"first-row-id": 3, "added-rows": 4})
+    for k, v in changes.items():
+        if v is None:
+            del doc[k.replace("_", "-")]
+        else:
+            doc[k.replace("_", "-")] = v
+    return json.dumps(doc).encode()
+
+
+def test_v3_metadata_keeps_its_row_lineage_through_a_round_trip() -> None:
+    md = metadata_from_json(_v3(), "v3.metadata.json")
+    assert (md.format_version, md.next_row_id) == (3, 7)
+    assert [(s.first_row_id, s.added_rows) for s in md.snapshots] == [(0, 3), (3, 4)]
+    again = json.loads(metadata_to_json(md))
+    assert again["format-version"] == 3 and again["next-row-id"] == 7
+    assert [(s["first-row-id"], s["added-rows"]) for s in again["snapshots"]] == [(0, 3), (3, 4)]
+    assert metadata_from_json(metadata_to_json(md), "v4.metadata.json") == md
+    # a v2 document gets no v3 field
+    v2 = json.loads(metadata_to_json(metadata_from_json(GOOD, "v2.metadata.json")))
+    assert "next-row-id" not in v2 and "first-row-id" not in v2["snapshots"][0]
+
+
+def test_v3_metadata_without_next_row_id_is_corrupt() -> None:
+    with pytest.raises(CorruptMetadataError, match="'next-row-id'"):
+        metadata_from_json(_v3(next_row_id=None), "s3://b/t/metadata/v3.metadata.json")
+
+
+def test_v3_snapshots_made_before_an_upgrade_have_no_row_ids() -> None:
+    doc = json.loads(_v3())
+    del doc["snapshots"][0]["first-row-id"], doc["snapshots"][0]["added-rows"]
+    md = metadata_from_json(json.dumps(doc).encode(), "v3.metadata.json")
+    assert (md.snapshots[0].first_row_id, md.snapshots[0].added_rows) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("change", "feature"),
+    [
+        ({"encryption-keys": [{"key-id": "k1", "encrypted-key-metadata": "AA=="}]}, "encrypt"),
+        ({"snapshot-key-id": "k1"}, "key-id 'k1'"),
+        (
+            {
+                "partition-specs": [
+                    {
+                        "spec-id": 0,
+                        "fields": [
+                            {
+                                "source-ids": [1, 2],
+                                "field-id": 1000,
+                                "name": "b",
+                                "transform": "bucket[4]",
+                            }
+                        ],
+                    }
+                ]
+            },
+            "multi-argument transform",
+        ),
+    ],
+)
+def test_v3_features_datashard_does_not_read_are_refused_by_name(
+    change: dict[str, object], feature: str
+) -> None:
+    doc = json.loads(_v3())
+    if "snapshot-key-id" in change:
+        doc["snapshots"][1]["key-id"] = change["snapshot-key-id"]
+    else:
+        doc.update(change)
+    where = "s3://b/t/metadata/v9.metadata.json"
+    with pytest.raises(UnsupportedFeatureError, match=feature) as info:
+        metadata_from_json(json.dumps(doc).encode(), where)
+    assert where in str(info.value)
+
+
+def test_a_v3_single_argument_field_written_with_source_ids_reads() -> None:
+    doc = json.loads(_v3())
+    doc["partition-specs"] = [
+        {
+            "spec-id": 0,
+            "fields": [
+                {"source-ids": [1], "field-id": 1000, "name": "b", "transform": "bucket[4]"}
+            ],
+        }
+    ]
+    md = metadata_from_json(json.dumps(doc).encode(), "v3.metadata.json")
+    assert md.spec(0).fields == (PartitionField(1, 1000, "bucket[4]", "b"),)

@@ -196,3 +196,74 @@ def test_any_nested_type_round_trips(data: Any) -> None:
     schema = Schema(0, [NestedField(1, "c", t, False)])
     assert Schema.from_arrow(schema.to_arrow()) == schema
     assert Schema.from_json(json.loads(json.dumps(schema.to_json()))) == schema
+
+
+# --------------------------------------------------------------------------------------------
+# format version 3 types
+
+
+V3_TYPES: list[tuple[str, str, pa.DataType]] = [
+    # JSON form, str, Arrow type
+    ("timestamp_ns", "timestamp_ns", pa.timestamp("ns")),
+    ("timestamptz_ns", "timestamptz_ns", pa.timestamp("ns", tz="UTC")),
+    ("unknown", "unknown", pa.null()),
+    ("geometry", "geometry", pa.binary()),
+    ("geometry(EPSG:3857)", "geometry(EPSG:3857)", pa.binary()),
+    ("geography", "geography", pa.binary()),
+    ("geography(OGC:CRS84, karney)", "geography(OGC:CRS84, karney)", pa.binary()),
+    # Java writes the default CRS and algorithm out, PyIceberg quotes them
+    ("geometry(OGC:CRS84)", "geometry", pa.binary()),
+    ("geography(OGC:CRS84, spherical)", "geography", pa.binary()),
+    ("geometry('EPSG:3857')", "geometry(EPSG:3857)", pa.binary()),
+    ("geography('EPSG:4326', 'vincenty')", "geography(EPSG:4326, vincenty)", pa.binary()),
+]
+
+
+@pytest.mark.parametrize(("text", "name", "arrow"), V3_TYPES)
+def test_v3_types_parse_print_and_map_to_arrow(text: str, name: str, arrow: pa.DataType) -> None:
+    t = parse_type(text)
+    assert str(t) == name
+    assert type_to_json(t) == name
+    assert parse_type(type_to_json(t)) == t
+    assert to_arrow_type(t) == arrow
+
+
+def test_v3_types_match_pyiceberg_json() -> None:
+    from pyiceberg.types import NestedField as PyField
+
+    for text in ("timestamp_ns", "timestamptz_ns", "unknown", "geometry('EPSG:3857')"):
+        field = PyField.model_validate({"id": 1, "name": "c", "type": text, "required": False})
+        assert parse_type(json.loads(field.model_dump_json())["type"]) == parse_type(text)
+
+
+def test_a_geography_with_an_unknown_edge_algorithm_is_refused_by_name() -> None:
+    with pytest.raises(SchemaError, match="'bogus'.*spherical"):
+        parse_type("geography(OGC:CRS84, bogus)")
+
+
+def test_a_variant_column_is_refused_by_name_when_read() -> None:
+    from datashard.errors import UnsupportedFeatureError
+    from datashard.iceberg.types import to_arrow_field
+
+    with pytest.raises(UnsupportedFeatureError, match="'doc'.*variant"):
+        to_arrow_field(NestedField(7, "doc", parse_type("variant"), False))
+
+
+def test_nanosecond_timestamps_keep_their_nanoseconds_in_bounds_and_transforms() -> None:
+    import pandas as pd
+
+    from datashard.iceberg.conversions import from_bytes, to_bytes, to_physical
+    from datashard.iceberg.transforms import parse_transform
+
+    ns = parse_type("timestamp_ns")
+    value = to_physical(ns, pd.Timestamp("2017-11-16T22:31:08.000001001"))
+    assert value == 1_510_871_468_000_001_001
+    assert from_bytes(ns, to_bytes(ns, value)) == value
+    assert to_bytes(ns, value) == value.to_bytes(8, "little", signed=True)
+    # the spec's bucket example: nanoseconds are taken to microseconds before hashing
+    bucket = parse_transform("bucket[1000000]")
+    micro = parse_transform("bucket[1000000]").apply(parse_type("timestamp"), value // 1000)
+    assert bucket.apply(ns, value) == micro
+    day = parse_transform("day")
+    arrow = day.apply_arrow(ns, pa.array([value, None], pa.timestamp("ns")))
+    assert arrow.to_pylist() == [pd.Timestamp("2017-11-16").date(), None]
