@@ -47,8 +47,8 @@ HINT_AFTER = 2
 STUB_MARK = b'{"datashard-superseded":'
 #: A listed version at most this big is a stub already (real metadata is several KB).
 STUB_MAX_BYTES = 512
-#: Every this many versions, a winner lists ``metadata/`` and retires every whole version left
-#: behind (by a writer that died before retiring its own); otherwise it retires one version.
+#: Every this many versions, a winner also looks at the versions before the one it retires and
+#: retires any left whole (by a writer that died before retiring its own).
 SWEEP_EVERY = 64
 
 
@@ -297,21 +297,24 @@ def _load_newest_from(backend: StorageBackend, paths: TablePaths, version: int) 
 def retire_superseded(
     backend: StorageBackend, paths: TablePaths, newest: int, keep: int, *, sweep: bool = False
 ) -> list[int]:
-    """Overwrite with a stub the versions older than the newest ``keep`` + 1 (those out of
-    ``v<newest>``'s metadata log): the one that just fell out, or with ``sweep`` every whole
-    one a listing shows. The versions retired (storage errors propagate: the caller treats
-    this as advisory)."""
+    """Overwrite with a stub the version that just fell out of ``v<newest>``'s metadata log
+    (the newest ``keep`` + 1 stay whole); with ``sweep``, also every whole one among the
+    :data:`SWEEP_EVERY` versions before it (found by ``head``: a writer that died before
+    retiring left it). Sweeps made every :data:`SWEEP_EVERY` versions tile the versions, so
+    each is looked at once, at one ``head`` per commit on average, however long the table
+    lives. The versions retired (storage errors propagate: the caller treats this as
+    advisory)."""
     cutoff = newest - keep  # v<cutoff> .. v<newest> stay whole
     if cutoff <= 1:
         return []
+    targets = [cutoff - 1]
     if sweep:
-        targets = []
-        for meta in backend.list(paths.metadata_dir + "/"):
-            n = version_of(meta.key)
-            if n is not None and n < cutoff and (meta.size or 0) > STUB_MAX_BYTES:
-                targets.append(n)
-    else:
-        targets = [cutoff - 1]
+        for n in range(max(1, cutoff - 1 - SWEEP_EVERY), cutoff - 1):
+            try:
+                if backend.head(paths.version(n)).size > STUB_MAX_BYTES:
+                    targets.append(n)
+            except ObjectNotFoundError:
+                continue  # never created (a table whose first version was not v1)
     for n in sorted(targets):
         backend.write(paths.version(n), stub_body(n, newest))
     return sorted(targets)
