@@ -139,6 +139,11 @@ class UnsupportedFeatureError(TableError):
     Nothing is read or written wrongly instead."""
 
 
+class SupersededVersionError(TableError):
+    """A metadata version was retired (overwritten by a small "superseded" stub) because newer
+    versions replaced it; load the table by name for its newest version."""
+
+
 class CommitError(TableError):
     """A commit did not land."""
 
@@ -183,6 +188,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "StoragePermissionError",
+    "SupersededVersionError",
     "TableAlreadyExistsError",
     "TableError",
     "TableNotFoundError",

@@ -38,6 +38,7 @@ from datashard.errors import (
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
+    SupersededVersionError,
 )
 from datashard.iceberg.metadata import TableMetadata, now_ms
 from datashard.iceberg.metadata_codec import metadata_to_json
@@ -56,11 +57,13 @@ from datashard.table.updates import (
     whole_number,
 )
 from datashard.table.versions import (
+    SWEEP_EVERY,
     Loaded,
     TablePaths,
     load_newest,
     load_version,
     newest_after_loss,
+    retire_superseded,
     write_hint,
 )
 
@@ -78,6 +81,21 @@ def duration_limit_ms(props: Mapping[str, str]) -> int:
     return whole_number(props, *MAX_DURATION, 1)
 
 
+#: Iceberg's switch for removing metadata files that fell out of the metadata log; datashard
+#: retires them (a stub keeps the key taken) and does so by default.
+RETIRE_VERSIONS = "write.metadata.delete-after-commit.enabled"
+
+
+def _flag(props: Mapping[str, str], key: str, *, default: bool) -> bool:
+    raw = props.get(key)
+    if raw is None:
+        return default
+    value = str(raw).strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"table property {key}={raw!r}: expected 'true' or 'false'")
+    return value == "true"
+
+
 @dataclass(frozen=True)
 class CommitSettings:
     """Retry and retention settings, read from table properties.
@@ -91,10 +109,13 @@ class CommitSettings:
     ``commit.manifest.min-count-to-merge``        50        merge small manifests beyond this
     ``commit.manifest-merge.enabled``             true      merge at all
     ``commit.manifest.target-size-bytes``         8 MiB     a manifest this big is not merged
-    ``write.metadata.previous-versions-max``      100       metadata-log entries kept
+    ``write.metadata.previous-versions-max``      10        metadata-log entries (whole versions)
+                                                            kept
     ``history.expire.max-snapshots``              100       snapshots kept in metadata
     ``commit.max-duration-ms``                    1 day     longest a commit may take, from its
                                                             start to its last conditional create
+    ``write.metadata.delete-after-commit.enabled``  true    retire versions out of the metadata
+                                                            log (overwrite them with stubs)
     ============================================  ========  ======================================
 
     ``commit.max-duration-ms`` is what makes orphan cleanup safe beside writers:
@@ -112,6 +133,7 @@ class CommitSettings:
     previous_versions_max: int = PREVIOUS_VERSIONS_MAX[1]
     max_snapshots: int = MAX_SNAPSHOTS[1]
     max_duration_ms: int = MAX_DURATION[1]
+    retire_versions: bool = True
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> CommitSettings:
@@ -131,6 +153,7 @@ class CommitSettings:
             previous_versions_max=whole_number(props, *PREVIOUS_VERSIONS_MAX, 1),
             max_snapshots=whole_number(props, *MAX_SNAPSHOTS, 1),
             max_duration_ms=duration_limit_ms(props),
+            retire_versions=_flag(props, RETIRE_VERSIONS, default=True),
         )
 
     def backoff(self, attempt: int) -> float:
@@ -201,6 +224,7 @@ def commit(
     after: Future[bool] | None = None,
     started: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    upkeep: Callable[[Loaded], None] | None = None,
 ) -> CommitResult:
     """Commit what ``build`` makes on ``base``, retrying lost races; the new version on success.
 
@@ -217,6 +241,10 @@ def commit(
     smallest value of every base the loop built on), and the storage retries of a send stop
     there too. Past it the loop raises ``CommitTimeoutError`` (staged files deleted), or
     ``CommitStateUnknownError`` while an earlier send's outcome is still unknown.
+
+    ``upkeep`` runs in ``background`` after a win that made a version divisible by
+    :data:`~datashard.table.versions.SWEEP_EVERY` (the automatic removal of unreferenced
+    metadata files); it must never raise.
     """
     attempt = 0
     limit_ms = min(settings.max_duration_ms, duration_limit_ms(base.metadata.properties))
@@ -276,10 +304,12 @@ def commit(
                 outcome, found = _send(backend, paths, current, commit_id)
         if outcome is _Outcome.WON:
             assert found is not None  # a win always returns the version it made
+            keep = _retire_keep(found.metadata)
+            sweep = upkeep if found.version % SWEEP_EVERY == 0 and background else None
             return CommitResult(
                 found,
                 attempt + 1,
-                _after(backend, paths, found.version, dead_keys, background, after),
+                _after(backend, paths, found, dead_keys, background, after, keep, sweep),
             )
         if outcome is _Outcome.ABSENT:
             # not there (yet): an earlier send may still be in flight, so re-send the SAME
@@ -352,6 +382,20 @@ def _send(
         found = load_version(backend, paths, attempt.target)
     except ObjectNotFoundError:
         return _Outcome.ABSENT, None
+    except SupersededVersionError as exc:
+        # v<target> was created and retired since (many commits ago): ours only if the
+        # newest metadata still names this commit
+        try:
+            newest = load_newest(backend, paths)
+        except (StorageError, CorruptMetadataError):
+            newest = None
+        if newest is not None and carries_commit(newest.metadata, commit_id):
+            return _Outcome.WON, newest
+        raise CommitStateUnknownError(
+            f"the outcome of commit {commit_id} is unknown: {backend.uri_for(key)} was "
+            "retired before it could be read back, and the newest version does not name the "
+            "commit; its files are kept: reload the table to see"
+        ) from exc
     except (StorageError, CorruptMetadataError) as exc:
         raise CommitStateUnknownError(
             f"the outcome of commit {commit_id} is unknown: {backend.uri_for(key)} could not "
@@ -365,19 +409,48 @@ def _send(
 def _after(
     backend: StorageBackend,
     paths: TablePaths,
-    version: int,
+    won: Loaded,
     dead: list[str],
     background: Executor | None,
     after: Future[bool] | None,
+    keep: int | None = None,
+    upkeep: Callable[[Loaded], None] | None = None,
 ) -> bool | Future[bool]:
-    """The work after a win (the hint, then the files of attempts that lost): in
-    ``background`` when given and running, else here."""
+    """The work after a win (the hint, then the files of attempts that lost, then retiring
+    the version that fell out of the metadata log when ``keep`` is given): in ``background``
+    when given and running, else here."""
     if background is not None:
         try:
-            return background.submit(_after_win, backend, paths, version, list(dead), after)
+            return background.submit(
+                _after_win, backend, paths, won, list(dead), after, keep, upkeep
+            )
         except RuntimeError:  # the pool is shut down (interpreter exit): do it here
             pass
-    return write_hint(backend, paths, version)
+    written = write_hint(backend, paths, won.version)
+    _retire_quietly(backend, paths, won.version, keep)
+    return written
+
+
+def _retire_keep(md: TableMetadata) -> int | None:
+    """How many previous versions stay whole after ``md`` (``None``: retiring is off)."""
+    try:
+        settings = CommitSettings.from_properties(md.properties)
+    except ConfigError:
+        return None  # a malformed setting another engine wrote: leave versions alone
+    return settings.previous_versions_max if settings.retire_versions else None
+
+
+def _retire_quietly(
+    backend: StorageBackend, paths: TablePaths, version: int, keep: int | None
+) -> None:
+    """Retire what ``v<version>`` superseded (advisory: errors are ignored; a later sweep
+    retires what is left)."""
+    if keep is None:
+        return
+    try:
+        retire_superseded(backend, paths, version, keep, sweep=version % SWEEP_EVERY == 0)
+    except StorageError:
+        pass
 
 
 #: Seconds the background work after a win (an advisory hint write, the removal of files of
@@ -389,19 +462,25 @@ AFTER_WIN_SECONDS = 5.0
 def _after_win(
     backend: StorageBackend,
     paths: TablePaths,
-    version: int,
+    won: Loaded,
     dead: list[str],
     after: Future[bool] | None = None,
+    keep: int | None = None,
+    upkeep: Callable[[Loaded], None] | None = None,
 ) -> bool:
     """Background work after a win: the hint (once ``after`` is done), then the files of
-    attempts that lost; skipped once the interpreter is exiting (both are advisory)."""
+    attempts that lost, then retiring superseded versions; skipped once the interpreter is
+    exiting (all of it is advisory)."""
     if after is not None:
         after.exception()  # submitted earlier to the same FIFO pool: running or done
     if exiting():
         return False
     with retry_budget(AFTER_WIN_SECONDS):
-        written = write_hint(backend, paths, version)
+        written = write_hint(backend, paths, won.version)
         delete_quietly(backend, dead)
+        _retire_quietly(backend, paths, won.version, keep)
+        if upkeep is not None and not exiting():
+            upkeep(won)
     return written
 
 

@@ -9,7 +9,7 @@ the newest version.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,11 +18,23 @@ from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms, now_ms
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import commit_updates
 from datashard.table.manifests import ManifestReader
-from datashard.table.updates import RemoveSnapshots, Update
+from datashard.table.updates import RemoveSnapshots, Update, whole_number
 from datashard.table.versions import Loaded, TablePaths, key_for_uri
 
 #: Default age before a snapshot may be expired (Iceberg: history.expire.max-snapshot-age-ms).
 DEFAULT_SNAPSHOT_AGE = timedelta(days=5)
+#: The table properties of the expiry policy (Iceberg's names) and their defaults.
+MAX_SNAPSHOT_AGE = ("history.expire.max-snapshot-age-ms", 432_000_000)
+MIN_SNAPSHOTS_TO_KEEP = ("history.expire.min-snapshots-to-keep", 1)
+
+
+def policy(props: Mapping[str, str]) -> tuple[timedelta, int]:
+    """The table's expiry policy: the age after which a snapshot may be expired and how many
+    ancestors of the current snapshot are kept whatever their age (``ConfigError`` naming a
+    malformed property)."""
+    age = whole_number(props, *MAX_SNAPSHOT_AGE, 0)
+    return timedelta(milliseconds=age), whole_number(props, *MIN_SNAPSHOTS_TO_KEEP, 1)
+
 
 #: A cutoff: an age (timedelta) or a point in time (datetime).
 Cutoff = datetime | timedelta
@@ -103,15 +115,19 @@ def expire_snapshots(
     paths: TablePaths,
     base: Loaded,
     older_than: Cutoff | None = None,
-    retain_last: int = 1,
+    retain_last: int | None = None,
     *,
     dry_run: bool = False,
 ) -> tuple[Loaded | None, ExpireResult]:
-    """Expire snapshots older than ``older_than`` (default: 5 days old), keeping at least
-    ``retain_last`` (>= 1) ancestors of the current snapshot; delete files only they used."""
+    """Expire snapshots older than ``older_than``, keeping at least ``retain_last`` (>= 1)
+    ancestors of the current snapshot; delete files only they used. Either left out comes
+    from the table's policy (:func:`policy`: 5 days and 1 unless the properties say else)."""
+    age, keep = policy(base.metadata.properties)
+    if retain_last is None:
+        retain_last = keep
     if isinstance(retain_last, bool) or not isinstance(retain_last, int) or retain_last < 1:
         raise ValidationError(f"retain_last must be an int >= 1, got {retain_last!r}")
-    cutoff = cutoff_ms(older_than, DEFAULT_SNAPSHOT_AGE)
+    cutoff = cutoff_ms(older_than, age)
     md = base.metadata
     doomed = snapshots_to_expire(md, cutoff, retain_last)
     if not doomed:
@@ -154,10 +170,13 @@ def _delete(backend: StorageBackend, uris: Sequence[str]) -> None:
 
 __all__ = [
     "DEFAULT_SNAPSHOT_AGE",
+    "MAX_SNAPSHOT_AGE",
+    "MIN_SNAPSHOTS_TO_KEEP",
     "Cutoff",
     "ExpireResult",
     "cutoff_ms",
     "expire_snapshots",
+    "policy",
     "referenced_files",
     "snapshots_to_expire",
 ]

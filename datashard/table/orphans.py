@@ -12,14 +12,17 @@ create of ``v<N>``, and a deleted old version could be re-created by a stale wri
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
-from datashard.errors import StorageError, ValidationError
+from datashard.errors import ConfigError, CorruptMetadataError, StorageError, ValidationError
 from datashard.iceberg.metadata import now_ms
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import MAX_DURATION, duration_limit_ms
 from datashard.table.expire import Cutoff, cutoff_ms, referenced_files
 from datashard.table.manifests import ManifestReader
+from datashard.table.process import exiting
+from datashard.table.updates import whole_number
 from datashard.table.versions import HINT, Loaded, TablePaths, key_for_uri, load_newest
 
 #: Default grace period of orphan cleanup: files younger than this are never deleted.
@@ -33,6 +36,8 @@ def remove_orphan_files(
     older_than: Cutoff | None = None,
     *,
     dry_run: bool = False,
+    metadata_only: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> list[str]:
     """Delete objects under the table that no kept snapshot references and that were last
     modified before ``older_than`` (default: 3 days ago). Returns their URIs.
@@ -42,17 +47,29 @@ def remove_orphan_files(
     in flight only while the grace period is longer than any commit takes, so a grace period
     shorter than the table's ``commit.max-duration-ms`` (commits give up rather than land
     later than that) is refused with ``ValidationError`` before anything is deleted.
+
+    ``metadata_only`` looks only under ``metadata/`` (manifest lists and manifests, which the
+    automatic upkeep removes); ``stop`` is asked before each step and ends the work early when
+    it says so (the upkeep stops when the process exits).
     """
     cutoff = cutoff_ms(older_than, DEFAULT_ORPHAN_AGE)
     age = older_than if older_than is not None else DEFAULT_ORPHAN_AGE
     grace = int(age.total_seconds() * 1000) if isinstance(age, timedelta) else now_ms() - cutoff
     _check_grace(backend, paths, base, grace)
-    listed = list(backend.list(paths.prefix + "/"))
+    halted = stop or (lambda: False)
+    listed = list(backend.list((paths.metadata_dir if metadata_only else paths.prefix) + "/"))
     loaded: Loaded = load_newest(backend, paths, base) or base
     _check_grace(backend, paths, loaded, grace)
     md = loaded.metadata
     reader = ManifestReader(backend)
-    lists, manifests, data = referenced_files(reader, md.snapshots)
+    if metadata_only:  # the manifest lists alone name every manifest
+        lists = {s.manifest_list for s in md.snapshots}
+        manifests = {m.manifest_path for s in md.snapshots for m in reader.manifests(s)}
+        data: set[str] = set()
+    else:
+        lists, manifests, data = referenced_files(reader, md.snapshots)
+    if halted():
+        return []
     referenced = {key_for_uri(backend, u) for u in (lists | manifests | data) if _ours(backend, u)}
     orphans: list[str] = []
     for meta in listed:
@@ -72,12 +89,59 @@ def remove_orphan_files(
         orphans.append(key)
     if not dry_run and orphans:
         for i in range(0, len(orphans), 1000):
+            if halted():
+                return [backend.uri_for(k) for k in orphans[:i]]
             backend.delete_many(orphans[i : i + 1000])
+    if metadata_only:
+        return [backend.uri_for(k) for k in orphans]
     # what writers killed mid-write left behind (a local writer's temp files), never listed
     abandoned = backend.remove_abandoned(
         paths.prefix + "/", datetime.fromtimestamp(cutoff / 1000, timezone.utc), dry_run=dry_run
     )
     return [backend.uri_for(k) for k in orphans] + abandoned
+
+
+#: The automatic upkeep: every :data:`~datashard.table.versions.SWEEP_EVERY` versions, the
+#: writer that made the version removes, in the background, the manifest lists and manifests no
+#: kept snapshot references that are older than the grace period (off unless enabled).
+UPKEEP = "write.upkeep.remove-orphans.enabled"
+UPKEEP_AGE = ("write.upkeep.remove-orphans.older-than-ms", 259_200_000)
+
+
+def upkeep_grace_ms(props: Mapping[str, str]) -> int | None:
+    """The grace period of the automatic upkeep in ms, ``None`` when it is off;
+    ``ConfigError`` naming a malformed property, or a grace shorter than
+    ``commit.max-duration-ms``."""
+    raw = str(props.get(UPKEEP, "false")).strip().lower()
+    if raw not in ("true", "false"):
+        raise ConfigError(
+            f"table property {UPKEEP}={props.get(UPKEEP)!r}: expected 'true' or 'false'"
+        )
+    grace = whole_number(props, *UPKEEP_AGE, 1)
+    bound = duration_limit_ms(props)
+    if grace < bound:
+        raise ConfigError(
+            f"table property {UPKEEP_AGE[0]}={grace} is shorter than {MAX_DURATION[0]}={bound}: "
+            "the upkeep could delete the files of a commit in flight; raise it or lower "
+            f"{MAX_DURATION[0]}"
+        )
+    return grace if raw == "true" else None
+
+
+def upkeep(backend: StorageBackend, paths: TablePaths, loaded: Loaded, grace_ms: int) -> None:
+    """The automatic upkeep after the commit of ``loaded``: advisory, so storage errors and
+    the process exiting end it quietly."""
+    try:
+        remove_orphan_files(
+            backend,
+            paths,
+            loaded,
+            timedelta(milliseconds=grace_ms),
+            metadata_only=True,
+            stop=exiting,
+        )
+    except (StorageError, CorruptMetadataError, ValidationError):
+        pass  # the next sweep tries again
 
 
 def _check_grace(backend: StorageBackend, paths: TablePaths, at: Loaded, grace_ms: int) -> None:
@@ -103,4 +167,11 @@ def _ours(backend: StorageBackend, uri: str) -> bool:
     return True
 
 
-__all__ = ["DEFAULT_ORPHAN_AGE", "remove_orphan_files"]
+__all__ = [
+    "DEFAULT_ORPHAN_AGE",
+    "UPKEEP",
+    "UPKEEP_AGE",
+    "remove_orphan_files",
+    "upkeep",
+    "upkeep_grace_ms",
+]

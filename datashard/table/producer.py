@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 import pyarrow as pa
 
+from datashard.errors import ConfigError
 from datashard.iceberg.datafile import DEFAULT_OPTIONS, ParquetOptions, write_parquet
 from datashard.iceberg.manifest import (
     EQUALITY_DELETES,
@@ -49,6 +50,7 @@ from datashard.iceberg.metadata import (
 from datashard.iceberg.partitioning import split_by_partition
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings, commit, delete_quietly, new_commit_id
+from datashard.table.orphans import upkeep, upkeep_grace_ms
 from datashard.table.process import shared_pool, submit
 from datashard.table.updates import (
     COMMIT_ID,
@@ -257,8 +259,20 @@ class SnapshotProducer:
             background=shared_pool() if background else None,
             after=after,
             started=self.started,
+            upkeep=self._upkeep(),
         )
         return result.loaded, result.hint
+
+    def _upkeep(self) -> Callable[[Loaded], None] | None:
+        """The automatic upkeep this table's properties ask for (``None``: off)."""
+        try:
+            grace = upkeep_grace_ms(self.base.metadata.properties)
+        except ConfigError:
+            return None  # a malformed setting another engine wrote: no upkeep
+        if grace is None:
+            return None
+        backend, paths = self.backend, self.paths
+        return lambda loaded: upkeep(backend, paths, loaded, grace)
 
     def discard(self) -> None:
         """Delete what was staged so far (the commit will not run)."""

@@ -15,6 +15,8 @@ from datashard.errors import UnsupportedFeatureError, ValidationError
 from datashard.iceberg.metadata import FORMAT_VERSION, TableMetadata
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings, commit_updates
+from datashard.table.expire import policy as expiry_policy
+from datashard.table.orphans import upkeep_grace_ms
 from datashard.table.producer import parquet_options
 from datashard.table.row_delta import delete_mode
 from datashard.table.updates import COMMIT_ID, RemoveProperties, SetProperties, Update
@@ -38,6 +40,8 @@ def check_properties(properties: Mapping[str, str]) -> None:
             "written yet)"
         )
     CommitSettings.from_properties(properties)
+    expiry_policy(properties)
+    upkeep_grace_ms(properties)
     parquet_options(properties)
     delete_mode(properties)
 

@@ -26,8 +26,7 @@ from datashard.errors import (
 )
 from datashard.iceberg.defaults import fill_write_defaults_arrow, fill_write_defaults_records
 from datashard.iceberg.expressions import FilterLike, bind_schema
-from datashard.iceberg.metadata import RefType, Snapshot, SnapshotLogEntry, TableMetadata
-from datashard.iceberg.metadata_codec import metadata_from_json
+from datashard.iceberg.metadata import RefType, Snapshot, TableMetadata
 from datashard.iceberg.partitioning import SpecLike
 from datashard.iceberg.records import find_unencodable
 from datashard.iceberg.schema import Schema, check_not_empty
@@ -38,10 +37,19 @@ from datashard.table import compact as _compact
 from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table import properties as table_properties
 from datashard.table.append import AppendCommit, WriterState
+from datashard.table.history import HistoryEntry
+from datashard.table.history import history as history_of
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
 from datashard.table.updates import check_writable
-from datashard.table.versions import Loaded, TablePaths, key_for_uri, load_newest, version_of
+from datashard.table.versions import (
+    Loaded,
+    TablePaths,
+    key_for_uri,
+    load_newest,
+    parse_version,
+    version_of,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,7 +114,7 @@ class Table:
             data = backend.read(key)
         except ObjectNotFoundError:
             raise TableNotFoundError(f"no table metadata at {uri}") from None
-        md = metadata_from_json(data, uri)
+        md = parse_version(data, uri, 0).metadata  # SupersededVersionError for a retired one
         table_name = name or posixpath.basename(md.location.rstrip("/"))
         table = cls(backend, None, Loaded(md, 0, uri), name=table_name)
         table._read_only_key = key
@@ -216,9 +224,10 @@ class Table:
             )
         return snap
 
-    def history(self) -> list[SnapshotLogEntry]:
-        """When each snapshot became current, oldest first (the snapshot log)."""
-        return list(self.metadata.snapshot_log)
+    def history(self) -> list[HistoryEntry]:
+        """When each snapshot became current, oldest first (the snapshot log), with its
+        operation and the counts of its summary (:class:`~datashard.table.history.HistoryEntry`)."""
+        return history_of(self.metadata)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -387,11 +396,16 @@ class Table:
         return result
 
     def expire_snapshots(
-        self, older_than: Cutoff | None = None, retain_last: int = 1, *, dry_run: bool = False
+        self,
+        older_than: Cutoff | None = None,
+        retain_last: int | None = None,
+        *,
+        dry_run: bool = False,
     ) -> ExpireResult:
-        """Drop snapshots older than ``older_than`` (default: 5 days), keeping at least
-        ``retain_last`` ancestors of the current snapshot, and delete the files only they
-        used."""
+        """Drop snapshots older than ``older_than``, keeping at least ``retain_last``
+        ancestors of the current snapshot, and delete the files only they used. Left out,
+        both come from the table's policy: ``history.expire.max-snapshot-age-ms`` (5 days)
+        and ``history.expire.min-snapshots-to-keep`` (1)."""
         paths = self._writable()
         loaded, result = expire.expire_snapshots(
             self._backend, paths, self._loaded, older_than, retain_last, dry_run=dry_run

@@ -236,7 +236,10 @@ def whole_number(props: Mapping[str, str], key: str, default: int, minimum: int)
 
 
 #: (property, default) of the metadata log entries and the snapshots every commit keeps.
-PREVIOUS_VERSIONS_MAX = ("write.metadata.previous-versions-max", 100)
+#: Iceberg's default log is 100 versions; datashard's is 10, since versions out of the log are
+#: retired to stubs (:func:`datashard.table.versions.retire_superseded`) and each whole one
+#: costs tens of KB.
+PREVIOUS_VERSIONS_MAX = ("write.metadata.previous-versions-max", 10)
 MAX_SNAPSHOTS = ("history.expire.max-snapshots", 100)
 
 

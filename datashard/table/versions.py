@@ -9,15 +9,24 @@ starts from a version it holds (or the hint) and probes forward until a version 
 
 Tables written by other Iceberg writers name their metadata ``<NNNNN>-<uuid>.metadata.json``;
 :func:`newest_foreign_metadata` finds the highest of those so they can be read.
+
+Superseded versions are retired, never deleted (:func:`retire_superseded`): a version that fell
+out of the newest version's metadata log is overwritten with a stub of about 150 bytes. Its key
+stays taken, so a writer holding an old base still loses the race for it and moves to the
+newest version, as it would against the whole file; deleting it instead would let that writer
+create it again and fork the history. Probes only ask whether a version exists, so stubs cost
+them nothing; a read that meets a stub (a version retired since it was found) probes on from it,
+and opening a stub directly raises :class:`~datashard.errors.SupersededVersionError`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from datashard.errors import ObjectNotFoundError, StorageError
+from datashard.errors import ObjectNotFoundError, StorageError, SupersededVersionError
 from datashard.iceberg.metadata import TableMetadata
 from datashard.iceberg.metadata_codec import metadata_from_json
 from datashard.storage.base import StorageBackend
@@ -32,6 +41,15 @@ _HINT_TEXT = re.compile(r"[0-9]{1,18}")
 MAX_PROBE = 64
 #: Versions probed one by one before the hint is consulted.
 HINT_AFTER = 2
+
+
+#: How a retired version's stub starts: valid JSON that no Iceberg reader takes for metadata.
+STUB_MARK = b'{"datashard-superseded":'
+#: A listed version at most this big is a stub already (real metadata is several KB).
+STUB_MAX_BYTES = 512
+#: Every this many versions, a winner also looks at the versions before the one it retires and
+#: retires any left whole (by a writer that died before retiring its own).
+SWEEP_EVERY = 64
 
 
 @dataclass(frozen=True)
@@ -218,13 +236,88 @@ def newest_foreign_metadata(backend: StorageBackend, paths: TablePaths) -> str |
 # loading
 
 
+def is_stub(data: bytes) -> bool:
+    """Whether ``data`` is the stub of a retired version."""
+    return data.lstrip()[: len(STUB_MARK)] == STUB_MARK
+
+
+def stub_body(version: int, newest: int) -> bytes:
+    """The stub that replaces ``v<version>`` once ``v<newest>`` made it superseded."""
+    return json.dumps(
+        {
+            "datashard-superseded": True,
+            "version": version,
+            "superseded-by": f"v{newest}.metadata.json",
+            "note": "retired; load the table by name for its newest version",
+        },
+        separators=(",", ":"),
+    ).encode("ascii")
+
+
+def parse_version(data: bytes, location: str, version: int) -> Loaded:
+    """``v<version>`` from its bytes; ``SupersededVersionError`` naming it for a stub,
+    ``CorruptMetadataError`` naming it if it does not parse."""
+    if is_stub(data):
+        try:
+            newer = json.loads(data).get("superseded-by", "a newer version")
+        except (ValueError, AttributeError):
+            newer = "a newer version"
+        raise SupersededVersionError(
+            f"{location} was superseded by {newer} and retired (its content is gone; the "
+            "table's metadata log keeps write.metadata.previous-versions-max versions whole): "
+            "load the table by name for its newest version"
+        )
+    return Loaded(metadata_from_json(data, location), version, location)
+
+
 def load_version(backend: StorageBackend, paths: TablePaths, version: int) -> Loaded:
     """Read and parse ``v<version>``; ``ObjectNotFoundError`` if missing,
-    ``CorruptMetadataError`` naming the file if it does not parse."""
+    ``SupersededVersionError`` if it was retired, ``CorruptMetadataError`` naming the file if
+    it does not parse."""
     key = paths.version(version)
-    data = backend.read(key)
-    location = backend.uri_for(key)
-    return Loaded(metadata_from_json(data, location), version, location)
+    return parse_version(backend.read(key), backend.uri_for(key), version)
+
+
+#: Times a load moves on past a version retired under it before giving up.
+_RETIRED_RETRIES = 8
+
+
+def _load_newest_from(backend: StorageBackend, paths: TablePaths, version: int) -> Loaded:
+    """The newest version at or after ``version`` (which exists), moving on past any version
+    retired between finding it and reading it."""
+    for _ in range(_RETIRED_RETRIES):
+        newest = newest_version(backend, paths, version) or version
+        try:
+            return load_version(backend, paths, newest)
+        except SupersededVersionError:
+            version = newest  # retired meanwhile: newer versions exist
+    return load_version(backend, paths, newest_version(backend, paths, version) or version)
+
+
+def retire_superseded(
+    backend: StorageBackend, paths: TablePaths, newest: int, keep: int, *, sweep: bool = False
+) -> list[int]:
+    """Overwrite with a stub the version that just fell out of ``v<newest>``'s metadata log
+    (the newest ``keep`` + 1 stay whole); with ``sweep``, also every whole one among the
+    :data:`SWEEP_EVERY` versions before it (found by ``head``: a writer that died before
+    retiring left it). Sweeps made every :data:`SWEEP_EVERY` versions tile the versions, so
+    each is looked at once, at one ``head`` per commit on average, however long the table
+    lives. The versions retired (storage errors propagate: the caller treats this as
+    advisory)."""
+    cutoff = newest - keep  # v<cutoff> .. v<newest> stay whole
+    if cutoff <= 1:
+        return []
+    targets = [cutoff - 1]
+    if sweep:
+        for n in range(max(1, cutoff - 1 - SWEEP_EVERY), cutoff - 1):
+            try:
+                if backend.head(paths.version(n)).size > STUB_MAX_BYTES:
+                    targets.append(n)
+            except ObjectNotFoundError:
+                continue  # never created (a table whose first version was not v1)
+    for n in sorted(targets):
+        backend.write(paths.version(n), stub_body(n, newest))
+    return sorted(targets)
 
 
 def load_newest(
@@ -251,11 +344,13 @@ def load_newest(
         if early is not None and n == start:
             return early.result()
         return load_version(backend, paths, n)
+    except SupersededVersionError:  # retired between the probe and the read: newer ones exist
+        return _load_newest_from(backend, paths, n)
     except ObjectNotFoundError:
         listed = newest_listed_version(backend, paths)
         if listed is None:
             return None
-        return load_version(backend, paths, listed)
+        return _load_newest_from(backend, paths, listed)
 
 
 def newest_after_loss(
@@ -268,19 +363,23 @@ def newest_after_loss(
     """
     probed = probe_forward(backend, paths, taken, bodies=True)
     if probed is None:
-        return load_newest(backend, paths, found) or load_version(backend, paths, taken)
+        return load_newest(backend, paths, found) or _load_newest_from(backend, paths, taken)
     have, data = probed
     if have == taken or data is None:
-        return found if found is not None else load_version(backend, paths, taken)
-    location = backend.uri_for(paths.version(have))
-    return Loaded(metadata_from_json(data, location), have, location)
+        return found if found is not None else _load_newest_from(backend, paths, taken)
+    if is_stub(data):  # retired since the probe read it: newer versions exist
+        return _load_newest_from(backend, paths, have)
+    return parse_version(data, backend.uri_for(paths.version(have)), have)
 
 
 __all__ = [
     "HINT",
     "MAX_PROBE",
+    "STUB_MAX_BYTES",
+    "SWEEP_EVERY",
     "Loaded",
     "TablePaths",
+    "is_stub",
     "key_for_uri",
     "list_versions",
     "load_newest",
@@ -289,8 +388,11 @@ __all__ = [
     "newest_foreign_metadata",
     "newest_listed_version",
     "newest_version",
+    "parse_version",
     "probe_forward",
     "read_hint",
+    "retire_superseded",
+    "stub_body",
     "version_of",
     "write_hint",
 ]

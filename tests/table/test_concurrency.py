@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from datashard import Schema, create_table, load_table
+from datashard.table.versions import STUB_MAX_BYTES, version_of
 from datashard.testing.writers import append_worker
 
 SCHEMA = Schema(
@@ -27,6 +28,9 @@ PROCESSES, COMMITS, ROWS = 8, 25, 10
 PROPS = {
     "history.expire.max-snapshots": "1000",  # keep every snapshot: the test checks the chain
     "commit.retry.num-retries": "200",
+    # retire versions out of a 4-entry metadata log while the writers race (stale writers
+    # must lose against the stubs, never re-create a retired version)
+    "write.metadata.previous-versions-max": "4",
 }
 
 
@@ -59,6 +63,14 @@ def _run(wh: Any) -> None:
     ]
     assert table.current_snapshot().snapshot_id == snapshots[-1].snapshot_id
     assert table.count() == PROCESSES * COMMITS * ROWS
+    # every version out of the metadata log was retired by the writer whose commit pushed it
+    # out (the writers flushed their background work); the newest 5 are whole
+    newest = PROCESSES * COMMITS + 1
+    sizes = {version_of(m.key): m.size for m in table.backend.list("t/metadata/")}
+    sizes.pop(None, None)
+    assert sorted(sizes) == list(range(1, newest + 1))  # no version missing, none re-created
+    assert all(sizes[n] <= STUB_MAX_BYTES for n in range(1, newest - 4))
+    assert all(sizes[n] > STUB_MAX_BYTES for n in range(newest - 4, newest + 1))
 
 
 @pytest.mark.slow
