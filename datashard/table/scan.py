@@ -28,7 +28,6 @@ from datashard.iceberg.expressions import (
     bind_schema,
     might_match,
     referenced_columns,
-    to_arrow_expression,
     to_expr,
 )
 from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, ManifestFile
@@ -187,9 +186,7 @@ class Scan:
         return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
 
     def _read_task(self, task: FileScanTask) -> pa.Table:
-        table = self._deletes.read(task.data_file, task.deletes, self._read_fields)
-        if not isinstance(self._bound, BoundTrue):
-            table = table.filter(to_arrow_expression(self._bound))
+        table = self._deletes.read(task.data_file, task.deletes, self._read_fields, self._bound)
         return table.select(list(self.columns))
 
     def _tables(self) -> Iterator[pa.Table]:
