@@ -67,8 +67,7 @@ def read_footer(
         if len(data) != size - start:
             actual = backend.head(key).size
             raise SizeMismatchError(
-                f"{uri} is {actual} bytes, but {size} were expected: it was replaced or "
-                "truncated",
+                f"{uri} is {actual} bytes, but {size} were expected: it was replaced or truncated",
                 key=uri,
                 actual=actual,
                 expected=size,
