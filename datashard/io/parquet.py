@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +38,12 @@ from datashard.storage.base import StorageBackend
 SMALL_GAP = 8 * 1024
 #: Larger holes (up to this) are read too when they are at most an eighth of the bytes they join.
 MAX_GAP = 1024 * 1024
+
+#: How a reader fetches column chunks: ``ranges``, all of a read at once with ``read_ranges``
+#: (concurrent requests on object stores); ``into``, one ``read_into`` per merged range straight
+#: into the decode buffer (no copy; O_DIRECT on ``direct://``), for callers that already read
+#: many row groups at once (the loader).
+Fetch = Literal["ranges", "into"]
 
 
 def coalesce(ranges: Iterable[tuple[int, int]], gap: int | None = None) -> list[tuple[int, int]]:
@@ -111,7 +118,8 @@ def _layout(schema: pa.Schema, fields: Sequence[NestedField]) -> _Layout:
 
 class DataFileReader:
     """Reads columns ``fields`` (by field id) of one Parquet data file whose footer is known;
-    :func:`open_data_file` makes one from a backend and a key.
+    :func:`open_data_file` makes one from a backend and a key. With ``fields=None`` it reads
+    the top-level columns ``names`` (all when ``None``) as the file has them, unmapped.
 
     ``filter``: a bound filter over ``fields`` (by their names): row groups whose statistics
     prove no row matches are not fetched, and the rows read are filtered. ``deletes``: the rows
@@ -121,8 +129,10 @@ class DataFileReader:
     def __init__(
         self,
         footer: Footer,
-        fields: Sequence[NestedField],
+        fields: Sequence[NestedField] | None,
         *,
+        names: Sequence[str] | None = None,
+        fetch: Fetch = "ranges",
         backend: StorageBackend | None = None,
         key: str = "",
         filter: Bound | None = None,
@@ -134,10 +144,12 @@ class DataFileReader:
         self.uri = footer.uri
         self.backend = backend
         self.key = key
-        self.fields = list(fields)
+        self.raw = fields is None
+        self.fields = list(fields or ())
         self.filter: Bound = filter if filter is not None else BoundTrue()
         self.deletes = deletes
         self.coalesce_gap = coalesce_gap
+        self.fetch_with: Fetch = fetch
         self._what = what
         md = footer.metadata
         try:
@@ -146,7 +158,12 @@ class DataFileReader:
             raise CorruptMetadataError(f"{what} {self.uri} is not readable Parquet: {exc}") from exc
         self._layout = _layout(self._schema, self.fields)
         top = self._layout.top
-        present = sorted({top[f.field_id] for f in self.fields if f.field_id in top})
+        if self.raw:
+            index = {name: i for i, name in enumerate(self._schema.names)}
+            wanted = self._schema.names if names is None else names
+            present = sorted(index[n] for n in wanted if n in index)
+        else:
+            present = sorted({top[f.field_id] for f in self.fields if f.field_id in top})
         self._columns = [leaf for index in present for leaf in self._layout.leaves[index]]
         sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
         self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
@@ -197,15 +214,24 @@ class DataFileReader:
             return buffer
         if self.backend is None:
             raise ValueError(f"{self.uri}: this reader was made without a backend")
+        if self.fetch_with == "into":
+            view = memoryview(buffer.data)
+            for start, end in ranges:
+                got = self.backend.read_into(self.key, view[start:end], offset=start)
+                self._check_length(start, end, got)
+            return buffer
         parts = self.backend.read_ranges(self.key, ranges)
         for (start, end), data in zip(ranges, parts, strict=True):
-            if len(data) != end - start:
-                raise CorruptMetadataError(
-                    f"{self._what} {self.uri} is shorter than its footer says: wanted bytes "
-                    f"[{start}, {end}), got {len(data)}"
-                )
+            self._check_length(start, end, len(data))
             buffer[start:end] = np.frombuffer(data, dtype=np.uint8)
         return buffer
+
+    def _check_length(self, start: int, end: int, got: int) -> None:
+        if got != end - start:
+            raise CorruptMetadataError(
+                f"{self._what} {self.uri} is shorter than its footer says: wanted bytes "
+                f"[{start}, {end}), got {got}"
+            )
 
     def decode(self, buffer: np.ndarray, row_groups: Sequence[int]) -> pa.Table:
         """Row groups ``row_groups`` from a buffer :meth:`fetch` filled: columns ``fields``,
@@ -223,7 +249,7 @@ class DataFileReader:
             raise CorruptMetadataError(
                 f"{self._what} {self.uri} is not readable Parquet: {exc}"
             ) from exc
-        table = self._mapped(raw)
+        table = raw if self.raw else self._mapped(raw)
         if self.deletes is not None:
             table = self._without_deleted(table, row_groups)
         if not isinstance(self.filter, BoundTrue) and table.num_rows:
@@ -287,8 +313,21 @@ class DataFileReader:
             return table
         return table.filter(pa.array(~gone))
 
+    def output_schema(self) -> pa.Schema:
+        """The schema of what the reader returns."""
+        if self.raw:
+            top = sorted(
+                {
+                    i
+                    for i, leaves in self._layout.leaves.items()
+                    if leaves and leaves[0] in self._columns
+                }
+            )
+            return pa.schema([self._schema.field(i) for i in top])
+        return pa.schema([to_arrow_field(f) for f in self.fields])
+
     def _empty(self) -> pa.Table:
-        return pa.schema([to_arrow_field(f) for f in self.fields]).empty_table()
+        return self.output_schema().empty_table()
 
 
 def open_data_file(

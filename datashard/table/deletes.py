@@ -127,7 +127,7 @@ class DeleteReader:
         rows ``deletes`` delete unless ``apply_deletes`` is false, and keeps those ``filter``
         (over ``fields``) matches. Raises ``CorruptMetadataError`` naming a missing or
         unreadable file, or one whose size or row count is not what the manifest says."""
-        extra = self._equality_fields(deletes, fields)
+        extra = self.equality_fields(deletes, fields)
         found = self.file_deletes(data_file, deletes) if apply_deletes else None
         reader = open_table_data_file(
             self._backend, data_file, [*fields, *extra], filter=filter, deletes=found
@@ -149,7 +149,7 @@ class DeleteReader:
         table = reader.read()
         return table.select(list(range(len(fields)))) if extra else table
 
-    def _equality_fields(
+    def equality_fields(
         self, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
     ) -> list[NestedField]:
         """The columns the equality deletes among ``deletes`` compare that ``fields`` lacks."""

@@ -34,7 +34,7 @@ from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, Manifes
 from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
 from datashard.iceberg.schema import Schema
-from datashard.iceberg.types import to_arrow_field
+from datashard.iceberg.types import NestedField, to_arrow_field
 from datashard.io.deletes import FileDeletes
 from datashard.io.parquet import DataFileReader
 from datashard.table.deletes import DeleteReader, delete_index
@@ -174,6 +174,20 @@ class Scan:
         """The rows the delete files of ``task`` delete, read (``None`` when none apply):
         for readers that read a data file in pieces, such as the row-group loader."""
         return self._deletes.file_deletes(task.data_file, task.deletes)
+
+    def fields_for(self, task: FileScanTask | None) -> list[NestedField]:
+        """The fields a reader of ``task``'s file reads by field id: the columns of the scan
+        and of its filter, then those its equality deletes compare (for readers that read a
+        data file in pieces, such as the row-group loader)."""
+        if task is None:
+            return list(self._read_fields)
+        extra = self._deletes.equality_fields(task.deletes, self._read_fields)
+        return [*self._read_fields, *extra]
+
+    @property
+    def bound(self) -> Bound:
+        """The scan's filter bound to its schema."""
+        return self._bound
 
     def _might_match(self, pruner: PartitionPruner, spec_id: int, df: DataFile) -> bool:
         """Whether a data or delete file may hold a row in the filter's range (partition
