@@ -17,6 +17,7 @@ reordered since a file was written still reads, a column added later reads as it
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -208,13 +209,14 @@ class DataFileReader:
     def fetch(self, row_groups: Sequence[int]) -> np.ndarray:
         """The bytes of ``row_groups``' requested columns, at their offsets in a buffer the
         size of the file (its untouched pages take no memory)."""
-        buffer = np.zeros(self.footer.size, dtype=np.uint8)
+        # an anonymous mapping: zero pages mapped lazily, so only the fetched ranges take memory
+        buffer = np.frombuffer(mmap.mmap(-1, max(1, self.footer.size)), dtype=np.uint8)
         ranges = self.byte_ranges(row_groups)
         if not ranges:
             return buffer
         if self.backend is None:
             raise ValueError(f"{self.uri}: this reader was made without a backend")
-        if self.fetch_with == "into":
+        if self.fetch_with == "into" or len(ranges) == 1:  # one range: no copy (parts on S3)
             view = memoryview(buffer.data)
             for start, end in ranges:
                 got = self.backend.read_into(self.key, view[start:end], offset=start)
