@@ -275,8 +275,10 @@ def streaming(uri: str, rows: int) -> None:
 
     print(
         f"\n(c) streaming {rows:,} rows, batch_size=65536 [local]: one row group "
-        f"{one_group / 2**20:.1f} MiB decoded, read-ahead {READ_AHEAD}"
+        f"{one_group / 2**20:.1f} MiB decoded, read-ahead {READ_AHEAD}; bound: the row group "
+        "yielded and those read ahead, each fetched and decoded"
     )
+    bound = (1 + READ_AHEAD) * 2 * one_group
     for which in ("datashard", "pyarrow.dataset"):
         out = subprocess.run(
             [sys.executable, "-c", _STREAM_CHILD, which, uri],
@@ -288,7 +290,7 @@ def streaming(uri: str, rows: int) -> None:
         n, peak, seconds = int(out[0]), int(out[1]), float(out[2])
         print(
             f"  {which:16s} {seconds:6.2f} s  peak RSS +{peak / 2**20:7.1f} MiB = "
-            f"x{peak / one_group:5.2f} one row group   rows {n:,}"
+            f"x{peak / one_group:5.2f} one row group, x{peak / bound:4.2f} the bound   rows {n:,}"
         )
 
 

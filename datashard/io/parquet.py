@@ -245,7 +245,7 @@ class DataFileReader:
                 pa.BufferReader(pa.py_buffer(buffer)), metadata=self.footer.metadata
             )
             raw = parquet.reader.read_row_groups(
-                list(row_groups), column_indices=self._columns, use_threads=len(self._columns) > 1
+                list(row_groups), column_indices=self._columns, use_threads=len(self._columns) > 4
             )
         except (OSError, pa.ArrowException) as exc:
             raise CorruptMetadataError(
