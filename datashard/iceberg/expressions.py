@@ -20,23 +20,34 @@ match (use ``is_null()``), and ``~`` of an unknown stays unknown.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from datashard.errors import ValidationError
+from datashard.iceberg.conversions import decimal_unscaled, to_python
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import (
     BinaryType,
+    BooleanType,
+    DateType,
+    DecimalType,
     DoubleType,
     FixedType,
     FloatType,
+    IntType,
+    LongType,
     NestedField,
     StringType,
+    TimestampType,
+    TimestamptzType,
+    TimeType,
     to_arrow_type,
 )
 
@@ -396,6 +407,9 @@ def _coerce_literal(
     expr: Predicate, field: NestedField, arrow_type: pa.DataType, value: Any
 ) -> Any:
     """The literal as a Python value pyarrow accepts for ``arrow_type``."""
+    plain = _plain_literal(field.field_type, value)
+    if plain is not _NO_PLAIN:
+        return plain
     try:
         return pa.scalar(value, type=arrow_type).as_py()
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
@@ -403,6 +417,50 @@ def _coerce_literal(
             f"filter {expr!r}: value {value!r} ({type(value).__name__}) does not fit column "
             f"{field.name!r} of type {field.field_type} (arrow {arrow_type})"
         ) from exc
+
+
+_NO_PLAIN = object()
+_INT_RANGE = {IntType: (-(2**31), 2**31 - 1), LongType: (-(2**63), 2**63 - 1)}
+
+
+def _plain_literal(t: Any, v: Any) -> Any:
+    """What ``pa.scalar(v, type).as_py()`` gives for the common literal types, in plain Python
+    (pyarrow imports pandas to look at any Python value it converts; a scan's planning must
+    not); ``_NO_PLAIN`` for anything else, which pyarrow then converts."""
+    kind = type(v)
+    if isinstance(t, BooleanType) and kind is bool:
+        return v
+    if type(t) in _INT_RANGE and kind is int:
+        low, high = _INT_RANGE[type(t)]
+        return v if low <= v <= high else _NO_PLAIN
+    if isinstance(t, DoubleType) and kind in (int, float):
+        return float(v)
+    if (isinstance(t, StringType) and kind is str) or (isinstance(t, BinaryType) and kind is bytes):
+        return v
+    if isinstance(t, DateType) and kind is dt.date:
+        return v
+    if isinstance(t, TimestampType) and kind is dt.datetime and v.tzinfo is None:
+        return v
+    if isinstance(t, TimestamptzType) and kind is dt.datetime and v.tzinfo is not None:
+        return v.astimezone(dt.timezone.utc)
+    if isinstance(t, DecimalType) and kind is Decimal:
+        unscaled = decimal_unscaled(v, t.scale)
+        if unscaled is None or len(str(abs(unscaled))) > t.precision:
+            return _NO_PLAIN
+        digits = tuple(int(c) for c in str(abs(unscaled)))
+        return Decimal((1 if unscaled < 0 else 0, digits, -t.scale))
+    return _NO_PLAIN
+
+
+def _python_value(t: Any, physical: Any, arrow_type: pa.DataType) -> Any:
+    """A decoded bound (days, microseconds ...) as the literal's form (date, datetime ...)."""
+    if isinstance(t, (DateType, TimeType, TimestampType, TimestamptzType)):
+        return to_python(t, physical)
+    if isinstance(t, (BooleanType, IntType, LongType, FloatType, DoubleType, StringType)):
+        return physical
+    if isinstance(t, (BinaryType, DecimalType)):
+        return physical
+    return pa.scalar(physical, type=arrow_type).as_py()
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,7 +554,7 @@ def _bound(bounds: Mapping[int, bytes] | None, p: BoundPredicate, decode: BoundD
     if isinstance(value, float) and math.isnan(value):
         return None
     # the codec's representation (days, micros ...) as the literal's (date, datetime ...)
-    return pa.scalar(value, type=p.arrow_type).as_py()
+    return _python_value(p.iceberg_type, value, p.arrow_type)
 
 
 def _in_range(v: Any, lower: Any, upper: Any) -> bool:
@@ -547,8 +605,8 @@ def _predicate_must_match(p: BoundPredicate, stats: FileStats, decode: BoundDeco
     raw_hi = (stats.upper_bounds or {}).get(fid)
     if raw_lo is None or raw_hi is None:
         return False
-    lo = pa.scalar(decode(p.iceberg_type, raw_lo), type=p.arrow_type).as_py()
-    hi = pa.scalar(decode(p.iceberg_type, raw_hi), type=p.arrow_type).as_py()
+    lo = _python_value(p.iceberg_type, decode(p.iceberg_type, raw_lo), p.arrow_type)
+    hi = _python_value(p.iceberg_type, decode(p.iceberg_type, raw_hi), p.arrow_type)
     v = p.values[0] if p.values else None
     if p.op == "==":
         return bool(lo == hi == v)

@@ -11,8 +11,11 @@
 - At most ``prefetch`` row groups are in flight at once.
 
 Works on any backend, on a list of objects or on a table snapshot
-(:meth:`RowGroupLoader.from_table`). From a table, the row-level deletes of each data file
-(position and equality deletes) are applied to its row groups: a deleted row is never yielded.
+(:meth:`RowGroupLoader.from_table`). Row groups are read by the one Parquet read path of
+:mod:`datashard.io.parquet`. From a table, columns are matched by field id (a renamed column
+still reads, an added one reads as its default or nulls), the scan's filter skips row groups
+by their statistics and drops the rows it does not keep, and the row-level deletes of each data
+file (position and equality deletes) are applied: a deleted row is never yielded.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from datashard.errors import ConfigError, CorruptFileError, ValidationError
+from datashard.errors import ConfigError, ValidationError
+from datashard.iceberg.expressions import Bound
+from datashard.iceberg.types import NestedField
 from datashard.io.deletes import FileDeletes
 from datashard.io.footer import Footer, FooterCache
+from datashard.io.parquet import DataFileReader, coalesce
 from datashard.io.ranged import split_object_uri
 from datashard.storage.base import StorageBackend, validate_key
 from datashard.storage.config import open_backend
@@ -60,15 +64,20 @@ class _Object:
     size: int | None
 
 
+@dataclass(frozen=True)
+class _TableRead:
+    """How the loader reads the data files of a table: by field id, filtered."""
+
+    #: the fields read (the columns yielded, the filter's and the equality deletes' columns)
+    fields: tuple[NestedField, ...]
+    #: the names of the columns yielded, in order
+    columns: tuple[str, ...]
+    filter: Bound
+
+
 def _coalesce(ranges: Iterable[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
     """Sorted ranges with overlaps, and holes of at most ``gap`` bytes, merged."""
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if merged and start - merged[-1][1] <= gap:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
+    return coalesce(ranges, gap)
 
 
 class RowGroupLoader:
@@ -100,6 +109,7 @@ class RowGroupLoader:
         coalesce_gap: int = 64 * 1024,
         footer_cache: FooterCache | None = None,
         deletes: dict[int, FileDeletes] | None = None,
+        table_read: _TableRead | None = None,
     ) -> None:
         if not isinstance(world_size, int) or world_size < 1:
             raise ConfigError(f"world_size must be an int >= 1, got {world_size!r}")
@@ -124,6 +134,7 @@ class RowGroupLoader:
         self._objects = self._resolve(sources)
         #: rows deleted from each source (by its index), applied to its row groups
         self._deletes: dict[int, FileDeletes] = dict(deletes or {})
+        self._table_read = table_read
         self._tasks: list[RowGroupTask] | None = None
         self._tasks_lock = threading.Lock()
 
@@ -139,15 +150,17 @@ class RowGroupLoader:
     ) -> RowGroupLoader:
         """A loader over the data files of a table snapshot (the current one by default).
 
-        Files are those the scan plans after pruning by ``filter`` on manifest statistics; the
-        filter is not applied to rows. File sizes come from the manifests, so footers cost one
-        request each and no ``head``. The snapshot's delete files are read here, once, and
-        applied to every row group they touch.
+        Files are those the scan plans after pruning by ``filter`` on manifest statistics;
+        within them, row groups whose statistics rule the filter out are skipped and the rows
+        it does not keep are dropped. Columns are matched by field id. File sizes come from the
+        manifests, so footers cost one request each and no ``head``. The snapshot's delete
+        files are read here, once, and applied to every row group they touch.
         """
         scan = table.scan(columns=columns, filter=filter, snapshot_id=snapshot_id)
         backend: StorageBackend = table.backend
         sources: list[Source] = []
         deletes: dict[int, FileDeletes] = {}
+        fields: dict[int, NestedField] = {}
         for index, task in enumerate(scan.plan_files()):
             data_file = task.data_file
             sources.append(
@@ -156,7 +169,12 @@ class RowGroupLoader:
             found = scan.deletes_of(task)
             if found is not None:
                 deletes[index] = found
-        return cls(sources, columns=columns, deletes=deletes, **options)
+            for f in scan.fields_for(task):  # the equality deletes' columns too
+                fields.setdefault(f.field_id, f)
+        if not fields:
+            fields = {f.field_id: f for f in scan.fields_for(None)}
+        read = _TableRead(tuple(fields.values()), tuple(scan.columns), scan.bound)
+        return cls(sources, columns=list(scan.columns), deletes=deletes, table_read=read, **options)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -199,7 +217,7 @@ class RowGroupLoader:
                 for index, footer in enumerate(footers):
                     self._check_columns(footer)
                     md = footer.metadata
-                    for rg in range(md.num_row_groups):
+                    for rg in self._reader(index).row_groups():
                         tasks.append(RowGroupTask(index, footer.uri, rg, md.row_group(rg).num_rows))
                 self._tasks = tasks
             return list(self._tasks)
@@ -213,7 +231,7 @@ class RowGroupLoader:
         return mine[worker::num_workers]
 
     def _check_columns(self, footer: Footer) -> None:
-        if self.columns is None:
+        if self.columns is None or self._table_read is not None:
             return
         names = footer.metadata.schema.to_arrow_schema().names
         missing = [c for c in self.columns if c not in names]
@@ -223,76 +241,34 @@ class RowGroupLoader:
                 f"{footer.uri}; it has: {', '.join(names)}"
             )
 
-    def _read_columns(self, source: int) -> tuple[list[str] | None, dict[int, str]]:
-        """The columns to read from ``source``: the chosen ones plus the columns its equality
-        deletes compare (by field id -> column name)."""
-        deletes = self._deletes.get(source)
-        if deletes is None or not deletes.equality:
-            return self.columns, {}
-        by_id = {}
-        for f in self._footer(source).metadata.schema.to_arrow_schema():
-            if f.metadata and b"PARQUET:field_id" in f.metadata:
-                by_id[int(f.metadata[b"PARQUET:field_id"])] = f.name
-        names = {fid: by_id[fid] for fid in deletes.equality_ids if fid in by_id}
-        if self.columns is None:
-            return None, names
-        return [*self.columns, *(n for n in names.values() if n not in self.columns)], names
+    def _reader(self, source: int) -> DataFileReader:
+        """The read path's reader of ``source``: by field id, filtered and without deleted
+        rows for a table; else the chosen columns by name."""
+        obj = self._objects[source]
+        read = self._table_read
+        return DataFileReader(
+            self._footer(source),
+            None if read is None else read.fields,
+            names=self.columns,
+            fetch="into",
+            backend=obj.backend,
+            key=obj.key,
+            filter=None if read is None else read.filter,
+            deletes=self._deletes.get(source),
+            coalesce_gap=self.coalesce_gap,
+        )
 
     def byte_ranges(self, task: RowGroupTask) -> list[tuple[int, int]]:
         """The coalesced ``[start, end)`` ranges one row group's chosen columns occupy."""
-        md = self._footer(task.source).metadata
-        rg = md.row_group(task.row_group)
-        columns = self._read_columns(task.source)[0]
-        wanted = None if columns is None else set(columns)
-        ranges = []
-        for j in range(rg.num_columns):
-            chunk = rg.column(j)
-            top = chunk.path_in_schema.split(".", 1)[0]
-            if wanted is not None and top not in wanted:
-                continue
-            start = chunk.data_page_offset
-            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
-                start = min(start, chunk.dictionary_page_offset)
-            ranges.append((start, start + chunk.total_compressed_size))
-        return _coalesce(ranges, self.coalesce_gap)
+        return self._reader(task.source).byte_ranges([task.row_group])
 
     # -- reading ---------------------------------------------------------------------------
 
     def read_row_group(self, task: RowGroupTask) -> pa.Table:
         """Fetch and decode one row group (only the chosen columns' bytes are read)."""
-        obj = self._objects[task.source]
-        footer = self._footer(task.source)
-        # Zeroed pages are mapped lazily: only the fetched ranges take memory.
-        buffer = np.zeros(footer.size, dtype=np.uint8)
-        view = memoryview(buffer.data)
-        for start, end in self.byte_ranges(task):
-            got = obj.backend.read_into(obj.key, view[start:end], offset=start)
-            if got != end - start:
-                raise CorruptFileError(
-                    f"{footer.uri} is shorter than its footer says: wanted bytes "
-                    f"[{start}, {end}), got {got}",
-                    key=footer.uri,
-                )
-        columns, equality = self._read_columns(task.source)
-        try:
-            source = pa.BufferReader(pa.py_buffer(buffer))
-            parquet = pq.ParquetFile(source, metadata=footer.metadata)
-            table = parquet.read_row_group(task.row_group, columns=columns, use_threads=False)
-        except (OSError, pa.ArrowException) as exc:
-            raise CorruptFileError(
-                f"{footer.uri}: row group {task.row_group} does not decode ({exc})", key=footer.uri
-            ) from exc
-        deletes = self._deletes.get(task.source)
-        if deletes is None:
-            return table
-        md = footer.metadata
-        offset = sum(md.row_group(i).num_rows for i in range(task.row_group))
-        values = {fid: table.column(name) for fid, name in equality.items()}
-        mask = deletes.mask(offset, table.num_rows, values)
-        if mask is not None:
-            table = table.filter(pa.array(~mask))
-        if self.columns is not None and columns != self.columns:
-            table = table.select(self.columns)
+        table = self._reader(task.source).read_row_group(task.row_group)
+        if self._table_read is not None:
+            table = table.select(list(self._table_read.columns))
         return table
 
     def set_epoch(self, epoch: int) -> None:
@@ -339,7 +315,7 @@ class RowGroupLoader:
     def _empty_schema(self) -> pa.Schema:
         if not self._objects:
             return pa.schema([])
-        schema = self._footer(0).metadata.schema.to_arrow_schema()
+        schema = self._reader(0).output_schema()
         if self.columns is not None:
             schema = pa.schema([schema.field(c) for c in self.columns])
         return schema

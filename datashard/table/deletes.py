@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from datashard.errors import CorruptMetadataError
 from datashard.iceberg.deletes import DeleteFile, DeleteIndex
+from datashard.iceberg.expressions import Bound
 from datashard.iceberg.manifest import MANIFEST_DELETES, DataFile, ManifestEntry, ManifestFile
 from datashard.iceberg.metadata import TableMetadata
 from datashard.iceberg.types import NestedField
@@ -31,9 +32,9 @@ from datashard.io.deletes import (
     read_equality_deletes,
     read_position_deletes,
 )
-from datashard.io.parquet import read_parquet_by_id
+from datashard.io.parquet import DataFileReader
 from datashard.storage.base import StorageBackend
-from datashard.table.manifests import read_table_file
+from datashard.table.manifests import open_table_data_file, read_table_file
 from datashard.table.process import bounded_map
 from datashard.table.versions import key_for_uri
 
@@ -118,23 +119,46 @@ class DeleteReader:
 
     # -- data files ---------------------------------------------------------------------------
 
+    def open(
+        self,
+        data_file: DataFile,
+        deletes: Sequence[DeleteFile],
+        fields: Sequence[NestedField],
+        filter: Bound | None = None,
+        *,
+        apply_deletes: bool = True,
+    ) -> tuple[DataFileReader, list[NestedField]]:
+        """A reader of ``data_file`` (its footer read) for columns ``fields`` and then the
+        columns its equality deletes compare that ``fields`` lacks (returned too); it drops the
+        rows ``deletes`` delete unless ``apply_deletes`` is false, and keeps those ``filter``
+        (over ``fields``) matches. Raises ``CorruptMetadataError`` naming a missing or
+        unreadable file, or one whose size or row count is not what the manifest says."""
+        extra = self.equality_fields(deletes, fields)
+        found = self.file_deletes(data_file, deletes) if apply_deletes else None
+        reader = open_table_data_file(
+            self._backend, data_file, [*fields, *extra], filter=filter, deletes=found
+        )
+        return reader, extra
+
     def read(
-        self, data_file: DataFile, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
+        self,
+        data_file: DataFile,
+        deletes: Sequence[DeleteFile],
+        fields: Sequence[NestedField],
+        filter: Bound | None = None,
     ) -> pa.Table:
         """Columns ``fields`` of ``data_file`` (by field id), without the rows ``deletes``
-        delete. Raises ``CorruptMetadataError`` naming a missing or unreadable file, or one
+        delete, and only those ``filter`` keeps (row groups its statistics rule out are not
+        fetched). Raises ``CorruptMetadataError`` naming a missing or unreadable file, or one
         whose size or row count is not what the manifest says (replaced or truncated)."""
-        table, extra = self._read_with_equality_columns(data_file, deletes, fields)
-        mask = self._mask(data_file, deletes, table, [*fields, *extra])
-        if mask is not None:
-            table = table.filter(pa.array(~mask))
+        reader, extra = self.open(data_file, deletes, fields, filter)
+        table = reader.read()
         return table.select(list(range(len(fields)))) if extra else table
 
-    def _read_with_equality_columns(
-        self, data_file: DataFile, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
-    ) -> tuple[pa.Table, list[NestedField]]:
-        """Columns ``fields`` of the whole data file, then the columns its equality deletes
-        compare that ``fields`` lacks (returned too)."""
+    def equality_fields(
+        self, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
+    ) -> list[NestedField]:
+        """The columns the equality deletes among ``deletes`` compare that ``fields`` lacks."""
         have = {f.field_id for f in fields}
         extra: list[NestedField] = []
         for d in deletes:
@@ -143,20 +167,15 @@ class DeleteReader:
                     if fid not in have:
                         have.add(fid)
                         extra.append(self._field(fid, d))
-        path = data_file.file_path
-        data = read_table_file(self._backend, path, "data file")
-        if len(data) != data_file.file_size_in_bytes:
-            raise CorruptMetadataError(
-                f"data file {path} is {len(data)} bytes, but the manifest says "
-                f"{data_file.file_size_in_bytes}: it was replaced or truncated"
-            )
-        table = read_parquet_by_id(data, path, [*fields, *extra])
-        if table.num_rows != data_file.record_count:
-            raise CorruptMetadataError(
-                f"data file {path} holds {table.num_rows} rows, but the manifest says "
-                f"{data_file.record_count}: it was replaced"
-            )
-        return table, extra
+        return extra
+
+    def _read_with_equality_columns(
+        self, data_file: DataFile, deletes: Sequence[DeleteFile], fields: Sequence[NestedField]
+    ) -> tuple[pa.Table, list[NestedField]]:
+        """Columns ``fields`` of the whole data file, then the columns its equality deletes
+        compare that ``fields`` lacks (returned too); no row removed."""
+        reader, extra = self.open(data_file, deletes, fields, apply_deletes=False)
+        return reader.read(), extra
 
     def _mask(
         self,

@@ -8,10 +8,16 @@ read for the length of one operation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from datashard.errors import CorruptMetadataError, StorageError
-from datashard.iceberg.manifest import MANIFEST_DATA, ManifestEntry, ManifestFile
+from datashard.iceberg.expressions import Bound
+from datashard.iceberg.manifest import MANIFEST_DATA, DataFile, ManifestEntry, ManifestFile
 from datashard.iceberg.manifest_codec import read_manifest, read_manifest_list
 from datashard.iceberg.metadata import Snapshot
+from datashard.iceberg.types import NestedField
+from datashard.io.deletes import FileDeletes
+from datashard.io.parquet import DataFileReader, open_data_file
 from datashard.storage.base import StorageBackend
 from datashard.table.process import MANIFEST_CACHE
 from datashard.table.versions import key_for_uri
@@ -26,6 +32,37 @@ def read_table_file(backend: StorageBackend, uri: str, what: str) -> bytes:
         if isinstance(exc, FileNotFoundError):
             raise CorruptMetadataError(
                 f"{what} {uri} named by the table metadata is missing"
+            ) from exc
+        raise
+
+
+def open_table_data_file(
+    backend: StorageBackend,
+    data_file: DataFile,
+    fields: Sequence[NestedField],
+    *,
+    filter: Bound | None = None,
+    deletes: FileDeletes | None = None,
+) -> DataFileReader:
+    """A reader of a data file the metadata names (see
+    :func:`~datashard.io.parquet.open_data_file`): its footer read (or cached), its size and
+    row count checked against the manifest. ``CorruptMetadataError`` naming it when it is
+    missing, replaced or not Parquet; other storage errors as they are."""
+    uri = data_file.file_path
+    try:
+        return open_data_file(
+            backend,
+            key_for_uri(backend, uri),
+            fields,
+            size=int(data_file.file_size_in_bytes),
+            record_count=int(data_file.record_count),
+            filter=filter,
+            deletes=deletes,
+        )
+    except StorageError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise CorruptMetadataError(
+                f"data file {uri} named by the table metadata is missing"
             ) from exc
         raise
 
@@ -100,6 +137,7 @@ class ManifestReader:
 __all__ = [
     "ManifestReader",
     "manifest_entries",
+    "open_table_data_file",
     "read_manifest_files",
     "read_table_file",
 ]

@@ -28,15 +28,15 @@ from datashard.iceberg.expressions import (
     bind_schema,
     might_match,
     referenced_columns,
-    to_arrow_expression,
     to_expr,
 )
 from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, ManifestFile
 from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
 from datashard.iceberg.schema import Schema
-from datashard.iceberg.types import to_arrow_field
+from datashard.iceberg.types import NestedField, to_arrow_field
 from datashard.io.deletes import FileDeletes
+from datashard.io.parquet import DataFileReader
 from datashard.table.deletes import DeleteReader, delete_index
 from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.process import bounded_map, submit
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 #: Data files and manifests read at once by one scan.
 DEFAULT_WORKERS = 8
+#: Row groups (and data file footers) :meth:`Scan.to_batches` reads ahead of the one it yields.
+READ_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,20 @@ class Scan:
         for readers that read a data file in pieces, such as the row-group loader."""
         return self._deletes.file_deletes(task.data_file, task.deletes)
 
+    def fields_for(self, task: FileScanTask | None) -> list[NestedField]:
+        """The fields a reader of ``task``'s file reads by field id: the columns of the scan
+        and of its filter, then those its equality deletes compare (for readers that read a
+        data file in pieces, such as the row-group loader)."""
+        if task is None:
+            return list(self._read_fields)
+        extra = self._deletes.equality_fields(task.deletes, self._read_fields)
+        return [*self._read_fields, *extra]
+
+    @property
+    def bound(self) -> Bound:
+        """The scan's filter bound to its schema."""
+        return self._bound
+
     def _might_match(self, pruner: PartitionPruner, spec_id: int, df: DataFile) -> bool:
         """Whether a data or delete file may hold a row in the filter's range (partition
         values, then column statistics; for a delete file they describe the deleted rows)."""
@@ -187,9 +203,7 @@ class Scan:
         return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
 
     def _read_task(self, task: FileScanTask) -> pa.Table:
-        table = self._deletes.read(task.data_file, task.deletes, self._read_fields)
-        if not isinstance(self._bound, BoundTrue):
-            table = table.filter(to_arrow_expression(self._bound))
+        table = self._deletes.read(task.data_file, task.deletes, self._read_fields, self._bound)
         return table.select(list(self.columns))
 
     def _tables(self) -> Iterator[pa.Table]:
@@ -223,11 +237,70 @@ class Scan:
             return schema.empty_table()
         return pa.concat_tables(tables)
 
-    def to_batches(self) -> Iterator[pa.RecordBatch]:
-        """The matching rows as Arrow record batches, file by file."""
+    def to_batches(self, batch_size: int | None = None) -> Iterator[pa.RecordBatch]:
+        """The matching rows as Arrow record batches, in commit order, streamed row group by
+        row group: at most :data:`READ_AHEAD` row groups are fetched and decoded ahead of the
+        one being yielded, so memory stays near that many row groups whatever the table's size.
+
+        ``batch_size``: rows per batch (the last may be shorter); ``None`` yields each row
+        group's rows as they come. Raises ``ValidationError`` for a ``batch_size`` that is not
+        a positive int.
+        """
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValidationError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+        return _rebatch(self._row_group_tables(), self._output_schema(), batch_size)
+
+    def to_arrow_batch_reader(self, batch_size: int | None = None) -> pa.RecordBatchReader:
+        """The matching rows as a pyarrow ``RecordBatchReader`` (streamed as by
+        :meth:`to_batches`), for DuckDB, Polars, Arrow Flight or ``pyarrow.dataset``."""
         schema = self._output_schema()
-        for table in self._tables():
-            yield from table.cast(schema).to_batches()
+        return pa.RecordBatchReader.from_batches(schema, self.to_batches(batch_size))
+
+    def _open(self, task: FileScanTask) -> DataFileReader:
+        """A reader of ``task``'s file: its footer read, its deletes and the filter given."""
+        reader, _ = self._deletes.open(task.data_file, task.deletes, self._read_fields, self._bound)
+        return reader
+
+    def _row_group_tables(self) -> Iterator[pa.Table]:
+        """Each chosen row group's matching rows (output columns), in commit order, with at
+        most :data:`READ_AHEAD` row groups (and as many footers) read ahead."""
+        tasks = iter(self.plan_files())
+        opening: deque[Future[DataFileReader]] = deque()
+        pending: deque[Future[pa.Table]] = deque()
+        columns = list(self.columns)
+
+        def read(reader: DataFileReader, row_group: int) -> pa.Table:
+            return reader.read_row_group(row_group).select(columns)
+
+        def jobs() -> Iterator[tuple[DataFileReader, int]]:
+            while True:
+                while len(opening) < READ_AHEAD:
+                    task = next(tasks, None)
+                    if task is None:
+                        break
+                    opening.append(submit(self._open, task))
+                if not opening:
+                    return
+                reader = opening.popleft().result()
+                for row_group in reader.row_groups():
+                    yield reader, row_group
+
+        work = jobs()
+        try:
+            while True:
+                while len(pending) < READ_AHEAD:
+                    job = next(work, None)
+                    if job is None:
+                        break
+                    pending.append(submit(read, *job))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            for future in (*pending, *opening):
+                future.cancel()
 
     def to_pandas(self, **kwargs: Any) -> pd.DataFrame:
         """The matching rows as a pandas DataFrame (``kwargs`` go to ``Table.to_pandas``)."""
@@ -267,6 +340,43 @@ class Scan:
         needed = set(new.columns) | referenced_columns(new.filter)
         new._read_fields = [f for f in self.schema.fields if f.name in needed]
         return new
+
+
+def _rebatch(
+    tables: Iterator[pa.Table], schema: pa.Schema, batch_size: int | None
+) -> Iterator[pa.RecordBatch]:
+    """The rows of ``tables`` as record batches of ``schema``: ``batch_size`` rows each (the
+    last fewer), or as they come when ``None``."""
+    buffered: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        if table.num_rows == 0:
+            continue
+        if table.schema != schema:
+            table = table.cast(schema)
+        if batch_size is None:
+            yield from table.to_batches()
+            continue
+        buffered.append(table)
+        rows += table.num_rows
+        if rows < batch_size:
+            continue
+        whole = pa.concat_tables(buffered)
+        start = 0
+        while rows - start >= batch_size:
+            yield _one_batch(whole.slice(start, batch_size))
+            start += batch_size
+        buffered = [whole.slice(start)] if start < rows else []
+        rows -= start
+    if rows:
+        yield _one_batch(pa.concat_tables(buffered))
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    batches = table.to_batches()
+    if len(batches) == 1:
+        return batches[0]
+    return table.combine_chunks().to_batches()[0]
 
 
 def _copy(scan: Scan) -> Scan:

@@ -62,3 +62,33 @@ def test_the_loader_drops_rows_an_equality_delete_matches_on_a_column_it_does_no
     want = [i for i in range(1000) if i % 10 != 0 and i % 3 != 1]
     assert sorted(got.column("id").to_pylist()) == want
     assert t.count() == len(want)
+
+
+def test_the_loader_keeps_only_the_rows_the_filter_keeps_and_skips_row_groups(
+    local_wh: Any,
+) -> None:
+    from datashard import col
+
+    t = _table(local_wh)
+    loader = RowGroupLoader.from_table(
+        t, columns=["id"], filter=(col("id") >= 250) & (col("id") < 420)
+    )
+    assert [task.row_group for task in loader.tasks()] == [2, 3, 4]  # of 10
+    assert loader.to_arrow().column("id").to_pylist() == list(range(250, 420))
+    labelled = RowGroupLoader.from_table(t, columns=["id", "label"], filter=col("label") == "l1")
+    got = labelled.to_arrow()
+    assert set(got.column("label").to_pylist()) == {"l1"}
+    assert got.column("id").to_pylist() == [i for i in range(1000) if i % 10 and i % 3 == 1]
+
+
+def test_the_loader_reads_by_field_id_after_a_rename_and_an_added_column(local_wh: Any) -> None:
+    t = _table(local_wh)
+    with t.update_schema() as u:
+        u.rename_column("label", "tag")
+        u.add_column("weight", "double", default=1.5)
+    got = RowGroupLoader.from_table(t, columns=["id", "tag", "weight"]).to_arrow()
+    assert got.column_names == ["id", "tag", "weight"]
+    assert got.column("tag").to_pylist() == [
+        None if i % 10 == 0 else f"l{i % 3}" for i in range(1000)
+    ]
+    assert set(got.column("weight").to_pylist()) == {1.5}

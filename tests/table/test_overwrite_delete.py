@@ -188,7 +188,7 @@ def test_files_whose_statistics_prove_a_full_match_are_dropped_unread(local_wh: 
     faulty.reset()
     snap = table.delete((col("id") >= 10) & (col("id") <= 25))
     assert snap is not None
-    reads = [k for m, k in faulty.calls if m == "read" and "/data/" in k]
+    reads = {k for m, k in faulty.calls if m.startswith("read") and "/data/" in k}
     assert len(reads) == 1  # file C (20-29) is read and rewritten; file B (10-19) is not read
     assert _ids(table.to_arrow()) == [*range(0, 10), *range(26, 30)]
 
