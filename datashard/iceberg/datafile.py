@@ -297,15 +297,50 @@ class _Unclosable:
         pass
 
 
+#: Rows sampled from the start of a table to judge its columns' cardinality.
+DICTIONARY_SAMPLE_ROWS = 8192
+
+
+def dictionary_columns(table: pa.Table) -> bool | list[str]:
+    """Which columns of ``table`` to dictionary-encode: ``True`` (all) when any column is
+    nested, else the names of the columns whose first :data:`DICTIONARY_SAMPLE_ROWS` rows hold
+    at most half as many distinct values as rows. A dictionary of mostly unique values saves
+    nothing, and the Parquet writer holds a column chunk's pages in memory until it gives up
+    on one, so a unique column (ids, timestamps, measurements) costs time and memory.
+    """
+    if any(pa.types.is_nested(f.type) for f in table.schema):
+        return True
+    sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
+    if sample.num_rows == 0:
+        return True
+    keep = []
+    for name, column in zip(sample.column_names, sample.columns, strict=True):
+        if pa.types.is_boolean(column.type) or pa.types.is_null(column.type):
+            keep.append(name)
+            continue
+        distinct = pc.count_distinct(column, mode="all").as_py()
+        if distinct * 2 <= sample.num_rows:
+            keep.append(name)
+    return keep
+
+
 class ParquetFileWriter:
     """One Parquet data file streamed into ``sink`` (a writable binary file-like object with
     ``write`` and ``tell``): :meth:`write` adds row groups as they are encoded, :meth:`finish`
     writes the footer and returns the file's statistics. The sink is never closed here.
 
     Tables given to :meth:`write` must already fit ``schema`` (:func:`fit_schema`).
+    ``dictionary`` is pyarrow's ``use_dictionary``: all columns, none, or these (by name; see
+    :func:`dictionary_columns`).
     """
 
-    def __init__(self, sink: Any, schema: Schema, options: ParquetOptions = DEFAULT_OPTIONS):
+    def __init__(
+        self,
+        sink: Any,
+        schema: Schema,
+        options: ParquetOptions = DEFAULT_OPTIONS,
+        dictionary: bool | list[str] = True,
+    ) -> None:
         self.schema = schema
         self.options = options
         self._sink = sink
@@ -321,6 +356,7 @@ class ParquetFileWriter:
             compression=options.compression,
             compression_level=options.compression_level,
             data_page_size=options.data_page_size,
+            use_dictionary=dictionary,
         )
 
     @property
@@ -387,6 +423,7 @@ __all__ = [
     "ParquetFileWriter",
     "ParquetOptions",
     "ParquetStats",
+    "dictionary_columns",
     "fit_schema",
     "nan_counts",
     "parquet_stats",

@@ -31,6 +31,7 @@ from datashard.iceberg.datafile import (
     DEFAULT_OPTIONS,
     ParquetFileWriter,
     ParquetOptions,
+    dictionary_columns,
     fit_schema,
 )
 from datashard.iceberg.manifest import (
@@ -148,13 +149,14 @@ class SnapshotProducer:
         """Stream ``table`` (fitting the schema) into new data files of about ``target`` bytes
         (each closed after the row group that reaches it), in row order."""
         rows = options.rows_per_group(table, target)
+        dictionary = dictionary_columns(table)
         out: list[DataFile] = []
         offset = 0
         while offset < table.num_rows:
             key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
             opened.append(key)
             with self.backend.open_output(key) as sink:
-                writer = ParquetFileWriter(sink, self.schema, options)
+                writer = ParquetFileWriter(sink, self.schema, options, dictionary)
                 while offset < table.num_rows:
                     writer.write(table.slice(offset, rows), rows)
                     offset += rows

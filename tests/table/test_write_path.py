@@ -323,3 +323,29 @@ def test_append_killed_mid_stream_leaves_no_visible_data_file(local_wh: Any) -> 
     removed = local_wh.backend.remove_abandoned("", later)
     assert removed and all(".datashard-tmp-" in uri for uri in removed)
     assert not list(root.rglob(".datashard-tmp-*"))
+
+
+def test_only_repetitive_columns_are_dictionary_encoded(local_wh: Any) -> None:
+    """Unique ids are written plain (a dictionary of them saves nothing and costs memory);
+    a column of a few repeated values keeps its dictionary (the file stays small)."""
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    n = 50_000
+    table.append(
+        pa.table(
+            {
+                "id": pa.array(np.arange(n, dtype=np.int64)),
+                "price": pa.array(np.arange(n) % 3, pa.float64()),
+                "name": pa.array(["a", "b"] * (n // 2)),
+                "qty": pa.array(np.arange(n, dtype=np.int32)),
+            }
+        )
+    )
+    (df,) = _files(table)
+    body = local_wh.backend.read(local_wh.backend.key_for(df.file_path))
+    group = pq.ParquetFile(io.BytesIO(body)).metadata.row_group(0)
+    dictionary = {
+        group.column(i).path_in_schema: group.column(i).has_dictionary_page
+        for i in range(group.num_columns)
+    }
+    assert dictionary == {"id": False, "price": True, "name": True, "qty": False}
+    assert table.count() == n
