@@ -4,6 +4,8 @@
 string), about 330 MB of Arrow data, written once by each of:
 
 - ``datashard``: ``table.append`` into a new table (streamed data files, all cores);
+- ``ds-nofsync`` (local disk only): the same with ``fsync=False``, atomic but not crash-durable,
+  the durability every peer here gives on a local disk (none of them fsyncs);
 - ``pq.write_table``: one Parquet file with zstd (the same codec), the floor a table format
   adds its bookkeeping to;
 - ``pyiceberg``: ``table.append`` (SQLite catalog);
@@ -40,7 +42,9 @@ import tempfile
 import time
 from typing import Any
 
-SYSTEMS = ("datashard", "pq.write_table", "pyiceberg", "deltalake", "lance")
+SYSTEMS = ("datashard", "ds-nofsync", "pq.write_table", "pyiceberg", "deltalake", "lance")
+#: Systems that only make sense on the local disk.
+LOCAL_ONLY = {"ds-nofsync"}
 #: A single run is stopped after this many seconds (the whole bench stays bounded).
 RUN_TIMEOUT = 120.0
 
@@ -82,10 +86,10 @@ def _writer(system: str, root: dict[str, str], table: Any) -> Any:
 
     local = root["kind"] == "local"
     where = root["path"]
-    if system == "datashard":
+    if system in ("datashard", "ds-nofsync"):
         from datashard import Schema, create_table
 
-        opts: dict[str, Any] = {}
+        opts: dict[str, Any] = {"fsync": False} if system == "ds-nofsync" else {}
         if not local:
             opts = {
                 "endpoint_url": root["endpoint"],
@@ -244,9 +248,13 @@ def main() -> None:
                     "key": server.access_key_id,
                     "secret": server.secret_access_key,
                 }
-            results: dict[str, dict[str, float]] = {s: {} for s in systems}
+            results: dict[str, dict[str, float]] = {
+                s: {} for s in systems if s not in LOCAL_ONLY or base["kind"] == "local"
+            }
             for turn in range(a.repeat):
                 for s in systems:
+                    if s in LOCAL_ONLY and base["kind"] != "local":
+                        continue
                     print(f"[{backend}] {s} turn {turn + 1} ...", file=sys.stderr, flush=True)
                     tmp = tempfile.mkdtemp(prefix="ds-write-bench-")
                     if base["kind"] == "local":
