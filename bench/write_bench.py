@@ -15,11 +15,11 @@ string), about 330 MB of Arrow data, written once by each of:
 Every run is a fresh subprocess that builds the input first, then measures the write alone:
 wall seconds, the ratio to ``pq.write_table`` in the same run, peak RSS above the RSS with the
 input built (``/proc/self/clear_refs`` resets the peak), and CPU seconds / wall seconds (above 1
-means more than one core worked). Each system runs ``--repeat`` times, in turns; the best time
-(with its CPU figure) and the smallest peak are reported. On the local disk by default;
-``--backends local,ceph``
-adds Ceph RGW (started here, on 127.0.0.1; pq.write_table then goes through pyarrow's S3
-file system).
+means more than one core worked); on the local disk also the megabytes written. Each system runs
+``--repeat`` times, in turns; the best time (with its CPU figure) and the smallest peak are
+reported. On the local disk by default; ``--backends local,ceph``
+adds Ceph RGW (started here, on 127.0.0.1; pq.write_table then encodes to memory and uploads
+with boto3's managed upload, as pyarrow's own S3 upload gets HTTP 411 from Ceph RGW).
 
 Usage::
 
@@ -106,16 +106,25 @@ def _writer(system: str, root: dict[str, str], table: Any) -> Any:
 
         if local:
             return lambda: pq.write_table(table, f"{where}/one.parquet", compression="zstd")
-        fs = pa.fs.S3FileSystem(
-            access_key=root["key"],
-            secret_key=root["secret"],
-            region="us-east-1",
-            endpoint_override=root["endpoint"],
-            scheme="http",
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=root["endpoint"],
+            aws_access_key_id=root["key"],
+            aws_secret_access_key=root["secret"],
+            region_name="us-east-1",
         )
-        return lambda: pq.write_table(
-            table, f"{where}/one.parquet", compression="zstd", filesystem=fs
-        )
+        bucket, _, prefix = where.partition("/")
+
+        def write_and_upload() -> None:
+            # pyarrow's own S3 multipart upload gets HTTP 411 from Ceph RGW: encode to memory,
+            # then boto3's managed (multipart, concurrent) upload
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="zstd")
+            client.upload_fileobj(pa.BufferReader(sink.getvalue()), bucket, f"{prefix}/one.parquet")
+
+        return write_and_upload
     if system == "pyiceberg":
         from pyiceberg.catalog.sql import SqlCatalog
 
@@ -183,7 +192,12 @@ def child(system: str, rows: int, root: dict[str, str]) -> dict[str, float]:
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     peak_kb = _rss_kb("VmHWM")
+    written = 0
+    if root["kind"] == "local":
+        for folder, _, names in os.walk(root["path"]):
+            written += sum(os.path.getsize(os.path.join(folder, n)) for n in names)
     return {
+        "written_mb": written / 1e6,
         "seconds": wall,
         "peak_mb": max(0, peak_kb - base_kb) / 1024,
         "cores": cpu / wall,
@@ -211,13 +225,16 @@ def report(backend: str, rows: int, results: dict[str, dict[str, float]]) -> Non
     floor = results.get("pq.write_table", {}).get("seconds")
     first = next(iter(results.values()), {})
     print(f"\n{backend}: {rows:,} rows x 8 columns ({first.get('input_mb', 0):.0f} MB of Arrow)")
-    print(f"{'system':<16}{'seconds':>9}{'/ pq':>7}{'peak MB':>9}{'cpu/wall':>10}")
+    print(f"{'system':<16}{'seconds':>9}{'/ pq':>7}{'peak MB':>9}{'cpu/wall':>10}{'MB out':>8}")
     for name, r in results.items():
         if not r:
             print(f"{name:<16}{'failed':>9}")
             continue
         ratio = f"{r['seconds'] / floor:.2f}" if floor else "-"
-        print(f"{name:<16}{r['seconds']:>9.2f}{ratio:>7}{r['peak_mb']:>9.0f}{r['cores']:>10.2f}")
+        print(
+            f"{name:<16}{r['seconds']:>9.2f}{ratio:>7}{r['peak_mb']:>9.0f}{r['cores']:>10.2f}"
+            f"{r['written_mb']:>8.0f}"
+        )
 
 
 def main() -> None:
