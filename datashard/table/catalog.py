@@ -97,6 +97,7 @@ def to_schema(schema: SchemaLike) -> Schema:
 def check_properties(properties: Mapping[str, str]) -> None:
     """``ConfigError`` naming the first table property datashard reads whose value it cannot
     use (commit retries and retention, ``write.parquet.row-group-limit``,
+    ``write.parquet.row-group-size-bytes``, ``write.target-file-size-bytes``,
     ``write.delete.mode``), and ``UnsupportedFeatureError`` for a ``format-version`` other
     than 2; before anything is written."""
     version = properties.get("format-version", str(FORMAT_VERSION))
@@ -107,7 +108,7 @@ def check_properties(properties: Mapping[str, str]) -> None:
             "written yet)"
         )
     CommitSettings.from_properties(properties)
-    parquet_options(properties)
+    parquet_options(properties)  # the row-group limits and the target file size
     delete_mode(properties)
 
 
