@@ -274,7 +274,11 @@ def fit_schema(table: pa.Table, schema: Schema) -> pa.Table:
 
 
 class _Unclosable:
-    """A file-like object pyarrow may write to but never close (its owner publishes it)."""
+    """A file-like object pyarrow may write to but never close (its owner publishes it).
+
+    Once the owner has closed or aborted the sink, writes are dropped: a writer abandoned
+    mid-file writes its footer when it is garbage-collected, into a stream already discarded.
+    """
 
     closed = False
 
@@ -282,6 +286,8 @@ class _Unclosable:
         self._sink = sink
 
     def write(self, data: Any) -> int:
+        if self._sink.closed:
+            return len(memoryview(data))
         return int(self._sink.write(data))
 
     def tell(self) -> int:

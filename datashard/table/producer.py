@@ -107,8 +107,9 @@ class SnapshotProducer:
         """Write ``tables`` as data files of the current schema and spec, now: one or more per
         partition value, each streamed to storage and closed at about ``target_file_size``
         bytes (default: the table property ``write.target-file-size-bytes``). A partition's
-        rows of more than :data:`PARALLEL_MIN_BYTES` are cut into up to one contiguous piece
-        per core, written concurrently on the process's pool. Files are added in row order.
+        rows are cut into one contiguous piece per :data:`PARALLEL_MIN_BYTES` of Arrow data,
+        at most one per core, written concurrently on the process's pool. Files are added in
+        row order.
 
         Raises ``ValidationError`` for data that does not fit the schema, before any request.
         On any failure the files this call wrote are deleted and no half-written file is left.
@@ -318,8 +319,8 @@ ROW_GROUP_BYTES = "write.parquet.row-group-size-bytes"
 TARGET_FILE_SIZE = "write.target-file-size-bytes"
 #: Iceberg's default target size of a data file.
 DEFAULT_TARGET_FILE_SIZE = 512 << 20
-#: A partition's rows are written by several cores at once only above this many Arrow bytes
-#: per core (below it, one file written by one core is as fast and makes fewer files).
+#: Arrow bytes of a partition's rows per concurrent writer: a smaller input is written by one
+#: core (as fast, in fewer files).
 PARALLEL_MIN_BYTES = 64 << 20
 
 
@@ -354,8 +355,8 @@ def _pieces(table: pa.Table, cores: int) -> list[pa.Table]:
 
 
 def _in_order(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
-    """``fn`` of each item, in order, at most ``workers`` at once on the shared pool (one item
-    runs here). On an error, every item started has ended before it is raised."""
+    """``fn`` of each item, in order: a single item runs here, more run on the shared pool, at
+    most ``workers`` at once. On an error, every item started has ended before it is raised."""
     if len(items) <= 1:
         yield from (fn(item) for item in items)
         return
