@@ -275,7 +275,7 @@ _KILLED_WRITER = textwrap.dedent(
     import numpy as np, pyarrow as pa
     from datashard import load_table
     rng = np.random.default_rng(3)
-    n = 8_000_000
+    n = 5_000_000
     data = pa.table({
         "id": pa.array(np.arange(n, dtype=np.int64)),
         "price": pa.array(rng.random(n)),
