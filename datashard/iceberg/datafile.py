@@ -9,7 +9,12 @@ produced, never from re-reading the file: per leaf column (nested ones by their 
 list or map, with strings and binary truncated to 16 characters/bytes (Iceberg's default
 ``truncate(16)`` metrics mode); ``split_offsets`` at the start of every row group.
 
-Defaults: zstd compression, row groups of at most 1,048,576 rows, 1 MiB data pages.
+Defaults: zstd compression, row groups of at most 1,048,576 rows and about 128 MiB of Arrow
+data, 1 MiB data pages.
+
+:func:`write_parquet` encodes a whole (small) file in memory; :class:`ParquetFileWriter` streams
+one into any writable binary file-like object, row group by row group, so a caller can stop at
+a target file size and the encoded file is never held whole.
 """
 
 from __future__ import annotations
@@ -50,22 +55,38 @@ class ParquetOptions:
     """How data files are written.
 
     ``compression`` is a pyarrow codec name (``zstd``, ``snappy``, ``gzip``, ``lz4``, ``none``);
-    ``row_group_size`` is in rows; ``truncate_length`` bounds string/binary column bounds.
+    ``row_group_size`` is in rows and ``row_group_bytes`` in bytes of Arrow data (a row group
+    stops at whichever comes first); ``truncate_length`` bounds string/binary column bounds.
     """
 
     compression: str = "zstd"
     compression_level: int | None = None
     row_group_size: int = 1_048_576
+    row_group_bytes: int = 128 << 20
     data_page_size: int = 1 << 20
     truncate_length: int = 16
 
     def __post_init__(self) -> None:
-        if self.row_group_size < 1 or self.data_page_size < 1 or self.truncate_length < 1:
+        sizes = (self.row_group_size, self.row_group_bytes, self.data_page_size)
+        if min(sizes) < 1 or self.truncate_length < 1:
             raise ValidationError(
-                f"ParquetOptions: row_group_size ({self.row_group_size}), data_page_size "
-                f"({self.data_page_size}) and truncate_length ({self.truncate_length}) must be "
-                "positive"
+                f"ParquetOptions: row_group_size ({self.row_group_size}), row_group_bytes "
+                f"({self.row_group_bytes}), data_page_size ({self.data_page_size}) and "
+                f"truncate_length ({self.truncate_length}) must be positive"
             )
+
+    def rows_per_group(self, table: pa.Table, byte_limit: int | None = None) -> int:
+        """Rows in each row group of ``table``: ``row_group_size`` at most, and as many as fit
+        in ``row_group_bytes`` (and ``byte_limit``, if given) at the table's average Arrow
+        bytes per row; at least 1."""
+        limit = (
+            self.row_group_bytes if byte_limit is None else min(self.row_group_bytes, byte_limit)
+        )
+        rows = self.row_group_size
+        if table.num_rows:
+            per_row = max(1, table.nbytes // table.num_rows)
+            rows = min(rows, limit // per_row)
+        return max(1, rows)
 
 
 DEFAULT_OPTIONS = ParquetOptions()
@@ -150,15 +171,25 @@ def _exact(stats: Any, which: str) -> bool:
     return flag is None or bool(flag)
 
 
+def nan_counts(table: pa.Table, schema: Schema) -> dict[int, int]:
+    """NaNs per float/double column (outside lists and maps) of ``table``, by field id."""
+    return {
+        leaf.field_id: _nan_count(table, leaf.path)
+        for leaf in _leaves(schema)
+        if isinstance(leaf.field_type, (FloatType, DoubleType)) and leaf.path
+    }
+
+
 def parquet_stats(
     metadata: pq.FileMetaData,
     schema: Schema,
     table: pa.Table | None = None,
     truncate_length: int = 16,
+    nans: Mapping[int, int] | None = None,
 ) -> ParquetStats:
     """Iceberg column statistics from a Parquet footer written for ``schema``.
 
-    ``table`` (the data just written) is used only to count NaNs in float/double columns.
+    NaN counts are ``nans`` when given, else counted in ``table`` (the data just written).
     """
     leaves = _leaves(schema)
     if len(leaves) != metadata.num_columns:
@@ -204,11 +235,8 @@ def parquet_stats(
             hi = to_physical(leaf.field_type, st.max)
             lows[fid] = lo if fid not in lows else min(lows[fid], lo)
             highs[fid] = hi if fid not in highs else max(highs[fid], hi)
-    nans: dict[int, int] = {}
-    if table is not None:
-        for leaf in leaves:
-            if isinstance(leaf.field_type, (FloatType, DoubleType)) and leaf.path:
-                nans[leaf.field_id] = _nan_count(table, leaf.path)
+    if nans is None:
+        nans = nan_counts(table, schema) if table is not None else {}
     lower: dict[int, bytes] = {}
     upper: dict[int, bytes] = {}
     types = {leaf.field_id: leaf.field_type for leaf in leaves}
@@ -228,24 +256,153 @@ def parquet_stats(
         column_sizes=sizes,
         value_counts=values,
         null_value_counts=nulls,
-        nan_value_counts=nans,
+        nan_value_counts=dict(nans),
         lower_bounds=lower,
         upper_bounds=upper,
         split_offsets=tuple(offsets),
     )
 
 
+def fit_schema(table: pa.Table, schema: Schema) -> pa.Table:
+    """``table`` in the exact Arrow form of ``schema`` (field ids attached, types cast).
+
+    Raises :class:`ValidationError` (from :meth:`Schema.coerce_arrow`) when it does not fit.
+    """
+    if table.schema.equals(schema.to_arrow(), check_metadata=True):
+        return table
+    return schema.coerce_arrow(table)
+
+
+class _Unclosable:
+    """A file-like object pyarrow may write to but never close (its owner publishes it).
+
+    Once the owner has closed or aborted the sink, writes are dropped: a writer abandoned
+    mid-file writes its footer when it is garbage-collected, into a stream already discarded.
+    """
+
+    closed = False
+
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+
+    def write(self, data: Any) -> int:
+        if self._sink.closed:
+            return len(memoryview(data))
+        return int(self._sink.write(data))
+
+    def tell(self) -> int:
+        return int(self._sink.tell())
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+#: Rows sampled from the start of a table to judge its columns' cardinality.
+DICTIONARY_SAMPLE_ROWS = 8192
+
+
+def dictionary_columns(table: pa.Table) -> bool | list[str]:
+    """Which columns of ``table`` to dictionary-encode: ``True`` (all) when any column is
+    nested, else the names of the columns whose first :data:`DICTIONARY_SAMPLE_ROWS` rows hold
+    at most half as many distinct values as rows. A dictionary of mostly unique values saves
+    nothing, and the Parquet writer holds a column chunk's pages in memory until it gives up
+    on one, so a unique column (ids, timestamps, measurements) costs time and memory.
+    """
+    if any(pa.types.is_nested(f.type) for f in table.schema):
+        return True
+    sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
+    if sample.num_rows == 0:
+        return True
+    keep = []
+    for name, column in zip(sample.column_names, sample.columns, strict=True):
+        if pa.types.is_boolean(column.type) or pa.types.is_null(column.type):
+            keep.append(name)
+            continue
+        distinct = pc.count_distinct(column, mode="all").as_py()
+        if distinct * 2 <= sample.num_rows:
+            keep.append(name)
+    return keep
+
+
+class ParquetFileWriter:
+    """One Parquet data file streamed into ``sink`` (a writable binary file-like object with
+    ``write`` and ``tell``): :meth:`write` adds row groups as they are encoded, :meth:`finish`
+    writes the footer and returns the file's statistics. The sink is never closed here.
+
+    Tables given to :meth:`write` must already fit ``schema`` (:func:`fit_schema`).
+    ``dictionary`` is pyarrow's ``use_dictionary``: all columns, none, or these (by name; see
+    :func:`dictionary_columns`).
+    """
+
+    def __init__(
+        self,
+        sink: Any,
+        schema: Schema,
+        options: ParquetOptions = DEFAULT_OPTIONS,
+        dictionary: bool | list[str] = True,
+    ) -> None:
+        self.schema = schema
+        self.options = options
+        self._sink = sink
+        self._nans: dict[int, int] = {}
+        self._floats = [
+            leaf
+            for leaf in _leaves(schema)
+            if isinstance(leaf.field_type, (FloatType, DoubleType)) and leaf.path
+        ]
+        self._writer = pq.ParquetWriter(
+            pa.PythonFile(_Unclosable(sink), mode="w"),
+            schema.to_arrow(),
+            compression=options.compression,
+            compression_level=options.compression_level,
+            data_page_size=options.data_page_size,
+            use_dictionary=dictionary,
+        )
+
+    @property
+    def size(self) -> int:
+        """Bytes written to the sink so far (the footer comes on :meth:`finish`)."""
+        return int(self._sink.tell())
+
+    def write(self, table: pa.Table, rows_per_group: int | None = None) -> None:
+        """Append ``table`` as row groups of ``rows_per_group`` rows (default: from the
+        options). Raises :class:`ValidationError` when Parquet cannot hold the data."""
+        rows = rows_per_group or self.options.rows_per_group(table)
+        try:
+            self._writer.write_table(table, row_group_size=rows)
+        except (pa.ArrowException, ValueError) as exc:
+            raise ValidationError(
+                f"cannot write the data as Parquet for schema {self.schema.schema_id}: {exc}"
+            ) from exc
+        for leaf in self._floats:
+            fid = leaf.field_id
+            self._nans[fid] = self._nans.get(fid, 0) + _nan_count(table, leaf.path)
+
+    def finish(self) -> ParquetStats:
+        """Write the footer; the statistics of everything written."""
+        self._writer.close()
+        metadata = self._writer.writer.metadata
+        return parquet_stats(
+            metadata, self.schema, truncate_length=self.options.truncate_length, nans=self._nans
+        )
+
+
 def write_parquet(
     table: pa.Table, schema: Schema, options: ParquetOptions = DEFAULT_OPTIONS
 ) -> tuple[bytes, ParquetStats]:
-    """The Parquet bytes of ``table`` (checked against ``schema``) and their statistics.
+    """The Parquet bytes of ``table`` (checked against ``schema``) and their statistics, built
+    in memory (for small files; :class:`ParquetFileWriter` streams large ones).
 
     Raises :class:`ValidationError` (from :meth:`Schema.coerce_arrow`) when the table does not
     fit the schema.
     """
-    target = schema.to_arrow()
-    if not table.schema.equals(target, check_metadata=True):
-        table = schema.coerce_arrow(table)
+    table = fit_schema(table, schema)
     sink = pa.BufferOutputStream()
     collected: list[pq.FileMetaData] = []
     try:
@@ -269,8 +426,12 @@ def write_parquet(
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "ParquetFileWriter",
     "ParquetOptions",
     "ParquetStats",
+    "dictionary_columns",
+    "fit_schema",
+    "nan_counts",
     "parquet_stats",
     "write_parquet",
 ]

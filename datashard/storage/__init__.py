@@ -1,6 +1,6 @@
 """Storage backends under one contract: local, direct, memory, S3, Azure, GCS."""
 
-from datashard.storage.base import ObjectMeta, StorageBackend, validate_key
+from datashard.storage.base import ObjectMeta, ObjectWriter, StorageBackend, validate_key
 from datashard.storage.config import (
     BackendConfig,
     backend_from_env,
@@ -11,6 +11,7 @@ from datashard.storage.config import (
 __all__ = [
     "BackendConfig",
     "ObjectMeta",
+    "ObjectWriter",
     "StorageBackend",
     "backend_from_env",
     "config_from_env",

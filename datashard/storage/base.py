@@ -11,13 +11,20 @@ Every backend raises the same exception classes for the same situations; the con
 from __future__ import annotations
 
 import builtins
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from datashard.errors import InvalidPathError, ObjectNotFoundError, PreconditionFailedError
+from datashard.errors import (
+    InvalidPathError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StorageError,
+)
 
 if TYPE_CHECKING:
     from datashard.storage.config import BackendConfig
@@ -221,6 +228,20 @@ class StorageBackend(ABC):
         detected and reported as a win, not a loss.
         """
 
+    def open_output(self, key: str) -> ObjectWriter:
+        """A new object ``key`` written as a stream: bytes go in by ``write``; ``close`` makes
+        them the object, atomically (readers see the old object or the whole new one, never a
+        part); ``abort``, or leaving a ``with`` block by an exception, discards them and leaves
+        no object behind. Not a conditional create: the key should be new (data files have
+        unique names), and an existing object is replaced.
+
+        This default feeds ``write`` an iterable of blocks from a thread (so the backend's
+        streaming upload runs: an S3 multipart upload aborted on failure, Azure blocks committed
+        as a list at the end, a GCS resumable upload finished only by the last block); at most
+        a few blocks of ``block_size`` bytes are held at once.
+        """
+        return _StreamWriter(self, validate_key(key))
+
     # -- listing and deletes ---------------------------------------------------------------
 
     @abstractmethod
@@ -255,6 +276,191 @@ class StorageBackend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ObjectWriter(ABC):
+    """One object being written by :meth:`StorageBackend.open_output`: a binary file-like
+    object (``write``, ``tell``, ``flush``, ``closed``) whose ``close`` publishes the bytes
+    written and whose ``abort`` discards them.
+
+    In a ``with`` block, leaving by an exception aborts and leaving normally closes. A writer
+    dropped without ``close`` is aborted: a half-written object is never published. After a
+    failed ``close`` the object was not published (its error is raised).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._position = 0
+        self._state = "open"
+
+    @property
+    def closed(self) -> bool:
+        return self._state != "open"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        """Append ``data`` (any bytes-like object); the count of bytes taken."""
+        if self._state != "open":
+            raise ValueError(f"write to {self.key!r} after the stream was {self._state}")
+        if isinstance(data, str):
+            raise TypeError("write() takes bytes-like data, not str; encode it first")
+        view = memoryview(data).cast("B")
+        if view:
+            try:
+                self._write(view)
+            except BaseException:
+                self.abort()
+                raise
+            self._position += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        """Bytes written so far."""
+        return self._position
+
+    def flush(self) -> None:  # noqa: B027 - a no-op writers may override
+        """A no-op: bytes are published by ``close`` only."""
+
+    def close(self) -> None:
+        """Publish the bytes written as the object (a no-op once closed or aborted)."""
+        if self._state != "open":
+            return
+        self._state = "closing"
+        try:
+            self._commit()
+        except BaseException:
+            self._state = "aborted"
+            self._discard()
+            raise
+        self._state = "closed"
+
+    def abort(self) -> None:
+        """Discard what was written; no object is published (a no-op once closed)."""
+        if self._state not in ("open", "closing"):
+            return
+        self._state = "aborted"
+        self._discard()
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", "closed") == "open":
+            self.abort()
+
+    @abstractmethod
+    def _write(self, view: memoryview) -> None:
+        """Take ``view`` (not empty); its bytes may be buffered until ``_commit``."""
+
+    @abstractmethod
+    def _commit(self) -> None:
+        """Publish everything written; raise (after which ``_discard`` runs) on failure."""
+
+    @abstractmethod
+    def _discard(self) -> None:
+        """Drop everything written; quietly, never publishing."""
+
+
+#: What the stream writer's queue carries besides blocks: the end, or an abort.
+_END = object()
+_ABORT = object()
+
+
+class StreamAborted(Exception):
+    """Raised inside a backend's ``write`` when the stream feeding it was aborted."""
+
+
+class _StreamWriter(ObjectWriter):
+    """:meth:`StorageBackend.open_output` by default: blocks handed through a small queue to a
+    thread running ``backend.write(key, blocks)``."""
+
+    block_size = 8 << 20
+
+    def __init__(self, backend: StorageBackend, key: str) -> None:
+        super().__init__(key)
+        self._backend = backend
+        self._buffer = bytearray()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._upload, name=f"datashard-stream-{key}", daemon=True
+        )
+        self._thread.start()
+
+    def _blocks(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if item is _ABORT:
+                raise StreamAborted(f"the stream writing {self.key!r} was aborted")
+            assert isinstance(item, bytes)
+            yield item
+
+    def _upload(self) -> None:
+        try:
+            self._backend.write(self.key, self._blocks())
+        except BaseException as exc:  # delivered to the writing thread
+            self._error = exc
+            while True:  # unblock a producer waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _hand(self, item: object) -> None:
+        """Queue ``item`` for the upload thread; raise its error if it has stopped."""
+        while True:
+            if self._error is not None or not self._thread.is_alive():
+                self._raise_failure()
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_failure(self) -> None:
+        self._thread.join()
+        error = self._error
+        if error is None:
+            raise StorageError(f"the upload of {self.key!r} stopped before its end", key=self.key)
+        raise error
+
+    def _write(self, view: memoryview) -> None:
+        size = self.block_size
+        if not self._buffer and len(view) >= size:
+            self._hand(bytes(view))
+            return
+        self._buffer += view
+        if len(self._buffer) >= size:
+            block, self._buffer = bytes(self._buffer), bytearray()
+            self._hand(block)
+
+    def _commit(self) -> None:
+        if self._buffer:
+            block, self._buffer = bytes(self._buffer), bytearray()
+            self._hand(block)
+        self._hand(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _discard(self) -> None:
+        self._buffer = bytearray()
+        if self._thread.is_alive():
+            try:
+                self._hand(_ABORT)
+            except BaseException:  # noqa: S110 - the upload already failed: nothing to stop
+                pass
+            self._thread.join()
 
 
 def byte_view(data: WriteData) -> memoryview | None:

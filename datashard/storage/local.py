@@ -3,6 +3,8 @@
 - ``write`` is atomic: the bytes go to a temp file in the target's directory, which is fsynced,
   renamed over the target with ``os.replace`` and the directory fsynced. A reader sees the old
   file or the new one, never a mix. ``write`` streams an iterable of chunks without joining them.
+- ``open_output`` streams into such a temp file (written through a 1 MiB buffer); ``close``
+  publishes it as ``write`` does, ``abort`` removes it.
 - ``put_if_absent`` is atomic: a fully written, fsynced temp file is hard-linked to the key with
   ``os.link``, which fails if the key exists. There is no check-then-write.
 - Temp files are named ``.datashard-tmp-<hex>``; ``list`` never shows them, and a key with a
@@ -40,6 +42,7 @@ from datashard.errors import (
 )
 from datashard.storage.base import (
     ObjectMeta,
+    ObjectWriter,
     StorageBackend,
     WriteData,
     byte_view,
@@ -421,6 +424,10 @@ class LocalBackend(StorageBackend):
             raise ValueError(f"{temp!r} is not a spool file of {key!r} (open_spool makes one)")
         self._replace(temp, path, key, fd)
 
+    def open_output(self, key: str) -> ObjectWriter:
+        fd, temp = self.open_spool(key)
+        return _LocalWriter(self, key, fd, temp)
+
     def put_if_absent(self, key: str, data: bytes) -> None:
         path = self._path(key, writing=True)
         try:
@@ -563,6 +570,56 @@ class LocalBackend(StorageBackend):
             except OSError:
                 return
             directory = os.path.dirname(directory)
+
+
+class _LocalWriter(ObjectWriter):
+    """A spool file (:meth:`LocalBackend.open_spool`) written through a buffer, published on
+    ``close`` by :meth:`LocalBackend.publish_spool`."""
+
+    buffer_size = 1 << 20
+
+    def __init__(self, backend: LocalBackend, key: str, fd: int, temp: str) -> None:
+        super().__init__(key)
+        self._backend = backend
+        self._fd = fd
+        self._temp = temp
+        self._buffer = bytearray()
+
+    def _drain(self) -> None:
+        try:
+            _write_all(self._fd, memoryview(self._buffer))
+        except OSError as exc:
+            raise self._backend._error(exc, self.key, "write") from exc
+        self._buffer = bytearray()
+
+    def _write(self, view: memoryview) -> None:
+        if len(view) >= self.buffer_size:
+            if self._buffer:
+                self._drain()
+            try:
+                _write_all(self._fd, view)  # large writes skip the buffer (and free the GIL)
+            except OSError as exc:
+                raise self._backend._error(exc, self.key, "write") from exc
+            return
+        self._buffer += view
+        if len(self._buffer) >= self.buffer_size:
+            self._drain()
+
+    def _commit(self) -> None:
+        if self._buffer:
+            self._drain()
+        fd, self._fd = self._fd, -1
+        try:
+            self._backend.publish_spool(fd, self._temp, self.key)
+        finally:
+            os.close(fd)
+
+    def _discard(self) -> None:
+        self._buffer = bytearray()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        _unlink_quietly(self._temp)
 
 
 def _unlink_quietly(path: str) -> None:

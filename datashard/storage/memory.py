@@ -18,6 +18,7 @@ from typing import Any
 from datashard.errors import ConfigError, ObjectExistsError, ObjectNotFoundError
 from datashard.storage.base import (
     ObjectMeta,
+    ObjectWriter,
     StorageBackend,
     WriteData,
     collect_chunks,
@@ -113,6 +114,9 @@ class MemoryBackend(StorageBackend):
         with self._store.lock:
             self._store.objects[key] = entry
 
+    def open_output(self, key: str) -> ObjectWriter:
+        return _MemoryWriter(self, validate_key(key))
+
     def put_if_absent(self, key: str, data: bytes) -> None:
         validate_key(key)
         entry = self._entry(key, collect_chunks(data))
@@ -142,3 +146,22 @@ class MemoryBackend(StorageBackend):
     def keys(self) -> builtins.list[str]:
         """Every key, sorted (for tests)."""
         return [m.key for m in self.list()]
+
+
+class _MemoryWriter(ObjectWriter):
+    """A buffer that becomes the object on ``close``."""
+
+    def __init__(self, backend: MemoryBackend, key: str) -> None:
+        super().__init__(key)
+        self._backend = backend
+        self._buffer = bytearray()
+
+    def _write(self, view: memoryview) -> None:
+        self._buffer += view
+
+    def _commit(self) -> None:
+        data, self._buffer = bytes(self._buffer), bytearray()
+        self._backend.write(self.key, data)
+
+    def _discard(self) -> None:
+        self._buffer = bytearray()

@@ -252,7 +252,11 @@ class AppendCommit(SnapshotProducer):
     ) -> tuple[Loaded, Future[bool] | bool]:
         """Stage ``tables`` and commit them as one snapshot: the new version, and the
         version-hint write (running in the background, after ``after``)."""
-        self.stage_append(tables)
+        try:
+            self.stage_append(tables)
+        except BaseException:
+            self.discard()  # data files already written: the commit will not run
+            raise
         loaded, hint = self.commit(background=True, after=after)
         snap = loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:

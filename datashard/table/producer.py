@@ -2,10 +2,11 @@
 
 A producer stages once per commit and builds per attempt:
 
-- staged once (never rewritten on a retry): data files, encoded from Arrow tables one per
-  partition value (:meth:`SnapshotProducer.stage_tables`), and whatever manifests the operation
-  writes up front. Staged objects are written concurrently with the first attempt's manifest
-  list, or earlier by :meth:`SnapshotProducer.flush` (to bound memory);
+- staged once (never rewritten on a retry): data files, streamed to storage from Arrow tables
+  as they are encoded (:meth:`SnapshotProducer.stage_tables`: files of about the target size
+  per partition value, large inputs written by several cores at once), and whatever manifests
+  the operation writes up front, which are written concurrently with the first attempt's
+  manifest list, or earlier by :meth:`SnapshotProducer.flush` (to bound memory);
 - per attempt on the newest base ``v<N>``: the operation's manifests
   (:meth:`SnapshotProducer.manifests`), the manifest list
   ``metadata/snap-<snapshot-id>-<attempt>-<uuid>.avro``, the snapshot and, by
@@ -17,16 +18,24 @@ staged files are deleted only when the commit provably did not land.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, wait
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from datashard.errors import ConfigError
-from datashard.iceberg.datafile import DEFAULT_OPTIONS, ParquetOptions, write_parquet
+from datashard.iceberg.datafile import (
+    DEFAULT_OPTIONS,
+    ParquetFileWriter,
+    ParquetOptions,
+    dictionary_columns,
+    fit_schema,
+)
 from datashard.iceberg.manifest import (
     EQUALITY_DELETES,
     MANIFEST_DATA,
@@ -64,6 +73,9 @@ from datashard.table.updates import (
 )
 from datashard.table.versions import Loaded, TablePaths
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 #: What one attempt writes besides the manifest list: (key, bytes) pairs.
 Writes = list[tuple[str, bytes]]
 
@@ -98,31 +110,69 @@ class SnapshotProducer:
     # -- staging -----------------------------------------------------------------------------
 
     def stage_tables(self, tables: Iterable[pa.Table], target_file_size: int | None = None) -> None:
-        """Encode ``tables`` as data files of the current schema and spec, one per partition
-        value (split further into files of about ``target_file_size`` bytes when given); they
-        are written later (:meth:`flush` or the first attempt).
+        """Write ``tables`` as data files of the current schema and spec, now: one or more per
+        partition value, each streamed to storage and closed at about ``target_file_size``
+        bytes (default: the table property ``write.target-file-size-bytes``). A partition's
+        rows are cut into one contiguous piece per :data:`PARALLEL_MIN_BYTES` of Arrow data,
+        at most one per core, written concurrently on the process's pool. Files are added in
+        row order.
 
         Raises ``ValidationError`` for data that does not fit the schema, before any request.
+        On any failure the files this call wrote are deleted and no half-written file is left.
         """
-        options = parquet_options(self.base.metadata.properties)
-        for whole in tables:
-            for partition, table in split_by_partition(whole, self.spec, self.schema):
-                if table.num_rows == 0:
-                    continue
-                data, stats = write_parquet(table, self.schema, options)
-                pieces = [(data, stats)]
-                if target_file_size is not None and len(data) > target_file_size:
-                    step = -(-table.num_rows // -(-len(data) // target_file_size))
-                    pieces = [
-                        write_parquet(table.slice(i, step), self.schema, options)
-                        for i in range(0, table.num_rows, step)
-                    ]
-                for body, st in pieces:
-                    key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
-                    self.stage(key, body)
-                    self.added.append(
-                        st.to_data_file(self.backend.uri_for(key), len(body), partition)
-                    )
+        props = self.base.metadata.properties
+        options = parquet_options(props)
+        target = target_file_size if target_file_size is not None else target_size(props)
+        parts = [
+            (partition, fit_schema(table, self.schema))
+            for whole in tables
+            for partition, table in split_by_partition(whole, self.spec, self.schema)
+            if table.num_rows
+        ]
+        jobs = [
+            (partition, piece) for partition, table in parts for piece in _pieces(table, _cores())
+        ]
+        opened: list[str] = []  # keys of every file started (appended from the workers)
+
+        def write(job: tuple[Mapping[str, Any], pa.Table]) -> list[DataFile]:
+            return self._write_files(job[1], job[0], options, target, opened)
+
+        try:
+            for files in _in_order(write, jobs, _cores()):
+                self.added.extend(files)
+        except BaseException:
+            delete_quietly(self.backend, opened)
+            raise
+        self.staged_keys.extend(opened)
+
+    def _write_files(
+        self,
+        table: pa.Table,
+        partition: Mapping[str, Any],
+        options: ParquetOptions,
+        target: int,
+        opened: list[str],
+    ) -> list[DataFile]:
+        """Stream ``table`` (fitting the schema) into new data files of about ``target`` bytes
+        (each closed after the row group that reaches it), in row order."""
+        rows = options.rows_per_group(table, target)
+        dictionary = dictionary_columns(table)
+        out: list[DataFile] = []
+        offset = 0
+        while offset < table.num_rows:
+            key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
+            opened.append(key)
+            with self.backend.open_output(key) as sink:
+                writer = ParquetFileWriter(sink, self.schema, options, dictionary)
+                while offset < table.num_rows:
+                    writer.write(table.slice(offset, rows), rows)
+                    offset += rows
+                    if writer.size >= target:
+                        break
+                stats = writer.finish()
+                size = sink.tell()
+            out.append(stats.to_data_file(self.backend.uri_for(key), size, partition))
+        return out
 
     def stage(self, key: str, body: bytes) -> None:
         """Stage one object of this commit (written by :meth:`flush` or the first attempt)."""
@@ -282,15 +332,71 @@ class SnapshotProducer:
 
 #: The table property that bounds the rows of one Parquet row group of a new data file.
 ROW_GROUP_LIMIT = "write.parquet.row-group-limit"
+#: The table property that bounds the bytes (of Arrow data) of one row group.
+ROW_GROUP_BYTES = "write.parquet.row-group-size-bytes"
+#: The table property that sets the size at which a new data file is closed.
+TARGET_FILE_SIZE = "write.target-file-size-bytes"
+#: Iceberg's default target size of a data file.
+DEFAULT_TARGET_FILE_SIZE = 512 << 20
+#: Arrow bytes of a partition's rows per concurrent writer: a smaller input is written by one
+#: core (as fast, in fewer files).
+PARALLEL_MIN_BYTES = 64 << 20
 
 
 def parquet_options(properties: Mapping[str, str]) -> ParquetOptions:
     """How new data files are written, from table properties (``ConfigError`` naming a bad
-    value): ``write.parquet.row-group-limit`` rows per row group at most."""
-    if ROW_GROUP_LIMIT not in properties:
+    value): ``write.parquet.row-group-limit`` rows and ``write.parquet.row-group-size-bytes``
+    bytes per row group at most; ``write.target-file-size-bytes`` is checked too."""
+    target_size(properties)
+    if ROW_GROUP_LIMIT not in properties and ROW_GROUP_BYTES not in properties:
         return DEFAULT_OPTIONS
     limit = whole_number(properties, ROW_GROUP_LIMIT, DEFAULT_OPTIONS.row_group_size, 1)
-    return ParquetOptions(row_group_size=limit)
+    group_bytes = whole_number(properties, ROW_GROUP_BYTES, DEFAULT_OPTIONS.row_group_bytes, 1)
+    return ParquetOptions(row_group_size=limit, row_group_bytes=group_bytes)
+
+
+def target_size(properties: Mapping[str, str]) -> int:
+    """``write.target-file-size-bytes`` (default 512 MiB); ``ConfigError`` unless a whole
+    number of at least 1."""
+    return whole_number(properties, TARGET_FILE_SIZE, DEFAULT_TARGET_FILE_SIZE, 1)
+
+
+def _cores() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _pieces(table: pa.Table, cores: int) -> list[pa.Table]:
+    """``table`` cut into contiguous slices for ``cores`` writers: one per
+    :data:`PARALLEL_MIN_BYTES` of Arrow data, at most ``cores`` (zero-copy)."""
+    count = max(1, min(cores, table.nbytes // PARALLEL_MIN_BYTES, table.num_rows))
+    step = -(-table.num_rows // count)
+    return [table.slice(i, step) for i in range(0, table.num_rows, step)]
+
+
+def _in_order(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
+    """``fn`` of each item, in order: a single item runs here, more run on the shared pool, at
+    most ``workers`` at once. On an error, every item started has ended before it is raised."""
+    if len(items) <= 1:
+        yield from (fn(item) for item in items)
+        return
+    running: deque[Future[R]] = deque()
+    source = iter(items)
+    error: BaseException | None = None
+    try:
+        for item in source:
+            running.append(submit(fn, item))
+            while len(running) >= workers:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if error is not None or running:
+            for future in running:
+                future.cancel()
+            wait(running)
 
 
 def snapshot_summary(

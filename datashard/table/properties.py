@@ -30,7 +30,8 @@ RESERVED = ("format-version", COMMIT_ID)
 def check_properties(properties: Mapping[str, str]) -> None:
     """``ConfigError`` naming the first table property datashard reads whose value it cannot
     use (commit retries, bounds and retention, ``write.parquet.row-group-limit``,
-    ``write.delete.mode``), and ``UnsupportedFeatureError`` for a ``format-version`` other
+    ``write.parquet.row-group-size-bytes``, ``write.target-file-size-bytes``,
+    ``write.delete.mode``, the expiry policy, the upkeep), and ``UnsupportedFeatureError`` for a ``format-version`` other
     than 2; before anything is written."""
     version = properties.get("format-version", str(FORMAT_VERSION))
     if version != str(FORMAT_VERSION):
@@ -42,7 +43,7 @@ def check_properties(properties: Mapping[str, str]) -> None:
     CommitSettings.from_properties(properties)
     expiry_policy(properties)
     upkeep_grace_ms(properties)
-    parquet_options(properties)
+    parquet_options(properties)  # the row-group limits and the target file size
     delete_mode(properties)
 
 

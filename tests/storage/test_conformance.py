@@ -200,6 +200,14 @@ class _S3Binding(StorageConformance):
         body: bytes = client.get_object(**where)["Body"].read()
         return body
 
+    def pending_uploads(self, backend: StorageBackend) -> int:
+        """Multipart uploads begun and neither completed nor aborted under the root."""
+        config: Any = backend.config
+        client = _RAW_CLIENTS[config.endpoint_url]
+        prefix = f"{config.prefix}/" if config.prefix else ""
+        found = client.list_multipart_uploads(Bucket=config.bucket, Prefix=prefix)
+        return len(found.get("Uploads", []))
+
 
 @pytest.mark.s3
 class TestS3Moto(_S3Binding):

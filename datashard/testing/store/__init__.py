@@ -27,10 +27,13 @@ Hooks a subclass may set or override:
   whose objects live inside one process (``memory://``).
 - ``shared_across_processes``: ``False`` when an unpickled backend in another process sees a
   different store (``memory://``).
+- ``pending_uploads``: the count of unfinished uploads under the root read through the back
+  door (S3 multipart uploads), so an aborted stream is shown to leave none; ``None`` by default.
 - ``expected_failures``: ``{"test_name": "reason"}``; those tests are marked ``xfail(strict=True)``
   (so an unexpected pass is reported too). Names are checked when the subclass is defined.
 
-The tests live in :mod:`.writes`, :mod:`.reads` and :mod:`.keys`; the hooks in :mod:`.base`.
+The tests live in :mod:`.writes`, :mod:`.streams`, :mod:`.reads` and :mod:`.keys`; the hooks
+in :mod:`.base`.
 Requires pytest (a ``dev`` dependency); nothing else in datashard imports this package.
 """
 
@@ -48,10 +51,11 @@ from datashard.testing.store.base import (
 )
 from datashard.testing.store.keys import KeyTests
 from datashard.testing.store.reads import ReadTests
+from datashard.testing.store.streams import StreamTests
 from datashard.testing.store.writes import WriteTests
 
 
-class StorageConformance(WriteTests, ReadTests, KeyTests):
+class StorageConformance(WriteTests, StreamTests, ReadTests, KeyTests):
     """The contract of :class:`~datashard.storage.base.StorageBackend`, as tests."""
 
 
