@@ -16,6 +16,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def _run(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """``examples/<script>`` in a fresh interpreter; ``AssertionError`` with its stderr if it
     fails."""
+    # this checkout's datashard first, whatever the venv's editable install points at
+    checkout = str(EXAMPLES.parent)
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [checkout, env.get("PYTHONPATH")]))}
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / script)],
         env=env,

@@ -31,8 +31,8 @@ def check_properties(properties: Mapping[str, str]) -> None:
     """``ConfigError`` naming the first table property datashard reads whose value it cannot
     use (commit retries, bounds and retention, ``write.parquet.row-group-limit``,
     ``write.parquet.row-group-size-bytes``, ``write.target-file-size-bytes``,
-    ``write.delete.mode``, the expiry policy, the upkeep), and ``UnsupportedFeatureError`` for a ``format-version`` other
-    than 2; before anything is written."""
+    ``write.delete.mode``, the expiry policy, the upkeep), and ``UnsupportedFeatureError``
+    for a ``format-version`` other than 2; before anything is written."""
     version = properties.get("format-version", str(FORMAT_VERSION))
     if version != str(FORMAT_VERSION):
         raise UnsupportedFeatureError(
