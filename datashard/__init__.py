@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from datashard.iceberg.schema import Schema as Schema
     from datashard.table.catalog import create_table as create_table
     from datashard.table.catalog import drop_table as drop_table
+    from datashard.table.catalog import list_tables as list_tables
     from datashard.table.catalog import load_table as load_table
+    from datashard.table.catalog import table_exists as table_exists
     from datashard.table.table import Table as Table
 
 __version__ = "0.1.0"
@@ -22,6 +24,8 @@ _LAZY = {
     "create_table": "datashard.table.catalog",
     "load_table": "datashard.table.catalog",
     "drop_table": "datashard.table.catalog",
+    "list_tables": "datashard.table.catalog",
+    "table_exists": "datashard.table.catalog",
     "Table": "datashard.table.table",
     "Schema": "datashard.iceberg.schema",
     "col": "datashard.iceberg.expressions",

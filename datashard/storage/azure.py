@@ -16,7 +16,7 @@ Azure Blob Storage through ``azure-storage-blob``.
 
 The Azure SDK is imported only when the first request is made: ``import datashard.storage.azure``
 works without it, and a missing SDK raises ``ConfigError`` naming ``pip install
-'datashard[azure]'``.
+azure-storage-blob azure-identity`` (the ``azure`` extra).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ DELETE_BATCH = 256
 #: How many times ``write`` of bytes stages its blocks when a concurrent commit discarded them.
 STAGE_ATTEMPTS = 3
 
-_INSTALL_HINT = "pip install 'datashard[azure]'"
+_INSTALL_HINT = "pip install azure-storage-blob azure-identity"
 
 
 class _ViewSink:

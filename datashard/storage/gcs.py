@@ -67,7 +67,7 @@ TOKEN_METADATA = "datashard-put-token"
 DELETE_BATCH = 100
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
-_INSTALL_HINT = "pip install 'datashard[gcs]'"
+_INSTALL_HINT = "pip install google-cloud-storage"
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Tables by name in a warehouse: ``create_table``, ``load_table``, ``drop_table``.
+"""Tables by name in a warehouse: ``create_table``, ``load_table``, ``drop_table``,
+``table_exists``, ``list_tables``.
 
 The warehouse is a storage root. It comes from, in order:
 
@@ -97,9 +98,14 @@ def create_table(
     warehouse: str | StorageBackend | None = None,
     properties: Mapping[str, str] | None = None,
     partition_spec: SpecLike = None,
+    exist_ok: bool = False,
     **storage_options: Any,
 ) -> Table:
     """Create an empty table ``name`` in the warehouse and return it.
+
+    With ``exist_ok=True`` a table already there with the same schema (names, types,
+    nullability and nesting; field ids aside) is loaded and returned instead; one with another
+    schema raises ``SchemaError`` naming both.
 
     ``partition_spec``: ``[("ts", "day"), ("user_id", "bucket[16]")]``, dicts or a
     ``PartitionSpec`` (see :mod:`datashard.iceberg.partitioning`); ``SchemaError`` for a bad one.
@@ -116,6 +122,8 @@ def create_table(
     paths = TablePaths(name)
     location = backend.uri_for(name)
     if newest_foreign_metadata(backend, paths) is not None:
+        if exist_ok:
+            return _existing(name, backend, the_schema)
         raise TableAlreadyExistsError(f"a table already exists at {location}")
     md = new_table_metadata(
         the_schema,
@@ -128,12 +136,42 @@ def create_table(
     try:
         backend.put_if_absent(key, body)
     except ObjectExistsError:
+        if exist_ok:
+            return _existing(name, backend, the_schema)
         raise TableAlreadyExistsError(
             f"a table already exists at {location} ({backend.uri_for(key)} is there)"
         ) from None
     write_hint(backend, paths, 1)
     uri = backend.uri_for(key)
     return Table(backend, paths, Loaded(metadata_from_json(body, uri), 1, uri), name=name)
+
+
+def _existing(name: str, backend: StorageBackend, schema: Schema) -> Table:
+    """The table ``name`` already there, if its schema is ``schema``; else ``SchemaError``."""
+    table = load_table(name, backend)
+    if _shape(table.schema().to_json()) != _shape(schema.to_json()):
+        raise SchemaError(
+            f"table {name!r} at {table.location} exists with another schema: it has "
+            f"{_describe(table.schema())}, create_table(exist_ok=True) was given "
+            f"{_describe(schema)}; load it with load_table or evolve it with update_schema"
+        )
+    return table
+
+
+_ID_KEYS = {"id", "element-id", "key-id", "value-id", "schema-id", "identifier-field-ids"}
+
+
+def _shape(value: Any) -> Any:
+    """A schema's JSON without its ids: what two schemas must share to be "the same"."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items() if k not in _ID_KEYS}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return value
+
+
+def _describe(schema: Schema) -> str:
+    return "(" + ", ".join(f"{f.name}: {f.field_type}" for f in schema) + ")"
 
 
 def load_table(
@@ -166,35 +204,113 @@ def load_table(
 def table_exists(
     name: str, warehouse: str | StorageBackend | None = None, **storage_options: Any
 ) -> bool:
-    """Whether a table ``name`` exists in the warehouse."""
-    try:
-        load_table(name, warehouse, **storage_options)
-    except TableNotFoundError:
-        return False
-    return True
+    """Whether a table ``name`` exists in the warehouse: one listing of its metadata
+    directory, no metadata read. ``ValidationError`` for a bad name."""
+    validate_table_name(name)
+    backend = resolve_warehouse(warehouse, **storage_options)
+    paths = TablePaths(name)
+    return any(_is_metadata(m.key) for m in backend.list(paths.metadata_dir + "/"))
+
+
+def list_tables(
+    warehouse: str | StorageBackend | None = None,
+    prefix: str | None = None,
+    **storage_options: Any,
+) -> list[str]:
+    """The names of the tables in the warehouse, sorted; only those starting with ``prefix``
+    when given.
+
+    A table is a directory holding ``metadata/v<N>.metadata.json`` (datashard's naming) or
+    ``metadata/<NNNNN>-<uuid>.metadata.json`` (other Iceberg writers'). Costs one listing of
+    the warehouse (or of the keys under ``prefix``); no object is read.
+    """
+    backend = resolve_warehouse(warehouse, **storage_options)
+    names: set[str] = set()
+    for meta in backend.list(prefix or ""):
+        parts = meta.key.split("/")
+        if len(parts) == 3 and parts[1] == "metadata" and _is_metadata(meta.key):
+            names.add(parts[0])
+    return sorted(names)
+
+
+def _is_metadata(key: str) -> bool:
+    base = key.rsplit("/", 1)[-1]
+    return bool(_VERSION_FILE.match(base) or _FOREIGN_FILE.match(base))
+
+
+_VERSION_FILE = re.compile(r"^v\d+\.metadata\.json$")
+_FOREIGN_FILE = re.compile(r"^\d+-[0-9a-fA-F-]+\.metadata\.json$")
 
 
 def drop_table(
-    name: str, warehouse: str | StorageBackend | None = None, **storage_options: Any
+    name: str,
+    warehouse: str | StorageBackend | None = None,
+    purge: bool = False,
+    **storage_options: Any,
 ) -> None:
-    """Delete table ``name``: every object under its location (data and metadata).
+    """Delete table ``name``: every object under its location, data and metadata (what a
+    file-system or Hadoop Iceberg catalog does). ``purge=True`` also deletes the files its
+    snapshots reference outside its location (files another engine added by absolute path)
+    when they are in the same warehouse; files elsewhere are left alone.
 
-    Raises ``TableNotFoundError`` when there is none. Not safe against concurrent writers.
+    The table disappears at one step: every metadata version but the newest is deleted first
+    (it still loads as it was), then the newest (from then on it is gone), then the rest. A
+    crash after that leaves objects under the location and no table; calling ``drop_table``
+    again deletes them. Raises ``TableNotFoundError`` when there is nothing under the
+    location. Not safe against a writer committing to the table meanwhile.
     """
     validate_table_name(name)
     backend = resolve_warehouse(warehouse, **storage_options)
     paths = TablePaths(name)
     keys = [m.key for m in backend.list(paths.prefix + "/")]
-    if not any(k.startswith(paths.metadata_dir + "/") for k in keys):
+    versions = sorted(
+        (k for k in keys if k.startswith(paths.metadata_dir + "/") and _is_metadata(k)),
+        key=_version_order,
+    )
+    if not keys:
         raise TableNotFoundError(f"no table {name!r} at {backend.uri_for(name)}")
-    # metadata first, so a half-dropped table is not mistaken for a live one
-    keys.sort(key=lambda k: (not k.startswith(paths.metadata_dir + "/"), k))
-    backend.delete_many(keys)
+    outside: list[str] = []
+    if purge and versions:
+        outside = _referenced_outside(backend, name, paths)
+    if versions:
+        backend.delete_many(versions[:-1])
+        backend.delete(versions[-1])
+    gone = set(versions)
+    rest = [k for k in keys if k not in gone]
+    backend.delete_many(rest + outside)
+
+
+def _version_order(key: str) -> tuple[int, str]:
+    base = key.rsplit("/", 1)[-1]
+    digits = base[1:] if base.startswith("v") else base
+    number = re.match(r"\d+", digits)
+    return (int(number.group(0)) if number else -1, key)
+
+
+def _referenced_outside(backend: StorageBackend, name: str, paths: TablePaths) -> list[str]:
+    """Keys in ``backend`` outside the table's location that its snapshots reference."""
+    from datashard.errors import StorageError
+    from datashard.table.expire import referenced_files
+    from datashard.table.manifests import ManifestReader
+    from datashard.table.versions import key_for_uri
+
+    table = load_table(name, backend)
+    lists, manifests, data = referenced_files(ManifestReader(backend), table.snapshots())
+    out = []
+    for uri in sorted(lists | manifests | data):
+        try:
+            key = key_for_uri(backend, uri)
+        except StorageError:
+            continue  # another bucket or file system: not this warehouse's to delete
+        if not key.startswith(paths.prefix + "/"):
+            out.append(key)
+    return out
 
 
 __all__ = [
     "create_table",
     "drop_table",
+    "list_tables",
     "load_table",
     "resolve_warehouse",
     "table_exists",

@@ -214,7 +214,7 @@ def test_missing_sdk_raises_config_error_naming_the_extra() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "ConfigError:" in out
-    assert "pip install 'datashard[azure]'" in out
+    assert "pip install azure-storage-blob azure-identity" in out
 
 
 # -- uploads -----------------------------------------------------------------------------------

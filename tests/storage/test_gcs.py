@@ -209,7 +209,7 @@ def test_missing_sdk_raises_config_error_naming_the_extra() -> None:
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    assert "pip install 'datashard[gcs]'" in out
+    assert "pip install google-cloud-storage" in out
 
 
 # -- uploads -----------------------------------------------------------------------------------
