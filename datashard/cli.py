@@ -78,19 +78,28 @@ def open_root(uri: str) -> Any:
 
 def locate(uri: str) -> tuple[Any, str]:
     """(backend, key): the backend at the parent of ``uri`` and the last segment, or the
-    backend at ``uri`` and ``""`` when ``uri`` is a bucket, container or ``/``."""
+    backend at ``uri`` and ``""`` when ``uri`` is a bucket, container or ``/``. A glob splits
+    before its first wildcard segment (``s3://b/raw/*/x.parquet``: ``s3://b/raw``,
+    ``*/x.parquet``)."""
     from datashard.storage.config import split_scheme
 
     scheme, rest = split_scheme(uri)
     if scheme == "file":
-        path = os.path.abspath(rest if "://" not in uri else uri.split("://", 1)[1])
-        parent, name = os.path.split(path)
-        return open_root("file://" + parent), name
-    rest = rest.rstrip("/")
-    if "/" not in rest:
-        return open_root(f"{scheme}://{rest}"), ""
-    parent, name = rest.rsplit("/", 1)
-    return open_root(f"{scheme}://{parent}"), name
+        rest = os.path.abspath(rest if "://" not in uri else uri.split("://", 1)[1])
+        prefix = "file://"
+    else:
+        rest = rest.rstrip("/")
+        prefix = f"{scheme}://"
+    wild = re.search(r"[*?\[]", rest)
+    fixed = rest[: wild.start()] if wild else rest
+    if "/" not in fixed.strip("/"):
+        if scheme == "file":
+            return open_root(prefix + "/"), rest.lstrip("/")
+        if not wild:
+            return open_root(prefix + rest), ""
+    cut = fixed.rstrip("/").rfind("/") if not wild else fixed.rfind("/")
+    parent, key = rest[:cut], rest[cut + 1 :]
+    return open_root(prefix + (parent or "/")), key
 
 
 def objects_at(backend: Any, key: str) -> Iterator[Any]:
@@ -112,7 +121,9 @@ def _glob_match(key: str, pattern: str) -> bool:
 
 def _relative(key: str, base: str) -> str:
     """``key`` below the directory ``base`` names (its parent for an object or a glob)."""
-    if key == base or any(c in base for c in "*?["):
+    if any(c in base for c in "*?["):
+        return key
+    if key == base:
         return key.rsplit("/", 1)[-1]
     return key[len(base) + 1 :] if base else key
 
