@@ -25,9 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datashard.errors import DataShardError, ObjectNotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from datashard.storage.base import ObjectMeta, StorageBackend
 
 CHUNK = 8 * 1024 * 1024
 COPY_THREADS = 4
@@ -102,9 +105,9 @@ def locate(uri: str) -> tuple[Any, str]:
     return open_root(prefix + (parent or "/")), key
 
 
-def objects_at(backend: Any, key: str) -> Iterator[Any]:
-    """The object ``key``, or every object under ``key/`` (all of them for ``""``); keys with
-    ``*``, ``?`` or ``[`` in the last segment match as a glob."""
+def objects_at(backend: StorageBackend, key: str) -> Iterator[ObjectMeta]:
+    """The object ``key``, or every object under ``key/`` (all of them for ``""``); a key
+    with ``*``, ``?`` or ``[`` matches as a glob, segment by segment."""
     if any(c in key for c in "*?["):
         fixed = re.split(r"[*?\[]", key, maxsplit=1)[0]
         return (m for m in backend.list(fixed) if _glob_match(m.key, key))
