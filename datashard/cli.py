@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 CHUNK = 8 * 1024 * 1024
 COPY_THREADS = 4
+#: ranges of one object read at once by ``cp``
+CHUNKS_IN_FLIGHT = 4
 #: ``rm`` and ``drop`` show at most this many keys before asking.
 SHOW_KEYS = 20
 
@@ -676,17 +678,25 @@ def cmd_du(args: argparse.Namespace) -> None:
     emit(args, data, lambda: "\n".join([*lines, f"{_size(total):>10}  {objects:>8}  total"]))
 
 
-def _chunks(backend: Any, key: str, size: int, advance: Callable[[int], None]) -> Iterator[bytes]:
-    start = 0
-    while start < size:
-        data = backend.read_range(key, start, min(start + CHUNK, size))
-        if not data:
-            raise ObjectNotFoundError(f"{backend.uri_for(key)} shrank while it was copied")
-        start += len(data)
-        advance(len(data))
-        yield data
+def _chunks(
+    backend: StorageBackend, key: str, size: int, advance: Callable[[int], None]
+) -> Iterator[bytes]:
+    """The object's bytes as 8 MiB chunks, fetched :data:`CHUNKS_IN_FLIGHT` ranges at a time
+    (the backend runs them concurrently); at most that many chunks are held."""
     if size == 0:
         yield b""
+        return
+    ranges = [(s, min(s + CHUNK, size)) for s in range(0, size, CHUNK)]
+    for i in range(0, len(ranges), CHUNKS_IN_FLIGHT):
+        group = ranges[i : i + CHUNKS_IN_FLIGHT]
+        for (start, end), data in zip(group, backend.read_ranges(key, group), strict=True):
+            if len(data) != end - start:
+                raise ObjectNotFoundError(
+                    f"{backend.uri_for(key)} changed size while it was copied "
+                    f"(got {len(data)} bytes at {start}, expected {end - start})"
+                )
+            advance(len(data))
+            yield data
 
 
 def cmd_cp(args: argparse.Namespace) -> None:

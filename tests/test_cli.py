@@ -229,18 +229,21 @@ def test_cp_ls_du_rm_between_local_disk_and_s3(moto_s3: Any, moto_bucket: str,
     assert ok("du", f"s3://{moto_bucket}/copy", cwd=tmp_path, env=env)["objects"] == 2
 
 
-def _run_on_pty(args: list[str], cwd: Path) -> tuple[int, str]:
-    """Run with stderr on a pseudo-terminal; the exit code and what the terminal showed."""
+def _run_on_pty(args: list[str], cwd: Path, answer: bytes | None = None) -> tuple[int, str]:
+    """Run with stderr (and stdin, when there is an ``answer`` to type) on a pseudo-terminal;
+    the exit code and what the terminal showed."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "datashard.cli", *args],
         cwd=cwd,
         env=_env({"TERM": "xterm-256color", "COLUMNS": "100"}),
-        stdin=subprocess.DEVNULL,
+        stdin=follower if answer is not None else subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=follower,
     )
     os.close(follower)
+    if answer is not None:
+        os.write(leader, answer)
     seen = b""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -268,3 +271,13 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     quiet = run("cp", str(src), str(tmp_path / "out2") + "/", cwd=tmp_path)
     assert quiet.returncode == 0
     assert quiet.stderr == "" and "━" not in quiet.stdout
+
+
+def test_rm_on_a_terminal_asks_and_deletes_only_on_yes(tmp_path: Path) -> None:
+    src = _tree(tmp_path)
+    code, shown = _run_on_pty(["rm", str(src / "sub")], tmp_path, answer=b"n\n")
+    assert code == 1 and "[y/N]" in shown and "sub/b.txt" in shown
+    assert (src / "sub" / "b.txt").exists()
+    code, shown = _run_on_pty(["rm", str(src / "sub")], tmp_path, answer=b"y\n")
+    assert code == 0
+    assert not (src / "sub" / "b.txt").exists() and (src / "a.txt").exists()
