@@ -20,11 +20,10 @@ from datashard.iceberg.manifest import ManifestEntry
 from datashard.storage.base import StorageBackend
 from datashard.table.deletes import DeleteReader, delete_index
 from datashard.table.process import bounded_map
+from datashard.table.producer import DEFAULT_TARGET_FILE_SIZE, target_size
 from datashard.table.rewrite import RewriteCommit
 from datashard.table.versions import Loaded, TablePaths
 
-#: Default target size of a compacted data file (Iceberg's write.target-file-size-bytes).
-DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 #: Input files read at once.
 _READERS = 8
 
@@ -40,12 +39,11 @@ class CompactResult:
 
 
 def target_file_size(given: int | None, properties: Mapping[str, str]) -> int:
-    """The target size: ``given``, else the table property ``write.target-file-size-bytes``,
-    else :data:`DEFAULT_TARGET_FILE_SIZE`; ``ValidationError`` for a size that is not a
-    positive int."""
+    """The target size: ``given``, else the table property ``write.target-file-size-bytes``
+    (512 MiB by default, as for appends); ``ValidationError`` for a size that is not a positive
+    int, ``ConfigError`` for a malformed property."""
     if given is None:
-        prop = properties.get("write.target-file-size-bytes")
-        return int(prop) if prop is not None and prop.isdigit() else DEFAULT_TARGET_FILE_SIZE
+        return target_size(properties)
     if isinstance(given, bool) or not isinstance(given, int) or given <= 0:
         raise ValidationError(f"target_file_size must be a positive number of bytes, got {given!r}")
     return given
