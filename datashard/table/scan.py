@@ -30,6 +30,7 @@ from datashard.iceberg.expressions import (
     referenced_columns,
     to_expr,
 )
+from datashard.iceberg.lineage import LINEAGE_FIELDS
 from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, ManifestFile
 from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
@@ -97,25 +98,17 @@ class Scan:
         self.schema = _schema_for(metadata, self.snapshot)
         self.filter: Expr = to_expr(filter)
         self.max_workers = max(1, max_workers)
-        names = self.schema.column_names
         if columns is None:
-            self.columns: tuple[str, ...] = tuple(names)
+            self.columns: tuple[str, ...] = tuple(self.schema.column_names)
         else:
             if isinstance(columns, str):
                 columns = [columns]
-            unknown = [c for c in columns if c not in names]
-            if unknown:
-                raise ValidationError(
-                    f"unknown column(s) {', '.join(map(repr, unknown))}; the table has: "
-                    + ", ".join(names)
-                )
-            self.columns = tuple(columns)
+            self.columns = _checked_columns(self, list(columns))
         if not self.columns:
             raise ValidationError("a scan must read at least one column; columns=[] was given")
         self._bound: Bound = bind_schema(self.filter, self.schema)
         self._deletes = DeleteReader(backend, metadata)
-        needed = set(self.columns) | referenced_columns(self.filter)
-        self._read_fields = [f for f in self.schema.fields if f.name in needed]
+        self._read_fields = _read_fields(self, self.columns, self.filter)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -199,11 +192,17 @@ class Scan:
     # -- reading --------------------------------------------------------------------------
 
     def _output_schema(self) -> pa.Schema:
-        by_name = {f.name: f for f in self.schema.fields}
+        by_name = {**{f.name: f for f in self.schema.fields}, **LINEAGE_FIELDS}
         return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
 
     def _read_task(self, task: FileScanTask) -> pa.Table:
-        table = self._deletes.read(task.data_file, task.deletes, self._read_fields, self._bound)
+        table = self._deletes.read(
+            task.data_file,
+            task.deletes,
+            self._read_fields,
+            self._bound,
+            sequence_number=task.sequence_number,
+        )
         return table.select(list(self.columns))
 
     def _tables(self) -> Iterator[pa.Table]:
@@ -260,7 +259,13 @@ class Scan:
 
     def _open(self, task: FileScanTask) -> DataFileReader:
         """A reader of ``task``'s file: its footer read, its deletes and the filter given."""
-        reader, _ = self._deletes.open(task.data_file, task.deletes, self._read_fields, self._bound)
+        reader, _ = self._deletes.open(
+            task.data_file,
+            task.deletes,
+            self._read_fields,
+            self._bound,
+            sequence_number=task.sequence_number,
+        )
         return reader
 
     def _row_group_tables(self) -> Iterator[pa.Table]:
@@ -337,8 +342,7 @@ class Scan:
         new = _copy(self)
         new.filter = self.filter & to_expr(expr)
         new._bound = bind_schema(new.filter, self.schema)
-        needed = set(new.columns) | referenced_columns(new.filter)
-        new._read_fields = [f for f in self.schema.fields if f.name in needed]
+        new._read_fields = _read_fields(new, new.columns, new.filter)
         return new
 
 
@@ -387,17 +391,38 @@ def _copy(scan: Scan) -> Scan:
 
 def replace_columns(scan: Scan, columns: list[str]) -> Scan:
     """``scan`` reading ``columns`` (validated against its schema)."""
+    new = _copy(scan)
+    new.columns = _checked_columns(scan, columns)
+    new._read_fields = _read_fields(new, new.columns, scan.filter)
+    return new
+
+
+def _checked_columns(scan: Scan, columns: list[str]) -> tuple[str, ...]:
+    """``columns`` if the scan can read them all: the schema's columns, and on a format
+    version 3 table the row-lineage columns; ``ValidationError`` naming the others."""
     names = scan.schema.column_names
-    unknown = [c for c in columns if c not in names]
+    lineage = [c for c in columns if c in LINEAGE_FIELDS and c not in names]
+    if lineage and scan.metadata.format_version < 3:
+        raise ValidationError(
+            f"column(s) {', '.join(map(repr, lineage))}: row lineage exists in format version "
+            f"3 tables only; table {scan.metadata.location} is version "
+            f"{scan.metadata.format_version}"
+        )
+    unknown = [c for c in columns if c not in names and c not in lineage]
     if unknown:
         raise ValidationError(
             f"unknown column(s) {', '.join(map(repr, unknown))}; the table has: {', '.join(names)}"
         )
-    new = _copy(scan)
-    new.columns = tuple(columns)
-    needed = set(columns) | referenced_columns(scan.filter)
-    new._read_fields = [f for f in scan.schema.fields if f.name in needed]
-    return new
+    return tuple(columns)
+
+
+def _read_fields(scan: Scan, columns: Sequence[str], filter: Expr) -> list[NestedField]:
+    """The fields a reader reads for ``columns`` and ``filter``: the schema's, then the
+    row-lineage columns asked for."""
+    needed = set(columns) | referenced_columns(filter)
+    fields = [f for f in scan.schema.fields if f.name in needed]
+    have = {f.name for f in fields}
+    return fields + [LINEAGE_FIELDS[c] for c in columns if c in LINEAGE_FIELDS and c not in have]
 
 
 def _is_data_manifest(m: ManifestFile) -> bool:
