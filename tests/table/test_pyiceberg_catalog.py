@@ -261,10 +261,16 @@ def test_a_commit_whose_response_was_lost_lands_once(moto_s3: Any, moto_bucket: 
         proxy.fail(1, method="PUT", path=r"metadata/v3\.metadata\.json")
         t.append(_batch(0, 1, 2))
         assert proxy.injected["fail"] == 1
+        # a schema change (no snapshot for PyIceberg to look for) whose response was lost
+        proxy.drop_response(1, method="PUT", path=r"metadata/v4\.metadata\.json")
+        with t.update_schema() as u:
+            u.add_column("note", StringType())
+        assert proxy.injected["drop_response"] == 2
     backend = open_backend(uri, **_s3_options(moto_s3))
     keys = [m.key for m in backend.list("events/metadata/v") if m.key.endswith("json")]
-    assert keys == [f"events/metadata/v{n}.metadata.json" for n in (1, 2, 3)]
+    assert keys == [f"events/metadata/v{n}.metadata.json" for n in (1, 2, 3, 4)]
     ds = load_table("events", backend)
+    assert [f.name for f in ds.schema().fields] == ["writer", "commit", "row", "note"]
     assert len(ds.snapshots()) == 2
     assert _ids(ds.to_arrow()) == [(0, c, r) for c in (0, 1) for r in (0, 1)]
 
