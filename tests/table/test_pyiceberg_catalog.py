@@ -3,6 +3,7 @@ create ``v<N+1>`` with ``put_if_absent``, and PyIceberg and datashard writers sh
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -135,6 +136,28 @@ def test_a_stale_schema_change_fails_and_succeeds_after_refresh(local_wh: Any) -
     fresh = load_table("evolve", local_wh.uri)
     assert fresh.properties["owner"] == "pyiceberg"
     assert fresh.count() == 1
+
+
+def test_duckdb_reads_what_pyiceberg_and_datashard_wrote(local_wh: Any) -> None:
+    """docs/beyond.md: DuckDB's ``iceberg_scan`` of the table directory (it follows
+    ``version-hint.text``) or of one ``v<N>.metadata.json``."""
+    name = "datashard_tests_table_oracles"  # the module test_row_deletes.py loads too
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("oracles.py"))
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    duckdb_connection = sys.modules[name].duckdb_connection
+
+    cat = _catalog(local_wh)
+    cat.create_table("events", ROWS).append(_batch(1, 0, 3))
+    load_table("events", local_wh.uri).append(_batch(2, 0, 2))
+    con = duckdb_connection(local_wh)
+    directory = local_wh.backend.uri_for("events").removeprefix("file://")
+    expected = [(1, 0, r) for r in range(3)] + [(2, 0, r) for r in range(2)]
+    for source in (directory, f"{directory}/metadata/v3.metadata.json"):
+        rows = con.execute(f"SELECT writer, commit, row FROM iceberg_scan('{source}')").fetchall()
+        assert sorted(rows) == expected, source
 
 
 # --------------------------------------------------------------------------------------------
