@@ -50,10 +50,10 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.exceptions import TableAlreadyExistsError as PyIcebergTableExists
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionSpec
-from pyiceberg.table import CommitTableResponse, Table
+from pyiceberg.table import CommitTableResponse, CreateTableTransaction, Table
 from pyiceberg.table.metadata import TableMetadata, TableMetadataUtil, new_table_metadata
 from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortOrder
-from pyiceberg.table.update import update_table_metadata
+from pyiceberg.table.update import AssertCreate, update_table_metadata
 from pyiceberg.typedef import EMPTY_DICT, Identifier, Properties
 
 from datashard.errors import (
@@ -306,6 +306,29 @@ class DatashardCatalog(MetastoreCatalog):
         write_hint(self._backend, paths, 1)
         return self._table(name, 1, metadata)
 
+    def create_table_transaction(
+        self,
+        identifier: str | Identifier,
+        schema: Schema | pa.Schema,
+        location: str | None = None,
+        partition_spec: PartitionSpec = UNPARTITIONED_PARTITION_SPEC,
+        sort_order: SortOrder = UNSORTED_SORT_ORDER,
+        properties: Properties = EMPTY_DICT,
+    ) -> CreateTableTransaction:
+        """A transaction that creates the table (``v1``) when it commits, with what was staged
+        in it; the errors of :meth:`create_table`, raised before anything is written."""
+        name = self._table_name(identifier)
+        props = {str(k): str(v) for k, v in properties.items()}
+        check_properties(props)
+        return super().create_table_transaction(
+            (*NAMESPACE, name),
+            schema,
+            self._resolve_location(name, location),
+            partition_spec,
+            sort_order,
+            props,
+        )
+
     def _resolve_location(self, name: str, location: str | None) -> str:
         expected = self._location(name)
         if location and location.rstrip("/") != expected:
@@ -406,7 +429,12 @@ class DatashardCatalog(MetastoreCatalog):
         if found is not None:
             version = found[0]
             base = self._parse(found[1], self._location(paths.version(version)))
+        creating = any(isinstance(r, AssertCreate) for r in requirements)
         for race in range(MAX_LOST_RACES + 1):
+            if creating and base is not None:
+                raise PyIcebergTableExists(
+                    f"table {name!r} already exists at {self._location(name)}"
+                )
             base_location = None if base is None else self._location(paths.version(version))
             for requirement in requirements:
                 requirement.validate(base)  # raises CommitFailedException

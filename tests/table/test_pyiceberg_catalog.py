@@ -138,6 +138,19 @@ def test_a_stale_schema_change_fails_and_succeeds_after_refresh(local_wh: Any) -
     assert fresh.count() == 1
 
 
+def test_a_create_transaction_creates_the_table_with_its_rows_in_v1(local_wh: Any) -> None:
+    cat = _catalog(local_wh)
+    with cat.create_table_transaction("made", ROWS) as tx:
+        tx.append(_batch(0, 0, 2))
+    ds = load_table("made", local_wh.uri)
+    assert ds.version == 1 and _ids(ds.to_arrow()) == [(0, 0, 0), (0, 0, 1)]
+    with pytest.raises(TableAlreadyExistsError, match="'made' already exists"):
+        with cat.create_table_transaction("made", ROWS) as tx:
+            tx.append(_batch(9, 9, 2))
+    again = load_table("made", local_wh.uri)
+    assert again.version == 1 and _ids(again.to_arrow()) == [(0, 0, 0), (0, 0, 1)]
+
+
 def test_duckdb_reads_what_pyiceberg_and_datashard_wrote(local_wh: Any) -> None:
     """docs/beyond.md: DuckDB's ``iceberg_scan`` of the table directory (it follows
     ``version-hint.text``) or of one ``v<N>.metadata.json``."""
