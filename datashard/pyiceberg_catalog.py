@@ -72,6 +72,7 @@ from datashard.table.catalog import drop_table, validate_table_name
 from datashard.table.commit import CommitSettings
 from datashard.table.properties import check_properties
 from datashard.table.versions import (
+    SWEEP_EVERY,
     TablePaths,
     is_stub,
     newest_listed_version,
@@ -364,11 +365,12 @@ class DatashardCatalog(MetastoreCatalog):
         self.drop_table(identifier)
 
     def list_tables(self, namespace: str | Identifier) -> list[Identifier]:
-        """Every table of the warehouse, sorted. Lists the whole warehouse (every object under
-        it): costs one LIST request per 1,000 objects."""
+        """Every table of the warehouse (a directory with a ``metadata/v<N>.metadata.json``),
+        sorted. Lists the whole warehouse (every object under it): costs one LIST request per
+        1,000 objects."""
         self._check_namespace(namespace)
         names: set[str] = set()
-        pattern = re.compile(r"^([^/]+)/metadata/(v\d+|\d+-[0-9a-fA-F-]+)\.metadata\.json$")
+        pattern = re.compile(r"^([^/]+)/metadata/v\d+\.metadata\.json$")
         for meta in self._backend.list(""):
             match = pattern.match(meta.key)
             if match:
@@ -526,7 +528,9 @@ class DatashardCatalog(MetastoreCatalog):
             props = metadata_from_json(body, self._location(paths.version(version))).properties
             settings = CommitSettings.from_properties(props)
             if settings.retire_versions:
-                retire_superseded(self._backend, paths, version, settings.previous_versions_max)
+                sweep = version % SWEEP_EVERY == 0
+                keep = settings.previous_versions_max
+                retire_superseded(self._backend, paths, version, keep, sweep=sweep)
         except (StorageError, ConfigError, CorruptMetadataError):
             pass  # advisory: a later commit's sweep retires what is left
 

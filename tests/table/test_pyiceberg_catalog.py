@@ -26,6 +26,7 @@ from pyiceberg.types import StringType
 from datashard import create_table, load_table
 from datashard.errors import ConfigError, UnsupportedFeatureError, ValidationError
 from datashard.storage.config import open_backend
+from datashard.table.versions import is_stub
 from datashard.testing.faultproxy import FaultProxy
 
 IMPL = "datashard.pyiceberg_catalog.DatashardCatalog"
@@ -149,6 +150,20 @@ def test_a_create_transaction_creates_the_table_with_its_rows_in_v1(local_wh: An
             tx.append(_batch(9, 9, 2))
     again = load_table("made", local_wh.uri)
     assert again.version == 1 and _ids(again.to_arrow()) == [(0, 0, 0), (0, 0, 1)]
+
+
+def test_pyiceberg_commits_retire_old_versions_as_datashard_does(local_wh: Any) -> None:
+    cat = _catalog(local_wh)
+    t = cat.create_table("aged", ROWS, properties={"write.metadata.previous-versions-max": "2"})
+    stale = cat.load_table("aged")
+    for c in range(5):
+        t.append(_batch(0, c, 1))
+    body = {n: local_wh.backend.read(f"aged/metadata/v{n}.metadata.json") for n in range(1, 7)}
+    # the newest and the 2 its log keeps stay whole; older ones are stubs (their keys taken)
+    assert [is_stub(body[n]) for n in range(1, 7)] == [True, True, True, False, False, False]
+    stale.append(_batch(1, 0, 1))  # from v1's object: lands on v6 as v7
+    assert load_table("aged", local_wh.uri).version == 7
+    assert len(_ids(cat.load_table("aged").scan().to_arrow())) == 6
 
 
 def test_duckdb_reads_what_pyiceberg_and_datashard_wrote(local_wh: Any) -> None:
@@ -329,6 +344,9 @@ def test_one_namespace_lists_every_table_of_the_warehouse(local_wh: Any) -> None
     create_table("by-datashard", FIELDS, local_wh.uri)
     cat = _catalog(local_wh)
     cat.create_table(("default", "by.pyiceberg"), ROWS)
+    # another writer's naming, no v<N>: not a table this catalog loads or lists
+    foreign = "legacy/metadata/00000-0b6e3c1e-4b7e-4a8e-9a51-7d2a8f0c1d2e.metadata.json"
+    local_wh.backend.write(foreign, b"{}")
     assert cat.list_namespaces() == [("default",)]
     assert cat.list_namespaces("default") == []
     assert cat.list_tables("default") == [("default", "by-datashard"), ("default", "by.pyiceberg")]
