@@ -298,12 +298,8 @@ class DatashardCatalog(MetastoreCatalog):
         )
         paths = TablePaths(name)
         body = self._checked_body(metadata, self._location(paths.version(1)))
-        try:
-            self._backend.put_if_absent(paths.version(1), body)
-        except ObjectExistsError:
-            raise PyIcebergTableExists(
-                f"table {name!r} already exists at {table_location}"
-            ) from None
+        if not self._send(paths, 1, body):  # an unknown outcome is read back, as for commits
+            raise PyIcebergTableExists(f"table {name!r} already exists at {table_location}")
         write_hint(self._backend, paths, 1)
         return self._table(name, 1, metadata)
 

@@ -303,11 +303,12 @@ def test_a_commit_whose_response_was_lost_lands_once(moto_s3: Any, moto_bucket: 
             "datashard.retry_attempts": "1",  # the backend does not retry: the catalog resolves
         }
         cat = load_catalog("ds", **props)
-        t = cat.create_table("events", ROWS)
+        proxy.drop_response(1, method="PUT", path=r"metadata/v1\.metadata\.json")
+        t = cat.create_table("events", ROWS)  # created, its response lost: read back, a win
         # the create of v2 lands, its response is lost: read back, the same bytes: a win
         proxy.drop_response(1, method="PUT", path=r"metadata/v2\.metadata\.json")
         t.append(_batch(0, 0, 2))
-        assert proxy.injected["drop_response"] == 1
+        assert proxy.injected["drop_response"] == 2
         # the create of v3 is refused before it reaches the server: absent, sent again
         proxy.fail(1, method="PUT", path=r"metadata/v3\.metadata\.json")
         t.append(_batch(0, 1, 2))
@@ -316,7 +317,7 @@ def test_a_commit_whose_response_was_lost_lands_once(moto_s3: Any, moto_bucket: 
         proxy.drop_response(1, method="PUT", path=r"metadata/v4\.metadata\.json")
         with t.update_schema() as u:
             u.add_column("note", StringType())
-        assert proxy.injected["drop_response"] == 2
+        assert proxy.injected["drop_response"] == 3
     backend = open_backend(uri, **_s3_options(moto_s3))
     keys = [m.key for m in backend.list("events/metadata/v") if m.key.endswith("json")]
     assert keys == [f"events/metadata/v{n}.metadata.json" for n in (1, 2, 3, 4)]
