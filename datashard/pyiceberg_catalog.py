@@ -521,11 +521,13 @@ class DatashardCatalog(MetastoreCatalog):
         fell out of the metadata log (datashard's ``write.metadata.*`` settings)."""
         write_hint(self._backend, paths, version)
         try:
-            props = metadata_from_json(body, self._location(paths.version(version))).properties
-            settings = CommitSettings.from_properties(props)
+            md = metadata_from_json(body, self._location(paths.version(version)))
+            settings = CommitSettings.from_properties(md.properties)
             if settings.retire_versions:
                 sweep = version % SWEEP_EVERY == 0
-                keep = settings.previous_versions_max
+                # PyIceberg keeps its own log length (100 unless the property says else):
+                # every version the new metadata's log names stays whole
+                keep = max(settings.previous_versions_max, len(md.metadata_log))
                 retire_superseded(self._backend, paths, version, keep, sweep=sweep)
         except (StorageError, ConfigError, CorruptMetadataError):
             pass  # advisory: a later commit's sweep retires what is left
