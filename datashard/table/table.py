@@ -39,6 +39,7 @@ from datashard.table import properties as table_properties
 from datashard.table.append import AppendCommit, WriterState
 from datashard.table.history import HistoryEntry
 from datashard.table.history import history as history_of
+from datashard.table.inspect import InspectTable
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
 from datashard.table.updates import check_writable
@@ -52,7 +53,9 @@ from datashard.table.versions import (
 )
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
+    import polars as pl
 
 #: What ``append`` and ``overwrite`` take: a pandas DataFrame, a pyarrow Table or RecordBatch.
 DataLike: TypeAlias = "pd.DataFrame | pa.Table | pa.RecordBatch"
@@ -259,6 +262,66 @@ class Table:
     def count(self) -> int:
         """Rows in the current snapshot (from manifest counts)."""
         return self.scan().count()
+
+    def to_batches(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """``scan(columns, filter, snapshot_id, as_of).to_batches(batch_size)``: Arrow record
+        batches streamed in bounded memory (see :meth:`Scan.to_batches`)."""
+        return self.scan(columns, filter, snapshot_id, as_of).to_batches(batch_size)
+
+    def to_arrow_batch_reader(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> pa.RecordBatchReader:
+        """``scan(...).to_arrow_batch_reader(batch_size)``: a ``pyarrow.RecordBatchReader``
+        for DuckDB, Polars or Arrow Flight (read once, streamed)."""
+        return self.scan(columns, filter, snapshot_id, as_of).to_arrow_batch_reader(batch_size)
+
+    def to_duckdb(
+        self,
+        name: str,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        stream: bool = False,
+    ) -> duckdb.DuckDBPyConnection:
+        """The rows registered as the DuckDB view ``name`` (see :meth:`Scan.to_duckdb`); the
+        connection. ``ImportError`` naming the package when duckdb is not installed."""
+        scan = self.scan(columns, filter, snapshot_id, as_of)
+        return scan.to_duckdb(name, connection, stream=stream)
+
+    def to_polars(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+    ) -> pl.DataFrame:
+        """The rows as a polars DataFrame (see :meth:`Scan.to_polars`). ``ImportError``
+        naming the package when polars is not installed."""
+        return self.scan(columns, filter, snapshot_id, as_of).to_polars()
+
+    @property
+    def inspect(self) -> InspectTable:
+        """The metadata of the version this object holds as Arrow tables, with PyIceberg's
+        column names: ``inspect.snapshots()``, ``history()``, ``refs()``, ``manifests()``,
+        ``files()``, ``partitions()`` (:class:`~datashard.table.inspect.InspectTable`)."""
+        return InspectTable(self._backend, self.metadata)
 
     # -- writes ------------------------------------------------------------------------------
 
