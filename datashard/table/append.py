@@ -8,6 +8,12 @@ by size class (entries carried over as EXISTING, see :meth:`AppendCommit.merge_t
 
 The parent's manifests come from the writer's cache when the base is the writer's own last
 commit (no read), else from the parent's manifest list (one read).
+
+An append with an idempotency key records it in the snapshot summary
+(``datashard.idempotency-key``) and requires, on every base it builds on, that no retained
+snapshot carries it (:class:`~datashard.table.updates.AssertNewKey`). Of two writers racing with
+one key, the loser finds the winner's snapshot when it rebuilds on the newer version, deletes
+what it staged and reports that snapshot instead.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings
 from datashard.table.process import submit
 from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
+from datashard.table.updates import IDEMPOTENCY_KEY, AssertNewKey, Requirement
 from datashard.table.versions import Loaded, TablePaths, key_for_uri
 
 
@@ -56,8 +63,11 @@ class AppendCommit(SnapshotProducer):
         paths: TablePaths,
         base: Loaded,
         state: WriterState | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__(backend, paths, base)
+        #: recorded in the summary; an append that finds it on a base lands nothing
+        self.idempotency_key = idempotency_key
         state = WriterState() if state is None else state
         self.cache = state.manifests
         #: entries of manifests this writer wrote, by manifest path (saves reads when merging)
@@ -243,7 +253,13 @@ class AppendCommit(SnapshotProducer):
             self.entry_cache.clear()
 
     def summary(self, parent: Snapshot | None) -> dict[str, str]:
-        return snapshot_summary("append", self.added, (), 0, parent, self.commit_id)
+        extra = {IDEMPOTENCY_KEY: self.idempotency_key} if self.idempotency_key else None
+        return snapshot_summary("append", self.added, (), 0, parent, self.commit_id, extra)
+
+    def requirements(self) -> list[Requirement]:
+        """With an idempotency key: no snapshot of the base carries it yet (checked on every
+        attempt's base, so a writer that finds it there lands nothing and deletes its files)."""
+        return [AssertNewKey(self.idempotency_key)] if self.idempotency_key else []
 
     # -- the whole commit ------------------------------------------------------------------------
 

@@ -42,7 +42,12 @@ from datashard.table.history import history as history_of
 from datashard.table.inspect import InspectTable
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
-from datashard.table.updates import check_writable
+from datashard.table.updates import (
+    AlreadyCommittedError,
+    check_idempotency_key,
+    check_writable,
+    snapshot_with_key,
+)
 from datashard.table.versions import (
     Loaded,
     TablePaths,
@@ -325,40 +330,58 @@ class Table:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def append(self, data: DataLike) -> Snapshot:
+    def append(self, data: DataLike, *, idempotency_key: str | None = None) -> Snapshot:
         """Append a pandas DataFrame, pyarrow Table or RecordBatch as one new snapshot.
 
         The data is validated first (``ValidationError`` naming the field, expected and actual
         type); nothing is written unless it fits. Raises ``CommitRetriesExhaustedError``,
         ``CommitConflictError`` or ``CommitStateUnknownError`` from the commit.
+
+        ``idempotency_key`` (e.g. ``"run-17/task-42"``) makes a retried task append once: the
+        key is recorded in the snapshot summary (``datashard.idempotency-key``), and when a
+        snapshot the table keeps already carries it (found on the table as loaded, or on any
+        newer version a commit attempt builds on) nothing is written and that snapshot is
+        returned.
         """
-        with self.transaction() as tx:
+        with self.transaction(idempotency_key=idempotency_key) as tx:
+            if tx.snapshot is not None:
+                return tx.snapshot  # already landed: the data is not even converted
             tx.append(data)
         assert tx.snapshot is not None
         return tx.snapshot
 
     def append_records(
-        self, records: Sequence[Mapping[str, Any]], schema: Schema | None = None
+        self,
+        records: Sequence[Mapping[str, Any]],
+        schema: Schema | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Snapshot:
-        """Append Python dicts as one new snapshot (see :meth:`append`).
+        """Append Python dicts as one new snapshot (see :meth:`append`, also for
+        ``idempotency_key``).
 
         ``schema``, if given, must be the table's current schema (same fields, ids, types and
         order); it documents what the caller expects and is checked, not applied.
         """
-        with self.transaction() as tx:
+        with self.transaction(idempotency_key=idempotency_key) as tx:
+            if tx.snapshot is not None:
+                return tx.snapshot
             tx.append_records(records, schema)
         assert tx.snapshot is not None
         return tx.snapshot
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, idempotency_key: str | None = None) -> Iterator[Transaction]:
         """Several appends committed as ONE snapshot when the block ends without error.
 
         ``with table.transaction() as tx: tx.append(df1); tx.append(df2)``. An exception in the
-        block discards everything (nothing was written).
+        block discards everything (nothing was written). With ``idempotency_key`` (see
+        :meth:`append`), ``tx.snapshot`` is already set on entry when a snapshot the table
+        keeps carries the key; the appends of the block are then dropped at its end, and
+        equally when a concurrent writer lands the key first.
         """
         self._writable()  # a read-only or format version 3 table: refused before any work
-        tx = Transaction(self)
+        tx = Transaction(self, idempotency_key)
         yield tx
         tx.commit()
 
@@ -573,10 +596,15 @@ class Table:
             "; or keep writing this table with the writer that made it"
         )
 
-    def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
+    def _commit_appends(self, tables: list[pa.Table], key: str | None = None) -> Snapshot:
         paths = self._writable()
-        producer = AppendCommit(self._backend, paths, self._loaded, self._writer)
-        loaded, hint = producer.append(tables, self._last_background())
+        producer = AppendCommit(self._backend, paths, self._loaded, self._writer, key)
+        try:
+            loaded, hint = producer.append(tables, self._last_background())
+        except AlreadyCommittedError as landed:
+            # another attempt of this task landed first: its files were deleted, nothing new
+            self.refresh()
+            return landed.snapshot
         self._loaded = loaded
         self._keep_background(hint)
         snap = loaded.metadata.current_snapshot()
@@ -592,11 +620,15 @@ _MAX_BACKGROUND = 4
 class Transaction:
     """Appends collected for one atomic snapshot (see :meth:`Table.transaction`)."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, idempotency_key: str | None = None) -> None:
         self._table = table
         self._schema = table.schema()
         self._pending: list[pa.Table] = []
-        self.snapshot: Snapshot | None = None
+        self._key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
+        #: the snapshot committed; set on entry when the idempotency key already landed
+        self.snapshot: Snapshot | None = (
+            None if self._key is None else snapshot_with_key(table.metadata, self._key)
+        )
         self._done = False
 
     def append(self, data: DataLike) -> None:
@@ -625,9 +657,11 @@ class Transaction:
         """Commit the pending appends as one snapshot (none if nothing was appended)."""
         self._check_open()
         self._done = True
+        if self.snapshot is not None:  # the idempotency key already landed: write nothing
+            return self.snapshot
         if not self._pending:
             return None
-        self.snapshot = self._table._commit_appends(self._pending)
+        self.snapshot = self._table._commit_appends(self._pending, self._key)
         return self.snapshot
 
     def _check_open(self) -> None:
