@@ -36,6 +36,7 @@ from datashard.storage.config import open_backend
 from datashard.table import compact as _compact
 from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table import properties as table_properties
+from datashard.table import upsert as _upsert
 from datashard.table.append import AppendCommit, WriterState
 from datashard.table.history import HistoryEntry
 from datashard.table.history import history as history_of
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 #: What ``append`` and ``overwrite`` take: a pandas DataFrame, a pyarrow Table or RecordBatch.
 DataLike: TypeAlias = "pd.DataFrame | pa.Table | pa.RecordBatch"
 CompactResult = _compact.CompactResult
+UpsertResult = _upsert.UpsertResult
 ExpireResult = expire.ExpireResult
 Cutoff = expire.Cutoff
 
@@ -441,6 +443,28 @@ class Table:
         else:
             loaded = rewrite.overwrite(self._backend, paths, self._loaded, filter, tables)
         return self._snapshot_after(loaded)
+
+    def upsert(self, data: DataLike, join_cols: Sequence[str] | None = None) -> UpsertResult:
+        """Rows of ``data`` whose key (the ``join_cols``; default: the schema's identifier
+        fields) matches a row of the table replace it, the others are added, in ONE snapshot;
+        how many were updated and inserted (:class:`~datashard.table.upsert.UpsertResult`).
+
+        A matched row with the same values is left alone (and not counted). Follows
+        ``write.delete.mode`` as :meth:`delete` does. ``ValidationError`` (the table unchanged,
+        nothing read) for a key column the schema lacks, a null key, or a key that appears
+        twice in ``data``; ``CommitConflictError`` when a concurrent commit added or removed
+        rows with one of the keys.
+        """
+        paths = self._writable()
+        schema = self.schema()
+        keys = _upsert.join_columns(schema, join_cols)
+        arrow = schema.coerce_arrow(fill_write_defaults_arrow(_to_arrow(data), schema))
+        _upsert.check_keys(arrow, keys)
+        if not arrow.num_rows:
+            return UpsertResult(0, 0)
+        loaded, result = _upsert.upsert(self._backend, paths, self._loaded, arrow, keys)
+        self._set(loaded)
+        return result
 
     def delete(self, filter: FilterLike) -> Snapshot | None:
         """Delete the rows matching ``filter``; the new snapshot, or ``None`` when no row
