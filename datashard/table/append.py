@@ -19,7 +19,7 @@ what it staged and reports that snapshot instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
@@ -81,11 +81,25 @@ class AppendCommit(SnapshotProducer):
 
     # -- staging -----------------------------------------------------------------------------
 
-    def stage_append(self, tables: Sequence[pa.Table]) -> None:
+    def stage_append(self, tables: Sequence[pa.Table], progress: Progress | None = None) -> None:
         """Encode the data files and the manifest; nothing is written yet (the first attempt
         writes them together with its manifest list, concurrently). Raises ``ValidationError``
-        for data that does not fit the schema, before any request."""
-        self.stage_tables(tables)
+        for data that does not fit the schema, before any request.
+
+        With ``progress``, the rows are written in slices of about :data:`PROGRESS_SLICE_BYTES`
+        of Arrow data and ``progress(rows_written, rows, "rows")`` is called before the first
+        and after each (a slice boundary may close a data file below the target size); an
+        exception it raises cancels the append (the caller deletes what was written)."""
+        if progress is None:
+            self.stage_tables(tables)
+        else:
+            total = sum(t.num_rows for t in tables)
+            done = 0
+            progress(done, total, "rows")
+            for piece in _progress_slices(tables):
+                self.stage_tables([piece])
+                done += piece.num_rows
+                progress(done, total, "rows")
         entries = [ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.added]
         # sequence numbers are set per attempt (the entries inherit them)
         self.manifest, key, body = self.encode_manifest(
@@ -264,12 +278,16 @@ class AppendCommit(SnapshotProducer):
     # -- the whole commit ------------------------------------------------------------------------
 
     def append(
-        self, tables: Sequence[pa.Table], after: Future[bool] | None = None
+        self,
+        tables: Sequence[pa.Table],
+        after: Future[bool] | None = None,
+        progress: Progress | None = None,
     ) -> tuple[Loaded, Future[bool] | bool]:
         """Stage ``tables`` and commit them as one snapshot: the new version, and the
-        version-hint write (running in the background, after ``after``)."""
+        version-hint write (running in the background, after ``after``). ``progress``: see
+        :meth:`stage_append`; what it raises cancels the append, nothing left behind."""
         try:
-            self.stage_append(tables)
+            self.stage_append(tables, progress)
         except BaseException:
             self.discard()  # data files already written: the commit will not run
             raise
@@ -346,6 +364,25 @@ def _read_each(
     return out
 
 
+#: A progress callback of a long operation: ``progress(done, total, unit)`` with ``unit``
+#: ``"rows"`` or ``"files"``; an exception it raises cancels the operation.
+Progress = Callable[[int, int, str], None]
+
+#: Arrow bytes of the input an append with a progress callback writes between two calls.
+PROGRESS_SLICE_BYTES = 256 << 20
+
+
+def _progress_slices(tables: Sequence[pa.Table]) -> Iterator[pa.Table]:
+    """``tables`` cut into zero-copy slices of about :data:`PROGRESS_SLICE_BYTES` each."""
+    for table in tables:
+        if not table.num_rows:
+            continue
+        per_row = max(1, table.nbytes // table.num_rows)
+        step = max(1, PROGRESS_SLICE_BYTES // per_row)
+        for start in range(0, table.num_rows, step):
+            yield table.slice(start, step)
+
+
 #: Entries a writer keeps in memory for merging, at most.
 _MAX_CACHED_ENTRIES = 200_000
 
@@ -359,4 +396,4 @@ def _size_class(m: ManifestFile, base: int) -> int:
     return k
 
 
-__all__ = ["AppendCommit", "Prefetch", "WriterState"]
+__all__ = ["PROGRESS_SLICE_BYTES", "AppendCommit", "Prefetch", "Progress", "WriterState"]

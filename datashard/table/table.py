@@ -37,7 +37,7 @@ from datashard.table import compact as _compact
 from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table import properties as table_properties
 from datashard.table import upsert as _upsert
-from datashard.table.append import AppendCommit, WriterState
+from datashard.table.append import AppendCommit, Progress, WriterState
 from datashard.table.history import HistoryEntry
 from datashard.table.history import history as history_of
 from datashard.table.inspect import InspectTable
@@ -332,7 +332,13 @@ class Table:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def append(self, data: DataLike, *, idempotency_key: str | None = None) -> Snapshot:
+    def append(
+        self,
+        data: DataLike,
+        *,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> Snapshot:
         """Append a pandas DataFrame, pyarrow Table or RecordBatch as one new snapshot.
 
         The data is validated first (``ValidationError`` naming the field, expected and actual
@@ -344,8 +350,12 @@ class Table:
         snapshot the table keeps already carries it (found on the table as loaded, or on any
         newer version a commit attempt builds on) nothing is written and that snapshot is
         returned.
+
+        ``progress(rows_written, rows, "rows")`` is called as the data files are written (in
+        slices of about 256 MiB of Arrow data); an exception it raises cancels the append
+        (what was written is deleted, the table is unchanged).
         """
-        with self.transaction(idempotency_key=idempotency_key) as tx:
+        with self.transaction(idempotency_key=idempotency_key, progress=progress) as tx:
             if tx.snapshot is not None:
                 return tx.snapshot  # already landed: the data is not even converted
             tx.append(data)
@@ -373,17 +383,19 @@ class Table:
         return tx.snapshot
 
     @contextmanager
-    def transaction(self, *, idempotency_key: str | None = None) -> Iterator[Transaction]:
+    def transaction(
+        self, *, idempotency_key: str | None = None, progress: Progress | None = None
+    ) -> Iterator[Transaction]:
         """Several appends committed as ONE snapshot when the block ends without error.
 
         ``with table.transaction() as tx: tx.append(df1); tx.append(df2)``. An exception in the
         block discards everything (nothing was written). With ``idempotency_key`` (see
         :meth:`append`), ``tx.snapshot`` is already set on entry when a snapshot the table
         keeps carries the key; the appends of the block are then dropped at its end, and
-        equally when a concurrent writer lands the key first.
+        equally when a concurrent writer lands the key first. ``progress``: see :meth:`append`.
         """
         self._writable()  # a read-only or format version 3 table: refused before any work
-        tx = Transaction(self, idempotency_key)
+        tx = Transaction(self, idempotency_key, progress)
         yield tx
         tx.commit()
 
@@ -489,9 +501,13 @@ class Table:
         *,
         min_input_files: int = 2,
         dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> CompactResult:
         """Rewrite small data files into files of about ``target_file_size`` bytes (default:
-        the table property ``write.target-file-size-bytes``, else 128 MiB)."""
+        the table property ``write.target-file-size-bytes``, else 128 MiB).
+
+        ``progress(files_done, files, "files")`` is called as input files are rewritten; an
+        exception it raises cancels the compaction (the table is unchanged)."""
         paths = self._writable()
         size = _compact.target_file_size(target_file_size, self.properties)
         loaded, result = _compact.compact(
@@ -501,6 +517,7 @@ class Table:
             size,
             min_input_files=min_input_files,
             dry_run=dry_run,
+            progress=progress,
         )
         self._set(loaded)
         return result
@@ -620,11 +637,13 @@ class Table:
             "; or keep writing this table with the writer that made it"
         )
 
-    def _commit_appends(self, tables: list[pa.Table], key: str | None = None) -> Snapshot:
+    def _commit_appends(
+        self, tables: list[pa.Table], key: str | None = None, progress: Progress | None = None
+    ) -> Snapshot:
         paths = self._writable()
         producer = AppendCommit(self._backend, paths, self._loaded, self._writer, key)
         try:
-            loaded, hint = producer.append(tables, self._last_background())
+            loaded, hint = producer.append(tables, self._last_background(), progress)
         except AlreadyCommittedError as landed:
             # another attempt of this task landed first: its files were deleted, nothing new
             self.refresh()
@@ -644,8 +663,11 @@ _MAX_BACKGROUND = 4
 class Transaction:
     """Appends collected for one atomic snapshot (see :meth:`Table.transaction`)."""
 
-    def __init__(self, table: Table, idempotency_key: str | None = None) -> None:
+    def __init__(
+        self, table: Table, idempotency_key: str | None = None, progress: Progress | None = None
+    ) -> None:
         self._table = table
+        self._progress = progress
         self._schema = table.schema()
         self._pending: list[pa.Table] = []
         self._key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
@@ -685,7 +707,7 @@ class Transaction:
             return self.snapshot
         if not self._pending:
             return None
-        self.snapshot = self._table._commit_appends(self._pending, self._key)
+        self.snapshot = self._table._commit_appends(self._pending, self._key, self._progress)
         return self.snapshot
 
     def _check_open(self) -> None:

@@ -17,6 +17,7 @@ from pyiceberg.table import StaticTable
 from datashard import Schema, create_table
 from datashard.errors import ValidationError
 from datashard.iceberg.expressions import col
+from datashard.table import append as append_module
 
 SCHEMA = Schema(
     schema_id=1,
@@ -196,3 +197,53 @@ def test_inspect_of_an_empty_table_and_of_a_missing_snapshot(local_wh: Any) -> N
     table.append(_rows(0, 3))
     with pytest.raises(ValidationError, match="no snapshot 123"):
         table.inspect.files(123)
+
+
+# -- progress and cancellation ----------------------------------------------------------------
+
+
+class _Cancel(Exception):
+    pass
+
+
+def test_append_reports_progress_in_rows_and_cancels_cleanly(
+    local_wh: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(append_module, "PROGRESS_SLICE_BYTES", 4096)  # many slices, small data
+    table = _table(local_wh)
+    calls: list[tuple[int, int, str]] = []
+    snap = table.append(_rows(0, 2000), progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 2000, "rows") and calls[-1] == (2000, 2000, "rows")
+    assert len(calls) > 3 and [c[0] for c in calls] == sorted(c[0] for c in calls)
+    assert snap.summary["added-records"] == "2000" and table.count() == 2000
+    table.flush()
+    before = local_wh.snapshot_of_storage()
+
+    def stop_midway(done: int, total: int, unit: str) -> None:
+        if done > 0:
+            raise _Cancel(f"cancelled at {done}/{total} {unit}")
+
+    with pytest.raises(_Cancel, match="cancelled at"):
+        table.append(_rows(2000, 2000), progress=stop_midway)
+    assert local_wh.snapshot_of_storage() == before  # its data files were deleted
+    assert table.refresh().count() == 2000
+
+
+def test_compact_reports_progress_in_files_and_cancels_cleanly(local_wh: Any) -> None:
+    table = _table(local_wh)
+    for i in range(4):
+        table.append(_rows(i * 10, 10))
+    table.flush()
+    before = local_wh.snapshot_of_storage()
+
+    def cancel(done: int, total: int, unit: str) -> None:
+        raise _Cancel("stop")
+
+    with pytest.raises(_Cancel):
+        table.compact(progress=cancel)
+    assert local_wh.snapshot_of_storage() == before
+    calls: list[tuple[int, int, str]] = []
+    result = table.compact(progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 4, "files") and calls[-1] == (4, 4, "files")
+    assert result.rewritten_files == 4
+    assert len(list(table.scan().plan_files())) == 1 and table.count() == 40
