@@ -336,8 +336,7 @@ class Scan:
         """The matching rows as a polars DataFrame (read whole, through :meth:`to_arrow`).
         Raises ``ImportError`` naming the package when polars is not installed."""
         polars = optional_import("polars", "to_polars")
-        frame = polars.from_arrow(self.to_arrow())
-        assert isinstance(frame, polars.DataFrame)  # from a pa.Table: always a DataFrame
+        frame: pl.DataFrame = polars.DataFrame(self.to_arrow())
         return frame
 
     def count(self) -> int:
