@@ -179,3 +179,11 @@ def test_upsert_does_not_bring_back_deleted_rows(local_wh: Any) -> None:
         (4, "eu"): 2.0,
         (5, "eu"): 2.0,
     }
+
+
+def test_upsert_into_an_empty_table_inserts_every_row(local_wh: Any) -> None:
+    table = _table(local_wh, "copy-on-write")
+    result = table.upsert(_rows([1, 2, 3]), join_cols=["id"])
+    assert (result.rows_updated, result.rows_inserted) == (0, 3)
+    assert table.current_snapshot().operation == "append"
+    assert _state(table) == {(i, "eu"): 1.0 for i in (1, 2, 3)}
