@@ -197,6 +197,10 @@ def test_inspect_of_an_empty_table_and_of_a_missing_snapshot(local_wh: Any) -> N
     table.append(_rows(0, 3))
     with pytest.raises(ValidationError, match="no snapshot 123"):
         table.inspect.files(123)
+    # unpartitioned: one row, no partition column (as PyIceberg gives it)
+    ours, theirs = table.inspect.partitions(), _theirs(table).partitions()
+    assert ours.schema == theirs.schema and "partition" not in ours.schema.names
+    assert ours.to_pylist() == theirs.to_pylist() and ours["record_count"].to_pylist() == [3]
 
 
 # -- progress and cancellation ----------------------------------------------------------------
