@@ -8,6 +8,7 @@ reads as nulls in older files.
 
 from __future__ import annotations
 
+import importlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -43,7 +44,9 @@ from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.process import bounded_map, submit
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
+    import polars as pl
 
     from datashard.storage.base import StorageBackend
 
@@ -311,6 +314,36 @@ class Scan:
         """The matching rows as a pandas DataFrame (``kwargs`` go to ``Table.to_pandas``)."""
         return self.to_arrow().to_pandas(**kwargs)
 
+    def to_duckdb(
+        self,
+        name: str,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        *,
+        stream: bool = False,
+    ) -> duckdb.DuckDBPyConnection:
+        """The matching rows registered as the view ``name`` in a DuckDB connection (a new
+        in-memory one when ``connection`` is ``None``), which is returned.
+
+        By default the rows are read into one Arrow table first (the view can be queried any
+        number of times). With ``stream=True`` the view is over :meth:`to_arrow_batch_reader`
+        instead: memory stays near a few row groups, but the view can be read only ONCE.
+        Raises ``ImportError`` naming the package when duckdb is not installed.
+        """
+        duckdb_module = optional_import("duckdb", "to_duckdb")
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"to_duckdb needs a view name (a non-empty str), got {name!r}")
+        con = duckdb_module.connect() if connection is None else connection
+        data = self.to_arrow_batch_reader() if stream else self.to_arrow()
+        con.register(name, data)
+        return con
+
+    def to_polars(self) -> pl.DataFrame:
+        """The matching rows as a polars DataFrame (read whole, through :meth:`to_arrow`).
+        Raises ``ImportError`` naming the package when polars is not installed."""
+        polars = optional_import("polars", "to_polars")
+        frame: pl.DataFrame = polars.DataFrame(self.to_arrow())
+        return frame
+
     def count(self) -> int:
         """How many rows match: from manifest record counts alone when there is no filter and
         no delete file applies; from the position delete files when only they apply; else by
@@ -344,6 +377,16 @@ class Scan:
         new._bound = bind_schema(new.filter, self.schema)
         new._read_fields = _read_fields(new, new.columns, new.filter)
         return new
+
+
+def optional_import(module: str, method: str) -> Any:
+    """``module`` imported, or ``ImportError`` saying which package ``method`` needs."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{method}() needs the optional package {module!r}: pip install {module}"
+        ) from exc
 
 
 def _rebatch(
