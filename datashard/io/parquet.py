@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from datashard.errors import CorruptFileError, CorruptMetadataError
 from datashard.iceberg.defaults import default_array
 from datashard.iceberg.expressions import Bound, BoundTrue, to_arrow_expression
+from datashard.iceberg.lineage import LINEAGE_IDS, Lineage, lineage_column
 from datashard.iceberg.types import NestedField, field_id_of, to_arrow_field, to_arrow_type
 from datashard.io.deletes import FileDeletes
 from datashard.io.footer import FOOTERS, Footer, FooterCache, SizeMismatchError
@@ -140,8 +141,10 @@ class DataFileReader:
         deletes: FileDeletes | None = None,
         coalesce_gap: int | None = None,
         what: str = "data file",
+        lineage: Lineage | None = None,
     ) -> None:
         self.footer = footer
+        self.lineage = lineage
         self.uri = footer.uri
         self.backend = backend
         self.key = key
@@ -251,7 +254,7 @@ class DataFileReader:
             raise CorruptMetadataError(
                 f"{self._what} {self.uri} is not readable Parquet: {exc}"
             ) from exc
-        table = raw if self.raw else self._mapped(raw)
+        table = raw if self.raw else self._mapped(raw, row_groups)
         if self.deletes is not None:
             table = self._without_deleted(table, row_groups)
         if not isinstance(self.filter, BoundTrue) and table.num_rows:
@@ -278,14 +281,22 @@ class DataFileReader:
 
     # -- mapping ---------------------------------------------------------------------------
 
-    def _mapped(self, raw: pa.Table) -> pa.Table:
-        """``raw`` (the file's columns) as columns ``fields``: by id, cast, defaults."""
+    def _mapped(self, raw: pa.Table, row_groups: Sequence[int]) -> pa.Table:
+        """``raw`` (the file's columns, of ``row_groups``) as columns ``fields``: by id, cast,
+        defaults; the row-lineage columns stored or inherited (:mod:`datashard.iceberg.lineage`)."""
         names = {name: i for i, name in enumerate(raw.column_names)}
         arrays = []
         for f in self.fields:
             target = to_arrow_type(f.field_type)
             index = self._layout.top.get(f.field_id)
-            if index is not None:
+            if f.field_id in LINEAGE_IDS:
+                stored = (
+                    None if index is None else raw.column(names[self._schema.field(index).name])
+                )
+                arrays.append(
+                    lineage_column(f.field_id, stored, self._positions(row_groups), self.lineage)
+                )
+            elif index is not None:
                 column = raw.column(names[self._schema.field(index).name])
                 if column.type != target:
                     column = column.cast(target)
@@ -296,6 +307,15 @@ class DataFileReader:
                 arrays.append(pa.nulls(raw.num_rows, type=target))
         schema = pa.schema([to_arrow_field(f) for f in self.fields])
         return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _positions(self, row_groups: Sequence[int]) -> np.ndarray:
+        """The file positions of the rows of ``row_groups``, in order."""
+        md = self.footer.metadata
+        parts = [
+            np.arange(self.first_row(i), self.first_row(i) + md.row_group(i).num_rows)
+            for i in row_groups
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def _without_deleted(self, table: pa.Table, row_groups: Sequence[int]) -> pa.Table:
         assert self.deletes is not None
@@ -344,9 +364,11 @@ def open_data_file(
     footers: FooterCache = FOOTERS,
     coalesce_gap: int | None = None,
     what: str = "data file",
+    lineage: Lineage | None = None,
 ) -> DataFileReader:
     """A reader of columns ``fields`` of the Parquet file ``key`` (its footer read, or taken
-    from ``footers``).
+    from ``footers``). ``lineage``: what its rows inherit for the row-lineage columns among
+    ``fields``.
 
     ``size`` and ``record_count``: what the manifest says; a file of another size or row count
     raises ``CorruptMetadataError`` (it was replaced or truncated) before any row is read.
@@ -377,6 +399,7 @@ def open_data_file(
         deletes=deletes,
         coalesce_gap=coalesce_gap,
         what=what,
+        lineage=lineage,
     )
 
 

@@ -8,12 +8,18 @@ by size class (entries carried over as EXISTING, see :meth:`AppendCommit.merge_t
 
 The parent's manifests come from the writer's cache when the base is the writer's own last
 commit (no read), else from the parent's manifest list (one read).
+
+An append with an idempotency key records it in the snapshot summary
+(``datashard.idempotency-key``) and requires, on every base it builds on, that no retained
+snapshot carries it (:class:`~datashard.table.updates.AssertNewKey`). Of two writers racing with
+one key, the loser finds the winner's snapshot when it rebuilds on the newer version, deletes
+what it staged and reports that snapshot instead.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
@@ -30,6 +36,7 @@ from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings
 from datashard.table.process import submit
 from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
+from datashard.table.updates import IDEMPOTENCY_KEY, AssertNewKey, Requirement
 from datashard.table.versions import Loaded, TablePaths, key_for_uri
 
 
@@ -56,8 +63,11 @@ class AppendCommit(SnapshotProducer):
         paths: TablePaths,
         base: Loaded,
         state: WriterState | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__(backend, paths, base)
+        #: recorded in the summary; an append that finds it on a base lands nothing
+        self.idempotency_key = idempotency_key
         state = WriterState() if state is None else state
         self.cache = state.manifests
         #: entries of manifests this writer wrote, by manifest path (saves reads when merging)
@@ -71,11 +81,25 @@ class AppendCommit(SnapshotProducer):
 
     # -- staging -----------------------------------------------------------------------------
 
-    def stage_append(self, tables: Sequence[pa.Table]) -> None:
+    def stage_append(self, tables: Sequence[pa.Table], progress: Progress | None = None) -> None:
         """Encode the data files and the manifest; nothing is written yet (the first attempt
         writes them together with its manifest list, concurrently). Raises ``ValidationError``
-        for data that does not fit the schema, before any request."""
-        self.stage_tables(tables)
+        for data that does not fit the schema, before any request.
+
+        With ``progress``, the rows are written in slices of about :data:`PROGRESS_SLICE_BYTES`
+        of Arrow data and ``progress(rows_written, rows, "rows")`` is called before the first
+        and after each (a slice boundary may close a data file below the target size); an
+        exception it raises cancels the append (the caller deletes what was written)."""
+        if progress is None:
+            self.stage_tables(tables)
+        else:
+            total = sum(t.num_rows for t in tables)
+            done = 0
+            progress(done, total, "rows")
+            for piece in _progress_slices(tables):
+                self.stage_tables([piece])
+                done += piece.num_rows
+                progress(done, total, "rows")
         entries = [ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in self.added]
         # sequence numbers are set per attempt (the entries inherit them)
         self.manifest, key, body = self.encode_manifest(
@@ -243,17 +267,27 @@ class AppendCommit(SnapshotProducer):
             self.entry_cache.clear()
 
     def summary(self, parent: Snapshot | None) -> dict[str, str]:
-        return snapshot_summary("append", self.added, (), 0, parent, self.commit_id)
+        extra = {IDEMPOTENCY_KEY: self.idempotency_key} if self.idempotency_key else None
+        return snapshot_summary("append", self.added, (), 0, parent, self.commit_id, extra)
+
+    def requirements(self) -> list[Requirement]:
+        """With an idempotency key: no snapshot of the base carries it yet (checked on every
+        attempt's base, so a writer that finds it there lands nothing and deletes its files)."""
+        return [AssertNewKey(self.idempotency_key)] if self.idempotency_key else []
 
     # -- the whole commit ------------------------------------------------------------------------
 
     def append(
-        self, tables: Sequence[pa.Table], after: Future[bool] | None = None
+        self,
+        tables: Sequence[pa.Table],
+        after: Future[bool] | None = None,
+        progress: Progress | None = None,
     ) -> tuple[Loaded, Future[bool] | bool]:
         """Stage ``tables`` and commit them as one snapshot: the new version, and the
-        version-hint write (running in the background, after ``after``)."""
+        version-hint write (running in the background, after ``after``). ``progress``: see
+        :meth:`stage_append`; what it raises cancels the append, nothing left behind."""
         try:
-            self.stage_append(tables)
+            self.stage_append(tables, progress)
         except BaseException:
             self.discard()  # data files already written: the commit will not run
             raise
@@ -330,6 +364,25 @@ def _read_each(
     return out
 
 
+#: A progress callback of a long operation: ``progress(done, total, unit)`` with ``unit``
+#: ``"rows"`` or ``"files"``; an exception it raises cancels the operation.
+Progress = Callable[[int, int, str], None]
+
+#: Arrow bytes of the input an append with a progress callback writes between two calls.
+PROGRESS_SLICE_BYTES = 256 << 20
+
+
+def _progress_slices(tables: Sequence[pa.Table]) -> Iterator[pa.Table]:
+    """``tables`` cut into zero-copy slices of about :data:`PROGRESS_SLICE_BYTES` each."""
+    for table in tables:
+        if not table.num_rows:
+            continue
+        per_row = max(1, table.nbytes // table.num_rows)
+        step = max(1, PROGRESS_SLICE_BYTES // per_row)
+        for start in range(0, table.num_rows, step):
+            yield table.slice(start, step)
+
+
 #: Entries a writer keeps in memory for merging, at most.
 _MAX_CACHED_ENTRIES = 200_000
 
@@ -343,4 +396,4 @@ def _size_class(m: ManifestFile, base: int) -> int:
     return k
 
 
-__all__ = ["AppendCommit", "Prefetch", "WriterState"]
+__all__ = ["PROGRESS_SLICE_BYTES", "AppendCommit", "Prefetch", "Progress", "WriterState"]

@@ -9,7 +9,7 @@ rows: each bin of input files is read, written and flushed before the next.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +20,10 @@ from datashard.iceberg.manifest import ManifestEntry
 from datashard.storage.base import StorageBackend
 from datashard.table.deletes import DeleteReader, delete_index
 from datashard.table.process import bounded_map
+from datashard.table.producer import DEFAULT_TARGET_FILE_SIZE, target_size
 from datashard.table.rewrite import RewriteCommit
 from datashard.table.versions import Loaded, TablePaths
 
-#: Default target size of a compacted data file (Iceberg's write.target-file-size-bytes).
-DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 #: Input files read at once.
 _READERS = 8
 
@@ -40,12 +39,11 @@ class CompactResult:
 
 
 def target_file_size(given: int | None, properties: Mapping[str, str]) -> int:
-    """The target size: ``given``, else the table property ``write.target-file-size-bytes``,
-    else :data:`DEFAULT_TARGET_FILE_SIZE`; ``ValidationError`` for a size that is not a
-    positive int."""
+    """The target size: ``given``, else the table property ``write.target-file-size-bytes``
+    (512 MiB by default, as for appends); ``ValidationError`` for a size that is not a positive
+    int, ``ConfigError`` for a malformed property."""
     if given is None:
-        prop = properties.get("write.target-file-size-bytes")
-        return int(prop) if prop is not None and prop.isdigit() else DEFAULT_TARGET_FILE_SIZE
+        return target_size(properties)
     if isinstance(given, bool) or not isinstance(given, int) or given <= 0:
         raise ValidationError(f"target_file_size must be a positive number of bytes, got {given!r}")
     return given
@@ -59,12 +57,17 @@ def compact(
     *,
     min_input_files: int = 2,
     dry_run: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[Loaded | None, CompactResult]:
     """Rewrite the small files (under 3/4 of ``target_file_size``) of each partition into
     files of about ``target_file_size`` bytes; one ``replace`` snapshot. A partition with fewer
     than ``min_input_files`` small files is left as it is, unless row-level deletes apply to
     one of its files: files with deletes are always rewritten (whatever their size), which
-    folds the deletes into the data and removes the delete files."""
+    folds the deletes into the data and removes the delete files.
+
+    ``progress(files_done, files, "files")`` is called before the first rewrite and after each
+    batch of input files is rewritten; an exception it raises cancels the compaction (what it
+    wrote is deleted, the table is unchanged)."""
     if (
         isinstance(target_file_size, bool)
         or not isinstance(target_file_size, int)
@@ -111,7 +114,10 @@ def compact(
         deletes = index.for_data_file(e.data_file, e.sequence_number or 0, spec_id)
         return rows_of.read(e.data_file, deletes, fields)
 
+    done = 0
     try:
+        if progress is not None:  # what it raises cancels: the except below deletes
+            progress(done, n_files, "files")
         for (spec_id, _), group in chosen:
             group.sort(key=lambda e: e.sequence_number or 0)
             for chunk in _bins(group, target_file_size):  # bounds memory to about a target
@@ -120,6 +126,9 @@ def compact(
                     rewrite.remove(e.data_file, e.sequence_number or 0, spec_id)
                 rewrite.stage_tables([pa.concat_tables(tables)], target_file_size)
                 rewrite.flush()
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, n_files, "files")
         rewrite.retire_unused_deletes(
             index, ((e.data_file, e.sequence_number or 0, m.partition_spec_id) for m, e in live)
         )

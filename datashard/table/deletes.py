@@ -127,16 +127,24 @@ class DeleteReader:
         filter: Bound | None = None,
         *,
         apply_deletes: bool = True,
+        sequence_number: int | None = None,
     ) -> tuple[DataFileReader, list[NestedField]]:
         """A reader of ``data_file`` (its footer read) for columns ``fields`` and then the
         columns its equality deletes compare that ``fields`` lacks (returned too); it drops the
         rows ``deletes`` delete unless ``apply_deletes`` is false, and keeps those ``filter``
-        (over ``fields``) matches. Raises ``CorruptMetadataError`` naming a missing or
-        unreadable file, or one whose size or row count is not what the manifest says."""
+        (over ``fields``) matches; ``sequence_number`` (the file's data sequence number) is
+        what the row-lineage column ``_last_updated_sequence_number`` inherits. Raises
+        ``CorruptMetadataError`` naming a missing or unreadable file, or one whose size or row
+        count is not what the manifest says."""
         extra = self.equality_fields(deletes, fields)
         found = self.file_deletes(data_file, deletes) if apply_deletes else None
         reader = open_table_data_file(
-            self._backend, data_file, [*fields, *extra], filter=filter, deletes=found
+            self._backend,
+            data_file,
+            [*fields, *extra],
+            filter=filter,
+            deletes=found,
+            sequence_number=sequence_number,
         )
         return reader, extra
 
@@ -146,12 +154,16 @@ class DeleteReader:
         deletes: Sequence[DeleteFile],
         fields: Sequence[NestedField],
         filter: Bound | None = None,
+        *,
+        sequence_number: int | None = None,
     ) -> pa.Table:
         """Columns ``fields`` of ``data_file`` (by field id), without the rows ``deletes``
         delete, and only those ``filter`` keeps (row groups its statistics rule out are not
         fetched). Raises ``CorruptMetadataError`` naming a missing or unreadable file, or one
         whose size or row count is not what the manifest says (replaced or truncated)."""
-        reader, extra = self.open(data_file, deletes, fields, filter)
+        reader, extra = self.open(
+            data_file, deletes, fields, filter, sequence_number=sequence_number
+        )
         table = reader.read()
         return table.select(list(range(len(fields)))) if extra else table
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from datashard.errors import CorruptMetadataError, StorageError
 from datashard.iceberg.expressions import Bound
+from datashard.iceberg.lineage import Lineage
 from datashard.iceberg.manifest import MANIFEST_DATA, DataFile, ManifestEntry, ManifestFile
 from datashard.iceberg.manifest_codec import read_manifest, read_manifest_list
 from datashard.iceberg.metadata import Snapshot
@@ -43,6 +44,7 @@ def open_table_data_file(
     *,
     filter: Bound | None = None,
     deletes: FileDeletes | None = None,
+    sequence_number: int | None = None,
 ) -> DataFileReader:
     """A reader of a data file the metadata names (see
     :func:`~datashard.io.parquet.open_data_file`): its footer read (or cached), its size and
@@ -58,6 +60,7 @@ def open_table_data_file(
             record_count=int(data_file.record_count),
             filter=filter,
             deletes=deletes,
+            lineage=Lineage(data_file.first_row_id, sequence_number),
         )
     except StorageError as exc:
         if isinstance(exc, FileNotFoundError):
@@ -91,7 +94,13 @@ def manifest_entries(backend: StorageBackend, m: ManifestFile) -> list[ManifestE
     """The entries of manifest ``m`` (as its manifest-list row ``m`` lets them inherit): from
     this process's cache, else read (and kept). The cache key holds what the entries inherit
     from ``m`` as well."""
-    key = (m.manifest_path, m.manifest_length, m.added_snapshot_id, m.sequence_number)
+    key = (
+        m.manifest_path,
+        m.manifest_length,
+        m.added_snapshot_id,
+        m.sequence_number,
+        m.first_row_id,  # v3: data files inherit their first row ids from it
+    )
     cached: list[ManifestEntry] | None = MANIFEST_CACHE.get(key)
     if cached is not None:
         return cached

@@ -106,12 +106,14 @@ class RewriteCommit(SnapshotProducer):
         self._removed_scope[df.file_path] = (sequence_number, spec_id)
 
     def files_in_range(
-        self, bound: Bound
+        self, bound: Bound, *, whole: bool = True
     ) -> list[tuple[DataFile, int, int, tuple[DeleteFile, ...]]]:
         """The live data files of the base whose rows ``bound`` may match (by partition values
         and statistics), each with its data sequence number, spec id and the delete files that
-        apply to it. A file whose statistics prove every row matches is removed at once,
-        unread. Keeps what it read for :meth:`retire_deletes`."""
+        apply to it. With ``whole``, a file whose statistics prove every row matches is removed
+        at once, unread (``whole=False``: every such file is returned to be read, for a caller
+        whose bound only narrows the rows it looks at). Keeps what it read for
+        :meth:`retire_deletes`."""
         md = self.base.metadata
         snapshot = md.current_snapshot()
         self._index = delete_index(md, self.reader.manifests(snapshot), self.reader.entries)
@@ -124,7 +126,7 @@ class RewriteCommit(SnapshotProducer):
         for df, seq, spec_id in self._live:
             if not file_might_match(bound, pruner, spec_id, df):
                 continue
-            if must_match(bound, df, from_bytes):  # every row matches (statistics)
+            if whole and must_match(bound, df, from_bytes):  # every row matches (statistics)
                 self.remove(df, seq, spec_id)
                 continue
             out.append((df, seq, spec_id, self._index.for_data_file(df, seq, spec_id)))

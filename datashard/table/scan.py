@@ -8,6 +8,7 @@ reads as nulls in older files.
 
 from __future__ import annotations
 
+import importlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -30,6 +31,7 @@ from datashard.iceberg.expressions import (
     referenced_columns,
     to_expr,
 )
+from datashard.iceberg.lineage import LINEAGE_FIELDS
 from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, ManifestFile
 from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
@@ -42,7 +44,9 @@ from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.process import bounded_map, submit
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
+    import polars as pl
 
     from datashard.storage.base import StorageBackend
 
@@ -97,25 +101,17 @@ class Scan:
         self.schema = _schema_for(metadata, self.snapshot)
         self.filter: Expr = to_expr(filter)
         self.max_workers = max(1, max_workers)
-        names = self.schema.column_names
         if columns is None:
-            self.columns: tuple[str, ...] = tuple(names)
+            self.columns: tuple[str, ...] = tuple(self.schema.column_names)
         else:
             if isinstance(columns, str):
                 columns = [columns]
-            unknown = [c for c in columns if c not in names]
-            if unknown:
-                raise ValidationError(
-                    f"unknown column(s) {', '.join(map(repr, unknown))}; the table has: "
-                    + ", ".join(names)
-                )
-            self.columns = tuple(columns)
+            self.columns = _checked_columns(self, list(columns))
         if not self.columns:
             raise ValidationError("a scan must read at least one column; columns=[] was given")
         self._bound: Bound = bind_schema(self.filter, self.schema)
         self._deletes = DeleteReader(backend, metadata)
-        needed = set(self.columns) | referenced_columns(self.filter)
-        self._read_fields = [f for f in self.schema.fields if f.name in needed]
+        self._read_fields = _read_fields(self, self.columns, self.filter)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -199,11 +195,17 @@ class Scan:
     # -- reading --------------------------------------------------------------------------
 
     def _output_schema(self) -> pa.Schema:
-        by_name = {f.name: f for f in self.schema.fields}
+        by_name = {**{f.name: f for f in self.schema.fields}, **LINEAGE_FIELDS}
         return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
 
     def _read_task(self, task: FileScanTask) -> pa.Table:
-        table = self._deletes.read(task.data_file, task.deletes, self._read_fields, self._bound)
+        table = self._deletes.read(
+            task.data_file,
+            task.deletes,
+            self._read_fields,
+            self._bound,
+            sequence_number=task.sequence_number,
+        )
         return table.select(list(self.columns))
 
     def _tables(self) -> Iterator[pa.Table]:
@@ -260,7 +262,13 @@ class Scan:
 
     def _open(self, task: FileScanTask) -> DataFileReader:
         """A reader of ``task``'s file: its footer read, its deletes and the filter given."""
-        reader, _ = self._deletes.open(task.data_file, task.deletes, self._read_fields, self._bound)
+        reader, _ = self._deletes.open(
+            task.data_file,
+            task.deletes,
+            self._read_fields,
+            self._bound,
+            sequence_number=task.sequence_number,
+        )
         return reader
 
     def _row_group_tables(self) -> Iterator[pa.Table]:
@@ -306,6 +314,36 @@ class Scan:
         """The matching rows as a pandas DataFrame (``kwargs`` go to ``Table.to_pandas``)."""
         return self.to_arrow().to_pandas(**kwargs)
 
+    def to_duckdb(
+        self,
+        name: str,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        *,
+        stream: bool = False,
+    ) -> duckdb.DuckDBPyConnection:
+        """The matching rows registered as the view ``name`` in a DuckDB connection (a new
+        in-memory one when ``connection`` is ``None``), which is returned.
+
+        By default the rows are read into one Arrow table first (the view can be queried any
+        number of times). With ``stream=True`` the view is over :meth:`to_arrow_batch_reader`
+        instead: memory stays near a few row groups, but the view can be read only ONCE.
+        Raises ``ImportError`` naming the package when duckdb is not installed.
+        """
+        duckdb_module = optional_import("duckdb", "to_duckdb")
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"to_duckdb needs a view name (a non-empty str), got {name!r}")
+        con = duckdb_module.connect() if connection is None else connection
+        data = self.to_arrow_batch_reader() if stream else self.to_arrow()
+        con.register(name, data)
+        return con
+
+    def to_polars(self) -> pl.DataFrame:
+        """The matching rows as a polars DataFrame (read whole, through :meth:`to_arrow`).
+        Raises ``ImportError`` naming the package when polars is not installed."""
+        polars = optional_import("polars", "to_polars")
+        frame: pl.DataFrame = polars.DataFrame(self.to_arrow())
+        return frame
+
     def count(self) -> int:
         """How many rows match: from manifest record counts alone when there is no filter and
         no delete file applies; from the position delete files when only they apply; else by
@@ -337,9 +375,18 @@ class Scan:
         new = _copy(self)
         new.filter = self.filter & to_expr(expr)
         new._bound = bind_schema(new.filter, self.schema)
-        needed = set(new.columns) | referenced_columns(new.filter)
-        new._read_fields = [f for f in self.schema.fields if f.name in needed]
+        new._read_fields = _read_fields(new, new.columns, new.filter)
         return new
+
+
+def optional_import(module: str, method: str) -> Any:
+    """``module`` imported, or ``ImportError`` saying which package ``method`` needs."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{method}() needs the optional package {module!r}: pip install {module}"
+        ) from exc
 
 
 def _rebatch(
@@ -387,17 +434,38 @@ def _copy(scan: Scan) -> Scan:
 
 def replace_columns(scan: Scan, columns: list[str]) -> Scan:
     """``scan`` reading ``columns`` (validated against its schema)."""
+    new = _copy(scan)
+    new.columns = _checked_columns(scan, columns)
+    new._read_fields = _read_fields(new, new.columns, scan.filter)
+    return new
+
+
+def _checked_columns(scan: Scan, columns: list[str]) -> tuple[str, ...]:
+    """``columns`` if the scan can read them all: the schema's columns, and on a format
+    version 3 table the row-lineage columns; ``ValidationError`` naming the others."""
     names = scan.schema.column_names
-    unknown = [c for c in columns if c not in names]
+    lineage = [c for c in columns if c in LINEAGE_FIELDS and c not in names]
+    if lineage and scan.metadata.format_version < 3:
+        raise ValidationError(
+            f"column(s) {', '.join(map(repr, lineage))}: row lineage exists in format version "
+            f"3 tables only; table {scan.metadata.location} is version "
+            f"{scan.metadata.format_version}"
+        )
+    unknown = [c for c in columns if c not in names and c not in lineage]
     if unknown:
         raise ValidationError(
             f"unknown column(s) {', '.join(map(repr, unknown))}; the table has: {', '.join(names)}"
         )
-    new = _copy(scan)
-    new.columns = tuple(columns)
-    needed = set(columns) | referenced_columns(scan.filter)
-    new._read_fields = [f for f in scan.schema.fields if f.name in needed]
-    return new
+    return tuple(columns)
+
+
+def _read_fields(scan: Scan, columns: Sequence[str], filter: Expr) -> list[NestedField]:
+    """The fields a reader reads for ``columns`` and ``filter``: the schema's, then the
+    row-lineage columns asked for."""
+    needed = set(columns) | referenced_columns(filter)
+    fields = [f for f in scan.schema.fields if f.name in needed]
+    have = {f.name for f in fields}
+    return fields + [LINEAGE_FIELDS[c] for c in columns if c in LINEAGE_FIELDS and c not in have]
 
 
 def _is_data_manifest(m: ManifestFile) -> bool:

@@ -36,12 +36,19 @@ from datashard.storage.config import open_backend
 from datashard.table import compact as _compact
 from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table import properties as table_properties
-from datashard.table.append import AppendCommit, WriterState
+from datashard.table import upsert as _upsert
+from datashard.table.append import AppendCommit, Progress, WriterState
 from datashard.table.history import HistoryEntry
 from datashard.table.history import history as history_of
+from datashard.table.inspect import InspectTable
 from datashard.table.process import ProcessLocal
 from datashard.table.scan import Scan
-from datashard.table.updates import check_writable
+from datashard.table.updates import (
+    AlreadyCommittedError,
+    check_idempotency_key,
+    check_writable,
+    snapshot_with_key,
+)
 from datashard.table.versions import (
     Loaded,
     TablePaths,
@@ -52,11 +59,14 @@ from datashard.table.versions import (
 )
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
+    import polars as pl
 
 #: What ``append`` and ``overwrite`` take: a pandas DataFrame, a pyarrow Table or RecordBatch.
 DataLike: TypeAlias = "pd.DataFrame | pa.Table | pa.RecordBatch"
 CompactResult = _compact.CompactResult
+UpsertResult = _upsert.UpsertResult
 ExpireResult = expire.ExpireResult
 Cutoff = expire.Cutoff
 
@@ -260,42 +270,132 @@ class Table:
         """Rows in the current snapshot (from manifest counts)."""
         return self.scan().count()
 
+    def to_batches(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """``scan(columns, filter, snapshot_id, as_of).to_batches(batch_size)``: Arrow record
+        batches streamed in bounded memory (see :meth:`Scan.to_batches`)."""
+        return self.scan(columns, filter, snapshot_id, as_of).to_batches(batch_size)
+
+    def to_arrow_batch_reader(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> pa.RecordBatchReader:
+        """``scan(...).to_arrow_batch_reader(batch_size)``: a ``pyarrow.RecordBatchReader``
+        for DuckDB, Polars or Arrow Flight (read once, streamed)."""
+        return self.scan(columns, filter, snapshot_id, as_of).to_arrow_batch_reader(batch_size)
+
+    def to_duckdb(
+        self,
+        name: str,
+        connection: duckdb.DuckDBPyConnection | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        stream: bool = False,
+    ) -> duckdb.DuckDBPyConnection:
+        """The rows registered as the DuckDB view ``name`` (see :meth:`Scan.to_duckdb`); the
+        connection. ``ImportError`` naming the package when duckdb is not installed."""
+        scan = self.scan(columns, filter, snapshot_id, as_of)
+        return scan.to_duckdb(name, connection, stream=stream)
+
+    def to_polars(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+    ) -> pl.DataFrame:
+        """The rows as a polars DataFrame (see :meth:`Scan.to_polars`). ``ImportError``
+        naming the package when polars is not installed."""
+        return self.scan(columns, filter, snapshot_id, as_of).to_polars()
+
+    @property
+    def inspect(self) -> InspectTable:
+        """The metadata of the version this object holds as Arrow tables, with PyIceberg's
+        column names: ``inspect.snapshots()``, ``history()``, ``refs()``, ``manifests()``,
+        ``files()``, ``partitions()`` (:class:`~datashard.table.inspect.InspectTable`)."""
+        return InspectTable(self._backend, self.metadata)
+
     # -- writes ------------------------------------------------------------------------------
 
-    def append(self, data: DataLike) -> Snapshot:
+    def append(
+        self,
+        data: DataLike,
+        *,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> Snapshot:
         """Append a pandas DataFrame, pyarrow Table or RecordBatch as one new snapshot.
 
         The data is validated first (``ValidationError`` naming the field, expected and actual
         type); nothing is written unless it fits. Raises ``CommitRetriesExhaustedError``,
         ``CommitConflictError`` or ``CommitStateUnknownError`` from the commit.
+
+        ``idempotency_key`` (e.g. ``"run-17/task-42"``) makes a retried task append once: the
+        key is recorded in the snapshot summary (``datashard.idempotency-key``), and when a
+        snapshot the table keeps already carries it (found on the table as loaded, or on any
+        newer version a commit attempt builds on) nothing is written and that snapshot is
+        returned.
+
+        ``progress(rows_written, rows, "rows")`` is called as the data files are written (in
+        slices of about 256 MiB of Arrow data); an exception it raises cancels the append
+        (what was written is deleted, the table is unchanged).
         """
-        with self.transaction() as tx:
+        with self.transaction(idempotency_key=idempotency_key, progress=progress) as tx:
+            if tx.snapshot is not None:
+                return tx.snapshot  # already landed: the data is not even converted
             tx.append(data)
         assert tx.snapshot is not None
         return tx.snapshot
 
     def append_records(
-        self, records: Sequence[Mapping[str, Any]], schema: Schema | None = None
+        self,
+        records: Sequence[Mapping[str, Any]],
+        schema: Schema | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Snapshot:
-        """Append Python dicts as one new snapshot (see :meth:`append`).
+        """Append Python dicts as one new snapshot (see :meth:`append`, also for
+        ``idempotency_key``).
 
         ``schema``, if given, must be the table's current schema (same fields, ids, types and
         order); it documents what the caller expects and is checked, not applied.
         """
-        with self.transaction() as tx:
+        with self.transaction(idempotency_key=idempotency_key) as tx:
+            if tx.snapshot is not None:
+                return tx.snapshot
             tx.append_records(records, schema)
         assert tx.snapshot is not None
         return tx.snapshot
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(
+        self, *, idempotency_key: str | None = None, progress: Progress | None = None
+    ) -> Iterator[Transaction]:
         """Several appends committed as ONE snapshot when the block ends without error.
 
         ``with table.transaction() as tx: tx.append(df1); tx.append(df2)``. An exception in the
-        block discards everything (nothing was written).
+        block discards everything (nothing was written). With ``idempotency_key`` (see
+        :meth:`append`), ``tx.snapshot`` is already set on entry when a snapshot the table
+        keeps carries the key; the appends of the block are then dropped at its end, and
+        equally when a concurrent writer lands the key first. ``progress``: see :meth:`append`.
         """
         self._writable()  # a read-only or format version 3 table: refused before any work
-        tx = Transaction(self)
+        tx = Transaction(self, idempotency_key, progress)
         yield tx
         tx.commit()
 
@@ -356,6 +456,28 @@ class Table:
             loaded = rewrite.overwrite(self._backend, paths, self._loaded, filter, tables)
         return self._snapshot_after(loaded)
 
+    def upsert(self, data: DataLike, join_cols: Sequence[str] | None = None) -> UpsertResult:
+        """Rows of ``data`` whose key (the ``join_cols``; default: the schema's identifier
+        fields) matches a row of the table replace it, the others are added, in ONE snapshot;
+        how many were updated and inserted (:class:`~datashard.table.upsert.UpsertResult`).
+
+        A matched row with the same values is left alone (and not counted). Follows
+        ``write.delete.mode`` as :meth:`delete` does. ``ValidationError`` (the table unchanged,
+        nothing read) for a key column the schema lacks, a null key, or a key that appears
+        twice in ``data``; ``CommitConflictError`` when a concurrent commit added or removed
+        rows with one of the keys.
+        """
+        paths = self._writable()
+        schema = self.schema()
+        keys = _upsert.join_columns(schema, join_cols)
+        arrow = schema.coerce_arrow(fill_write_defaults_arrow(_to_arrow(data), schema))
+        _upsert.check_keys(arrow, keys)
+        if not arrow.num_rows:
+            return UpsertResult(0, 0)
+        loaded, result = _upsert.upsert(self._backend, paths, self._loaded, arrow, keys)
+        self._set(loaded)
+        return result
+
     def delete(self, filter: FilterLike) -> Snapshot | None:
         """Delete the rows matching ``filter``; the new snapshot, or ``None`` when no row
         matched. With the table property ``write.delete.mode=merge-on-read`` the rows are
@@ -379,9 +501,13 @@ class Table:
         *,
         min_input_files: int = 2,
         dry_run: bool = False,
+        progress: Progress | None = None,
     ) -> CompactResult:
         """Rewrite small data files into files of about ``target_file_size`` bytes (default:
-        the table property ``write.target-file-size-bytes``, else 128 MiB)."""
+        the table property ``write.target-file-size-bytes``, else 128 MiB).
+
+        ``progress(files_done, files, "files")`` is called as input files are rewritten; an
+        exception it raises cancels the compaction (the table is unchanged)."""
         paths = self._writable()
         size = _compact.target_file_size(target_file_size, self.properties)
         loaded, result = _compact.compact(
@@ -391,6 +517,7 @@ class Table:
             size,
             min_input_files=min_input_files,
             dry_run=dry_run,
+            progress=progress,
         )
         self._set(loaded)
         return result
@@ -510,10 +637,17 @@ class Table:
             "; or keep writing this table with the writer that made it"
         )
 
-    def _commit_appends(self, tables: list[pa.Table]) -> Snapshot:
+    def _commit_appends(
+        self, tables: list[pa.Table], key: str | None = None, progress: Progress | None = None
+    ) -> Snapshot:
         paths = self._writable()
-        producer = AppendCommit(self._backend, paths, self._loaded, self._writer)
-        loaded, hint = producer.append(tables, self._last_background())
+        producer = AppendCommit(self._backend, paths, self._loaded, self._writer, key)
+        try:
+            loaded, hint = producer.append(tables, self._last_background(), progress)
+        except AlreadyCommittedError as landed:
+            # another attempt of this task landed first: its files were deleted, nothing new
+            self.refresh()
+            return landed.snapshot
         self._loaded = loaded
         self._keep_background(hint)
         snap = loaded.metadata.current_snapshot()
@@ -529,11 +663,18 @@ _MAX_BACKGROUND = 4
 class Transaction:
     """Appends collected for one atomic snapshot (see :meth:`Table.transaction`)."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(
+        self, table: Table, idempotency_key: str | None = None, progress: Progress | None = None
+    ) -> None:
         self._table = table
+        self._progress = progress
         self._schema = table.schema()
         self._pending: list[pa.Table] = []
-        self.snapshot: Snapshot | None = None
+        self._key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
+        #: the snapshot committed; set on entry when the idempotency key already landed
+        self.snapshot: Snapshot | None = (
+            None if self._key is None else snapshot_with_key(table.metadata, self._key)
+        )
         self._done = False
 
     def append(self, data: DataLike) -> None:
@@ -562,9 +703,11 @@ class Transaction:
         """Commit the pending appends as one snapshot (none if nothing was appended)."""
         self._check_open()
         self._done = True
+        if self.snapshot is not None:  # the idempotency key already landed: write nothing
+            return self.snapshot
         if not self._pending:
             return None
-        self.snapshot = self._table._commit_appends(self._pending)
+        self.snapshot = self._table._commit_appends(self._pending, self._key, self._progress)
         return self.snapshot
 
     def _check_open(self) -> None:

@@ -55,6 +55,54 @@ class Requirement(Protocol):
         """Raise ``CommitConflictError`` if ``base`` breaks this requirement."""
 
 
+#: The snapshot summary key carrying an append's idempotency key (see :class:`AssertNewKey`).
+IDEMPOTENCY_KEY = "datashard.idempotency-key"
+#: The longest idempotency key accepted, in characters (it is stored in every metadata version
+#: while its snapshot is retained).
+MAX_IDEMPOTENCY_KEY = 512
+
+
+def check_idempotency_key(key: object) -> str:
+    """``key`` if it is a usable idempotency key, else ``ValidationError`` saying why."""
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationError(
+            f"idempotency_key must be a non-blank str of at most {MAX_IDEMPOTENCY_KEY} "
+            f"characters (e.g. 'run-17/task-42'), got {key!r:.80}"
+        )
+    return key
+
+
+def snapshot_with_key(md: TableMetadata, key: str) -> Snapshot | None:
+    """The retained snapshot of ``md`` whose summary carries the idempotency ``key``."""
+    return next((s for s in md.snapshots if s.summary.get(IDEMPOTENCY_KEY) == key), None)
+
+
+class AlreadyCommittedError(CommitConflictError):
+    """An append with this idempotency key already landed: :attr:`snapshot` is the one it made
+    (raised by :class:`AssertNewKey`; the append returns that snapshot instead)."""
+
+    def __init__(self, key: str, snapshot: Snapshot) -> None:
+        super().__init__(
+            f"an append with idempotency key {key!r} already landed as snapshot "
+            f"{snapshot.snapshot_id}"
+        )
+        self.key = key
+        self.snapshot = snapshot
+
+
+@dataclass(frozen=True)
+class AssertNewKey:
+    """No retained snapshot carries the idempotency ``key`` yet (checked on every base an
+    append builds on, so of two writers racing with one key only one lands a snapshot)."""
+
+    key: str
+
+    def validate(self, base: TableMetadata) -> None:
+        found = snapshot_with_key(base, self.key)
+        if found is not None:
+            raise AlreadyCommittedError(self.key, found)
+
+
 @dataclass(frozen=True)
 class AssertTableUUID:
     """The table is still the one this commit read (not dropped and re-created)."""

@@ -1,6 +1,7 @@
 """Chaos, bounded: writer processes SIGKILLed at random and restarted, about 10% of S3 requests
 failed, reset or losing their response at a fault proxy, and a maintenance loop compacting,
-expiring and removing orphans (with the default grace) all the while. At the end every
+expiring and removing orphans (with the default grace) all the while, and the automatic
+metadata upkeep (retired versions, unreferenced manifests removed) on. At the end every
 acknowledged append is in the table exactly once, no batch twice, and the table loads and
 reads whole."""
 
@@ -37,6 +38,12 @@ PROPS = {
     "commit.retry.min-wait-ms": "1",
     "commit.retry.max-wait-ms": "50",
     "commit.manifest.min-count-to-merge": "8",
+    # the metadata upkeep runs all the while too: versions retired out of a 3-entry log, and
+    # unreferenced manifest lists and manifests removed after 10 s (commits give up after 10 s)
+    "write.metadata.previous-versions-max": "3",
+    "write.upkeep.remove-orphans.enabled": "true",
+    "write.upkeep.remove-orphans.older-than-ms": "10000",
+    "commit.max-duration-ms": "10000",
 }
 WRITERS = 3
 ROWS = 4

@@ -262,8 +262,8 @@ def test_orphan_cleanup_keeps_referenced_and_young_files(warehouse: Any) -> None
 @pytest.mark.slow
 @BOTH
 def test_orphan_cleanup_and_expiry_while_processes_append(warehouse: Any) -> None:
-    # commits give up after 5 s, so a grace period of 5 s is safe beside them
-    props = {**PROPS, "commit.max-duration-ms": "5000"}
+    # commits give up after 8 s, so a grace period of 8 s is safe beside them
+    props = {**PROPS, "commit.max-duration-ms": "8000"}
     table = create_table(
         "m", SCHEMA, warehouse=warehouse.uri, properties=props, **warehouse.options
     )
@@ -271,7 +271,7 @@ def test_orphan_cleanup_and_expiry_while_processes_append(warehouse: Any) -> Non
         table.append_records(_records(0, c))
     orphans = _plant_orphans(table)
     planted = time.time()
-    time.sleep(6)  # the cutoff below is 5 s or more in the past from here on
+    time.sleep(9)  # the cutoff below is 8 s or more in the past from here on
     cutoff = dt.datetime.fromtimestamp(planted + 1, dt.timezone.utc)
     ctx = multiprocessing.get_context("spawn")
     removed: set[str] = set()

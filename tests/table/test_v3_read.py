@@ -28,7 +28,7 @@ import pytest
 from pyroaring import BitMap64
 
 from datashard import load_table
-from datashard.errors import CorruptMetadataError, UnsupportedFeatureError
+from datashard.errors import CorruptMetadataError, UnsupportedFeatureError, ValidationError
 from datashard.iceberg.expressions import col
 from datashard.io.loader import RowGroupLoader
 from datashard.table.manifests import manifest_entries, read_manifest_files
@@ -412,14 +412,21 @@ class V3Table:
             "first_row_id": None,
         }
 
-    def append(self, *chunks: Sequence[int]) -> int:
-        """One snapshot adding a data file per chunk of ids; its snapshot id."""
+    def append(self, *chunks: Sequence[int], row_ids: Sequence[int | None] | None = None) -> int:
+        """One snapshot adding a data file per chunk of ids; its snapshot id. ``row_ids``: a
+        stored ``_row_id`` column (field id 2147483540) for the files, as a rewrite keeps."""
         self.seq += 1
         sid = 1000 + self.seq
         entries = []
         for ids in chunks:
             buf = io.BytesIO()
-            pq.write_table(_rows(ids, self.names), buf, row_group_size=100)
+            rows = _rows(ids, self.names)
+            if row_ids is not None:
+                meta = {b"PARQUET:field_id": b"2147483540"}
+                rows = rows.append_column(
+                    pa.field("_row_id", pa.int64(), metadata=meta), pa.array(row_ids, pa.int64())
+                )
+            pq.write_table(rows, buf, row_group_size=100)
             data = buf.getvalue()
             path = self._put(f"data/{uuid.uuid4()}.parquet", data)
             self.data_files.append(path)
@@ -862,3 +869,53 @@ def test_a_v2_table_cannot_be_created_with_a_v3_type(local_wh: Any) -> None:
         table.update_schema().add_column("shape", "geometry").commit()
     assert local_wh.snapshot_of_storage() == before
     assert [f.name for f in load_table("t2", warehouse=local_wh.uri).schema().fields] == ["id"]
+
+
+# --------------------------------------------------------------------------------------------
+# row lineage
+
+
+@BOTH
+def test_row_lineage_columns_read_as_the_spec_inherits_them(warehouse: Any) -> None:
+    # ids were written so that each row's id is its row id: file 1 holds ids 0-299 (first row
+    # id 0), file 2 ids 300-499 (300), the third append ids 500-649 (500)
+    t, _, left = _v3_with_vectors(warehouse)
+    t.append(range(500, 650))
+    table = t.load()
+    columns = ["id", "_row_id", "_last_updated_sequence_number"]
+    got = table.scan(columns=columns).to_arrow()
+    assert got.column_names == columns
+    assert got.schema.field("_row_id").type == pa.int64()
+    rows = sorted(zip(*(got.column(c).to_pylist() for c in columns), strict=True))
+    # the first append was sequence number 1, the vectors 2, the last append 3
+    want = [(i, i, 1) for i in left] + [(i, i, 3) for i in range(500, 650)]
+    assert rows == want  # deleted rows are gone, positions count from each file's first row
+    # streamed by row group, with a filter, the same values
+    streamed = pa.Table.from_batches(
+        list(table.scan(columns=columns, filter=col("id") >= 480).to_batches(batch_size=7))
+    )
+    assert sorted(zip(*(streamed.column(c).to_pylist() for c in columns), strict=True)) == [
+        r for r in want if r[0] >= 480
+    ]
+
+
+def test_stored_row_ids_win_over_inherited_ones(local_wh: Any) -> None:
+    # a file rewritten by an engine keeps its rows' ids in a _row_id column (field id
+    # 2147483540); nulls in it are inherited (first_row_id + position)
+    t = V3Table(local_wh)
+    t.append(range(0, 10), row_ids=[100 + i if i % 2 else None for i in range(10)])
+    got = t.load().scan(columns=["id", "_row_id"]).to_arrow().to_pylist()
+    assert [r["_row_id"] for r in got] == [100 + i if i % 2 else i for i in range(10)]
+
+
+def test_row_lineage_columns_are_refused_on_a_v2_table(local_wh: Any) -> None:
+    from datashard import Schema, create_table
+
+    table = create_table(
+        "v2",
+        Schema(0, [{"id": 1, "name": "n", "type": "long", "required": True}]),
+        warehouse=local_wh.uri,
+    )
+    table.append_records([{"n": 1}])
+    with pytest.raises(ValidationError, match=r"'_row_id': row lineage exists in format version 3"):
+        table.scan(columns=["n", "_row_id"])
