@@ -18,7 +18,7 @@ Servers: started for the run (``datashard.testing.servers``) and stopped by PID 
 
     .venv/bin/python -m bench.storage_cloud [--size-mib 64] [--repeats 3] [--part-mib 8]
 
-Needs adlfs and gcsfs (the ``azure`` and ``gcs`` extras).
+Needs adlfs and gcsfs (bench/requirements.txt).
 """
 
 from __future__ import annotations
