@@ -106,6 +106,8 @@ class GCSBackend(RangedBackend):
             pool_name="datashard-gcs",
         )
         self._bucket_seen = False
+        #: set once the server answered a batch request without multipart (no batch endpoint)
+        self._no_batch = False
         self._timeout = (config.connect_timeout, config.read_timeout)
 
     # -- connection ------------------------------------------------------------------------
@@ -473,25 +475,39 @@ class GCSBackend(RangedBackend):
 
     def delete(self, key: str) -> None:
         validate_key(key)
+        self._call("write", "delete", key, functools.partial(self._remove, key))
 
-        def remove() -> None:
-            blob = self._connection().bucket.blob(self._name(key))
-            try:
-                blob.delete(retry=None, timeout=self._timeout)
-            except Exception as exc:
-                if http_status(exc) == 404 and self._bucket_exists():
-                    return
-                raise
-
-        self._call("write", "delete", key, remove)
+    def _remove(self, key: str) -> None:
+        """One DELETE request; a missing object is fine."""
+        blob = self._connection().bucket.blob(self._name(key))
+        try:
+            blob.delete(retry=None, timeout=self._timeout)
+        except Exception as exc:
+            if http_status(exc) == 404 and self._bucket_exists():
+                return
+            raise
 
     def _delete_batch(self, keys: builtins.list[str]) -> None:
-        """One JSON-API batch request of up to 100 deletes; missing objects are fine."""
+        """One JSON-API batch request of up to 100 deletes; missing objects are fine. A server
+        without the batch endpoint (it answers without a multipart body, as fake-gcs-server
+        does) gets one DELETE per key, from then on."""
+        if self._no_batch:
+            for key in keys:
+                self._remove(key)
+            return
         conn = self._connection()
         batch = conn.client.batch(raise_exception=False)
-        with batch:
+        try:
+            with batch:
+                for key in keys:
+                    conn.bucket.delete_blob(self._name(key), retry=None, timeout=self._timeout)
+        except ValueError as exc:  # google-cloud-storage could not parse the batch answer
+            if "multi-part" not in str(exc):
+                raise
+            self._no_batch = True
             for key in keys:
-                conn.bucket.delete_blob(self._name(key), retry=None, timeout=self._timeout)
+                self._remove(key)
+            return
         # finish() stores one response per deferred request, in order
         responses: builtins.list[Any] = getattr(batch, "_responses", [])
         if len(responses) != len(keys):
