@@ -321,7 +321,7 @@ class RowGroupLoader:
         return schema
 
     def to_torch(self, transform: Any = None) -> Any:
-        """A PyTorch ``IterableDataset`` over this loader (needs ``pip install datashard[torch]``).
+        """A PyTorch ``IterableDataset`` over this loader (needs PyTorch: ``pip install torch``).
 
         See :mod:`datashard.io.torch_dataset`.
         """

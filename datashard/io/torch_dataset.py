@@ -19,7 +19,7 @@ try:
     from torch.utils.data import IterableDataset, get_worker_info
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(
-        "RowGroupLoader.to_torch() needs PyTorch: pip install 'datashard[torch]'"
+        "RowGroupLoader.to_torch() needs PyTorch, which is not installed: pip install torch"
     ) from exc
 
 from datashard.io.loader import RowGroupLoader
