@@ -256,3 +256,27 @@ def test_blocks_are_cut_at_their_closing_fence() -> None:
     ]
     with pytest.raises(AssertionError, match=r"p.md:3: the code fence is never closed"):
         python_blocks("# Page\n\n```python\nx = 1\n``` and text after the fence\n", "p.md")
+
+
+def test_the_readme_quickstart_runs_a_second_time(tmp_path: Path) -> None:
+    """A user runs the README's code again in the same directory: the table is there already,
+    and the code still works (it asks for it with ``exist_ok=True``)."""
+    page = "README.md"
+    blocks = python_blocks((ROOT / page).read_text(encoding="utf-8"), page)
+    script = tmp_path / "blocks.json"
+    script.write_text(json.dumps([page, blocks]), encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _clean_env(tmp_path)
+    for attempt in (1, 2):
+        done = subprocess.run(
+            [sys.executable, "-c", _RUNNER, str(script)],
+            env=env,
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0, f"run {attempt}:\n{_tail(done.stderr)}"
+    assert (work / "datashard-warehouse" / "user-events" / "metadata" / "v3.metadata.json").exists()
