@@ -12,6 +12,7 @@ create of ``v<N>``, and a deleted old version could be re-created by a stale wri
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
@@ -57,7 +58,18 @@ def remove_orphan_files(
     grace = int(age.total_seconds() * 1000) if isinstance(age, timedelta) else now_ms() - cutoff
     _check_grace(backend, paths, base, grace)
     halted = stop or (lambda: False)
-    listed = list(backend.list((paths.metadata_dir if metadata_only else paths.prefix) + "/"))
+    if metadata_only:
+        # Listings are in key order, and every manifest (uuid-named) and manifest list
+        # (snap-...) sorts before the version files (v<N>...): stop there, so the listing does
+        # not grow with the versions a table has had (their stubs are never deleted).
+        start = paths.metadata_dir + "/"
+        listed = list(
+            itertools.takewhile(
+                lambda m: not m.key[len(start) :].startswith("v"), backend.list(start)
+            )
+        )
+    else:
+        listed = list(backend.list(paths.prefix + "/"))
     loaded: Loaded = load_newest(backend, paths, base) or base
     _check_grace(backend, paths, loaded, grace)
     md = loaded.metadata
