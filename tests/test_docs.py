@@ -184,6 +184,23 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _run_page(
+    page: str, blocks: list[tuple[int, str]], tmp_path: Path, env: dict[str, str], work: Path
+) -> subprocess.CompletedProcess[str]:
+    """The python blocks of ``page`` run in order in one fresh interpreter in ``work``."""
+    script = tmp_path / "blocks.json"
+    script.write_text(json.dumps([page, blocks]), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(script)],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.parametrize("path", _params())
 def test_page_code_runs_as_written(
     path: Path, tmp_path: Path, request: pytest.FixtureRequest
@@ -201,18 +218,8 @@ def test_page_code_runs_as_written(
         env.update(_server_env(kind, server, buckets[0], only=len(servers) == 1))
     work = tmp_path / "work"
     work.mkdir()
-    script = tmp_path / "blocks.json"
-    script.write_text(json.dumps([page, blocks]), encoding="utf-8")
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", _RUNNER, str(script)],
-            env=env,
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        done = _run_page(page, blocks, tmp_path, env, work)
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
         running = re.findall(r"\[docs\] block at (\S+)", err)
@@ -263,20 +270,10 @@ def test_the_readme_quickstart_runs_a_second_time(tmp_path: Path) -> None:
     and the code still works (it asks for it with ``exist_ok=True``)."""
     page = "README.md"
     blocks = python_blocks((ROOT / page).read_text(encoding="utf-8"), page)
-    script = tmp_path / "blocks.json"
-    script.write_text(json.dumps([page, blocks]), encoding="utf-8")
     work = tmp_path / "work"
     work.mkdir()
     env = _clean_env(tmp_path)
     for attempt in (1, 2):
-        done = subprocess.run(
-            [sys.executable, "-c", _RUNNER, str(script)],
-            env=env,
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        done = _run_page(page, blocks, tmp_path, env, work)
         assert done.returncode == 0, f"run {attempt}:\n{_tail(done.stderr)}"
     assert (work / "datashard-warehouse" / "user-events" / "metadata" / "v3.metadata.json").exists()
