@@ -429,10 +429,18 @@ class Table:
         raises ``ValidationError`` with the table unchanged."""
         self._update_properties({}, keys)
 
+    def update_properties(
+        self, updates: Mapping[str, str | int] | None = None, remove: Iterable[str] = ()
+    ) -> None:
+        """Set ``updates`` and remove the keys ``remove`` in ONE commit (a key may not be in
+        both); errors as for :meth:`set_properties`, with the table unchanged."""
+        self._update_properties({} if updates is None else updates, remove)
+
     def _update_properties(self, updates: Mapping[str, object], keys: Iterable[str]) -> None:
         if not isinstance(updates, Mapping):
             raise ValidationError(
-                f"set_properties takes a mapping of keys to values, got {type(updates).__name__}"
+                "table properties are set from a mapping of keys to values, got "
+                f"{type(updates).__name__}"
             )
         values, removals = table_properties.property_updates(updates, keys)
         paths = self._writable()

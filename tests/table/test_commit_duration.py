@@ -140,6 +140,14 @@ def test_properties_set_and_removed_after_create(local_wh: Warehouse) -> None:
     assert "owner" not in load_table("t", warehouse=local_wh.uri).properties
     theirs = StaticTable.from_metadata(load_table("t", warehouse=local_wh.uri).metadata_location)
     assert theirs.properties["write.parquet.row-group-limit"] == "1000"
+    # both in one commit
+    version = again.metadata_location
+    again.update_properties({"owner": "ml-team"}, remove=["write.parquet.row-group-limit"])
+    props = load_table("t", warehouse=local_wh.uri).properties
+    assert props["owner"] == "ml-team" and "write.parquet.row-group-limit" not in props
+    assert int(version.rsplit("/v", 1)[1].split(".")[0]) + 1 == int(
+        again.metadata_location.rsplit("/v", 1)[1].split(".")[0]
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,9 +159,14 @@ def test_properties_set_and_removed_after_create(local_wh: Warehouse) -> None:
         (lambda t: t.set_properties({"x": 1.5}), ValidationError, r"'x'.*got float"),
         (lambda t: t.set_properties({"": "v"}), ValidationError, "non-empty string"),
         (lambda t: t.set_properties({"format-version": "3"}), ValidationError, "reserved"),
-        (lambda t: t.set_properties([("a", "b")]), ValidationError, "mapping"),
+        (lambda t: t.set_properties([("a", "b")]), ValidationError, "mapping of keys"),
         (lambda t: t.remove_properties("datashard.commit-id"), ValidationError, "reserved"),
         (lambda t: t.remove_properties(7), ValidationError, "non-empty string, got 7"),
+        (
+            lambda t: t.update_properties({"owner": "x"}, remove=["owner"]),
+            ValidationError,
+            "'owner' is both set and removed",
+        ),
     ],
 )
 def test_bad_properties_are_refused_with_the_table_unchanged(
