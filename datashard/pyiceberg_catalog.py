@@ -65,20 +65,19 @@ from datashard.errors import (
     UnsupportedFeatureError,
     ValidationError,
 )
+from datashard.iceberg.metadata import TableMetadata as DatashardMetadata
 from datashard.iceberg.metadata_codec import metadata_from_json
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import open_backend, split_scheme
 from datashard.table.catalog import drop_table, validate_table_name
-from datashard.table.commit import CommitSettings
+from datashard.table.commit import retire_keep, retire_quietly
 from datashard.table.properties import check_properties
 from datashard.table.versions import (
-    SWEEP_EVERY,
     TablePaths,
     is_stub,
     newest_listed_version,
     newest_version,
     probe_forward,
-    retire_superseded,
     write_hint,
 )
 
@@ -297,7 +296,7 @@ class DatashardCatalog(MetastoreCatalog):
             properties=props,
         )
         paths = TablePaths(name)
-        body = self._checked_body(metadata, self._location(paths.version(1)))
+        body, _ = self._checked_body(metadata, self._location(paths.version(1)))
         if not self._send(paths, 1, body):  # an unknown outcome is read back, as for commits
             raise PyIcebergTableExists(f"table {name!r} already exists at {table_location}")
         write_hint(self._backend, paths, 1)
@@ -393,18 +392,20 @@ class DatashardCatalog(MetastoreCatalog):
     # ----------------------------------------------------------------------------------------
     # commits
 
-    def _checked_body(self, metadata: TableMetadata, location: str) -> bytes:
-        """``metadata`` as JSON, after checking that datashard's reader reads it (a version it
-        cannot read would stop every datashard writer of the table)."""
+    def _checked_body(
+        self, metadata: TableMetadata, location: str
+    ) -> tuple[bytes, DatashardMetadata]:
+        """``metadata`` as JSON and as datashard reads it (a version datashard's reader cannot
+        read would stop every datashard writer of the table, so that is checked first)."""
         body = metadata.model_dump_json().encode("utf-8")
         try:
-            metadata_from_json(body, location)
+            ours = metadata_from_json(body, location)
         except (CorruptMetadataError, UnsupportedFeatureError) as exc:
             raise UnsupportedFeatureError(
                 f"not committed: datashard cannot read the metadata PyIceberg built for "
                 f"{location}: {exc}"
             ) from exc
-        return body
+        return body, ours
 
     def commit_table(
         self,
@@ -453,9 +454,9 @@ class DatashardCatalog(MetastoreCatalog):
                 self._resolve_location(name, new_md.location)
             target = version + 1
             key = paths.version(target)
-            body = self._checked_body(new_md, self._backend.uri_for(key))
+            body, ours = self._checked_body(new_md, self._backend.uri_for(key))
             if self._send(paths, target, body):
-                self._after_win(paths, target, body)
+                self._after_win(paths, target, ours)
                 return _response(new_md, self._backend.uri_for(key))
             if race < MAX_LOST_RACES:
                 time.sleep(random.uniform(0.005, min(0.5, 0.01 * 2 ** min(race, 6))))
@@ -516,21 +517,11 @@ class DatashardCatalog(MetastoreCatalog):
             )
         return found
 
-    def _after_win(self, paths: TablePaths, version: int, body: bytes) -> None:
-        """Best-effort, as after a datashard commit: the hint, then retire the version that
-        fell out of the metadata log (datashard's ``write.metadata.*`` settings)."""
+    def _after_win(self, paths: TablePaths, version: int, md: DatashardMetadata) -> None:
+        """Best-effort, as after a datashard commit: the hint, then retire what the new
+        version superseded (every version its metadata log names stays whole)."""
         write_hint(self._backend, paths, version)
-        try:
-            md = metadata_from_json(body, self._location(paths.version(version)))
-            settings = CommitSettings.from_properties(md.properties)
-            if settings.retire_versions:
-                sweep = version % SWEEP_EVERY == 0
-                # PyIceberg keeps its own log length (100 unless the property says else):
-                # every version the new metadata's log names stays whole
-                keep = max(settings.previous_versions_max, len(md.metadata_log))
-                retire_superseded(self._backend, paths, version, keep, sweep=sweep)
-        except (StorageError, ConfigError, CorruptMetadataError):
-            pass  # advisory: a later commit's sweep retires what is left
+        retire_quietly(self._backend, paths, version, retire_keep(md))
 
     # ----------------------------------------------------------------------------------------
     # namespaces

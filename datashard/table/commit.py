@@ -247,7 +247,7 @@ def commit(
     metadata files); it must never raise.
     """
     attempt = 0
-    limit_ms = min(settings.max_duration_ms, duration_limit_ms(base.metadata.properties))
+    limit_ms = settings.max_duration_ms  # read from the base's properties
     dead_keys: list[str] = []  # written by attempts that provably did not land
     resend: _Attempt | None = None  # an attempt whose send's outcome is not known yet
 
@@ -304,7 +304,7 @@ def commit(
                 outcome, found = _send(backend, paths, current, commit_id)
         if outcome is _Outcome.WON:
             assert found is not None  # a win always returns the version it made
-            keep = _retire_keep(found.metadata)
+            keep = retire_keep(found.metadata)
             sweep = upkeep if found.version % SWEEP_EVERY == 0 and background else None
             return CommitResult(
                 found,
@@ -427,20 +427,24 @@ def _after(
         except RuntimeError:  # the pool is shut down (interpreter exit): do it here
             pass
     written = write_hint(backend, paths, won.version)
-    _retire_quietly(backend, paths, won.version, keep)
+    retire_quietly(backend, paths, won.version, keep)
     return written
 
 
-def _retire_keep(md: TableMetadata) -> int | None:
-    """How many previous versions stay whole after ``md`` (``None``: retiring is off)."""
+def retire_keep(md: TableMetadata) -> int | None:
+    """How many previous versions stay whole after ``md`` (``None``: retiring is off): the
+    table's ``write.metadata.previous-versions-max``, and never fewer than ``md``'s metadata
+    log names (another writer, such as PyIceberg, may keep a longer log)."""
     try:
         settings = CommitSettings.from_properties(md.properties)
     except ConfigError:
         return None  # a malformed setting another engine wrote: leave versions alone
-    return settings.previous_versions_max if settings.retire_versions else None
+    if not settings.retire_versions:
+        return None
+    return max(settings.previous_versions_max, len(md.metadata_log))
 
 
-def _retire_quietly(
+def retire_quietly(
     backend: StorageBackend, paths: TablePaths, version: int, keep: int | None
 ) -> None:
     """Retire what ``v<version>`` superseded (advisory: errors are ignored; a later sweep
@@ -478,7 +482,7 @@ def _after_win(
     with retry_budget(AFTER_WIN_SECONDS):
         written = write_hint(backend, paths, won.version)
         delete_quietly(backend, dead)
-        _retire_quietly(backend, paths, won.version, keep)
+        retire_quietly(backend, paths, won.version, keep)
         if upkeep is not None and not exiting():
             upkeep(won)
     return written
@@ -549,4 +553,6 @@ __all__ = [
     "delete_quietly",
     "duration_limit_ms",
     "new_commit_id",
+    "retire_keep",
+    "retire_quietly",
 ]
