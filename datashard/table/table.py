@@ -155,10 +155,12 @@ class Table:
 
     @property
     def backend(self) -> StorageBackend:
+        """The storage backend the table's files are read from and written to."""
         return self._backend
 
     @property
     def properties(self) -> Mapping[str, str]:
+        """The table properties (``commit.*``, ``write.*``, upkeep settings ...) as loaded."""
         return self.metadata.properties
 
     @property
