@@ -9,6 +9,9 @@
   shuffled with ``seed + epoch``) are dealt out by ``rank`` of ``world_size``, then by data-loader
   worker, so each row group is read exactly once per epoch across all workers.
 - At most ``prefetch`` row groups are in flight at once.
+- ``progress(row_groups_done, row_groups, "row groups")`` reports an epoch's advance; an
+  exception it raises (or the consumer leaving its loop) ends the epoch: the row groups still
+  in flight are cancelled or waited for, no thread is left behind, and the loader stays usable.
 
 Works on any backend, on a list of objects or on a table snapshot
 (:meth:`RowGroupLoader.from_table`). Row groups are read by the one Parquet read path of
@@ -23,7 +26,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +45,10 @@ from datashard.storage.config import open_backend
 
 if TYPE_CHECKING:
     import pandas as pd
+
+#: A progress callback: ``progress(done, total, unit)``; for the loader the unit is
+#: ``"row groups"``. An exception it raises ends the epoch and reaches the caller.
+Progress = Callable[[int, int, str], None]
 
 #: A source: an object URI, ``(backend, key)``, or ``(backend, key, size_in_bytes)``.
 Source = str | tuple[StorageBackend, str] | tuple[StorageBackend, str, int]
@@ -276,23 +283,44 @@ class RowGroupLoader:
         self.epoch = epoch
 
     def iter_epoch(
-        self, epoch: int | None = None, worker: int = 0, num_workers: int = 1
+        self,
+        epoch: int | None = None,
+        worker: int = 0,
+        num_workers: int = 1,
+        *,
+        progress: Progress | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Record batches of this rank's row groups for ``epoch``, ``prefetch`` in flight."""
-        tasks = iter(self.epoch_tasks(self.epoch if epoch is None else epoch, worker, num_workers))
+        """Record batches of this rank's row groups for ``epoch``, ``prefetch`` in flight.
+
+        ``progress(row_groups_done, row_groups, "row groups")`` is called before the first
+        batch and after the batches of each row group were consumed. An exception it raises
+        cancels the epoch: the row groups in flight are cancelled (or, already reading, waited
+        for), no thread is left running, and the exception reaches the caller; the loader can
+        start another epoch at once. Leaving the loop early (``break``) ends the epoch the same
+        way.
+        """
+        order = self.epoch_tasks(self.epoch if epoch is None else epoch, worker, num_workers)
+        total = len(order)
+        tasks = iter(order)
         pool = ThreadPoolExecutor(self.prefetch)
         pending: deque[Future[pa.Table]] = deque()
         try:
+            if progress is not None:
+                progress(0, total, "row groups")
             for task in tasks:
                 pending.append(pool.submit(self.read_row_group, task))
                 if len(pending) >= self.prefetch:
                     break
+            done = 0
             while pending:
                 table = pending.popleft().result()
                 following = next(tasks, None)
                 if following is not None:
                     pending.append(pool.submit(self.read_row_group, following))
                 yield from table.to_batches(max_chunksize=self.batch_size)
+                done += 1
+                if progress is not None:
+                    progress(done, total, "row groups")
         finally:
             for future in pending:
                 future.cancel()
@@ -301,16 +329,20 @@ class RowGroupLoader:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self.iter_epoch()
 
-    def to_arrow(self, epoch: int | None = None) -> pa.Table:
-        """This rank's share of one epoch as one Arrow table."""
-        batches = list(self.iter_epoch(epoch))
+    def to_arrow(self, epoch: int | None = None, *, progress: Progress | None = None) -> pa.Table:
+        """This rank's share of one epoch as one Arrow table (``progress``: see
+        :meth:`iter_epoch`)."""
+        batches = list(self.iter_epoch(epoch, progress=progress))
         if not batches:
             return self._empty_schema().empty_table()
         return pa.Table.from_batches(batches)
 
-    def to_pandas(self, epoch: int | None = None) -> pd.DataFrame:
-        """This rank's share of one epoch as a pandas DataFrame."""
-        return self.to_arrow(epoch).to_pandas()
+    def to_pandas(
+        self, epoch: int | None = None, *, progress: Progress | None = None
+    ) -> pd.DataFrame:
+        """This rank's share of one epoch as a pandas DataFrame (``progress``: see
+        :meth:`iter_epoch`)."""
+        return self.to_arrow(epoch, progress=progress).to_pandas()
 
     def _empty_schema(self) -> pa.Schema:
         if not self._objects:

@@ -273,3 +273,48 @@ def test_torch_dataloader_with_workers_reads_every_row_once(tmp_path: Path) -> N
             assert torch.allclose(item["feature"], item["id"].double() * 0.5)
             seen.extend(item["id"].tolist())
     assert sorted(seen) == sorted(list(range(3 * ROWS_PER_FILE)) * 2)
+
+
+# -- progress and cancellation ----------------------------------------------------------------
+
+
+def test_an_epoch_reports_its_progress_in_row_groups(backend: FaultyBackend) -> None:
+    keys = _write_files(backend)  # 4 files of 6 row groups: this rank's half is 12
+    loader = RowGroupLoader([(backend, k) for k in keys], rank=0, world_size=2, shuffle=True)
+    calls: list[tuple[int, int, str]] = []
+    rows = 0
+    for batch in loader.iter_epoch(0, progress=lambda *a: calls.append(a)):
+        rows += batch.num_rows
+        assert calls[-1][0] < 12  # reported after a row group's batches, never ahead of them
+    assert calls == [(n, 12, "row groups") for n in range(13)]
+    assert rows == 12 * ROW_GROUP
+    seen: list[tuple[int, int, str]] = []
+    assert len(loader.to_pandas(1, progress=lambda *a: seen.append(a))) == 12 * ROW_GROUP
+    assert seen[-1] == (12, 12, "row groups")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_progress_callback_that_raises_cancels_the_epoch(backend: FaultyBackend) -> None:
+    keys = _write_files(backend)  # 24 row groups
+    loader = RowGroupLoader([(backend, k) for k in keys], columns=["id"], prefetch=2)
+    loader.tasks()  # footers read: what follows counts row-group reads only
+    backend.reset()
+    threads = threading.active_count()
+
+    def stop_after_three(done: int, total: int, unit: str) -> None:
+        if done == 3:
+            raise _Stop(f"{done}/{total} {unit}")
+
+    got: list[int] = []
+    with pytest.raises(_Stop, match="3/24 row groups"):
+        for batch in loader.iter_epoch(0, progress=stop_after_three):
+            got.extend(batch.column("id").to_pylist())
+    assert got == list(range(3 * ROW_GROUP))  # the consumer saw exactly three row groups
+    # the reads stopped: the three consumed, at most ``prefetch`` ahead, not the 24
+    assert backend.count("read_into") <= 3 + 2
+    assert threading.active_count() == threads  # no prefetch thread left behind
+    # the loader reads on: the next epoch is whole
+    assert _ids(loader, 1) == list(range(4 * ROWS_PER_FILE))
