@@ -1,9 +1,12 @@
 """The code in the docs runs as written.
 
-Every page (README.md and each docs/*.md, found by glob, so a new page is covered at once) runs
-all its ```python blocks in order in one fresh interpreter, like a notebook: a later block sees
-the names an earlier block of the same page defined. Blocks fenced as anything else (```text,
-```bash, ```json ...) are not run.
+Every page (README.md, each docs/*.md and docs/guides/*.md, found by glob, so a new page is
+covered at once) runs all its ```python blocks in order in one fresh interpreter, like a
+notebook: a later block sees the names an earlier block of the same page defined. Blocks fenced
+as anything else (```text, ```bash, ```json ...) are not run, except on the pages listed in
+``SHELL_PAGES``: their ```bash blocks run after the python blocks, in order, as one
+``bash -euo pipefail`` script in the same directory, with a ``datashard`` command on the path
+that runs this checkout's CLI.
 
 Each page runs in a fresh working directory (so the default warehouse ``./datashard-warehouse``
 lands there) with no ``DATASHARD_*`` variable and no cloud credentials set. A page whose code
@@ -26,7 +29,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "docs" / "guides").glob("*.md")),
+]
 
 #: page -> {server kind: the buckets (S3, GCS) or containers (Azure) its code names}. A kind is
 #: ``s3`` (moto), ``azure`` (Azurite) or ``gcs`` (fake-gcs-server). Pages not listed run on the
@@ -37,7 +44,11 @@ SERVERS: dict[str, dict[str, tuple[str, ...]]] = {
     "docs/storage.md": {"s3": ("my-bucket",)},
     "docs/storage-s3.md": {"s3": ("my-bucket",)},
     "docs/storage-azure-gcs.md": {"azure": ("tables",), "gcs": ("my-bucket",)},
+    "docs/guides/workflows.md": {"s3": ("lake",)},
 }
+
+#: Pages whose ```bash blocks are run too (they drive the ``datashard`` command).
+SHELL_PAGES = {"docs/guides/cli.md"}
 
 #: The session fixture (tests/conftest.py) that starts each kind of server.
 FIXTURES = {"s3": "moto_s3", "azure": "azurite", "gcs": "fake_gcs"}
@@ -64,8 +75,9 @@ for line, code in blocks:
 """
 
 
-def python_blocks(text: str, page: str) -> list[tuple[int, str]]:
-    """``(line of the opening fence, code)`` of every ```python block, in order (CommonMark
+def python_blocks(text: str, page: str, language: str = "python") -> list[tuple[int, str]]:
+    """``(line of the opening fence, code)`` of every ```python block (or block of
+    ``language``), in order (CommonMark
     fences: a block ends at a line holding only a fence at least as long as the opening one).
 
     Raises ``AssertionError`` for a fence that is never closed: the rest of the page would
@@ -94,7 +106,7 @@ def python_blocks(text: str, page: str) -> list[tuple[int, str]]:
             i += 1
         else:
             raise AssertionError(f"{page}:{start + 1}: the code fence is never closed")
-        if info == "python":
+        if info == language:
             blocks.append((start + 1, "\n".join(lines[start + 1 : i]) + "\n"))
         i += 1
     return blocks
@@ -201,13 +213,48 @@ def _run_page(
     )
 
 
+def _run_shell_blocks(
+    page: str, blocks: list[tuple[int, str]], tmp_path: Path, env: dict[str, str], work: Path
+) -> None:
+    """The ```bash blocks of ``page`` as one script in ``work``, ``datashard`` on the path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    command = bin_dir / "datashard"
+    command.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m datashard.cli "$@"\n')
+    command.chmod(0o755)
+    script = tmp_path / "blocks.sh"
+    script.write_text(
+        "".join(f"echo '[docs] block at {page}:{line}' >&2\n{code}" for line, code in blocks)
+    )
+    shell_env = {**env, "PATH": os.pathsep.join([str(bin_dir), env.get("PATH", "")])}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", str(script)],
+        env=shell_env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        running = re.findall(r"\[docs\] block at (\S+)", done.stderr)
+        where = running[-1] if running else page
+        pytest.fail(
+            f"{where}: the bash block starting at that line fails (exit {done.returncode})\n"
+            f"{_tail(done.stdout)}\n{_tail(done.stderr)}",
+            pytrace=False,
+        )
+
+
 @pytest.mark.parametrize("path", _params())
 def test_page_code_runs_as_written(
     path: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     page = _page_id(path)
-    blocks = python_blocks(path.read_text(encoding="utf-8"), page)
-    if not blocks:
+    text = path.read_text(encoding="utf-8")
+    blocks = python_blocks(text, page)
+    shell = python_blocks(text, page, "bash") if page in SHELL_PAGES else []
+    if not blocks and not shell:
         return  # nothing to run (the fences are still checked above)
     env = _clean_env(tmp_path)
     servers = SERVERS.get(page, {})
@@ -218,6 +265,10 @@ def test_page_code_runs_as_written(
         env.update(_server_env(kind, server, buckets[0], only=len(servers) == 1))
     work = tmp_path / "work"
     work.mkdir()
+    if shell:
+        _run_shell_blocks(page, shell, tmp_path, env, work)
+        if not blocks:
+            return
     try:
         done = _run_page(page, blocks, tmp_path, env, work)
     except subprocess.TimeoutExpired as exc:
