@@ -64,3 +64,18 @@ def test_the_row_deletes_example_deletes_without_rewriting_then_compacts(tmp_pat
         assert "delete files added: 1" in done.stdout
         assert "rows left: 980" in done.stdout
         assert "after compact: 980 rows, 1 file(s), 0 delete files" in done.stdout
+
+
+def test_the_cli_walkthrough_loads_looks_and_compacts_through_the_command(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATASHARD_")}
+    env["DATASHARD_LOCAL_PATH"] = str(tmp_path / "wh")
+    for _attempt in (1, 2):  # the second run drops and re-creates the table
+        done = _run("cli_walkthrough.py", env, tmp_path)
+        assert "2 snapshots, 63 rows" in done.stdout
+        assert "big buys: [17, 20, 23, 26, 29]" in done.stdout
+        assert "42 clicks+views" in done.stdout
+        assert "compact would rewrite 3 files" in done.stdout
+        assert "after compact: 1 data file(s)" in done.stdout
+        assert "appended 33 rows from 2 files to cli-clicks" in done.stderr
+    assert (tmp_path / "wh" / "cli-clicks" / "metadata").is_dir()
+    assert not (tmp_path / "datashard-warehouse").exists()
