@@ -239,3 +239,42 @@ def test_drop_table_removes_everything_and_the_name_is_free_again(local_wh: Any)
     with pytest.raises(TableNotFoundError):
         drop_table("t", warehouse=local_wh.uri)
     assert create_table("t", SCHEMA, warehouse=local_wh.uri).count() == 0
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def test_a_cancelled_append_or_compaction_leaves_the_table_and_storage_as_they_were(
+    warehouse: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user stops a long append or compaction from its progress callback: their exception
+    reaches them, nothing they staged is left in the store, and the table reads as before."""
+    from datashard.table import append as append_module
+
+    monkeypatch.setattr(append_module, "PROGRESS_SLICE_BYTES", 4096)  # several slices, small data
+    table = create_table("cancel", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+    for i in range(3):
+        table.append_records(_records(i * 100, 100))
+    table.flush()
+    before = warehouse.snapshot_of_storage()
+    version = table.version
+
+    def after_first_slice(done: int, total: int, unit: str) -> None:
+        if done > 0:
+            raise _Cancelled(f"{done}/{total} {unit}")
+
+    frame = pd.DataFrame(_records(1000, 2000))
+    with pytest.raises(_Cancelled, match=r"/2000 rows"):
+        table.append(frame, progress=after_first_slice)
+
+    def at_once(done: int, total: int, unit: str) -> None:
+        raise _Cancelled(f"{done}/{total} {unit}")
+
+    with pytest.raises(_Cancelled, match=r"0/3 files"):
+        table.compact(progress=at_once)
+    table.flush()
+    assert warehouse.snapshot_of_storage() == before
+    again = load_table("cancel", warehouse=warehouse.uri, **warehouse.options)
+    assert again.version == version and again.count() == 300
+    assert sorted(again.to_pandas()["user_id"]) == list(range(300))
