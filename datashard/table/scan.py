@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pyarrow as pa
 
@@ -337,9 +337,23 @@ class Scan:
         con.register(name, data)
         return con
 
-    def to_polars(self) -> pl.DataFrame:
+    @overload
+    def to_polars(self, *, lazy: Literal[False] = False) -> pl.DataFrame: ...
+    @overload
+    def to_polars(self, *, lazy: Literal[True]) -> pl.LazyFrame: ...
+    def to_polars(self, *, lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
         """The matching rows as a polars DataFrame (read whole, through :meth:`to_arrow`).
-        Raises ``ImportError`` naming the package when polars is not installed."""
+        Raises ``ImportError`` naming the package when polars is not installed.
+
+        ``lazy=True``: a ``polars.LazyFrame`` that reads nothing until collected, then reads
+        through this scan with what polars pushes down: only the columns the query uses, the
+        filter's comparisons as the scan's filter (files and row groups that cannot match are
+        skipped), and a row limit (see :mod:`datashard.table.polars_io`).
+        """
+        if lazy:
+            from datashard.table.polars_io import lazy_frame
+
+            return lazy_frame(self)
         polars = optional_import("polars", "to_polars")
         frame: pl.DataFrame = polars.DataFrame(self.to_arrow())
         return frame

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import pyarrow as pa
 
@@ -314,16 +314,40 @@ class Table:
         scan = self.scan(columns, filter, snapshot_id, as_of)
         return scan.to_duckdb(name, connection, stream=stream)
 
+    @overload
     def to_polars(
         self,
         columns: Sequence[str] | None = None,
         filter: FilterLike = None,
         snapshot_id: int | None = None,
         as_of: datetime | int | float | None = None,
-    ) -> pl.DataFrame:
-        """The rows as a polars DataFrame (see :meth:`Scan.to_polars`). ``ImportError``
-        naming the package when polars is not installed."""
-        return self.scan(columns, filter, snapshot_id, as_of).to_polars()
+        *,
+        lazy: Literal[False] = False,
+    ) -> pl.DataFrame: ...
+    @overload
+    def to_polars(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        *,
+        lazy: Literal[True],
+    ) -> pl.LazyFrame: ...
+    def to_polars(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | int | float | None = None,
+        *,
+        lazy: bool = False,
+    ) -> pl.DataFrame | pl.LazyFrame:
+        """The rows as a polars DataFrame, or with ``lazy=True`` a ``polars.LazyFrame`` that
+        reads only what its query needs when collected (see :meth:`Scan.to_polars`).
+        ``ImportError`` naming the package when polars is not installed."""
+        scan = self.scan(columns, filter, snapshot_id, as_of)
+        return scan.to_polars(lazy=True) if lazy else scan.to_polars()
 
     @property
     def inspect(self) -> InspectTable:

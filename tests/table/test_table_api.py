@@ -278,3 +278,128 @@ def test_a_cancelled_append_or_compaction_leaves_the_table_and_storage_as_they_w
     again = load_table("cancel", warehouse=warehouse.uri, **warehouse.options)
     assert again.version == version and again.count() == 300
     assert sorted(again.to_pandas()["user_id"]) == list(range(300))
+
+
+# -- lazy polars ------------------------------------------------------------------------------
+
+
+def _polars_table(wh: Any) -> Any:
+    import polars as pl  # noqa: F401 - the test needs polars (the dev extra installs it)
+
+    schema = Schema(
+        schema_id=0,
+        fields=[
+            {"id": 1, "name": "id", "type": "long", "required": True},
+            {"id": 2, "name": "city", "type": "string", "required": False},
+            {"id": 3, "name": "score", "type": "double", "required": False},
+            {"id": 4, "name": "n", "type": "int", "required": False},
+        ],
+    )
+    table = create_table("lazy", schema, warehouse=wh.uri, **wh.options)
+    table.append(  # file 1: ids 0-99
+        pa.table(
+            {
+                "id": pa.array(range(100), pa.int64()),
+                "city": ["oslo"] * 100,
+                "score": [float("nan") if i % 10 == 0 else i / 2 for i in range(100)],
+                "n": pa.array(range(100), pa.int32()),
+            }
+        )
+    )
+    table.append(  # file 2: ids 100-149
+        pa.table(
+            {
+                "id": pa.array(range(100, 150), pa.int64()),
+                "city": [None] * 25 + ["rome"] * 25,
+                "score": pa.array([None] * 50, pa.float64()),
+                "n": pa.array(range(100, 150), pa.int32()),
+            }
+        )
+    )
+    return table
+
+
+def _record_pushdown(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """What each collect asked the io source for: (the columns polars passed, the scan read)."""
+    from datashard.table import polars_io
+
+    seen: list[tuple[Any, Any]] = []
+    real = polars_io.pushed_scan
+
+    def recording(scan: Any, with_columns: Any, predicate: Any) -> Any:
+        narrowed = real(scan, with_columns, predicate)
+        seen.append((with_columns, narrowed))
+        return narrowed
+
+    monkeypatch.setattr(polars_io, "pushed_scan", recording)
+    return seen
+
+
+def test_a_lazy_polars_frame_reads_only_the_columns_and_files_its_query_needs(
+    local_wh: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polars as pl
+
+    table = _polars_table(local_wh)
+    seen = _record_pushdown(monkeypatch)
+    frame = table.to_polars(lazy=True)
+    assert isinstance(frame, pl.LazyFrame) and seen == []  # nothing read before collect
+    assert frame.collect_schema() == table.to_polars().schema
+
+    got = frame.select("id").filter(pl.col("id") >= 120).collect()
+    assert got["id"].to_list() == list(range(120, 150))
+    with_columns, scan = seen[-1]
+    assert with_columns == ["id"]  # the projection reached the source
+    assert scan.columns == ("id",)  # and only that column is read
+    assert len(list(scan.plan_files())) == 1  # the filter pruned the file of ids 0-99
+
+    got = frame.filter(pl.col("city") == "rome").select("n").collect()
+    assert got["n"].to_list() == list(range(125, 150))
+    with_columns, scan = seen[-1]
+    assert sorted(with_columns) == sorted(scan.columns) == ["city", "n"]  # + the filter's
+    assert len(list(scan.plan_files())) == 1
+
+    assert frame.select(pl.len()).collect().item() == 150
+    assert frame.head(3).collect()["id"].to_list() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "predicate",
+    [
+        "pl.col('id') < 3",
+        "(pl.col('n') > 140) | pl.col('id').is_between(10, 12)",
+        "~(pl.col('n') <= 147)",
+        "pl.col('city').is_null()",
+        "pl.col('city').is_not_null() & (pl.lit(145) < pl.col('n'))",
+        "pl.col('city') > 'p'",
+        "pl.col('score') > 45",  # NaN rows: polars keeps them
+        "~(pl.col('score') < 3)",
+        "pl.col('id').is_in([1, 140])",  # left to polars
+        "(pl.col('n') + 1) > 148",  # left to polars
+        "pl.col('id') < 2.5",  # a float literal on an int column: left to polars
+    ],
+)
+def test_a_lazy_polars_filter_keeps_exactly_the_rows_polars_keeps(
+    local_wh: Any, predicate: str
+) -> None:
+    import polars as pl
+
+    table = _polars_table(local_wh)
+    expr = eval(predicate, {"pl": pl})
+    got = table.to_polars(lazy=True).filter(expr).collect()
+    assert got.equals(table.to_polars().filter(expr)), predicate
+
+
+def test_a_lazy_polars_frame_of_a_scan_keeps_its_snapshot_columns_and_filter(
+    local_wh: Any,
+) -> None:
+    import polars as pl
+
+    table = _polars_table(local_wh)
+    first = table.snapshots()[0].snapshot_id
+    scan = table.scan(columns=["id", "city"], filter=col("id") >= 90, snapshot_id=first)
+    got = scan.to_polars(lazy=True).sort("id").collect()
+    assert got.columns == ["id", "city"] and got["id"].to_list() == list(range(90, 100))
+    lazy = table.to_polars(["n"], col("n") < 5, lazy=True)
+    assert lazy.collect()["n"].to_list() == [0, 1, 2, 3, 4]
+    assert lazy.filter(pl.col("n") > 2).collect()["n"].to_list() == [3, 4]
