@@ -21,14 +21,15 @@ wrote when the commit provably did not land (:func:`remove_written`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import pyarrow as pa
 
 from datashard.errors import (
     CommitConflictError,
+    CommitStateUnknownError,
     CorruptFileError,
     CorruptMetadataError,
     InvalidPathError,
@@ -55,6 +56,8 @@ from datashard.table.commit import delete_quietly
 from datashard.table.manifests import ManifestReader
 from datashard.table.producer import parquet_options, target_size
 from datashard.table.versions import TablePaths, key_for_uri
+
+T = TypeVar("T")
 
 #: What :meth:`DataFileWriter.write` takes.
 WriteInput: TypeAlias = Any
@@ -525,6 +528,22 @@ class AddFilesCommit(AppendCommit):
         return [*super().requirements(), FilesFitSchema(self._files, self.spec.spec_id)]
 
 
+def check_columns(schema: Schema, given: pa.Schema) -> None:
+    """``SchemaError`` naming the column unless data of ``given`` can be appended to a table
+    of ``schema`` (columns by name; safe widenings allowed; optional columns may be absent)."""
+    names = set(schema.column_names)
+    extra = [n for n in given.names if n not in names]
+    if extra:
+        raise SchemaError(
+            f"column(s) {', '.join(map(repr, extra))} are not in the table; its columns are: "
+            + ", ".join(schema.column_names)
+        )
+    try:
+        schema.coerce_arrow(given.empty_table())
+    except ValidationError as exc:
+        raise SchemaError(f"the data does not fit the table schema: {exc}") from exc
+
+
 def remove_written(backend: StorageBackend, writer: DataFileWriter) -> list[str]:
     """Delete every file ``writer`` (by its name prefix) wrote under the table's ``data/``;
     their keys. For the distributed helpers, when their commit provably did not land."""
@@ -533,6 +552,36 @@ def remove_written(backend: StorageBackend, writer: DataFileWriter) -> list[str]
     keys = [m.key for m in backend.list(f"{writer.data_dir}/{writer.name_prefix}")]
     delete_quietly(backend, keys)
     return keys
+
+
+def commit_written(
+    add: Callable[[list[WrittenFile]], T],
+    writer: DataFileWriter,
+    files: Sequence[WrittenFile],
+) -> T | None:
+    """Commit what the workers of one distributed write returned (``add`` is the table's
+    ``add_files``); ``None`` when they wrote nothing. Files the writer's prefix names that are
+    not committed (a retried task's first attempt) are deleted after the commit; when the
+    commit provably failed, every file the writer wrote is deleted and the error re-raised
+    (with ``CommitStateUnknownError`` the files are kept: the commit may have landed)."""
+    if not files:
+        remove_written(writer.backend, writer)  # a task that failed half-way may have left one
+        return None
+    try:
+        result = add(list(files))
+    except CommitStateUnknownError:
+        raise
+    except BaseException:
+        remove_written(writer.backend, writer)
+        raise
+    committed = {key_for_uri(writer.backend, f.path) for f in files}
+    stray = [
+        m.key
+        for m in writer.backend.list(f"{writer.data_dir}/{writer.name_prefix}")
+        if m.key not in committed
+    ]
+    delete_quietly(writer.backend, stray)
+    return result
 
 
 def new_operation_prefix() -> str:
@@ -547,7 +596,9 @@ __all__ = [
     "FileLike",
     "FilesFitSchema",
     "WrittenFile",
+    "check_columns",
     "check_files",
+    "commit_written",
     "new_operation_prefix",
     "remove_written",
     "schema_fits",

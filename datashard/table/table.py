@@ -324,6 +324,29 @@ class Table:
         naming the package when polars is not installed."""
         return self.scan(columns, filter, snapshot_id, as_of).to_polars()
 
+    def to_dask(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The rows as a lazy Dask DataFrame, one partition per data file, each read by a Dask
+        worker through datashard's read path (``datashard.dask.read_table``). ``ImportError``
+        naming the package when dask is not installed."""
+        return self.scan(columns, filter, snapshot_id).to_dask(**kwargs)
+
+    def to_ray(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The rows as a Ray Dataset, one read task per data file (``datashard.ray.read_table``).
+        ``ImportError`` naming the package when ray is not installed."""
+        return self.scan(columns, filter, snapshot_id).to_ray(**kwargs)
+
     @property
     def inspect(self) -> InspectTable:
         """The metadata of the version this object holds as Arrow tables, with PyIceberg's

@@ -1,0 +1,155 @@
+"""Dask DataFrames over datashard tables: reads through datashard's one read path, and writes
+that land as ONE snapshot.
+
+``read_table(table, columns=..., filter=...)`` plans the scan on the client (manifests read,
+files pruned by their statistics, delete files matched) and makes one partition per data file
+(a file larger than ``piece_bytes`` is cut into groups of row groups). Each partition is read on
+a worker by :meth:`datashard.table.remote.ReadPart.read`: columns by field id (renames, dropped
+and re-added columns and widened types read right), row groups pruned by the filter, position
+and equality deletes applied. Columns are pandas ``ArrowDtype`` (pyarrow-backed): nulls stay
+nulls in every type and every partition has the same dtypes.
+
+``write_table(ddf, table)`` checks the frame's columns against the table schema, has every
+partition written as data files by the workers (:class:`~datashard.table.add_files.DataFileWriter`),
+and commits them all with ``add_files`` as one snapshot. If the write or the commit fails, the
+files the workers wrote are deleted.
+
+Credentials: the task graph carries the table's backend, whose configuration is pickled with
+it (workers need it to read). Secrets are fields that never appear in a ``repr`` or ``str``,
+so the graph as Dask shows or logs it holds no credential; the pickled bytes the scheduler
+sends to workers do, as for any Dask task that opens storage.
+
+Needs the optional package dask: ``pip install "datashard-iceberg[dask]"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+try:
+    import dask
+    import dask.dataframe as dd
+    import pandas as pd
+except ImportError as exc:  # pragma: no cover - the dask extra is not installed
+    raise ImportError(
+        'datashard.dask needs the optional package dask: pip install "datashard-iceberg[dask]"'
+    ) from exc
+
+import pyarrow as pa
+
+from datashard.errors import ValidationError
+from datashard.iceberg.expressions import FilterLike
+from datashard.iceberg.metadata import Snapshot
+from datashard.table.add_files import (
+    DataFileWriter,
+    WrittenFile,
+    check_columns,
+    commit_written,
+    new_operation_prefix,
+    remove_written,
+)
+from datashard.table.remote import (
+    DEFAULT_PIECE_BYTES,
+    ReadPart,
+    output_schema,
+    plan_parts,
+    scan_of,
+)
+from datashard.table.remote import source_of as _check_shareable
+from datashard.table.scan import Scan
+
+if TYPE_CHECKING:
+    from datashard.table.table import Table
+
+# dask's functions are untyped: called through these
+_dask: Any = dask
+_dd: Any = dd
+
+
+def read_table(
+    table_or_scan: Table | Scan,
+    columns: Sequence[str] | None = None,
+    filter: FilterLike = None,
+    snapshot_id: int | None = None,
+    *,
+    piece_bytes: int | None = DEFAULT_PIECE_BYTES,
+) -> dd.DataFrame:
+    """The rows of a table (its current snapshot, or ``snapshot_id``) or of a scan, as a
+    lazy Dask DataFrame: one partition per data file the scan plans, a file larger than
+    ``piece_bytes`` cut into groups of row groups (``None``: never cut). ``columns`` and
+    ``filter`` narrow the read (for a scan they are added to its own).
+
+    Divisions are unknown (set an index with ``set_index`` if you need them). Raises
+    ``ValidationError`` for an unknown column or snapshot, ``ConfigError`` for a
+    ``memory://`` table (workers cannot see it).
+    """
+    scan = scan_of(table_or_scan, columns, filter, snapshot_id)
+    parts = plan_parts(scan, piece_bytes)
+    meta = to_pandas(output_schema(scan).empty_table())
+    if not parts:
+        result: dd.DataFrame = _dd.from_pandas(meta, npartitions=1)
+        return result
+    frame: dd.DataFrame = _dd.from_map(
+        read_part, parts, meta=meta, label="datashard-read", enforce_metadata=False
+    )
+    return frame
+
+
+def read_part(part: ReadPart) -> pd.DataFrame:
+    """One partition: the rows of ``part`` read on this worker."""
+    return to_pandas(part.read())
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """``table`` as pandas with pyarrow-backed dtypes (the same dtypes whatever the rows)."""
+    frame: pd.DataFrame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    return frame
+
+
+def write_table(
+    df: dd.DataFrame,
+    table: Table,
+    *,
+    mode: Literal["append"] = "append",
+    idempotency_key: str | None = None,
+) -> Snapshot | None:
+    """Append every row of ``df`` to ``table`` as ONE snapshot; the snapshot (``None`` when
+    ``df`` has no rows).
+
+    Each partition is written as data files by the worker that computes it; the client
+    gathers their descriptions (a few hundred bytes per file) and commits them with
+    :meth:`~datashard.table.table.Table.add_files`. Before any worker writes, the frame's
+    columns are checked against the table schema (``SchemaError`` naming the column). When the
+    computation or the commit fails, the files the workers wrote are deleted and the error is
+    re-raised (``CommitStateUnknownError`` keeps them: the commit may have landed).
+    ``idempotency_key``: see ``Table.append``.
+    """
+    if mode != "append":
+        raise ValidationError(f"write_table mode must be 'append', got {mode!r}")
+    if not isinstance(df, dd.DataFrame):
+        raise ValidationError(f"write_table takes a dask DataFrame, got {type(df).__name__}")
+    check_columns(table.schema(), pa.Schema.from_pandas(df._meta, preserve_index=False))
+    writer = table.data_file_writer().with_prefix(new_operation_prefix())
+    _check_shareable(table.scan())
+    parts: Any = df
+    tasks = [_dask.delayed(write_part)(part, writer) for part in parts.to_delayed()]
+    try:
+        results = _dask.compute(*tasks)
+    except BaseException:
+        remove_written(writer.backend, writer)
+        raise
+    files = [f for written in results for f in written]
+    return commit_written(
+        lambda fs: table.add_files(fs, idempotency_key=idempotency_key), writer, files
+    )
+
+
+def write_part(frame: pd.DataFrame, writer: DataFileWriter) -> list[WrittenFile]:
+    """One partition written as data files on this worker (nothing committed)."""
+    if not len(frame):
+        return []
+    return writer.write(pa.Table.from_pandas(frame, preserve_index=False))
+
+
+__all__ = ["read_part", "read_table", "to_pandas", "write_part", "write_table"]
