@@ -134,8 +134,17 @@ def write_table(
     _check_shareable(table.scan())
     parts: Any = df
     tasks = [_dask.delayed(write_part)(part, writer) for part in parts.to_delayed()]
+    client = _distributed_client()
     try:
-        results = _dask.compute(*tasks)
+        if client is None:
+            results = _dask.compute(*tasks)
+        else:
+            futures = client.compute(tasks)
+            try:
+                results = client.gather(futures)
+            except BaseException:
+                _wait(futures)  # tasks still running finish first: their files go too
+                raise
     except BaseException:
         remove_written(writer.backend, writer)
         raise
@@ -143,6 +152,26 @@ def write_table(
     return commit_written(
         lambda fs: table.add_files(fs, idempotency_key=idempotency_key), writer, files
     )
+
+
+def _distributed_client() -> Any:
+    """The ``distributed`` client in use, if any."""
+    try:
+        import distributed
+    except ImportError:
+        return None
+    module: Any = distributed
+    try:
+        return module.default_client()
+    except ValueError:  # no client: the local schedulers
+        return None
+
+
+def _wait(futures: Any) -> None:
+    import distributed
+
+    module: Any = distributed
+    module.wait(futures)
 
 
 def write_part(frame: pd.DataFrame, writer: DataFileWriter) -> list[WrittenFile]:
