@@ -99,6 +99,7 @@ def evolved_table(wh: Any, name: str = "events") -> Table:
     for start in range(BEFORE, BEFORE + AFTER, step):
         table.append(_new_rows(start, step))
     table.delete(col("id").isin(list(range(BEFORE + 3, BEFORE + AFTER, 13))))
+    table.flush()  # background version-hint writes done: storage is settled
     return table
 
 

@@ -52,6 +52,7 @@ def _rows(start: int, count: int, region: str | None = None) -> pa.Table:
 def _table(wh: Any) -> Table:
     table = create_table("t", SCHEMA, warehouse=wh.uri, partition_spec=["region"], **wh.options)
     table.append(_rows(0, 10))
+    table.flush()  # the version hint written in the background: storage is settled
     return table
 
 
