@@ -39,8 +39,10 @@ except ImportError as exc:  # pragma: no cover - the dask extra is not installed
 import pyarrow as pa
 
 from datashard.errors import ValidationError
+from datashard.iceberg.conversions import from_bytes
 from datashard.iceberg.expressions import FilterLike
 from datashard.iceberg.metadata import Snapshot
+from datashard.iceberg.types import DoubleType, FloatType, IntType, LongType
 from datashard.table.add_files import (
     DataFileWriter,
     WrittenFile,
@@ -73,6 +75,7 @@ def read_table(
     filter: FilterLike = None,
     snapshot_id: int | None = None,
     *,
+    index: str | None = None,
     piece_bytes: int | None = DEFAULT_PIECE_BYTES,
 ) -> dd.DataFrame:
     """The rows of a table (its current snapshot, or ``snapshot_id``) or of a scan, as a
@@ -80,20 +83,79 @@ def read_table(
     ``piece_bytes`` cut into groups of row groups (``None``: never cut). ``columns`` and
     ``filter`` narrow the read (for a scan they are added to its own).
 
-    Divisions are unknown (set an index with ``set_index`` if you need them). Raises
-    ``ValidationError`` for an unknown column or snapshot, ``ConfigError`` for a
+    ``index``: a column to make the index, each partition sorted by it. When it is a numeric
+    column whose per-file bounds in the manifests do not overlap (a table written in key
+    order), the frame has known divisions, taken from those bounds without reading a file;
+    otherwise (and without ``index``) divisions are unknown. With ``index`` a file is not cut.
+
+    Raises ``ValidationError`` for an unknown column or snapshot, ``ConfigError`` for a
     ``memory://`` table (workers cannot see it).
     """
     scan = scan_of(table_or_scan, columns, filter, snapshot_id)
-    parts = plan_parts(scan, piece_bytes)
+    if index is not None and index not in scan.columns:
+        raise ValidationError(f"index {index!r} is not one of the columns read: {scan.columns}")
+    parts = plan_parts(scan, None if index is not None else piece_bytes)
     meta = to_pandas(output_schema(scan).empty_table())
+    if index is not None:
+        meta = meta.set_index(index)
     if not parts:
         result: dd.DataFrame = _dd.from_pandas(meta, npartitions=1)
         return result
+    divisions = None
+    if index is not None:
+        ordered = _ordered(scan, parts, index)
+        if ordered is not None:
+            parts, divisions = ordered
     frame: dd.DataFrame = _dd.from_map(
-        read_part, parts, meta=meta, label="datashard-read", enforce_metadata=False
+        IndexedRead(index) if index is not None else read_part,
+        parts,
+        meta=meta,
+        divisions=divisions,
+        label="datashard-read",
+        enforce_metadata=False,
     )
     return frame
+
+
+class IndexedRead:
+    """A partition with ``index`` as its sorted index."""
+
+    def __init__(self, index: str) -> None:
+        self.index = index
+
+    def __call__(self, part: ReadPart) -> pd.DataFrame:
+        frame: pd.DataFrame = read_part(part).set_index(self.index).sort_index()
+        return frame
+
+    def __repr__(self) -> str:
+        return f"IndexedRead({self.index!r})"
+
+
+def _ordered(
+    scan: Scan, parts: list[ReadPart], index: str
+) -> tuple[list[ReadPart], tuple[Any, ...]] | None:
+    """The parts in index order and their divisions, when the manifests' bounds of ``index``
+    say the files hold disjoint ranges (no nulls); else ``None``."""
+    field = scan.schema.find_field(index)
+    if not isinstance(field.field_type, (IntType, LongType, FloatType, DoubleType)):
+        return None
+    fid = field.field_id
+    ranges = []
+    for part in parts:
+        df = part.task.data_file
+        low, high = df.lower_bounds.get(fid), df.upper_bounds.get(fid)
+        if low is None or high is None or df.null_value_counts.get(fid, 1) != 0:
+            return None
+        try:
+            ranges.append((from_bytes(field.field_type, low), from_bytes(field.field_type, high)))
+        except ValidationError:  # written before a widening: bounds of the narrower type
+            return None
+    order = sorted(range(len(parts)), key=lambda i: ranges[i])
+    for a, b in zip(order, order[1:], strict=False):
+        if ranges[a][1] >= ranges[b][0]:
+            return None
+    divisions = (*(ranges[i][0] for i in order), ranges[order[-1]][1])
+    return [parts[i] for i in order], divisions
 
 
 def read_part(part: ReadPart) -> pd.DataFrame:
@@ -181,4 +243,4 @@ def write_part(frame: pd.DataFrame, writer: DataFileWriter) -> list[WrittenFile]
     return writer.write(pa.Table.from_pandas(frame, preserve_index=False))
 
 
-__all__ = ["read_part", "read_table", "to_pandas", "write_part", "write_table"]
+__all__ = ["IndexedRead", "read_part", "read_table", "to_pandas", "write_part", "write_table"]

@@ -260,3 +260,27 @@ def test_the_schema_is_checked_before_any_worker_writes(local_wh: Any, dask_clie
     with pytest.raises(SchemaError, match="'n'"):
         dsd.write_table(wrong, table)
     assert local_wh.snapshot_of_storage() == listing
+
+
+def test_an_index_in_key_order_gets_divisions_from_the_manifests(
+    local_wh: Any, dask_client: Any
+) -> None:
+    table = create_table("keys", st.SCHEMA, warehouse=local_wh.uri, **local_wh.options)
+    for start in (200, 0, 100, 300):  # appended out of order, each file one key range
+        table.append(st._old_rows(start, 100))
+    table.delete(col("id") == 150)  # copy-on-write: the file's range shrinks to the bounds
+    ddf = dsd.read_table(table, columns=["id", "name"], index="id")
+    assert ddf.known_divisions
+    assert ddf.divisions == (0, 100, 200, 300, 399)
+    # Dask reads only the partition holding the keys
+    part = ddf.loc[140:160]
+    assert part.npartitions == 1
+    got = part.compute()
+    assert got.index.tolist() == [i for i in range(140, 161) if i != 150]
+    assert got["name"].tolist()[0] == "n140"
+    # overlapping key ranges: no divisions, every row still there, each partition sorted
+    table.append(st._old_rows(50, 10))
+    overlapping = dsd.read_table(table, columns=["id"], index="id")
+    assert not overlapping.known_divisions
+    frame = overlapping.compute()
+    assert len(frame) == 409
