@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from datashard.errors import ConfigError, ValidationError
-from datashard.iceberg.expressions import Expr, FilterLike
+from datashard.iceberg.expressions import AlwaysTrue, Expr, FilterLike
 from datashard.iceberg.metadata import TableMetadata
 from datashard.storage.base import StorageBackend
 from datashard.table.scan import FileScanTask, Scan
@@ -98,8 +98,14 @@ class ReadPart:
 
     @property
     def num_rows(self) -> int | None:
-        """The rows of the file before deletes and the filter (``None`` for a piece)."""
-        return self.task.record_count if self.row_groups is None else None
+        """The rows this piece returns when the manifest tells (a whole file with no delete
+        file and no filter); ``None`` otherwise."""
+        exact = (
+            self.row_groups is None
+            and not self.task.deletes
+            and isinstance(self.source.filter, AlwaysTrue)
+        )
+        return self.task.record_count if exact else None
 
     def read(self) -> pa.Table:
         """The piece's matching rows in the scan's output schema (deletes applied)."""
