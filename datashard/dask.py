@@ -46,6 +46,7 @@ from datashard.iceberg.types import DoubleType, FloatType, IntType, LongType
 from datashard.table.add_files import (
     DataFileWriter,
     WrittenFile,
+    already_landed,
     check_columns,
     commit_written,
     new_operation_prefix,
@@ -192,6 +193,9 @@ def write_table(
     if not isinstance(df, dd.DataFrame):
         raise ValidationError(f"write_table takes a dask DataFrame, got {type(df).__name__}")
     check_columns(table.schema(), pa.Schema.from_pandas(df._meta, preserve_index=False))
+    landed = already_landed(table.metadata, idempotency_key)
+    if landed is not None:
+        return landed  # a retried job: nothing is written
     writer = table.data_file_writer().with_prefix(new_operation_prefix())
     _check_shareable(table.scan())
     parts: Any = df
@@ -211,9 +215,7 @@ def write_table(
         remove_written(writer.backend, writer)
         raise
     files = [f for written in results for f in written]
-    return commit_written(
-        lambda fs: table.add_files(fs, idempotency_key=idempotency_key), writer, files
-    )
+    return commit_written(table.add_files, writer, files, idempotency_key)
 
 
 def _distributed_client() -> Any:

@@ -40,6 +40,7 @@ from datashard.iceberg.expressions import FilterLike
 from datashard.iceberg.metadata import Snapshot
 from datashard.table.add_files import (
     DataFileWriter,
+    already_landed,
     check_columns,
     commit_written,
     new_operation_prefix,
@@ -156,6 +157,9 @@ def write_table(
         arrow = schema.base_schema if isinstance(schema.base_schema, pa.Schema) else None
         if arrow is not None:
             check_columns(table.schema(), arrow)
+    landed = already_landed(table.metadata, idempotency_key)
+    if landed is not None:
+        return landed  # a retried job: nothing is written
     writer = table.data_file_writer().with_prefix(new_operation_prefix())
     _check_shareable(table.scan())
     try:
@@ -169,9 +173,7 @@ def write_table(
         remove_written(writer.backend, writer)
         raise
     files = [f for row in rows for f in pickle.loads(row["files"])]
-    return commit_written(
-        lambda fs: table.add_files(fs, idempotency_key=idempotency_key), writer, files
-    )
+    return commit_written(table.add_files, writer, files, idempotency_key)
 
 
 def _write_batch(batch: pa.Table, writer: DataFileWriter) -> pa.Table:

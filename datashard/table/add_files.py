@@ -23,7 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -43,8 +43,8 @@ from datashard.iceberg.datafile import (
     parquet_stats,
 )
 from datashard.iceberg.defaults import fill_write_defaults_arrow
-from datashard.iceberg.manifest import DataFile
-from datashard.iceberg.metadata import PartitionSpec, TableMetadata
+from datashard.iceberg.manifest import MANIFEST_DATA, DataFile
+from datashard.iceberg.metadata import PartitionSpec, Snapshot, TableMetadata
 from datashard.iceberg.partitioning import split_by_partition
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import NestedField, field_id_of, to_arrow_field
@@ -55,9 +55,8 @@ from datashard.table.append import AppendCommit, Progress
 from datashard.table.commit import delete_quietly
 from datashard.table.manifests import ManifestReader
 from datashard.table.producer import parquet_options, target_size
+from datashard.table.updates import check_idempotency_key, snapshot_with_key
 from datashard.table.versions import TablePaths, key_for_uri
-
-T = TypeVar("T")
 
 #: What :meth:`DataFileWriter.write` takes.
 WriteInput: TypeAlias = Any
@@ -555,25 +554,30 @@ def remove_written(backend: StorageBackend, writer: DataFileWriter) -> list[str]
 
 
 def commit_written(
-    add: Callable[[list[WrittenFile]], T],
+    add_files: Callable[..., Snapshot],
     writer: DataFileWriter,
     files: Sequence[WrittenFile],
-) -> T | None:
-    """Commit what the workers of one distributed write returned (``add`` is the table's
-    ``add_files``); ``None`` when they wrote nothing. Files the writer's prefix names that are
-    not committed (a retried task's first attempt) are deleted after the commit; when the
-    commit provably failed, every file the writer wrote is deleted and the error re-raised
-    (with ``CommitStateUnknownError`` the files are kept: the commit may have landed)."""
+    idempotency_key: str | None = None,
+) -> Snapshot | None:
+    """Commit what the workers of one distributed write returned (``add_files`` is the
+    table's); ``None`` when they wrote nothing. Files the writer's prefix names that are not
+    committed (a retried task's first attempt; every file, when the ``idempotency_key`` had
+    landed already) are deleted after the commit; when the commit provably failed, every file
+    the writer wrote is deleted and the error re-raised (with ``CommitStateUnknownError`` the
+    files are kept: the commit may have landed)."""
     if not files:
         remove_written(writer.backend, writer)  # a task that failed half-way may have left one
         return None
     try:
-        result = add(list(files))
+        result = add_files(list(files), idempotency_key=idempotency_key)
     except CommitStateUnknownError:
         raise
     except BaseException:
         remove_written(writer.backend, writer)
         raise
+    if idempotency_key is not None and not _holds(writer.backend, result, files[0].path):
+        remove_written(writer.backend, writer)  # another attempt of this write landed first
+        return result
     committed = {key_for_uri(writer.backend, f.path) for f in files}
     stray = [
         m.key
@@ -582,6 +586,25 @@ def commit_written(
     ]
     delete_quietly(writer.backend, stray)
     return result
+
+
+def already_landed(md: TableMetadata, idempotency_key: str | None) -> Snapshot | None:
+    """The retained snapshot of ``md`` carrying ``idempotency_key`` (``None``: none, or no
+    key); ``ValidationError`` for a malformed key."""
+    if idempotency_key is None:
+        return None
+    return snapshot_with_key(md, check_idempotency_key(idempotency_key))
+
+
+def _holds(backend: StorageBackend, snapshot: Snapshot, path: str) -> bool:
+    """Whether ``snapshot`` added the data file ``path`` (reads its own manifests)."""
+    reader = ManifestReader(backend)
+    for m in reader.manifests(snapshot):
+        if m.content != MANIFEST_DATA or m.added_snapshot_id != snapshot.snapshot_id:
+            continue
+        if any(e.data_file.file_path == path for e in reader.entries(m)):
+            return True
+    return False
 
 
 def new_operation_prefix() -> str:
@@ -596,6 +619,7 @@ __all__ = [
     "FileLike",
     "FilesFitSchema",
     "WrittenFile",
+    "already_landed",
     "check_columns",
     "check_files",
     "commit_written",

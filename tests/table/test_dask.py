@@ -284,3 +284,34 @@ def test_an_index_in_key_order_gets_divisions_from_the_manifests(
     assert not overlapping.known_divisions
     frame = overlapping.compute()
     assert len(frame) == 409
+
+
+def test_a_retried_write_with_an_idempotency_key_lands_once(
+    local_wh: Any, dask_client: Any
+) -> None:
+    table = create_table("t", st.SCHEMA, warehouse=local_wh.uri, **local_wh.options)
+    table.append(pa.Table.from_pandas(_old_frame(0, 10), preserve_index=False))
+    uri = local_wh.uri
+    make = _old_frame_maker()
+
+    def rows(i: int) -> pd.DataFrame:
+        if i == 0:  # an earlier attempt of this job lands the key while the workers write
+            other = load_table("t", warehouse=uri)
+            other.append(make(1000, 5), idempotency_key="job-7")
+        return make(100 + 10 * i, 10)
+
+    ddf = dd.from_map(rows, range(4), meta=_old_frame(0, 1).iloc[:0])
+    data_before = {k for k in local_wh.keys() if "/data/" in k}
+    snap = dsd.write_table(ddf, table, idempotency_key="job-7")
+    assert snap is not None and snap.summary["added-records"] == "5"  # the other attempt's
+    fresh = load_table("t", warehouse=uri)
+    assert fresh.count() == 15
+    new_files = {k for k in local_wh.keys() if "/data/" in k} - data_before
+    assert len(new_files) == 1  # the other attempt's file; ours were removed
+    # run again: the key has landed, nothing is written or computed
+    again = dsd.write_table(
+        dd.from_map(rows, range(4), meta=ddf._meta), fresh, idempotency_key="job-7"
+    )
+    assert again is not None and again.snapshot_id == snap.snapshot_id
+    assert load_table("t", warehouse=uri).count() == 15
+    assert {k for k in local_wh.keys() if "/data/" in k} - data_before == new_files
