@@ -315,3 +315,13 @@ def test_a_retried_write_with_an_idempotency_key_lands_once(
     assert again is not None and again.snapshot_id == snap.snapshot_id
     assert load_table("t", warehouse=uri).count() == 15
     assert {k for k in local_wh.keys() if "/data/" in k} - data_before == new_files
+
+
+def test_a_table_without_rows_reads_as_an_empty_frame_with_its_columns(
+    local_wh: Any, dask_client: Any
+) -> None:
+    table = create_table("empty", st.SCHEMA, warehouse=local_wh.uri, **local_wh.options)
+    ddf = dsd.read_table(table, columns=["id", "n"])
+    frame = ddf.compute()
+    assert list(frame.columns) == ["id", "n"] and len(frame) == 0
+    assert str(frame["n"].dtype) == "int32[pyarrow]"

@@ -166,3 +166,10 @@ def test_the_schema_is_checked_before_any_block_is_written(local_wh: Any, ray_lo
     with pytest.raises(SchemaError, match="'zzz'"):
         dsr.write_table(ds, table)
     assert local_wh.snapshot_of_storage() == storage
+
+
+def test_a_table_without_rows_reads_as_an_empty_dataset(local_wh: Any, ray_local: Any) -> None:
+    table = create_table("empty", st.SCHEMA, warehouse=local_wh.uri, **local_wh.options)
+    ds = dsr.read_table(table)
+    assert ds.count() == 0
+    assert ds.take_all() == []
