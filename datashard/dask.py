@@ -43,20 +43,17 @@ from datashard.iceberg.conversions import from_bytes
 from datashard.iceberg.expressions import FilterLike
 from datashard.iceberg.metadata import Snapshot
 from datashard.iceberg.types import DoubleType, FloatType, IntType, LongType
-from datashard.table.add_files import (
-    DataFileWriter,
-    WrittenFile,
+from datashard.table.add_files import DataFileWriter, WrittenFile
+from datashard.table.remote import (
+    DEFAULT_PIECE_BYTES,
+    ReadPart,
     already_landed,
     check_columns,
     commit_written,
     new_operation_prefix,
-    remove_written,
-)
-from datashard.table.remote import (
-    DEFAULT_PIECE_BYTES,
-    ReadPart,
     output_schema,
     plan_parts,
+    remove_written,
     scan_of,
 )
 from datashard.table.remote import source_of as _check_shareable

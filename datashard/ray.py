@@ -38,19 +38,17 @@ import pyarrow as pa
 from datashard.errors import ValidationError
 from datashard.iceberg.expressions import FilterLike
 from datashard.iceberg.metadata import Snapshot
-from datashard.table.add_files import (
-    DataFileWriter,
+from datashard.table.add_files import DataFileWriter
+from datashard.table.remote import (
+    DEFAULT_PIECE_BYTES,
+    ReadPart,
     already_landed,
     check_columns,
     commit_written,
     new_operation_prefix,
-    remove_written,
-)
-from datashard.table.remote import (
-    DEFAULT_PIECE_BYTES,
-    ReadPart,
     output_schema,
     plan_parts,
+    remove_written,
     scan_of,
 )
 from datashard.table.remote import source_of as _check_shareable

@@ -15,13 +15,13 @@ Two halves:
 Who owns cleanup: the commit deletes only the manifest it staged. Files passed to ``add_files``
 are never deleted by it, whatever happens; the distributed write helpers
 (``datashard.dask.write_table``, ``datashard.ray.write_table``) delete the files their workers
-wrote when the commit provably did not land (:func:`remove_written`).
+wrote when the commit provably did not land (:mod:`datashard.table.remote`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -29,7 +29,6 @@ import pyarrow as pa
 
 from datashard.errors import (
     CommitConflictError,
-    CommitStateUnknownError,
     CorruptFileError,
     CorruptMetadataError,
     InvalidPathError,
@@ -43,8 +42,8 @@ from datashard.iceberg.datafile import (
     parquet_stats,
 )
 from datashard.iceberg.defaults import fill_write_defaults_arrow
-from datashard.iceberg.manifest import MANIFEST_DATA, DataFile
-from datashard.iceberg.metadata import PartitionSpec, Snapshot, TableMetadata
+from datashard.iceberg.manifest import DataFile
+from datashard.iceberg.metadata import PartitionSpec, TableMetadata
 from datashard.iceberg.partitioning import split_by_partition
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import NestedField, field_id_of, to_arrow_field
@@ -55,7 +54,6 @@ from datashard.table.append import AppendCommit, Progress
 from datashard.table.commit import delete_quietly
 from datashard.table.manifests import ManifestReader
 from datashard.table.producer import parquet_options, target_size
-from datashard.table.updates import check_idempotency_key, snapshot_with_key
 from datashard.table.versions import TablePaths, key_for_uri
 
 #: What :meth:`DataFileWriter.write` takes.
@@ -527,91 +525,6 @@ class AddFilesCommit(AppendCommit):
         return [*super().requirements(), FilesFitSchema(self._files, self.spec.spec_id)]
 
 
-def check_columns(schema: Schema, given: pa.Schema) -> None:
-    """``SchemaError`` naming the column unless data of ``given`` can be appended to a table
-    of ``schema`` (columns by name; safe widenings allowed; optional columns may be absent)."""
-    names = set(schema.column_names)
-    extra = [n for n in given.names if n not in names]
-    if extra:
-        raise SchemaError(
-            f"column(s) {', '.join(map(repr, extra))} are not in the table; its columns are: "
-            + ", ".join(schema.column_names)
-        )
-    try:
-        schema.coerce_arrow(given.empty_table())
-    except ValidationError as exc:
-        raise SchemaError(f"the data does not fit the table schema: {exc}") from exc
-
-
-def remove_written(backend: StorageBackend, writer: DataFileWriter) -> list[str]:
-    """Delete every file ``writer`` (by its name prefix) wrote under the table's ``data/``;
-    their keys. For the distributed helpers, when their commit provably did not land."""
-    if not writer.name_prefix:
-        raise ValidationError("remove_written needs a writer with a name prefix")
-    keys = [m.key for m in backend.list(f"{writer.data_dir}/{writer.name_prefix}")]
-    delete_quietly(backend, keys)
-    return keys
-
-
-def commit_written(
-    add_files: Callable[..., Snapshot],
-    writer: DataFileWriter,
-    files: Sequence[WrittenFile],
-    idempotency_key: str | None = None,
-) -> Snapshot | None:
-    """Commit what the workers of one distributed write returned (``add_files`` is the
-    table's); ``None`` when they wrote nothing. Files the writer's prefix names that are not
-    committed (a retried task's first attempt; every file, when the ``idempotency_key`` had
-    landed already) are deleted after the commit; when the commit provably failed, every file
-    the writer wrote is deleted and the error re-raised (with ``CommitStateUnknownError`` the
-    files are kept: the commit may have landed)."""
-    if not files:
-        remove_written(writer.backend, writer)  # a task that failed half-way may have left one
-        return None
-    try:
-        result = add_files(list(files), idempotency_key=idempotency_key)
-    except CommitStateUnknownError:
-        raise
-    except BaseException:
-        remove_written(writer.backend, writer)
-        raise
-    if idempotency_key is not None and not _holds(writer.backend, result, files[0].path):
-        remove_written(writer.backend, writer)  # another attempt of this write landed first
-        return result
-    committed = {key_for_uri(writer.backend, f.path) for f in files}
-    stray = [
-        m.key
-        for m in writer.backend.list(f"{writer.data_dir}/{writer.name_prefix}")
-        if m.key not in committed
-    ]
-    delete_quietly(writer.backend, stray)
-    return result
-
-
-def already_landed(md: TableMetadata, idempotency_key: str | None) -> Snapshot | None:
-    """The retained snapshot of ``md`` carrying ``idempotency_key`` (``None``: none, or no
-    key); ``ValidationError`` for a malformed key."""
-    if idempotency_key is None:
-        return None
-    return snapshot_with_key(md, check_idempotency_key(idempotency_key))
-
-
-def _holds(backend: StorageBackend, snapshot: Snapshot, path: str) -> bool:
-    """Whether ``snapshot`` added the data file ``path`` (reads its own manifests)."""
-    reader = ManifestReader(backend)
-    for m in reader.manifests(snapshot):
-        if m.content != MANIFEST_DATA or m.added_snapshot_id != snapshot.snapshot_id:
-            continue
-        if any(e.data_file.file_path == path for e in reader.entries(m)):
-            return True
-    return False
-
-
-def new_operation_prefix() -> str:
-    """A file name prefix unique to one distributed write."""
-    return f"{uuid.uuid4().hex[:16]}-"
-
-
 __all__ = [
     "AddFilesCommit",
     "CheckedFile",
@@ -619,11 +532,6 @@ __all__ = [
     "FileLike",
     "FilesFitSchema",
     "WrittenFile",
-    "already_landed",
-    "check_columns",
     "check_files",
-    "commit_written",
-    "new_operation_prefix",
-    "remove_written",
     "schema_fits",
 ]

@@ -1,4 +1,5 @@
-"""A scan cut into picklable pieces that other processes read: the Dask and Ray readers.
+"""Work on other processes, for the Dask and Ray adapters: a scan cut into picklable pieces
+that workers read, and the driver's side of a write whose files workers wrote.
 
 The driver plans the scan once (manifests read, files pruned by statistics, delete files
 matched to data files) and cuts it into :class:`ReadPart` pieces: one per data file, or one per
@@ -10,6 +11,11 @@ the table metadata trimmed to the snapshot read, the columns, the filter and the
 columns by field id, delete files, residual filter), so a worker returns exactly the rows
 ``Scan.to_arrow`` would for that file.
 
+Writes: the workers write with a :class:`~datashard.table.add_files.DataFileWriter` whose file
+names carry a prefix unique to the write; the driver commits what they return with
+``Table.add_files`` (:func:`commit_written`) and, when the write or the commit provably failed,
+deletes every file with that prefix (:func:`remove_written`).
+
 Process-wide state: :data:`_SCANS`, the worker's last few scans (each keeps the delete files it
 read, so a worker reads an equality delete file once for all its pieces), guarded by a lock.
 """
@@ -19,18 +25,26 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from datashard.errors import ConfigError, ValidationError
+from datashard.errors import CommitStateUnknownError, ConfigError, SchemaError, ValidationError
 from datashard.iceberg.expressions import AlwaysTrue, Expr, FilterLike
-from datashard.iceberg.metadata import TableMetadata
+from datashard.iceberg.manifest import MANIFEST_DATA
+from datashard.iceberg.metadata import Snapshot, TableMetadata
+from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
+from datashard.table.add_files import DataFileWriter, WrittenFile
+from datashard.table.commit import delete_quietly
+from datashard.table.manifests import ManifestReader
 from datashard.table.scan import FileScanTask, Scan
+from datashard.table.updates import check_idempotency_key, snapshot_with_key
+from datashard.table.versions import key_for_uri
 
 #: Files larger than this are read as several pieces (groups of row groups) by default.
 DEFAULT_PIECE_BYTES = 256 << 20
@@ -187,7 +201,12 @@ def scan_of(
 def plan_parts(scan: Scan, piece_bytes: int | None = DEFAULT_PIECE_BYTES) -> list[ReadPart]:
     """The pieces of ``scan``, in commit order: one per planned file, a file larger than
     ``piece_bytes`` cut into groups of whole row groups of about that many bytes (by the
-    row-group offsets in the manifest; ``None``: never cut)."""
+    row-group offsets in the manifest; ``None``: never cut). ``ValidationError`` for a
+    ``piece_bytes`` that is not ``None`` or a positive int."""
+    if piece_bytes is not None and (
+        not isinstance(piece_bytes, int) or isinstance(piece_bytes, bool) or piece_bytes < 1
+    ):
+        raise ValidationError(f"piece_bytes must be None or an int >= 1, got {piece_bytes!r}")
     source = source_of(scan)
     parts: list[ReadPart] = []
     for task in scan.plan_files():
@@ -218,6 +237,95 @@ def _row_group_groups(
     return groups if len(groups) > 1 else [None]
 
 
+# --------------------------------------------------------------------------------------------
+# distributed writes: the driver's side
+
+
+def check_columns(schema: Schema, given: pa.Schema) -> None:
+    """``SchemaError`` naming the column unless data of ``given`` can be appended to a table
+    of ``schema`` (columns by name; safe widenings allowed; optional columns may be absent)."""
+    names = set(schema.column_names)
+    extra = [n for n in given.names if n not in names]
+    if extra:
+        raise SchemaError(
+            f"column(s) {', '.join(map(repr, extra))} are not in the table; its columns are: "
+            + ", ".join(schema.column_names)
+        )
+    try:
+        schema.coerce_arrow(given.empty_table())
+    except ValidationError as exc:
+        raise SchemaError(f"the data does not fit the table schema: {exc}") from exc
+
+
+def remove_written(backend: StorageBackend, writer: DataFileWriter) -> list[str]:
+    """Delete every file ``writer`` (by its name prefix) wrote under the table's ``data/``;
+    their keys. For the distributed helpers, when their commit provably did not land."""
+    if not writer.name_prefix:
+        raise ValidationError("remove_written needs a writer with a name prefix")
+    keys = [m.key for m in backend.list(f"{writer.data_dir}/{writer.name_prefix}")]
+    delete_quietly(backend, keys)
+    return keys
+
+
+def commit_written(
+    add_files: Callable[..., Snapshot],
+    writer: DataFileWriter,
+    files: Sequence[WrittenFile],
+    idempotency_key: str | None = None,
+) -> Snapshot | None:
+    """Commit what the workers of one distributed write returned (``add_files`` is the
+    table's); ``None`` when they wrote nothing. Files the writer's prefix names that are not
+    committed (a retried task's first attempt; every file, when the ``idempotency_key`` had
+    landed already) are deleted after the commit; when the commit provably failed, every file
+    the writer wrote is deleted and the error re-raised (with ``CommitStateUnknownError`` the
+    files are kept: the commit may have landed)."""
+    if not files:
+        remove_written(writer.backend, writer)  # a task that failed half-way may have left one
+        return None
+    try:
+        result = add_files(list(files), idempotency_key=idempotency_key)
+    except CommitStateUnknownError:
+        raise
+    except BaseException:
+        remove_written(writer.backend, writer)
+        raise
+    if idempotency_key is not None and not _holds(writer.backend, result, files[0].path):
+        remove_written(writer.backend, writer)  # another attempt of this write landed first
+        return result
+    committed = {key_for_uri(writer.backend, f.path) for f in files}
+    stray = [
+        m.key
+        for m in writer.backend.list(f"{writer.data_dir}/{writer.name_prefix}")
+        if m.key not in committed
+    ]
+    delete_quietly(writer.backend, stray)
+    return result
+
+
+def already_landed(md: TableMetadata, idempotency_key: str | None) -> Snapshot | None:
+    """The retained snapshot of ``md`` carrying ``idempotency_key`` (``None``: none, or no
+    key); ``ValidationError`` for a malformed key."""
+    if idempotency_key is None:
+        return None
+    return snapshot_with_key(md, check_idempotency_key(idempotency_key))
+
+
+def _holds(backend: StorageBackend, snapshot: Snapshot, path: str) -> bool:
+    """Whether ``snapshot`` added the data file ``path`` (reads its own manifests)."""
+    reader = ManifestReader(backend)
+    for m in reader.manifests(snapshot):
+        if m.content != MANIFEST_DATA or m.added_snapshot_id != snapshot.snapshot_id:
+            continue
+        if any(e.data_file.file_path == path for e in reader.entries(m)):
+            return True
+    return False
+
+
+def new_operation_prefix() -> str:
+    """A file name prefix unique to one distributed write."""
+    return f"{uuid.uuid4().hex[:16]}-"
+
+
 #: A worker's recent scans, by their pickled source (see the module docstring).
 _SCANS: OrderedDict[bytes, Scan] = OrderedDict()
 _MAX_SCANS = 8
@@ -232,4 +340,9 @@ __all__ = [
     "plan_parts",
     "scan_of",
     "source_of",
+    "already_landed",
+    "check_columns",
+    "commit_written",
+    "new_operation_prefix",
+    "remove_written",
 ]
