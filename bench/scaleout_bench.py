@@ -94,6 +94,8 @@ def main() -> None:
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
     )
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    # a one-machine Ray: every Ray process listens on 127.0.0.1 (read when ray is imported)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     root = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
     per = args.rows // args.files
     total = per * args.files

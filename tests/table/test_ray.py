@@ -20,6 +20,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+# Ray 2.60 turns a localhost node address into the machine's address unless it runs as a
+# one-machine Ray: with this set (before ray is imported) every Ray process listens on 127.0.0.1
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
@@ -61,6 +64,7 @@ def ray_local() -> Iterator[Any]:
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
+        assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
         yield ray
     finally:
         ray.shutdown()
