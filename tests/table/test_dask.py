@@ -325,3 +325,14 @@ def test_a_table_without_rows_reads_as_an_empty_frame_with_its_columns(
     frame = ddf.compute()
     assert list(frame.columns) == ["id", "n"] and len(frame) == 0
     assert str(frame["n"].dtype) == "int32[pyarrow]"
+
+
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_without_the_extra_the_error_names_the_pip_install(
+    local_wh: Any, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = create_table("t", st.SCHEMA, warehouse=local_wh.uri, **local_wh.options)
+    monkeypatch.setitem(sys.modules, engine, None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, f"datashard.{engine}", raising=False)
+    with pytest.raises(ImportError, match=rf'pip install "datashard-iceberg\[{engine}\]"'):
+        getattr(table, f"to_{engine}")()
