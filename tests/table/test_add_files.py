@@ -281,19 +281,20 @@ def _junk(wh: Any) -> str:
 
 
 def _other_table(wh: Any) -> Table:
-    return create_table("other", SCHEMA, warehouse=wh.uri, partition_spec=["region"])
+    return create_table("other", SCHEMA, warehouse=wh.uri, partition_spec=["region"], **wh.options)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@BOTH
 def test_bad_files_are_refused_naming_the_file_and_leave_the_table_unchanged(
-    local_wh: Any, case: str
+    warehouse: Any,
 ) -> None:
-    table = _table(local_wh)
-    make, error, message = CASES[case]
-    files = make(local_wh, table)
-    before = local_wh.snapshot_of_storage()
-    version = table.version
-    with pytest.raises(error, match=message):
-        table.add_files(files)
-    assert local_wh.snapshot_of_storage() == before
-    assert table.version == version and table.count() == 10
+    table = _table(warehouse)
+    for case in sorted(CASES):
+        make, error, message = CASES[case]
+        files = make(warehouse, table)
+        before = warehouse.snapshot_of_storage()
+        version = table.version
+        with pytest.raises(error, match=message):
+            table.add_files(files)
+        assert warehouse.snapshot_of_storage() == before, case
+        assert table.version == version and table.count() == 10, case
