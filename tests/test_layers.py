@@ -54,9 +54,12 @@ def test_each_layer_imports_only_the_layers_below_it(layer: str) -> None:
 
 def test_the_package_root_holds_only_the_front_door_and_errors() -> None:
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
-    # pyiceberg_catalog: the PyIceberg catalog plug-in, named by its import path in configs
-    assert modules == ["__init__.py", "errors.py", "pyiceberg_catalog.py"]
-    plugin = _datashard_imports(PACKAGE / "pyiceberg_catalog.py")
-    assert all(m.split(".")[1] in ALLOWED["table"] for _, m in plugin), plugin
+    # adapters on top of the table layer, each named by its import path: pyiceberg_catalog
+    # (the PyIceberg catalog plug-in), dask and ray (datashard.dask / datashard.ray)
+    adapters = ["dask.py", "pyiceberg_catalog.py", "ray.py"]
+    assert modules == sorted(["__init__.py", "errors.py", *adapters])
+    for adapter in adapters:
+        found = _datashard_imports(PACKAGE / adapter)
+        assert all(m.split(".")[1] in ALLOWED["table"] for _, m in found), (adapter, found)
     packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
     assert packages == ["cli", "iceberg", "io", "storage", "table", "testing"]

@@ -392,6 +392,20 @@ class Scan:
         new._read_fields = _read_fields(new, new.columns, new.filter)
         return new
 
+    # -- other engines (datashard.dask, datashard.ray) ----------------------------------------
+
+    def to_dask(self, **kwargs: Any) -> Any:
+        """The matching rows as a lazy Dask DataFrame read by Dask workers
+        (``datashard.dask.read_table(self, **kwargs)``). ``ImportError`` naming the package
+        when dask is not installed."""
+        return importlib.import_module("datashard.dask").read_table(self, **kwargs)
+
+    def to_ray(self, **kwargs: Any) -> Any:
+        """The matching rows as a Ray Dataset read by Ray tasks
+        (``datashard.ray.read_table(self, **kwargs)``). ``ImportError`` naming the package
+        when ray is not installed."""
+        return importlib.import_module("datashard.ray").read_table(self, **kwargs)
+
 
 def optional_import(module: str, method: str) -> Any:
     """``module`` imported, or ``ImportError`` saying which package ``method`` needs."""

@@ -33,6 +33,7 @@ from datashard.iceberg.schema import Schema, check_not_empty
 from datashard.iceberg.schema_update import SchemaUpdate
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import open_backend
+from datashard.table import add_files as _add_files
 from datashard.table import compact as _compact
 from datashard.table import evolution, expire, orphans, refs, rewrite, row_delta
 from datashard.table import properties as table_properties
@@ -349,6 +350,29 @@ class Table:
         scan = self.scan(columns, filter, snapshot_id, as_of)
         return scan.to_polars(lazy=True) if lazy else scan.to_polars()
 
+    def to_dask(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The rows as a lazy Dask DataFrame, one partition per data file, each read by a Dask
+        worker through datashard's read path (``datashard.dask.read_table``). ``ImportError``
+        naming the package when dask is not installed."""
+        return self.scan(columns, filter, snapshot_id).to_dask(**kwargs)
+
+    def to_ray(
+        self,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+        snapshot_id: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The rows as a Ray Dataset, one read task per data file (``datashard.ray.read_table``).
+        ``ImportError`` naming the package when ray is not installed."""
+        return self.scan(columns, filter, snapshot_id).to_ray(**kwargs)
+
     @property
     def inspect(self) -> InspectTable:
         """The metadata of the version this object holds as Arrow tables, with PyIceberg's
@@ -405,6 +429,41 @@ class Table:
             if tx.snapshot is not None:
                 return tx.snapshot
             tx.append_records(records, schema)
+        assert tx.snapshot is not None
+        return tx.snapshot
+
+    def data_file_writer(self) -> _add_files.DataFileWriter:
+        """A picklable writer of this table's data files (current schema, spec and write
+        properties) for workers on other processes or machines: ``writer.write(data)`` writes
+        Parquet data files under the table's ``data/`` and returns their descriptions
+        (:class:`~datashard.table.add_files.WrittenFile`); nothing is committed until they are
+        passed to :meth:`add_files`."""
+        return _add_files.DataFileWriter.for_table(self._backend, self._writable(), self.metadata)
+
+    def write_data_files(self, data: Any) -> list[_add_files.WrittenFile]:
+        """``data_file_writer().write(data)``: write data files, commit nothing."""
+        return self.data_file_writer().write(data)
+
+    def add_files(
+        self,
+        files: Sequence[_add_files.FileLike],
+        *,
+        idempotency_key: str | None = None,
+    ) -> Snapshot:
+        """Commit data files written elsewhere as ONE new append snapshot.
+
+        ``files``: what :meth:`write_data_files` (or a :meth:`data_file_writer` on a worker)
+        returned, and/or URIs of Parquet files under the table location (or paths relative to
+        it) that carry the table's field ids. Plain files are checked by their footer (and
+        their partition source columns are read on a partitioned table); each must hold one
+        partition value. Raises ``ValidationError`` / ``SchemaError`` naming the file and what
+        was expected (see :func:`~datashard.table.add_files.check_files`), the table unchanged.
+        The files are never deleted by this call, even when the commit fails.
+        """
+        with self.transaction(idempotency_key=idempotency_key) as tx:
+            if tx.snapshot is not None:
+                return tx.snapshot
+            tx.add_files(files)
         assert tx.snapshot is not None
         return tx.snapshot
 
@@ -672,10 +731,19 @@ class Table:
         )
 
     def _commit_appends(
-        self, tables: list[pa.Table], key: str | None = None, progress: Progress | None = None
+        self,
+        tables: list[pa.Table],
+        key: str | None = None,
+        progress: Progress | None = None,
+        files: Sequence[_add_files.CheckedFile] = (),
     ) -> Snapshot:
         paths = self._writable()
-        producer = AppendCommit(self._backend, paths, self._loaded, self._writer, key)
+        if files:
+            producer: AppendCommit = _add_files.AddFilesCommit(
+                self._backend, paths, self._loaded, self._writer, key, files=files
+            )
+        else:
+            producer = AppendCommit(self._backend, paths, self._loaded, self._writer, key)
         try:
             loaded, hint = producer.append(tables, self._last_background(), progress)
         except AlreadyCommittedError as landed:
@@ -704,6 +772,7 @@ class Transaction:
         self._progress = progress
         self._schema = table.schema()
         self._pending: list[pa.Table] = []
+        self._files: list[_add_files.CheckedFile] = []
         self._key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
         #: the snapshot committed; set on entry when the idempotency key already landed
         self.snapshot: Snapshot | None = (
@@ -733,15 +802,28 @@ class Transaction:
         records = fill_write_defaults_records(records, self._schema)
         self._pending.append(self._schema.records_to_arrow(records))
 
+    def add_files(self, files: Sequence[_add_files.FileLike]) -> None:
+        """Check data files written elsewhere now (see :meth:`Table.add_files`); add them to
+        the snapshot at commit."""
+        self._check_open()
+        checked = _add_files.check_files(self._table.backend, self._table.metadata, files)
+        have = {f.data_file.file_path for f in self._files}
+        again = next((f for f in checked if f.data_file.file_path in have), None)
+        if again is not None:
+            raise ValidationError(f"file {again.data_file.file_path} was added twice")
+        self._files.extend(checked)
+
     def commit(self) -> Snapshot | None:
         """Commit the pending appends as one snapshot (none if nothing was appended)."""
         self._check_open()
         self._done = True
         if self.snapshot is not None:  # the idempotency key already landed: write nothing
             return self.snapshot
-        if not self._pending:
+        if not self._pending and not self._files:
             return None
-        self.snapshot = self._table._commit_appends(self._pending, self._key, self._progress)
+        self.snapshot = self._table._commit_appends(
+            self._pending, self._key, self._progress, self._files
+        )
         return self.snapshot
 
     def _check_open(self) -> None:
