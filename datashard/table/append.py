@@ -28,6 +28,7 @@ import pyarrow as pa
 from datashard.errors import CorruptMetadataError, StorageError
 from datashard.iceberg.manifest import ADDED, EXISTING, MANIFEST_DATA, ManifestEntry, ManifestFile
 from datashard.iceberg.manifest_codec import (
+    inherit_row_ids,
     read_manifest,
     read_manifest_list,
 )
@@ -255,7 +256,7 @@ class AppendCommit(SnapshotProducer):
     def _remember_entries(self, seq: int) -> None:
         """Keep the entries of the manifests this commit wrote (and the list now names), so the
         next merge need not read them back."""
-        live = {m.manifest_path for m in self.last_manifests}
+        live = {m.manifest_path: m for m in self.last_manifests}
         for path in [p for p in self.entry_cache if p not in live]:
             del self.entry_cache[path]
         if self.manifest is not None:
@@ -263,6 +264,12 @@ class AppendCommit(SnapshotProducer):
                 ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in self.added
             ]
         self.entry_cache.update(self._merged)
+        # format version 3: the entries as a reader sees them, with the row ids they inherit
+        # (a merge writes them explicitly, so no row's id changes)
+        for path in [self.manifest.manifest_path if self.manifest else "", *self._merged]:
+            m = live.get(path)
+            if m is not None and m.first_row_id is not None and path in self.entry_cache:
+                self.entry_cache[path] = inherit_row_ids(self.entry_cache[path], m.first_row_id)
         if sum(len(v) for v in self.entry_cache.values()) > _MAX_CACHED_ENTRIES:
             self.entry_cache.clear()
 

@@ -12,6 +12,14 @@ A producer stages once per commit and builds per attempt:
   ``metadata/snap-<snapshot-id>-<attempt>-<uuid>.avro``, the snapshot and, by
   :func:`datashard.table.updates.apply`, the new metadata.
 
+On a format version 3 table every attempt assigns row ids against its base: the snapshot's
+``first-row-id`` is the base's ``next-row-id``, each data manifest of the list without a
+``first_row_id`` gets the next range (``assign_first_row_ids`` of the manifest codec; for a
+manifest this commit wrote, exactly the rows of its files without one), and the snapshot's
+``added-rows`` is what was handed out. Nothing of it is kept across attempts, so a commit that
+lost a race reassigns from the newer base. New data files are written with a null
+``first_row_id`` (they inherit one); files carried into a new manifest keep theirs.
+
 :meth:`SnapshotProducer.commit` runs the one retry loop (:func:`datashard.table.commit.commit`);
 staged files are deleted only when the commit provably did not land.
 """
@@ -45,11 +53,14 @@ from datashard.iceberg.manifest import (
     ManifestFile,
 )
 from datashard.iceberg.manifest_codec import (
+    assign_first_row_ids,
     build_manifest_file,
+    unassigned_rows,
     write_manifest,
     write_manifest_list,
 )
 from datashard.iceberg.metadata import (
+    LINEAGE_VERSION,
     PartitionSpec,
     Snapshot,
     TableMetadata,
@@ -65,6 +76,7 @@ from datashard.table.updates import (
     COMMIT_ID,
     MAIN,
     AddSnapshot,
+    AssertFormatVersion,
     AssertTableUUID,
     Requirement,
     SetSnapshotRef,
@@ -98,6 +110,11 @@ class SnapshotProducer:
         md = base.metadata
         self.schema = md.current_schema()
         self.spec = md.spec()
+        #: the format version this commit writes its manifests for (2 or 3)
+        self.format_version = md.format_version
+        #: rows of the data files without a ``first_row_id`` in each data manifest this commit
+        #: wrote, by path (format version 3: the row id range each needs)
+        self.unassigned: dict[str, int] = {}
         #: data files this commit adds
         self.added: list[DataFile] = []
         #: every object this commit staged (written, or pending below)
@@ -199,7 +216,7 @@ class SnapshotProducer:
         """A manifest of ``entries`` (its manifest-list row, key and bytes; not written).
         ``snapshot_id`` is written into the entries (``None``: inherited on read); ``content``
         says whether they are data or delete files."""
-        body = write_manifest(entries, self.schema, spec, snapshot_id, content)
+        body = write_manifest(entries, self.schema, spec, snapshot_id, content, self.format_version)
         key = self.manifest_key(suffix)
         row = build_manifest_file(
             entries,
@@ -211,6 +228,8 @@ class SnapshotProducer:
             sequence_number=sequence_number,
             content=content,
         )
+        if content == MANIFEST_DATA:
+            self.unassigned[row.manifest_path] = unassigned_rows(entries)
         return row, key, body
 
     # -- what subclasses give ------------------------------------------------------------------
@@ -241,8 +260,17 @@ class SnapshotProducer:
         list_key = (
             f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
         )
+        first_row_id = added_rows = None
+        if md.format_version >= LINEAGE_VERSION:
+            first_row_id = md.next_row_id or 0
+            manifests, added_rows = assign_first_row_ids(manifests, first_row_id, self.unassigned)
         body = write_manifest_list(
-            manifests, self.snapshot_id, parent.snapshot_id if parent else None, seq
+            manifests,
+            self.snapshot_id,
+            parent.snapshot_id if parent else None,
+            seq,
+            format_version=md.format_version,
+            first_row_id=first_row_id,
         )
         written = [*(k for k, _ in writes), list_key]
         try:
@@ -259,6 +287,8 @@ class SnapshotProducer:
             manifest_list=self.backend.uri_for(list_key),
             summary=self.summary(parent),
             schema_id=md.current_schema_id,
+            first_row_id=first_row_id,
+            added_rows=added_rows,
         )
         new_md = apply(
             md,
@@ -302,7 +332,11 @@ class SnapshotProducer:
             self.paths,
             self.base,
             self.build,
-            [AssertTableUUID(self.base.metadata.table_uuid), *self.requirements()],
+            [
+                AssertTableUUID(self.base.metadata.table_uuid),
+                AssertFormatVersion(self.format_version),
+                *self.requirements(),
+            ],
             self.commit_id,
             settings,
             staged_keys=self.staged_keys,
