@@ -86,7 +86,7 @@ def _entry_record(
     e: ManifestEntry, snapshot_id: int | None, ptype: StructType, format_version: int
 ) -> dict[str, Any]:
     f = e.data_file
-    record = {
+    record: dict[str, Any] = {
         "status": e.status,
         "snapshot_id": e.snapshot_id if e.snapshot_id is not None else snapshot_id,
         "sequence_number": e.sequence_number,

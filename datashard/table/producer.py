@@ -18,7 +18,10 @@ On a format version 3 table every attempt assigns row ids against its base: the 
 manifest this commit wrote, exactly the rows of its files without one), and the snapshot's
 ``added-rows`` is what was handed out. Nothing of it is kept across attempts, so a commit that
 lost a race reassigns from the newer base. New data files are written with a null
-``first_row_id`` (they inherit one); files carried into a new manifest keep theirs.
+``first_row_id`` (they inherit one); files carried into a new manifest keep theirs. Rows a
+rewrite carries into a new data file keep their ids: they are staged with the columns
+``_row_id`` and ``_last_updated_sequence_number`` (:meth:`SnapshotProducer.lineage_fields`),
+which are written into the file under the spec's reserved field ids.
 
 :meth:`SnapshotProducer.commit` runs the one retry loop (:func:`datashard.table.commit.commit`);
 staged files are deleted only when the commit provably did not land.
@@ -44,6 +47,7 @@ from datashard.iceberg.datafile import (
     dictionary_columns,
     fit_schema,
 )
+from datashard.iceberg.lineage import LAST_UPDATED_SEQUENCE_NUMBER, LINEAGE_FIELDS, ROW_ID
 from datashard.iceberg.manifest import (
     EQUALITY_DELETES,
     MANIFEST_DATA,
@@ -68,6 +72,8 @@ from datashard.iceberg.metadata import (
     now_ms,
 )
 from datashard.iceberg.partitioning import split_by_partition
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import NestedField
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings, commit, delete_quietly, new_commit_id
 from datashard.table.orphans import upkeep, upkeep_grace_ms
@@ -140,19 +146,23 @@ class SnapshotProducer:
         props = self.base.metadata.properties
         options = parquet_options(props)
         target = target_file_size if target_file_size is not None else target_size(props)
-        parts = [
-            (partition, fit_schema(table, self.schema))
-            for whole in tables
-            for partition, table in split_by_partition(whole, self.spec, self.schema)
-            if table.num_rows
-        ]
+        parts: list[tuple[Mapping[str, Any], Schema, pa.Table]] = []
+        for whole in tables:
+            schema = self.write_schema(whole)
+            parts.extend(
+                (partition, schema, fit_schema(table, schema))
+                for partition, table in split_by_partition(whole, self.spec, self.schema)
+                if table.num_rows
+            )
         jobs = [
-            (partition, piece) for partition, table in parts for piece in _pieces(table, _cores())
+            (partition, schema, piece)
+            for partition, schema, table in parts
+            for piece in _pieces(table, _cores())
         ]
         opened: list[str] = []  # keys of every file started (appended from the workers)
 
-        def write(job: tuple[Mapping[str, Any], pa.Table]) -> list[DataFile]:
-            return self._write_files(job[1], job[0], options, target, opened)
+        def write(job: tuple[Mapping[str, Any], Schema, pa.Table]) -> list[DataFile]:
+            return self._write_files(job[2], job[0], options, target, opened, job[1])
 
         try:
             for files in _in_order(write, jobs, _cores()):
@@ -169,8 +179,9 @@ class SnapshotProducer:
         options: ParquetOptions,
         target: int,
         opened: list[str],
+        schema: Schema,
     ) -> list[DataFile]:
-        """Stream ``table`` (fitting the schema) into new data files of about ``target`` bytes
+        """Stream ``table`` (fitting ``schema``) into new data files of about ``target`` bytes
         (each closed after the row group that reaches it), in row order."""
         rows = options.rows_per_group(table, target)
         dictionary = dictionary_columns(table)
@@ -180,7 +191,7 @@ class SnapshotProducer:
             key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
             opened.append(key)
             with self.backend.open_output(key) as sink:
-                writer = ParquetFileWriter(sink, self.schema, options, dictionary)
+                writer = ParquetFileWriter(sink, schema, options, dictionary)
                 while offset < table.num_rows:
                     writer.write(table.slice(offset, rows), rows)
                     offset += rows
@@ -190,6 +201,22 @@ class SnapshotProducer:
                 size = sink.tell()
             out.append(stats.to_data_file(self.backend.uri_for(key), size, partition))
         return out
+
+    def lineage_fields(self) -> list[NestedField]:
+        """The row-lineage columns a rewrite reads with the rows it carries into new files (so
+        they keep their ``_row_id`` and ``_last_updated_sequence_number``): both on a format
+        version 3 table, none before."""
+        if self.format_version >= LINEAGE_VERSION:
+            return [ROW_ID, LAST_UPDATED_SEQUENCE_NUMBER]
+        return []
+
+    def write_schema(self, table: pa.Table) -> Schema:
+        """The schema ``table``'s rows are written with: the table's, plus the row-lineage
+        columns when ``table`` carries them (a version 3 rewrite; a null value still inherits
+        on read)."""
+        if not self.lineage_fields() or not set(LINEAGE_FIELDS) & set(table.column_names):
+            return self.schema
+        return Schema(self.schema.schema_id, [*self.schema.fields, *self.lineage_fields()])
 
     def stage(self, key: str, body: bytes) -> None:
         """Stage one object of this commit (written by :meth:`flush` or the first attempt)."""

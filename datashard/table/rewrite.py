@@ -17,7 +17,9 @@ never fail it and are never lost.
 ``overwrite(data, filter)`` and ``delete(filter)``: files the filter cannot match (statistics,
 partitions) are kept untouched; the others are read; a file whose every row matches is dropped
 whole, a file with some matching rows is rewritten with the rest. A row where the filter is
-null (a comparison with a null value) does not match and is kept.
+null (a comparison with a null value) does not match and is kept. On a format version 3 table
+the rows a rewrite keeps are written with their ``_row_id`` and
+``_last_updated_sequence_number``, so no kept row changes either.
 
 Row-level deletes: every file is read with the delete files that apply to it (position and
 equality deletes, :mod:`datashard.table.deletes`), so a deleted row is never copied into a new
@@ -353,9 +355,10 @@ def overwrite(
     rewrite = RewriteCommit(backend, paths, base, operation, conflict_bound=bound)
     remainders: list[pa.Table] = []
     rows_of = DeleteReader(backend, md)
+    fields = [*schema.fields, *rewrite.lineage_fields()]  # v3: rows kept keep their ids
     try:
         for df, seq, spec_id, deletes in rewrite.files_in_range(bound):
-            rows = rows_of.read(df, deletes, list(schema.fields))
+            rows = rows_of.read(df, deletes, fields, sequence_number=seq)
             rest = _remaining_rows(rows, bound)
             if rest.num_rows == rows.num_rows:
                 continue  # no row matches: the file stays

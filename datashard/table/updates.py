@@ -394,7 +394,11 @@ def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
             raise CommitConflictError(f"snapshot {snap.snapshot_id} is already in the table")
         next_row_id = md.next_row_id
         if md.format_version >= LINEAGE_VERSION:
-            if snap.first_row_id != md.next_row_id or snap.added_rows is None:
+            if (
+                snap.first_row_id is None
+                or snap.first_row_id != md.next_row_id
+                or snap.added_rows is None
+            ):
                 raise CommitConflictError(
                     f"snapshot {snap.snapshot_id} has first-row-id {snap.first_row_id} and "
                     f"added-rows {snap.added_rows}; table {md.location} assigns row ids from "
