@@ -527,9 +527,11 @@ def _delete_counts(files: Sequence[DataFile], verb: str) -> dict[str, int]:
     """The summary counters of delete files added or removed (``verb``)."""
     pos = [df for df in files if df.content == POSITION_DELETES]
     eq = [df for df in files if df.content == EQUALITY_DELETES]
+    dvs = sum(1 for df in pos if df.file_format == "PUFFIN")  # deletion vectors
     return {
         f"{verb}-delete-files": len(pos) + len(eq),
-        f"{verb}-position-delete-files": len(pos),
+        f"{verb}-position-delete-files": len(pos) - dvs,
+        f"{verb}-dvs": dvs,
         f"{verb}-equality-delete-files": len(eq),
         f"{verb}-position-deletes": sum(df.record_count for df in pos),
         f"{verb}-equality-deletes": sum(df.record_count for df in eq),
