@@ -242,19 +242,33 @@ def deletion_vector_blob(positions: np.ndarray | list[int]) -> bytes:
     """The ``deletion-vector-v1`` blob of the deleted ``positions`` (any order, repeats
     allowed): length, magic, the 64-bit Roaring bitmap in its portable serialization, CRC-32.
     ``ValueError`` for a negative position."""
-    pos = np.unique(np.asarray(positions, dtype=np.int64))
+    pos = sorted_unique(positions)
     if len(pos) and pos[0] < 0:
         raise ValueError(f"a deleted position must be >= 0, got {int(pos[0])}")
     body = DV_MAGIC + _roaring64_bytes(pos)
     return struct.pack(">I", len(body)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
+def sorted_unique(positions: np.ndarray | list[int]) -> np.ndarray:
+    """``positions`` as a sorted int64 array without repeats (no copy when already so)."""
+    pos = np.asarray(positions, dtype=np.int64)
+    if len(pos) > 1 and not bool(np.all(pos[1:] > pos[:-1])):
+        pos = np.sort(pos)
+        pos = pos[np.concatenate([[True], pos[1:] != pos[:-1]])]
+    return pos
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
+    """The distinct values of the sorted ``values``, and where each run of them starts and
+    ends."""
+    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+    return values[starts], starts.tolist(), [*starts[1:].tolist(), len(values)]
+
+
 def _roaring64_bytes(pos: np.ndarray) -> bytes:
-    high = pos >> np.int64(32)
-    keys, starts = np.unique(high, return_index=True)
-    ends = [*starts[1:].tolist(), len(pos)]
+    keys, starts, ends = _groups(pos >> np.int64(32))
     parts = [struct.pack("<Q", len(keys))]
-    for key, start, end in zip(keys.tolist(), starts.tolist(), ends, strict=True):
+    for key, start, end in zip(keys.tolist(), starts, ends, strict=True):
         parts.append(struct.pack("<I", key))
         parts.append(_roaring32_bytes((pos[start:end] & np.int64(0xFFFFFFFF)).astype(np.int64)))
     return b"".join(parts)
@@ -262,12 +276,11 @@ def _roaring64_bytes(pos: np.ndarray) -> bytes:
 
 def _roaring32_bytes(low: np.ndarray) -> bytes:
     """A 32-bit Roaring bitmap of ``low`` (sorted, unique, < 2**32) in the portable format."""
-    keys, starts = np.unique(low >> np.int64(16), return_index=True)
-    ends = [*starts[1:].tolist(), len(low)]
+    keys, starts, ends = _groups(low >> np.int64(16))
     containers: list[bytes] = []
     runs: list[bool] = []
     cards: list[int] = []
-    for start, end in zip(starts.tolist(), ends, strict=True):
+    for start, end in zip(starts, ends, strict=True):
         values = (low[start:end] & np.int64(0xFFFF)).astype(np.int64)
         card = len(values)
         breaks = np.flatnonzero(np.diff(values) != 1) + 1
@@ -319,7 +332,7 @@ class Blob:
 def deletion_vector(referenced_data_file: str, positions: np.ndarray | list[int]) -> Blob:
     """The deletion vector of ``referenced_data_file`` deleting ``positions``, as a blob with
     the properties the spec requires (``referenced-data-file``, ``cardinality``)."""
-    unique = np.unique(np.asarray(positions, dtype=np.int64))
+    unique = sorted_unique(positions)
     return Blob(
         DELETION_VECTOR_V1,
         (POS_FIELD_ID,),
