@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from datashard.errors import SchemaError, ValidationError
+from datashard.errors import SchemaError, UnsupportedFeatureError, ValidationError
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import (
     DateType,
@@ -26,6 +26,7 @@ from datashard.iceberg.types import (
     IntType,
     NestedField,
     StructType,
+    unwritten_types_in,
     v3_types_in,
 )
 
@@ -362,9 +363,10 @@ def new_table_metadata(
     """Metadata of a new, empty table (no snapshot) at ``location``, keeping the schema's ids.
 
     ``location`` is the table's absolute URI without a trailing ``/``. A ``format_version`` 3
-    table starts with ``next-row-id`` 0 and may use the types version 3 added; a version 2
-    table refuses them (``SchemaError`` naming the columns). ``ValidationError`` for a format
-    version datashard does not write.
+    table starts with ``next-row-id`` 0 and may use the nanosecond timestamps version 3 added
+    (``UnsupportedFeatureError`` naming a column of the other v3 types, which datashard does
+    not write); a version 2 table refuses them all (``SchemaError`` naming the columns).
+    ``ValidationError`` for a format version datashard does not write.
     """
     if format_version not in WRITE_VERSIONS:
         raise ValidationError(
@@ -372,6 +374,12 @@ def new_table_metadata(
             f"{' and '.join(map(str, WRITE_VERSIONS))}"
         )
     props = dict(properties or {})
+    unwritten = unwritten_types_in(schema.as_struct())
+    if unwritten and format_version >= LINEAGE_VERSION:
+        raise UnsupportedFeatureError(
+            f"column(s) {', '.join(unwritten)}: datashard writes the format version 3 types "
+            "timestamp_ns and timestamptz_ns, not these"
+        )
     newer = v3_types_in(schema.as_struct())
     if newer and format_version < LINEAGE_VERSION:
         raise SchemaError(

@@ -42,7 +42,7 @@ from datashard.iceberg.metadata import (
     TableMetadata,
 )
 from datashard.iceberg.schema import Schema
-from datashard.iceberg.types import v3_types_in
+from datashard.iceberg.types import unwritten_types_in, v3_types_in
 
 #: The snapshot summary key (or, for a commit without a snapshot, the table property) carrying
 #: the unique id of the commit that made it.
@@ -449,6 +449,13 @@ def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
         gone = set(update.removals)
         return replace(md, properties={k: v for k, v in md.properties.items() if k not in gone})
     if isinstance(update, AddSchema):
+        old_ids = frozenset(md.current_schema().field_ids)
+        unwritten = unwritten_types_in(update.schema.as_struct(), old_ids)
+        if unwritten and md.format_version >= LINEAGE_VERSION:
+            raise UnsupportedFeatureError(
+                f"column(s) {', '.join(unwritten)}: datashard writes the format version 3 "
+                "types timestamp_ns and timestamptz_ns, not these"
+            )
         newer = v3_types_in(update.schema.as_struct())
         if newer and md.format_version < LINEAGE_VERSION:
             raise SchemaError(

@@ -25,7 +25,12 @@ import pytest
 from pyroaring import BitMap64
 
 from datashard import Schema, create_table, load_table
-from datashard.errors import CommitConflictError, SchemaError, ValidationError
+from datashard.errors import (
+    CommitConflictError,
+    SchemaError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
 from datashard.iceberg.expressions import col
 from datashard.iceberg.manifest import MANIFEST_DELETES
 from datashard.iceberg.puffin import (
@@ -117,6 +122,15 @@ def test_a_v3_table_is_created_with_next_row_id_zero_and_v3_types(local_wh: Any)
     assert oracles.duckdb_ids(table, local_wh) == [1, 2]
     with pytest.raises(SchemaError, match="ts: timestamp_ns"):
         create_table("v2", schema, warehouse=local_wh.uri)
+    # the other v3 types are read, not written: refused by name, before anything is written
+    stored = local_wh.snapshot_of_storage()
+    for kind in ("unknown", "geometry", "variant"):
+        bad = Schema(0, [{"id": 1, "name": "c", "type": kind, "required": False}])
+        with pytest.raises(UnsupportedFeatureError, match=f"c: {kind}"):
+            create_table("bad", bad, warehouse=local_wh.uri, properties=V3)
+        with pytest.raises(UnsupportedFeatureError, match=f"x: {kind}"):
+            table.update_schema().add_column("x", kind).commit()
+    assert local_wh.snapshot_of_storage() == stored
 
 
 @pytest.mark.parametrize("bad", ["4", "x", "3.0", ""])
