@@ -128,8 +128,9 @@ def test_a_v3_table_is_created_with_next_row_id_zero_and_v3_types(local_wh: Any)
         bad = Schema(0, [{"id": 1, "name": "c", "type": kind, "required": False}])
         with pytest.raises(UnsupportedFeatureError, match=f"c: {kind}"):
             create_table("bad", bad, warehouse=local_wh.uri, properties=V3)
-        with pytest.raises(UnsupportedFeatureError, match=f"x: {kind}"):
-            table.update_schema().add_column("x", kind).commit()
+        if kind != "variant":  # not a type add_column takes
+            with pytest.raises(UnsupportedFeatureError, match=f"x: {kind}"):
+                table.update_schema().add_column("x", kind).commit()
     assert local_wh.snapshot_of_storage() == stored
 
 
