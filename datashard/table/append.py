@@ -233,13 +233,14 @@ class AppendCommit(SnapshotProducer):
         return [
             self._merged[m.manifest_path]
             if m.manifest_path in self._merged
-            else self.entry_cache[m.manifest_path]
+            else _with_row_ids(self.entry_cache[m.manifest_path], m)
             for m in group
         ]
 
     def merge(self, group: list[ManifestFile], seq: int) -> ManifestFile:
-        """Rewrite ``group`` into one manifest (live entries, as EXISTING). The manifest is
-        written by :meth:`build`, with the manifest list."""
+        """Rewrite ``group`` into one manifest (live entries, as EXISTING, with the row ids
+        they inherited on a format version 3 table, so none changes). The manifest is written
+        by :meth:`build`, with the manifest list."""
         entries = [
             replace(e, status=EXISTING)
             for manifest_entries in self._entries(group)
@@ -256,7 +257,7 @@ class AppendCommit(SnapshotProducer):
     def _remember_entries(self, seq: int) -> None:
         """Keep the entries of the manifests this commit wrote (and the list now names), so the
         next merge need not read them back."""
-        live = {m.manifest_path: m for m in self.last_manifests}
+        live = {m.manifest_path for m in self.last_manifests}
         for path in [p for p in self.entry_cache if p not in live]:
             del self.entry_cache[path]
         if self.manifest is not None:
@@ -264,12 +265,6 @@ class AppendCommit(SnapshotProducer):
                 ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in self.added
             ]
         self.entry_cache.update(self._merged)
-        # format version 3: the entries as a reader sees them, with the row ids they inherit
-        # (a merge writes them explicitly, so no row's id changes)
-        for path in [self.manifest.manifest_path if self.manifest else "", *self._merged]:
-            m = live.get(path)
-            if m is not None and m.first_row_id is not None and path in self.entry_cache:
-                self.entry_cache[path] = inherit_row_ids(self.entry_cache[path], m.first_row_id)
         if sum(len(v) for v in self.entry_cache.values()) > _MAX_CACHED_ENTRIES:
             self.entry_cache.clear()
 
@@ -388,6 +383,13 @@ def _progress_slices(tables: Sequence[pa.Table]) -> Iterator[pa.Table]:
         step = max(1, PROGRESS_SLICE_BYTES // per_row)
         for start in range(0, table.num_rows, step):
             yield table.slice(start, step)
+
+
+def _with_row_ids(entries: list[ManifestEntry], m: ManifestFile) -> list[ManifestEntry]:
+    """``entries`` of manifest ``m`` as a reader sees them: with the row ids they inherit
+    from ``m``'s ``first_row_id`` (format version 3; cached entries of a manifest written
+    before the table was upgraded have none yet)."""
+    return entries if m.first_row_id is None else inherit_row_ids(entries, m.first_row_id)
 
 
 #: Entries a writer keeps in memory for merging, at most.
