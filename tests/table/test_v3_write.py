@@ -288,7 +288,8 @@ def test_rewrites_keep_the_ids_and_sequence_numbers_of_the_rows_they_carry(
     assert len(set(ids)) == len(ids)
 
 
-def test_an_upsert_keeps_the_ids_of_the_rows_it_does_not_replace(local_wh: Any) -> None:
+@pytest.mark.parametrize("mode", ["copy-on-write", "merge-on-read"])
+def test_an_upsert_keeps_the_ids_of_the_rows_it_does_not_replace(local_wh: Any, mode: str) -> None:
     schema = Schema(
         0,
         [
@@ -296,13 +297,19 @@ def test_an_upsert_keeps_the_ids_of_the_rows_it_does_not_replace(local_wh: Any) 
             {"id": 2, "name": "v", "type": "string", "required": False},
         ],
     )
-    table = create_table("t", schema, warehouse=local_wh.uri, properties=V3)
-    table.append(pa.table({"id": [1, 2, 3], "v": ["a", "b", "c"]}))
-    table.upsert(pa.table({"id": [2, 4], "v": ["B", "d"]}), join_cols=["id"])
+    props = {**V3, "write.delete.mode": mode}
+    table = create_table("t", schema, warehouse=local_wh.uri, properties=props)
+    table.append(pa.table({"id": [1, 2, 3, 4], "v": ["a", "b", "c", "d"]}))
+    table.upsert(pa.table({"id": [2, 5], "v": ["B", "e"]}), join_cols=["id"])
+    table.upsert(pa.table({"id": [3], "v": ["C"]}), join_cols=["id"])
     rows = _agree(table, local_wh)
-    assert rows[0] == (1, 0, 1) and rows[2] == (3, 2, 1)  # untouched rows keep id and seq
-    assert rows[1][0] == 2 and rows[1][1] >= 3 and rows[1][2] == 2  # replaced: a new row
-    assert rows[3][0] == 4 and rows[3][2] == 2
+    assert rows[0] == (1, 0, 1) and rows[3] == (4, 3, 1)  # untouched rows keep id and seq
+    assert rows[1][0] == 2 and rows[1][1] >= 4 and rows[1][2] == 2  # replaced: a new row
+    assert rows[2][0] == 3 and rows[2][1] >= 4 and rows[2][2] == 3
+    assert rows[4][0] == 5 and rows[4][2] == 2
+    assert len({r[1] for r in rows}) == 5
+    if mode == "merge-on-read":  # the second upsert merged the first one's vector
+        assert [e.data_file.record_count for e in _delete_entries(table)] == [2]
 
 
 # --------------------------------------------------------------------------------------------
