@@ -57,6 +57,7 @@ class AppendCommit(SnapshotProducer):
     """One append commit of a writer: stage files, then run the commit loop."""
 
     operation = "append"
+    version_bound = False  # a table upgraded to v3 meanwhile: the new files inherit row ids
 
     def __init__(
         self,

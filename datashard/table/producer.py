@@ -103,6 +103,11 @@ class SnapshotProducer:
     snapshot's manifests on a base) and :meth:`summary`; they may add :meth:`requirements`."""
 
     operation = "append"
+    #: whether what this commit stages is valid only in the format version it started on (a
+    #: rewrite carries row lineage, a delete writes position deletes or vectors): a table
+    #: upgraded meanwhile is then a conflict. An append's new files are valid in both, and
+    #: its per-attempt manifests follow the attempt's base.
+    version_bound = True
 
     def __init__(self, backend: StorageBackend, paths: TablePaths, base: Loaded) -> None:
         self.backend = backend
@@ -283,6 +288,8 @@ class SnapshotProducer:
         md = loaded.metadata
         seq = md.next_sequence_number
         parent = md.current_snapshot()
+        if not self.version_bound:
+            self.format_version = md.format_version  # upgraded meanwhile: write v3 from now
         manifests, writes = self.manifests(md, parent, seq)
         list_key = (
             f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
@@ -361,7 +368,7 @@ class SnapshotProducer:
             self.build,
             [
                 AssertTableUUID(self.base.metadata.table_uuid),
-                AssertFormatVersion(self.format_version),
+                *([AssertFormatVersion(self.format_version)] if self.version_bound else []),
                 *self.requirements(),
             ],
             self.commit_id,

@@ -439,3 +439,21 @@ def test_merging_manifests_after_an_upgrade_keeps_the_ids_rows_got(local_wh: Any
     after = _agree(table, local_wh)
     assert after[:30] == first
     assert len({r[1] for r in after}) == 80
+
+
+def test_an_upgrade_landing_during_a_commit(local_wh: Any) -> None:
+    # an append built on v2 that loses the race to an upgrade lands on v3 with row ids; a
+    # rewrite or delete built on v2 is a conflict (what it staged is v2's), the table unchanged
+    create_table("t", SCHEMA, warehouse=local_wh.uri, properties={"commit.retry.num-retries": "3"})
+    load_table("t", warehouse=local_wh.uri).append(_rows(range(5)))
+    appender = load_table("t", warehouse=local_wh.uri)
+    deleter = load_table("t", warehouse=local_wh.uri)
+    load_table("t", warehouse=local_wh.uri).update_properties({"format-version": "3"})
+    appender.append(_rows(range(5, 8)))
+    table = load_table("t", warehouse=local_wh.uri)
+    assert sorted(r[1] for r in _agree(table, local_wh)) == list(range(8))
+    assert table.metadata.next_row_id == 8
+    stored = local_wh.snapshot_of_storage()
+    with pytest.raises(CommitConflictError, match="upgraded to format version 3"):
+        deleter.delete(col("id") == 1)
+    assert local_wh.snapshot_of_storage() == stored
