@@ -110,8 +110,12 @@ def create_table(
     ``partition_spec``: ``[("ts", "day"), ("user_id", "bucket[16]")]``, dicts or a
     ``PartitionSpec`` (see :mod:`datashard.iceberg.partitioning`); ``SchemaError`` for a bad one.
 
+    ``properties``: table properties (strings); ``"format-version"`` is ``"2"`` (the default)
+    or ``"3"`` (an Iceberg format version 3 table: row ids, deletion vectors; see
+    docs/tables.md), and is not kept as a property.
+
     Raises ``TableAlreadyExistsError`` (naming the location) when a table is there,
-    ``ValidationError`` for a bad name, ``SchemaError`` for a bad schema.
+    ``ValidationError`` for a bad name or ``format-version``, ``SchemaError`` for a bad schema.
     """
     validate_table_name(name)
     the_schema = to_schema(schema)
