@@ -2,7 +2,8 @@
 
 1. Delete one row of ``--rows`` (default 5,000,000) in one data file, on the local disk:
    datashard copy-on-write (the default: the file is rewritten), datashard merge-on-read
-   (``write.delete.mode=merge-on-read``: one position delete file), deltalake
+   (``write.delete.mode=merge-on-read``: one position delete file), datashard merge-on-read
+   on a format version 3 table (one deletion vector in a Puffin file), deltalake
    (``DeltaTable.delete``) and lance (``LanceDataset.delete``). Each runs in a fresh process
    that first writes the table; reported: the delete's time, the bytes of the files it wrote,
    and the growth of the process's peak memory during the delete.
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ["datashard-cow", "datashard-mor", "deltalake", "lance"]
+SYSTEMS = ["datashard-cow", "datashard-mor", "datashard-v3-dv", "deltalake", "lance"]
 VICTIM = 123_456
 
 
@@ -75,10 +76,11 @@ def one_delete(system: str, rows: int, root: Path) -> dict[str, float]:
         from datashard import Schema, col, create_table
 
         schema = Schema.from_arrow(table.schema)
-        mode = "merge-on-read" if system == "datashard-mor" else "copy-on-write"
-        t = create_table(
-            "d", schema, warehouse=f"file://{root}", properties={"write.delete.mode": mode}
-        )
+        mode = "copy-on-write" if system == "datashard-cow" else "merge-on-read"
+        props = {"write.delete.mode": mode}
+        if system == "datashard-v3-dv":
+            props["format-version"] = "3"  # merge-on-read writes a deletion vector
+        t = create_table("d", schema, warehouse=f"file://{root}", properties=props)
         t.append(table)
         t.flush()
 

@@ -1,4 +1,4 @@
-"""Deletion vectors (format v3): decoding the deleted positions of one data file.
+"""Deletion vectors (format v3): decoding and encoding the deleted positions of one data file.
 
 For each shape of deletes in a data file of ``--rows`` rows (default 10,000,000): datashard's
 decoder of a ``deletion-vector-v1`` blob (checks length, magic, CRC-32, then decodes the 64-bit
@@ -11,6 +11,10 @@ Roaring bitmap with numpy), against two peers run side by side in this process:
 Prints the median time of ``--repeat`` runs per decoder, the blob and file sizes, and the ratios
 (peer / datashard). A benchmark, not a test: it asserts only that all three decode the same
 positions.
+
+Then encoding: datashard's writer of the blob (:func:`deletion_vector_blob`, numpy) against
+pyroaring building a ``BitMap64`` from the positions, ``run_optimize`` and ``serialize`` plus
+the CRC (what :func:`_blob` does); it asserts the bytes are identical.
 
     .venv/bin/python bench/dv_bench.py
     .venv/bin/python bench/dv_bench.py --rows 1000000 --repeat 9
@@ -32,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyroaring import BitMap64
 
-from datashard.iceberg.puffin import deletion_vector_positions
+from datashard.iceberg.puffin import deletion_vector_blob, deletion_vector_positions
 from datashard.io.deletes import read_position_deletes
 
 PATH = "s3://bucket/t/data/00000-0-data.parquet"
@@ -108,6 +112,14 @@ def main() -> int:
             f"{pq_s * 1000:>10.2f} "
             f"{roar_s / ours_s:>12.2f} {pq_s / ours_s:>10.2f}"
         )
+    print(f"\n== encoding the deletion vector of one data file of {n:,} rows ==")
+    print(f"{'deletes':16} {'datashard ms':>12} {'pyroaring ms':>12} {'pyroaring/ds':>12}")
+    for name, positions in shapes.items():
+        positions = positions.astype(np.int64)
+        ours_s, mine = _median(lambda p=positions: deletion_vector_blob(p), args.repeat)
+        roar_s, theirs = _median(lambda p=positions: _blob(p), args.repeat)
+        assert mine == theirs
+        print(f"{name:16} {ours_s * 1000:>12.2f} {roar_s * 1000:>12.2f} {roar_s / ours_s:>12.2f}")
     return 0
 
 

@@ -1,4 +1,7 @@
-"""The Avro schemas of Iceberg v2 manifests and manifest lists, with the spec's field ids.
+"""The Avro schemas of Iceberg v2 and v3 manifests and manifest lists, with the spec's field ids.
+
+Version 3 adds a data file's ``first_row_id`` (142), ``content_offset`` (144) and
+``content_size_in_bytes`` (145), and a manifest's ``first_row_id`` (520).
 
 Every field carries ``field-id``; lists carry ``element-id``; maps with int keys are Avro arrays
 of ``{key, value}`` records (``logicalType: map``) whose key and value carry their field ids,
@@ -24,7 +27,9 @@ from datashard.iceberg.types import (
     LongType,
     StringType,
     StructType,
+    TimestampNsType,
     TimestampType,
+    TimestamptzNsType,
     TimestamptzType,
     TimeType,
     UUIDType,
@@ -88,6 +93,10 @@ def avro_type_for(t: IcebergType, name: str) -> Any:
         return {"type": "long", "logicalType": "timestamp-micros", "adjust-to-utc": False}
     if isinstance(t, TimestamptzType):
         return {"type": "long", "logicalType": "timestamp-micros", "adjust-to-utc": True}
+    if isinstance(t, TimestampNsType):
+        return {"type": "long", "logicalType": "timestamp-nanos", "adjust-to-utc": False}
+    if isinstance(t, TimestamptzNsType):
+        return {"type": "long", "logicalType": "timestamp-nanos", "adjust-to-utc": True}
     if isinstance(t, StringType):
         return "string"
     if isinstance(t, UUIDType):
@@ -125,8 +134,18 @@ def partition_record(partition_type: StructType) -> dict[str, Any]:
     }
 
 
-def manifest_entry_schema(partition_type: StructType) -> dict[str, Any]:
-    """The v2 ``manifest_entry`` Avro schema for a partition type."""
+def _optional_field(name: str, avro_type: str, field_id: int, doc: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": _optional(avro_type),
+        "field-id": field_id,
+        "default": None,
+        "doc": doc,
+    }
+
+
+def manifest_entry_schema(partition_type: StructType, format_version: int = 2) -> dict[str, Any]:
+    """The ``manifest_entry`` Avro schema of ``format_version`` (2 or 3) for a partition type."""
     data_file = {
         "type": "record",
         "name": "r2",
@@ -217,6 +236,11 @@ def manifest_entry_schema(partition_type: StructType) -> dict[str, Any]:
                 "default": None,
                 "doc": "Sort order ID",
             },
+            *(
+                [_optional_field("first_row_id", "long", 142, "The _row_id of the first row")]
+                if format_version >= 3
+                else []
+            ),
             {
                 "name": "referenced_data_file",
                 "type": _optional("string"),
@@ -224,6 +248,18 @@ def manifest_entry_schema(partition_type: StructType) -> dict[str, Any]:
                 "default": None,
                 "doc": "Fully qualified location of a data file that all deletes reference",
             },
+            *(
+                [
+                    _optional_field(
+                        "content_offset", "long", 144, "Where the referenced content starts"
+                    ),
+                    _optional_field(
+                        "content_size_in_bytes", "long", 145, "The referenced content's length"
+                    ),
+                ]
+                if format_version >= 3
+                else []
+            ),
         ],
     }
     return {
@@ -311,8 +347,18 @@ MANIFEST_FILE_SCHEMA: dict[str, Any] = {
     ],
 }
 
+#: The v3 manifest list schema: v2's and the manifest's ``first_row_id``.
+MANIFEST_FILE_SCHEMA_V3: dict[str, Any] = {
+    **MANIFEST_FILE_SCHEMA,
+    "fields": [
+        *MANIFEST_FILE_SCHEMA["fields"],
+        _optional_field("first_row_id", "long", 520, "The first _row_id its data files inherit"),
+    ],
+}
+
 __all__ = [
     "MANIFEST_FILE_SCHEMA",
+    "MANIFEST_FILE_SCHEMA_V3",
     "avro_type_for",
     "decimal_required_bytes",
     "manifest_entry_schema",

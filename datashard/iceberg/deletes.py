@@ -54,6 +54,21 @@ class DeleteFile:
     def path(self) -> str:
         return self.file.file_path
 
+    @property
+    def key(self) -> DeleteKey:
+        """What tells this delete file apart: its path, and for a deletion vector its offset
+        (one Puffin file holds the vectors of many data files)."""
+        return delete_key(self.file)
+
+
+#: A delete file's identity: path and ``content_offset`` (``None`` but for deletion vectors).
+DeleteKey = tuple[str, int | None]
+
+
+def delete_key(file: DataFile) -> DeleteKey:
+    """The :data:`DeleteKey` of the delete file ``file``."""
+    return (file.file_path, file.content_offset)
+
 
 def partition_key(spec_id: int, partition: Mapping[str, Any]) -> tuple[Any, ...]:
     """A hashable key of a partition: spec id and values (floats by their bits, as the spec
@@ -143,4 +158,4 @@ def _path_in_bounds(delete: DataFile, path: str) -> bool:
     return True
 
 
-__all__ = ["DeleteFile", "DeleteIndex", "partition_key"]
+__all__ = ["DeleteFile", "DeleteIndex", "DeleteKey", "delete_key", "partition_key"]

@@ -10,9 +10,9 @@ null and *inherited* from the manifest's :class:`ManifestFile` on read (pass it 
 a newer base with another sequence number. Unreadable files raise
 :class:`~datashard.errors.CorruptMetadataError` naming the file.
 
-Format version 3 manifests and manifest lists read too: ``first_row_id`` (inherited by data
-files as the spec says), and a deletion vector's ``referenced_data_file``, ``content_offset``
-and ``content_size_in_bytes``. Writing is version 2 only.
+Format version 3 manifests and manifest lists read and write too (``format_version=3``):
+``first_row_id`` (inherited by the live data files without one as the spec says), and a
+deletion vector's ``referenced_data_file``, ``content_offset`` and ``content_size_in_bytes``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ from typing import Any
 import fastavro
 
 from datashard.errors import CorruptMetadataError, DataShardError, ValidationError
-from datashard.iceberg.avro_schemas import MANIFEST_FILE_SCHEMA, manifest_entry_schema
+from datashard.iceberg.avro_schemas import (
+    MANIFEST_FILE_SCHEMA,
+    MANIFEST_FILE_SCHEMA_V3,
+    manifest_entry_schema,
+)
 from datashard.iceberg.conversions import from_bytes, to_bytes, to_physical
 from datashard.iceberg.manifest import (
     ADDED,
@@ -78,9 +82,11 @@ def _avro_partition(partition: Mapping[str, Any], ptype: StructType) -> dict[str
     return out
 
 
-def _entry_record(e: ManifestEntry, snapshot_id: int | None, ptype: StructType) -> dict[str, Any]:
+def _entry_record(
+    e: ManifestEntry, snapshot_id: int | None, ptype: StructType, format_version: int
+) -> dict[str, Any]:
     f = e.data_file
-    return {
+    record: dict[str, Any] = {
         "status": e.status,
         "snapshot_id": e.snapshot_id if e.snapshot_id is not None else snapshot_id,
         "sequence_number": e.sequence_number,
@@ -105,14 +111,22 @@ def _entry_record(e: ManifestEntry, snapshot_id: int | None, ptype: StructType) 
             "referenced_data_file": f.referenced_data_file,
         },
     }
+    if format_version >= 3:
+        record["data_file"].update(
+            first_row_id=f.first_row_id,
+            content_offset=f.content_offset,
+            content_size_in_bytes=f.content_size_in_bytes,
+        )
+    return record
 
 
 @functools.lru_cache(maxsize=64)
-def _parsed_entry_schema(partition_type: StructType) -> Any:
-    return fastavro.parse_schema(manifest_entry_schema(partition_type))
+def _parsed_entry_schema(partition_type: StructType, format_version: int = 2) -> Any:
+    return fastavro.parse_schema(manifest_entry_schema(partition_type, format_version))
 
 
 _PARSED_MANIFEST_FILE_SCHEMA = fastavro.parse_schema(MANIFEST_FILE_SCHEMA)
+_PARSED_MANIFEST_FILE_SCHEMA_V3 = fastavro.parse_schema(MANIFEST_FILE_SCHEMA_V3)
 
 
 def _write_avro(
@@ -129,21 +143,23 @@ def write_manifest(
     spec: PartitionSpec,
     snapshot_id: int | None,
     content: int = MANIFEST_DATA,
+    format_version: int = FORMAT_VERSION,
 ) -> bytes:
-    """The bytes of a v2 manifest holding ``entries``.
+    """The bytes of a manifest of ``format_version`` (2 or 3) holding ``entries``.
 
     ``snapshot_id`` fills entries whose ``snapshot_id`` is ``None``; pass ``None`` to write
     them as null (inherited from the manifest list's ``added_snapshot_id`` on read). Entry
-    sequence numbers are written as given (``None`` = inherit: only valid for ADDED entries).
+    sequence numbers are written as given (``None`` = inherit: only valid for ADDED entries),
+    and so are a version 3 data file's ``first_row_id`` (``None`` = inherit).
     """
     ptype = spec.partition_type(schema)
-    avro_schema = _parsed_entry_schema(ptype)
+    avro_schema = _parsed_entry_schema(ptype, format_version)
     metadata = {
         "schema": json.dumps(schema.to_json(), separators=(",", ":")),
         "schema-id": str(schema.schema_id),
         "partition-spec": json.dumps(spec_to_json(spec)["fields"], separators=(",", ":")),
         "partition-spec-id": str(spec.spec_id),
-        "format-version": str(FORMAT_VERSION),
+        "format-version": str(format_version),
         "content": "deletes" if content == MANIFEST_DELETES else "data",
     }
     for e in entries:
@@ -152,17 +168,24 @@ def write_manifest(
                 f"manifest entry for {e.data_file.file_path} has status {e.status} but no "
                 "sequence number; only ADDED entries may inherit theirs"
             )
-    header = _manifest_header(ptype, tuple(metadata.items()))
+    header = _manifest_header(ptype, tuple(metadata.items()), format_version)
     return _container(
-        header, [_encode(avro_schema, _entry_record(e, snapshot_id, ptype)) for e in entries]
+        header,
+        [
+            _encode(avro_schema, _entry_record(e, snapshot_id, ptype, format_version))
+            for e in entries
+        ],
     )
 
 
 @functools.lru_cache(maxsize=64)
-def _manifest_header(partition_type: StructType, metadata: tuple[tuple[str, str], ...]) -> bytes:
+def _manifest_header(
+    partition_type: StructType, metadata: tuple[tuple[str, str], ...], format_version: int
+) -> bytes:
     """The Avro header of a manifest (schema, metadata, sync marker): the same for every
-    manifest of one table schema, spec and content, so made once by fastavro and reused."""
-    return _write_avro(_parsed_entry_schema(partition_type), (), dict(metadata))
+    manifest of one table schema, spec, content and format version, so made once by fastavro
+    and reused."""
+    return _write_avro(_parsed_entry_schema(partition_type, format_version), (), dict(metadata))
 
 
 def _encode(parsed: Any, record: Mapping[str, Any]) -> bytes:
@@ -182,6 +205,7 @@ def _container(header: bytes, encoded: Sequence[bytes]) -> bytes:
 
 
 def _manifest_file_record(m: ManifestFile) -> dict[str, Any]:
+    """The manifest-list record of ``m`` (``first_row_id`` is only in the v3 schema)."""
     return {
         "manifest_path": m.manifest_path,
         "manifest_length": m.manifest_length,
@@ -208,6 +232,7 @@ def _manifest_file_record(m: ManifestFile) -> dict[str, Any]:
             for p in m.partitions
         ],
         "key_metadata": m.key_metadata,
+        "first_row_id": m.first_row_id,
     }
 
 
@@ -216,19 +241,63 @@ def write_manifest_list(
     snapshot_id: int,
     parent_snapshot_id: int | None,
     sequence_number: int,
+    *,
+    format_version: int = FORMAT_VERSION,
+    first_row_id: int | None = None,
 ) -> bytes:
-    """The bytes of a v2 manifest list for snapshot ``snapshot_id``."""
+    """The bytes of a manifest list of ``format_version`` (2 or 3) for snapshot
+    ``snapshot_id``; a version 3 list records the snapshot's ``first_row_id`` and each
+    manifest's (assigned by :func:`assign_first_row_ids`)."""
     metadata = {
         "snapshot-id": str(snapshot_id),
         "parent-snapshot-id": "null" if parent_snapshot_id is None else str(parent_snapshot_id),
         "sequence-number": str(sequence_number),
-        "format-version": str(FORMAT_VERSION),
+        "format-version": str(format_version),
     }
+    parsed = _PARSED_MANIFEST_FILE_SCHEMA
+    if format_version >= 3:
+        if first_row_id is None:
+            raise ValidationError("a format version 3 manifest list needs the first-row-id")
+        metadata["first-row-id"] = str(first_row_id)
+        parsed = _PARSED_MANIFEST_FILE_SCHEMA_V3
     # The header (schema, metadata, sync marker) from fastavro, the one data block from the
     # records' encodings, each made once per process: a list repeats its parent's manifests,
     # so encoding only the new ones keeps an old table's commit as cheap as a young one's.
-    header = _write_avro(_PARSED_MANIFEST_FILE_SCHEMA, (), metadata)
-    return _container(header, [_manifest_file_bytes(m) for m in manifests])
+    header = _write_avro(parsed, (), metadata)
+    return _container(header, [_manifest_file_bytes(m, format_version) for m in manifests])
+
+
+def assign_first_row_ids(
+    manifests: Sequence[ManifestFile],
+    first_row_id: int,
+    unassigned: Mapping[str, int] | None = None,
+) -> tuple[list[ManifestFile], int]:
+    """Format version 3's First Row ID Assignment: ``manifests`` with every data manifest that
+    has no ``first_row_id`` given one, in order, from ``first_row_id`` on, and the number of
+    row ids assigned (the snapshot's ``added-rows``). Each takes the next id after the rows the
+    previous one may hand out: ``unassigned[path]`` when the caller knows how many of its data
+    files have no ``first_row_id`` (rows), else its added and existing rows, as the spec
+    recommends. Delete manifests and manifests with one keep theirs."""
+    out: list[ManifestFile] = []
+    next_id = first_row_id
+    for m in manifests:
+        if m.content != MANIFEST_DATA or m.first_row_id is not None:
+            out.append(m)
+            continue
+        out.append(replace(m, first_row_id=next_id))
+        known = None if unassigned is None else unassigned.get(m.manifest_path)
+        next_id += known if known is not None else m.added_rows_count + m.existing_rows_count
+    return out, next_id - first_row_id
+
+
+def unassigned_rows(entries: Sequence[ManifestEntry]) -> int:
+    """The rows of the live data files among ``entries`` that have no ``first_row_id``: those
+    that inherit a row id range from their manifest."""
+    return sum(
+        e.data_file.record_count
+        for e in entries
+        if e.is_live and e.data_file.content == DATA and e.data_file.first_row_id is None
+    )
 
 
 def _avro_long(n: int) -> bytes:
@@ -243,18 +312,22 @@ def _avro_long(n: int) -> bytes:
 
 
 #: Avro encodings of manifest-list records, by the ManifestFile they encode (identity).
-_RECORD_BYTES: dict[int, tuple[ManifestFile, bytes]] = {}
+_RECORD_BYTES: dict[tuple[int, int], tuple[ManifestFile, bytes]] = {}
 _RECORD_MEMO_LIMIT = 4096
 
 
-def _manifest_file_bytes(m: ManifestFile) -> bytes:
-    hit = _RECORD_BYTES.get(id(m))
+def _manifest_file_bytes(m: ManifestFile, format_version: int) -> bytes:
+    memo = (id(m), format_version)
+    hit = _RECORD_BYTES.get(memo)
     if hit is not None and hit[0] is m:
         return hit[1]
-    data = _encode(_PARSED_MANIFEST_FILE_SCHEMA, _manifest_file_record(m))
+    parsed = (
+        _PARSED_MANIFEST_FILE_SCHEMA_V3 if format_version >= 3 else _PARSED_MANIFEST_FILE_SCHEMA
+    )
+    data = _encode(parsed, _manifest_file_record(m))
     if len(_RECORD_BYTES) >= _RECORD_MEMO_LIMIT:
         _RECORD_BYTES.clear()
-    _RECORD_BYTES[id(m)] = (m, data)  # holding m keeps its id from being reused
+    _RECORD_BYTES[memo] = (m, data)  # holding m keeps its id from being reused
     return data
 
 
@@ -401,19 +474,19 @@ def read_manifest(
                 f"corrupt manifest {location}: entry {i} is malformed ({type(exc).__name__}: {exc})"
             ) from exc
     if manifest is not None and manifest.first_row_id is not None:
-        out = _inherit_row_ids(out, manifest.first_row_id)
+        out = inherit_row_ids(out, manifest.first_row_id)
     return out
 
 
-def _inherit_row_ids(entries: list[ManifestEntry], first_row_id: int) -> list[ManifestEntry]:
-    """Format version 3: each data file without a ``first_row_id`` takes the manifest's plus
-    the record counts of the files before it that had none (the spec's First Row ID
-    Inheritance)."""
+def inherit_row_ids(entries: list[ManifestEntry], first_row_id: int) -> list[ManifestEntry]:
+    """Format version 3: each live data file without a ``first_row_id`` takes the manifest's
+    plus the record counts of the live files before it that had none (the spec's First Row ID
+    Inheritance; DELETED entries are skipped, as the Java reference reader does)."""
     out = []
     next_id = first_row_id
     for e in entries:
         df = e.data_file
-        if df.content == DATA and df.first_row_id is None:
+        if df.content == DATA and df.first_row_id is None and e.status != DELETED:
             e = ManifestEntry(
                 e.status,
                 e.snapshot_id,
@@ -562,10 +635,13 @@ def decode_bounds(data_file: DataFile, schema: Schema) -> tuple[dict[int, Any], 
 
 
 __all__ = [
+    "assign_first_row_ids",
     "build_manifest_file",
     "decode_bounds",
+    "inherit_row_ids",
     "read_manifest",
     "read_manifest_list",
+    "unassigned_rows",
     "write_manifest",
     "write_manifest_list",
 ]

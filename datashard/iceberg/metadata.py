@@ -1,8 +1,8 @@
 """The table metadata model of Iceberg format versions 2 and 3: pure, immutable values.
 
 Format version 3 adds row lineage (the table's ``next-row-id``, a snapshot's ``first-row-id``
-and ``added-rows``), kept here so that a version 3 table reads back exactly; datashard writes
-version 2 tables only.
+and ``added-rows``). datashard creates version 2 tables by default and version 3 tables when
+asked (:func:`new_table_metadata`), and writes both.
 
 Nothing here knows JSON or Avro: :mod:`datashard.iceberg.metadata_codec` reads and writes these
 classes. A commit builds new metadata with :func:`dataclasses.replace`; every class is a frozen
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from datashard.errors import SchemaError, ValidationError
+from datashard.errors import SchemaError, UnsupportedFeatureError, ValidationError
 from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import (
     DateType,
@@ -26,13 +26,18 @@ from datashard.iceberg.types import (
     IntType,
     NestedField,
     StructType,
+    unwritten_types_in,
     v3_types_in,
 )
 
-#: The format version datashard creates and writes.
+#: The format version datashard creates by default.
 FORMAT_VERSION = 2
 #: The format versions datashard reads.
 READ_VERSIONS = (2, 3)
+#: The format versions datashard creates and writes.
+WRITE_VERSIONS = (2, 3)
+#: The first format version with row lineage and deletion vectors.
+LINEAGE_VERSION = 3
 MAIN_BRANCH = "main"
 #: Partition field ids start at 1000; an unpartitioned table's last-partition-id is 999.
 PARTITION_FIELD_ID_START = 1000
@@ -207,7 +212,7 @@ UNSORTED = SortOrder(0, ())
 
 @dataclass(frozen=True)
 class TableMetadata:
-    """The content of one ``v<N>.metadata.json`` (format version 2, or 3 when read)."""
+    """The content of one ``v<N>.metadata.json`` (format version 2 or 3)."""
 
     table_uuid: str
     location: str
@@ -353,17 +358,34 @@ def new_table_metadata(
     sort_order: SortOrder = UNSORTED,
     table_uuid: str | None = None,
     timestamp_ms: int | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> TableMetadata:
     """Metadata of a new, empty table (no snapshot) at ``location``, keeping the schema's ids.
 
-    ``location`` is the table's absolute URI without a trailing ``/``.
+    ``location`` is the table's absolute URI without a trailing ``/``. A ``format_version`` 3
+    table starts with ``next-row-id`` 0 and may use the nanosecond timestamps version 3 added
+    (``UnsupportedFeatureError`` naming a column of the other v3 types, which datashard does
+    not write); a version 2 table refuses them all (``SchemaError`` naming the columns).
+    ``ValidationError`` for a format version datashard does not write.
     """
+    if format_version not in WRITE_VERSIONS:
+        raise ValidationError(
+            f"format-version {format_version!r}: datashard creates Iceberg format versions "
+            f"{' and '.join(map(str, WRITE_VERSIONS))}"
+        )
     props = dict(properties or {})
+    unwritten = unwritten_types_in(schema.as_struct())
+    if unwritten and format_version >= LINEAGE_VERSION:
+        raise UnsupportedFeatureError(
+            f"column(s) {', '.join(unwritten)}: datashard writes the format version 3 types "
+            "timestamp_ns and timestamptz_ns, not these"
+        )
     newer = v3_types_in(schema.as_struct())
-    if newer:
+    if newer and format_version < LINEAGE_VERSION:
         raise SchemaError(
-            f"column(s) {', '.join(newer)} have types of Iceberg format version 3; datashard "
-            f"creates format version {FORMAT_VERSION} tables, which cannot hold them"
+            f"column(s) {', '.join(newer)} have types of Iceberg format version 3, which a "
+            f"format version {format_version} table cannot hold; create it with "
+            "properties={'format-version': '3'}"
         )
     for k, v in props.items():
         if not isinstance(k, str) or not isinstance(v, str):
@@ -383,12 +405,16 @@ def new_table_metadata(
         properties=props,
         sort_orders=(sort_order,),
         default_sort_order_id=sort_order.order_id,
+        format_version=format_version,
+        next_row_id=0 if format_version >= LINEAGE_VERSION else None,
     )
 
 
 __all__ = [
     "FORMAT_VERSION",
     "FrozenMap",
+    "LINEAGE_VERSION",
+    "WRITE_VERSIONS",
     "MAIN_BRANCH",
     "PARTITION_FIELD_ID_START",
     "READ_VERSIONS",

@@ -7,7 +7,7 @@ lists, gzip-compressed files. Anything unreadable raises
 :class:`~datashard.errors.CorruptMetadataError` naming the file.
 
 Format versions 2 and 3 are read. Version 3's row lineage fields (``next-row-id``, a
-snapshot's ``first-row-id`` and ``added-rows``) are kept and written back as read; a version 3
+snapshot's ``first-row-id`` and ``added-rows``) are read and written; a version 3
 table that is encrypted (``encryption-keys``, a snapshot's ``key-id``) or uses a
 multi-argument transform (``source-ids``) raises
 :class:`~datashard.errors.UnsupportedFeatureError` naming the feature. Version 1 (and anything
@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 from datashard.errors import CorruptMetadataError, SchemaError, UnsupportedFeatureError
 from datashard.iceberg.metadata import (
-    FORMAT_VERSION,
     MAIN_BRANCH,
     READ_VERSIONS,
     MetadataLogEntry,
@@ -441,8 +440,7 @@ def metadata_from_json(data: bytes, location: str) -> TableMetadata:
     if version not in READ_VERSIONS:
         raise UnsupportedFeatureError(
             f"{location}: format-version {version} is not supported; datashard reads Iceberg "
-            f"format versions {' and '.join(map(str, READ_VERSIONS))} and writes version "
-            f"{FORMAT_VERSION}"
+            f"format versions {' and '.join(map(str, READ_VERSIONS))}"
         )
     next_row_id = None
     if version >= 3:

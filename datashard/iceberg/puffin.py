@@ -15,9 +15,11 @@ entry locates directly by ``content_offset`` and ``content_size_in_bytes``:
   a 32-bit Roaring bitmap in its portable format);
 - the CRC-32 of the magic and the vector, 4 bytes big-endian.
 
-:func:`deletion_vector_positions` checks all of that and returns the deleted positions. Pure:
-bytes in, values out; every malformed input raises
-:class:`~datashard.errors.CorruptMetadataError` naming the file.
+:func:`deletion_vector_positions` checks all of that and returns the deleted positions;
+:func:`deletion_vector_blob` makes one from positions (array, bitmap and run containers, each
+chosen as CRoaring's ``run_optimize`` chooses it, so the bytes are those CRoaring writes) and
+:func:`puffin_file` lays blobs out in a Puffin file with its footer. Pure: bytes in, values out;
+every malformed input raises :class:`~datashard.errors.CorruptMetadataError` naming the file.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ _SERIAL_COOKIE = 12347
 _NO_OFFSET_THRESHOLD = 4
 _ARRAY_MAX = 4096
 _BITMAP_BYTES = 8192
+#: The field a deletion vector is computed for: ``_pos`` (the row position).
+POS_FIELD_ID = 2147483645
 
 
 @dataclass(frozen=True)
@@ -230,12 +234,160 @@ def _roaring32(data: memoryview, start: int, high: np.int64, out: list[np.ndarra
     return pos
 
 
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def deletion_vector_blob(positions: np.ndarray | list[int]) -> bytes:
+    """The ``deletion-vector-v1`` blob of the deleted ``positions`` (any order, repeats
+    allowed): length, magic, the 64-bit Roaring bitmap in its portable serialization, CRC-32.
+    ``ValueError`` for a negative position."""
+    pos = sorted_unique(positions)
+    if len(pos) and pos[0] < 0:
+        raise ValueError(f"a deleted position must be >= 0, got {int(pos[0])}")
+    body = DV_MAGIC + _roaring64_bytes(pos)
+    return struct.pack(">I", len(body)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def sorted_unique(positions: np.ndarray | list[int]) -> np.ndarray:
+    """``positions`` as a sorted int64 array without repeats (no copy when already so)."""
+    pos = np.asarray(positions, dtype=np.int64)
+    if len(pos) > 1 and not bool(np.all(pos[1:] > pos[:-1])):
+        pos = np.sort(pos)
+        pos = pos[np.concatenate([[True], pos[1:] != pos[:-1]])]
+    return pos
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, list[int], list[int]]:
+    """The distinct values of the sorted ``values``, and where each run of them starts and
+    ends."""
+    starts = np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+    return values[starts], starts.tolist(), [*starts[1:].tolist(), len(values)]
+
+
+def _roaring64_bytes(pos: np.ndarray) -> bytes:
+    keys, starts, ends = _groups(pos >> np.int64(32))
+    parts = [struct.pack("<Q", len(keys))]
+    for key, start, end in zip(keys.tolist(), starts, ends, strict=True):
+        parts.append(struct.pack("<I", key))
+        parts.append(_roaring32_bytes((pos[start:end] & np.int64(0xFFFFFFFF)).astype(np.int64)))
+    return b"".join(parts)
+
+
+def _roaring32_bytes(low: np.ndarray) -> bytes:
+    """A 32-bit Roaring bitmap of ``low`` (sorted, unique, < 2**32) in the portable format."""
+    keys, starts, ends = _groups(low >> np.int64(16))
+    containers: list[bytes] = []
+    runs: list[bool] = []
+    cards: list[int] = []
+    for start, end in zip(starts, ends, strict=True):
+        values = (low[start:end] & np.int64(0xFFFF)).astype(np.int64)
+        card = len(values)
+        breaks = np.flatnonzero(np.diff(values) != 1) + 1
+        run_starts = values[np.concatenate([[0], breaks])]
+        run_ends = values[np.concatenate([breaks - 1, [card - 1]])]
+        run_size = 2 + 4 * len(run_starts)
+        # CRoaring's run_optimize: a run container where it is smaller than the other kind
+        as_run = run_size < (2 + 2 * card if card <= _ARRAY_MAX else _BITMAP_BYTES)
+        if as_run:
+            pairs = np.stack([run_starts, run_ends - run_starts], axis=1).astype("<u2")
+            containers.append(struct.pack("<H", len(run_starts)) + pairs.tobytes())
+        elif card <= _ARRAY_MAX:
+            containers.append(values.astype("<u2").tobytes())
+        else:
+            bits = np.zeros(1 << 16, dtype=bool)
+            bits[values] = True
+            containers.append(np.packbits(bits, bitorder="little").tobytes())
+        runs.append(bool(as_run))
+        cards.append(card)
+    n = len(containers)
+    header = np.stack([keys, np.asarray(cards) - 1], axis=1).astype("<u2").tobytes()
+    if any(runs):
+        flags = np.packbits(np.asarray(runs, dtype=bool), bitorder="little").tobytes()
+        head = struct.pack("<I", _SERIAL_COOKIE | ((n - 1) << 16)) + flags + header
+        with_offsets = n >= _NO_OFFSET_THRESHOLD
+    else:
+        head = struct.pack("<II", _SERIAL_COOKIE_NO_RUN, n) + header
+        with_offsets = True
+    if with_offsets:
+        offset = len(head) + 4 * n
+        offsets = []
+        for c in containers:
+            offsets.append(offset)
+            offset += len(c)
+        head += np.asarray(offsets, dtype="<u4").tobytes()
+    return head + b"".join(containers)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One blob to write into a Puffin file: its type, fields, bytes and properties."""
+
+    type: str
+    fields: tuple[int, ...]
+    data: bytes
+    properties: dict[str, str] = field(default_factory=dict)
+
+
+def deletion_vector(referenced_data_file: str, positions: np.ndarray | list[int]) -> Blob:
+    """The deletion vector of ``referenced_data_file`` deleting ``positions``, as a blob with
+    the properties the spec requires (``referenced-data-file``, ``cardinality``)."""
+    unique = sorted_unique(positions)
+    return Blob(
+        DELETION_VECTOR_V1,
+        (POS_FIELD_ID,),
+        deletion_vector_blob(unique),
+        {"referenced-data-file": referenced_data_file, "cardinality": str(len(unique))},
+    )
+
+
+def puffin_file(
+    blobs: list[Blob], properties: dict[str, str] | None = None
+) -> tuple[bytes, list[BlobMetadata]]:
+    """The bytes of a Puffin file holding ``blobs`` (uncompressed; snapshot id and sequence
+    number -1, as the spec asks of deletion vectors, whose snapshot is not known yet) and the
+    footer's description of each blob (its ``offset`` and ``length`` in the file)."""
+    out = [MAGIC]
+    offset = len(MAGIC)
+    metas: list[BlobMetadata] = []
+    for b in blobs:
+        metas.append(
+            BlobMetadata(b.type, b.fields, -1, -1, offset, len(b.data), None, dict(b.properties))
+        )
+        out.append(b.data)
+        offset += len(b.data)
+    doc: dict[str, Any] = {
+        "blobs": [
+            {
+                "type": m.type,
+                "fields": list(m.fields),
+                "snapshot-id": m.snapshot_id,
+                "sequence-number": m.sequence_number,
+                "offset": m.offset,
+                "length": m.length,
+                "properties": m.properties,
+            }
+            for m in metas
+        ]
+    }
+    if properties:
+        doc["properties"] = dict(properties)
+    payload = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    out += [MAGIC, payload, struct.pack("<i", len(payload)), bytes(4), MAGIC]
+    return b"".join(out), metas
+
+
 __all__ = [
     "DELETION_VECTOR_V1",
     "DV_MAGIC",
     "MAGIC",
+    "POS_FIELD_ID",
+    "Blob",
     "BlobMetadata",
+    "deletion_vector",
+    "deletion_vector_blob",
     "deletion_vector_positions",
     "footer_length",
     "parse_footer",
+    "puffin_file",
 ]

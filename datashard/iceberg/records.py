@@ -39,7 +39,9 @@ from datashard.iceberg.types import (
     NestedField,
     StringType,
     StructType,
+    TimestampNsType,
     TimestampType,
+    TimestamptzNsType,
     TimestamptzType,
     TimeType,
     UUIDType,
@@ -320,6 +322,10 @@ def _promotable(actual: IcebergType, expected: IcebergType) -> bool:
     if isinstance(expected, DoubleType) and isinstance(actual, FloatType):
         return True
     if isinstance(expected, UUIDType) and actual == FixedType(16):
+        return True
+    if isinstance(expected, TimestampNsType) and isinstance(actual, TimestampType):
+        return True  # any Arrow timestamp unit: cast to nanoseconds
+    if isinstance(expected, TimestamptzNsType) and isinstance(actual, TimestamptzType):
         return True
     if isinstance(expected, DecimalType) and isinstance(actual, DecimalType):
         return actual.scale == expected.scale and actual.precision <= expected.precision

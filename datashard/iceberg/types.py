@@ -539,22 +539,39 @@ def field_to_json(f: NestedField) -> dict[str, Any]:
     return out
 
 
-def v3_types_in(t: IcebergType, path: str = "") -> list[str]:
+#: The format version 3 types datashard writes into data files.
+WRITTEN_V3_TYPES = (TimestampNsType, TimestamptzNsType)
+
+
+def v3_types_in(
+    t: IcebergType,
+    path: str = "",
+    types: tuple[type, ...] = V3_TYPES,
+    skip: frozenset[int] = frozenset(),
+) -> list[str]:
     """``"<column>: <type>"`` of each field in ``t`` (a schema struct or any type) whose type
-    format version 3 added, nested fields by their dotted path."""
+    format version 3 added (or is one of ``types``), nested fields by their dotted path;
+    fields whose id is in ``skip`` are left out (not their children)."""
     out: list[str] = []
     if isinstance(t, StructType):
         for f in t.fields:
             name = f"{path}.{f.name}" if path else f.name
-            if isinstance(f.field_type, V3_TYPES):
+            if isinstance(f.field_type, types) and f.field_id not in skip:
                 out.append(f"{name}: {f.field_type}")
-            out.extend(v3_types_in(f.field_type, name))
+            out.extend(v3_types_in(f.field_type, name, types, skip))
     elif isinstance(t, ListType):
         for child in (t.element_field,):
-            out.extend(v3_types_in(StructType((child,)), path))
+            out.extend(v3_types_in(StructType((child,)), path, types, skip))
     elif isinstance(t, MapType):
-        out.extend(v3_types_in(StructType((t.key_field, t.value_field)), path))
+        out.extend(v3_types_in(StructType((t.key_field, t.value_field)), path, types, skip))
     return out
+
+
+def unwritten_types_in(t: IcebergType, skip: frozenset[int] = frozenset()) -> list[str]:
+    """Like :func:`v3_types_in`, for the version 3 types datashard does not write (all but
+    :data:`WRITTEN_V3_TYPES`: ``unknown``, ``variant``, ``geometry``, ``geography``)."""
+    unwritten = tuple(c for c in V3_TYPES if c not in WRITTEN_V3_TYPES)
+    return v3_types_in(t, "", unwritten, skip)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,5 +784,6 @@ __all__ = [
     "to_arrow_field",
     "to_arrow_type",
     "type_to_json",
+    "unwritten_types_in",
     "v3_types_in",
 ]

@@ -28,6 +28,7 @@ import pyarrow as pa
 from datashard.errors import CorruptMetadataError, StorageError
 from datashard.iceberg.manifest import ADDED, EXISTING, MANIFEST_DATA, ManifestEntry, ManifestFile
 from datashard.iceberg.manifest_codec import (
+    inherit_row_ids,
     read_manifest,
     read_manifest_list,
 )
@@ -56,6 +57,7 @@ class AppendCommit(SnapshotProducer):
     """One append commit of a writer: stage files, then run the commit loop."""
 
     operation = "append"
+    version_bound = False  # a table upgraded to v3 meanwhile: the new files inherit row ids
 
     def __init__(
         self,
@@ -232,13 +234,14 @@ class AppendCommit(SnapshotProducer):
         return [
             self._merged[m.manifest_path]
             if m.manifest_path in self._merged
-            else self.entry_cache[m.manifest_path]
+            else _with_row_ids(self.entry_cache[m.manifest_path], m)
             for m in group
         ]
 
     def merge(self, group: list[ManifestFile], seq: int) -> ManifestFile:
-        """Rewrite ``group`` into one manifest (live entries, as EXISTING). The manifest is
-        written by :meth:`build`, with the manifest list."""
+        """Rewrite ``group`` into one manifest (live entries, as EXISTING, with the row ids
+        they inherited on a format version 3 table, so none changes). The manifest is written
+        by :meth:`build`, with the manifest list."""
         entries = [
             replace(e, status=EXISTING)
             for manifest_entries in self._entries(group)
@@ -381,6 +384,13 @@ def _progress_slices(tables: Sequence[pa.Table]) -> Iterator[pa.Table]:
         step = max(1, PROGRESS_SLICE_BYTES // per_row)
         for start in range(0, table.num_rows, step):
             yield table.slice(start, step)
+
+
+def _with_row_ids(entries: list[ManifestEntry], m: ManifestFile) -> list[ManifestEntry]:
+    """``entries`` of manifest ``m`` as a reader sees them: with the row ids they inherit
+    from ``m``'s ``first_row_id`` (format version 3; cached entries of a manifest written
+    before the table was upgraded have none yet)."""
+    return entries if m.first_row_id is None else inherit_row_ids(entries, m.first_row_id)
 
 
 #: Entries a writer keeps in memory for merging, at most.

@@ -31,13 +31,13 @@ from datashard.errors import (
     TableNotFoundError,
     ValidationError,
 )
-from datashard.iceberg.metadata import new_table_metadata
+from datashard.iceberg.metadata import WRITE_VERSIONS, new_table_metadata
 from datashard.iceberg.metadata_codec import metadata_from_json, metadata_to_json
 from datashard.iceberg.partitioning import SpecLike, build_spec
 from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import backend_from_env, open_backend
-from datashard.table.properties import check_properties
+from datashard.table.properties import FORMAT_VERSION_KEY, check_properties, format_version
 from datashard.table.table import Table
 from datashard.table.versions import (
     Loaded,
@@ -110,14 +110,19 @@ def create_table(
     ``partition_spec``: ``[("ts", "day"), ("user_id", "bucket[16]")]``, dicts or a
     ``PartitionSpec`` (see :mod:`datashard.iceberg.partitioning`); ``SchemaError`` for a bad one.
 
+    ``properties``: table properties (strings); ``"format-version"`` is ``"2"`` (the default)
+    or ``"3"`` (an Iceberg format version 3 table: row ids, deletion vectors; see
+    docs/tables.md), and is not kept as a property.
+
     Raises ``TableAlreadyExistsError`` (naming the location) when a table is there,
-    ``ValidationError`` for a bad name, ``SchemaError`` for a bad schema.
+    ``ValidationError`` for a bad name or ``format-version``, ``SchemaError`` for a bad schema.
     """
     validate_table_name(name)
     the_schema = to_schema(schema)
     props = {k: str(v) for k, v in (properties or {}).items()}
-    check_properties(props)
-    props.pop("format-version", None)  # reserved: the metadata's own field says it
+    check_properties(props, WRITE_VERSIONS)
+    version = format_version(props)
+    props.pop(FORMAT_VERSION_KEY, None)  # reserved: the metadata's own field says it
     backend = resolve_warehouse(warehouse, **storage_options)
     paths = TablePaths(name)
     location = backend.uri_for(name)
@@ -130,6 +135,7 @@ def create_table(
         location,
         props,
         partition_spec=build_spec(the_schema, partition_spec),
+        format_version=version,
     )
     key = paths.version(1)
     body = metadata_to_json(md)

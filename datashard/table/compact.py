@@ -4,7 +4,9 @@
 It removes exactly the files it read: a concurrent append commits (before or after it) and keeps
 its rows; a concurrent commit that removed one of those files (a delete, another compaction)
 makes it fail with ``CommitConflictError``. Memory stays at about one target file's worth of
-rows: each bin of input files is read, written and flushed before the next.
+rows: each bin of input files is read, written and flushed before the next. On a format
+version 3 table every row keeps its ``_row_id`` and ``_last_updated_sequence_number`` (written
+into the new files), and deletion vectors are folded in and retired like delete files.
 """
 
 from __future__ import annotations
@@ -106,13 +108,14 @@ def compact(
     n_rows = sum(e.data_file.record_count for _, g in chosen for e in g)
     if dry_run or not chosen:
         return None, CompactResult(n_files, 0, n_rows, None)
-    fields = list(md.current_schema().fields)
+    # format version 3: each row keeps its _row_id and _last_updated_sequence_number
+    fields = [*md.current_schema().fields, *rewrite.lineage_fields()]
     rows_of = DeleteReader(backend, md)
 
     def read(item: tuple[int, ManifestEntry]) -> pa.Table:
         spec_id, e = item
         deletes = index.for_data_file(e.data_file, e.sequence_number or 0, spec_id)
-        return rows_of.read(e.data_file, deletes, fields)
+        return rows_of.read(e.data_file, deletes, fields, sequence_number=e.sequence_number)
 
     done = 0
     try:

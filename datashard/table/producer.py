@@ -12,6 +12,17 @@ A producer stages once per commit and builds per attempt:
   ``metadata/snap-<snapshot-id>-<attempt>-<uuid>.avro``, the snapshot and, by
   :func:`datashard.table.updates.apply`, the new metadata.
 
+On a format version 3 table every attempt assigns row ids against its base: the snapshot's
+``first-row-id`` is the base's ``next-row-id``, each data manifest of the list without a
+``first_row_id`` gets the next range (``assign_first_row_ids`` of the manifest codec; for a
+manifest this commit wrote, exactly the rows of its files without one), and the snapshot's
+``added-rows`` is what was handed out. Nothing of it is kept across attempts, so a commit that
+lost a race reassigns from the newer base. New data files are written with a null
+``first_row_id`` (they inherit one); files carried into a new manifest keep theirs. Rows a
+rewrite carries into a new data file keep their ids: they are staged with the columns
+``_row_id`` and ``_last_updated_sequence_number`` (:meth:`SnapshotProducer.lineage_fields`),
+which are written into the file under the spec's reserved field ids.
+
 :meth:`SnapshotProducer.commit` runs the one retry loop (:func:`datashard.table.commit.commit`);
 staged files are deleted only when the commit provably did not land.
 """
@@ -36,6 +47,7 @@ from datashard.iceberg.datafile import (
     dictionary_columns,
     fit_schema,
 )
+from datashard.iceberg.lineage import LAST_UPDATED_SEQUENCE_NUMBER, LINEAGE_FIELDS, ROW_ID
 from datashard.iceberg.manifest import (
     EQUALITY_DELETES,
     MANIFEST_DATA,
@@ -45,11 +57,14 @@ from datashard.iceberg.manifest import (
     ManifestFile,
 )
 from datashard.iceberg.manifest_codec import (
+    assign_first_row_ids,
     build_manifest_file,
+    unassigned_rows,
     write_manifest,
     write_manifest_list,
 )
 from datashard.iceberg.metadata import (
+    LINEAGE_VERSION,
     PartitionSpec,
     Snapshot,
     TableMetadata,
@@ -57,6 +72,8 @@ from datashard.iceberg.metadata import (
     now_ms,
 )
 from datashard.iceberg.partitioning import split_by_partition
+from datashard.iceberg.schema import Schema
+from datashard.iceberg.types import NestedField
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings, commit, delete_quietly, new_commit_id
 from datashard.table.orphans import upkeep, upkeep_grace_ms
@@ -65,6 +82,7 @@ from datashard.table.updates import (
     COMMIT_ID,
     MAIN,
     AddSnapshot,
+    AssertFormatVersion,
     AssertTableUUID,
     Requirement,
     SetSnapshotRef,
@@ -85,6 +103,11 @@ class SnapshotProducer:
     snapshot's manifests on a base) and :meth:`summary`; they may add :meth:`requirements`."""
 
     operation = "append"
+    #: whether what this commit stages is valid only in the format version it started on (a
+    #: rewrite carries row lineage, a delete writes position deletes or vectors): a table
+    #: upgraded meanwhile is then a conflict. An append's new files are valid in both, and
+    #: its per-attempt manifests follow the attempt's base.
+    version_bound = True
 
     def __init__(self, backend: StorageBackend, paths: TablePaths, base: Loaded) -> None:
         self.backend = backend
@@ -98,6 +121,11 @@ class SnapshotProducer:
         md = base.metadata
         self.schema = md.current_schema()
         self.spec = md.spec()
+        #: the format version this commit writes its manifests for (2 or 3)
+        self.format_version = md.format_version
+        #: rows of the data files without a ``first_row_id`` in each data manifest this commit
+        #: wrote, by path (format version 3: the row id range each needs)
+        self.unassigned: dict[str, int] = {}
         #: data files this commit adds
         self.added: list[DataFile] = []
         #: every object this commit staged (written, or pending below)
@@ -123,19 +151,23 @@ class SnapshotProducer:
         props = self.base.metadata.properties
         options = parquet_options(props)
         target = target_file_size if target_file_size is not None else target_size(props)
-        parts = [
-            (partition, fit_schema(table, self.schema))
-            for whole in tables
-            for partition, table in split_by_partition(whole, self.spec, self.schema)
-            if table.num_rows
-        ]
+        parts: list[tuple[Mapping[str, Any], Schema, pa.Table]] = []
+        for whole in tables:
+            schema = self.write_schema(whole)
+            parts.extend(
+                (partition, schema, fit_schema(table, schema))
+                for partition, table in split_by_partition(whole, self.spec, self.schema)
+                if table.num_rows
+            )
         jobs = [
-            (partition, piece) for partition, table in parts for piece in _pieces(table, _cores())
+            (partition, schema, piece)
+            for partition, schema, table in parts
+            for piece in _pieces(table, _cores())
         ]
         opened: list[str] = []  # keys of every file started (appended from the workers)
 
-        def write(job: tuple[Mapping[str, Any], pa.Table]) -> list[DataFile]:
-            return self._write_files(job[1], job[0], options, target, opened)
+        def write(job: tuple[Mapping[str, Any], Schema, pa.Table]) -> list[DataFile]:
+            return self._write_files(job[2], job[0], options, target, opened, job[1])
 
         try:
             for files in _in_order(write, jobs, _cores()):
@@ -152,8 +184,9 @@ class SnapshotProducer:
         options: ParquetOptions,
         target: int,
         opened: list[str],
+        schema: Schema,
     ) -> list[DataFile]:
-        """Stream ``table`` (fitting the schema) into new data files of about ``target`` bytes
+        """Stream ``table`` (fitting ``schema``) into new data files of about ``target`` bytes
         (each closed after the row group that reaches it), in row order."""
         rows = options.rows_per_group(table, target)
         dictionary = dictionary_columns(table)
@@ -163,7 +196,7 @@ class SnapshotProducer:
             key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
             opened.append(key)
             with self.backend.open_output(key) as sink:
-                writer = ParquetFileWriter(sink, self.schema, options, dictionary)
+                writer = ParquetFileWriter(sink, schema, options, dictionary)
                 while offset < table.num_rows:
                     writer.write(table.slice(offset, rows), rows)
                     offset += rows
@@ -173,6 +206,22 @@ class SnapshotProducer:
                 size = sink.tell()
             out.append(stats.to_data_file(self.backend.uri_for(key), size, partition))
         return out
+
+    def lineage_fields(self) -> list[NestedField]:
+        """The row-lineage columns a rewrite reads with the rows it carries into new files (so
+        they keep their ``_row_id`` and ``_last_updated_sequence_number``): both on a format
+        version 3 table, none before."""
+        if self.format_version >= LINEAGE_VERSION:
+            return [ROW_ID, LAST_UPDATED_SEQUENCE_NUMBER]
+        return []
+
+    def write_schema(self, table: pa.Table) -> Schema:
+        """The schema ``table``'s rows are written with: the table's, plus the row-lineage
+        columns when ``table`` carries them (a version 3 rewrite; a null value still inherits
+        on read)."""
+        if not self.lineage_fields() or not set(LINEAGE_FIELDS) & set(table.column_names):
+            return self.schema
+        return Schema(self.schema.schema_id, [*self.schema.fields, *self.lineage_fields()])
 
     def stage(self, key: str, body: bytes) -> None:
         """Stage one object of this commit (written by :meth:`flush` or the first attempt)."""
@@ -199,7 +248,7 @@ class SnapshotProducer:
         """A manifest of ``entries`` (its manifest-list row, key and bytes; not written).
         ``snapshot_id`` is written into the entries (``None``: inherited on read); ``content``
         says whether they are data or delete files."""
-        body = write_manifest(entries, self.schema, spec, snapshot_id, content)
+        body = write_manifest(entries, self.schema, spec, snapshot_id, content, self.format_version)
         key = self.manifest_key(suffix)
         row = build_manifest_file(
             entries,
@@ -211,6 +260,8 @@ class SnapshotProducer:
             sequence_number=sequence_number,
             content=content,
         )
+        if content == MANIFEST_DATA:
+            self.unassigned[row.manifest_path] = unassigned_rows(entries)
         return row, key, body
 
     # -- what subclasses give ------------------------------------------------------------------
@@ -237,12 +288,23 @@ class SnapshotProducer:
         md = loaded.metadata
         seq = md.next_sequence_number
         parent = md.current_snapshot()
+        if not self.version_bound:
+            self.format_version = md.format_version  # upgraded meanwhile: write v3 from now
         manifests, writes = self.manifests(md, parent, seq)
         list_key = (
             f"{self.paths.metadata_dir}/snap-{self.snapshot_id}-{attempt}-{uuid.uuid4()}.avro"
         )
+        first_row_id = added_rows = None
+        if md.format_version >= LINEAGE_VERSION:
+            first_row_id = md.next_row_id or 0
+            manifests, added_rows = assign_first_row_ids(manifests, first_row_id, self.unassigned)
         body = write_manifest_list(
-            manifests, self.snapshot_id, parent.snapshot_id if parent else None, seq
+            manifests,
+            self.snapshot_id,
+            parent.snapshot_id if parent else None,
+            seq,
+            format_version=md.format_version,
+            first_row_id=first_row_id,
         )
         written = [*(k for k, _ in writes), list_key]
         try:
@@ -259,6 +321,8 @@ class SnapshotProducer:
             manifest_list=self.backend.uri_for(list_key),
             summary=self.summary(parent),
             schema_id=md.current_schema_id,
+            first_row_id=first_row_id,
+            added_rows=added_rows,
         )
         new_md = apply(
             md,
@@ -302,7 +366,11 @@ class SnapshotProducer:
             self.paths,
             self.base,
             self.build,
-            [AssertTableUUID(self.base.metadata.table_uuid), *self.requirements()],
+            [
+                AssertTableUUID(self.base.metadata.table_uuid),
+                *([AssertFormatVersion(self.format_version)] if self.version_bound else []),
+                *self.requirements(),
+            ],
             self.commit_id,
             settings,
             staged_keys=self.staged_keys,
@@ -466,9 +534,11 @@ def _delete_counts(files: Sequence[DataFile], verb: str) -> dict[str, int]:
     """The summary counters of delete files added or removed (``verb``)."""
     pos = [df for df in files if df.content == POSITION_DELETES]
     eq = [df for df in files if df.content == EQUALITY_DELETES]
+    dvs = sum(1 for df in pos if df.file_format == "PUFFIN")  # deletion vectors
     return {
         f"{verb}-delete-files": len(pos) + len(eq),
-        f"{verb}-position-delete-files": len(pos),
+        f"{verb}-position-delete-files": len(pos) - dvs,
+        f"{verb}-dvs": dvs,
         f"{verb}-equality-delete-files": len(eq),
         f"{verb}-position-deletes": sum(df.record_count for df in pos),
         f"{verb}-equality-deletes": sum(df.record_count for df in eq),

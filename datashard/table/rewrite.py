@@ -17,18 +17,22 @@ never fail it and are never lost.
 ``overwrite(data, filter)`` and ``delete(filter)``: files the filter cannot match (statistics,
 partitions) are kept untouched; the others are read; a file whose every row matches is dropped
 whole, a file with some matching rows is rewritten with the rest. A row where the filter is
-null (a comparison with a null value) does not match and is kept.
+null (a comparison with a null value) does not match and is kept. On a format version 3 table
+the rows a rewrite keeps are written with their ``_row_id`` and
+``_last_updated_sequence_number``, so no kept row changes either.
 
 Row-level deletes: every file is read with the delete files that apply to it (position and
-equality deletes, :mod:`datashard.table.deletes`), so a deleted row is never copied into a new
-file. A delete file that applied only to files this commit removes is removed with them (its
-entry marked DELETED; the summary counts it). A commit since the base that added a delete file
-applying to a file this rewrite removes is a conflict: the rewrite read those rows as live.
+equality deletes, deletion vectors, :mod:`datashard.table.deletes`), so a deleted row is never
+copied into a new file. A delete file that applied only to files this commit removes is removed
+with them (its entry marked DELETED; the summary counts it); a deletion vector is told apart by
+its offset, as one Puffin file holds many. A commit since the base that added a delete file
+applying to a file this rewrite removes is a conflict: the rewrite read those rows as live; so
+is one that added deletes of a data file this commit writes a deletion vector for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -36,7 +40,7 @@ import pyarrow as pa
 
 from datashard.errors import CommitConflictError
 from datashard.iceberg.conversions import from_bytes
-from datashard.iceberg.deletes import DeleteFile, DeleteIndex
+from datashard.iceberg.deletes import DeleteFile, DeleteIndex, DeleteKey, delete_key
 from datashard.iceberg.expressions import Bound, FilterLike, bind_schema, must_match
 from datashard.iceberg.expressions import to_arrow_expression as arrow_filter
 from datashard.iceberg.manifest import (
@@ -86,15 +90,22 @@ class RewriteCommit(SnapshotProducer):
         self.removed: dict[str, DataFile] = {}
         #: the data sequence number and spec id of each removed file (for delete scopes)
         self._removed_scope: dict[str, tuple[int, int]] = {}
-        #: delete files this commit removes (they applied only to removed data files)
-        self.retired: dict[str, DataFile] = {}
+        #: delete files this commit removes (they applied only to removed data files, or only
+        #: to data files this commit writes a new deletion vector for), by :data:`DeleteKey`
+        self.retired: dict[DeleteKey, DataFile] = {}
         #: delete files this commit adds, with the spec each is written for
         self.delete_files: list[tuple[DataFile, int]] = []
         #: data files the added position deletes name (they must stay live)
         self.delete_targets: set[str] = set()
+        #: data files this commit writes a deletion vector for (format version 3), with their
+        #: data sequence number and spec: no other vector may land for them meanwhile
+        self.vector_targets: dict[str, tuple[DataFile, int, int]] = {}
+        #: each data file :meth:`files_in_range` returned: its sequence number, spec and deletes
+        self.scope: dict[str, tuple[DataFile, int, int, tuple[DeleteFile, ...]]] = {}
         self._deleted_records = 0
         self._index = DeleteIndex(())
         self._live: list[tuple[DataFile, int, int]] = []
+        self._base_read = False
         base_snap = base.metadata.current_snapshot()
         self._base_snapshot_id = base_snap.snapshot_id if base_snap else None
         #: the sequence number of the snapshot read: files above it came later
@@ -115,12 +126,7 @@ class RewriteCommit(SnapshotProducer):
         whose bound only narrows the rows it looks at). Keeps what it read for
         :meth:`retire_deletes`."""
         md = self.base.metadata
-        snapshot = md.current_snapshot()
-        self._index = delete_index(md, self.reader.manifests(snapshot), self.reader.entries)
-        self._live = [
-            (e.data_file, e.sequence_number or 0, m.partition_spec_id)
-            for m, e in self.reader.live_files(snapshot)
-        ]
+        self.read_base()
         pruner = PartitionPruner(md, bound)
         out = []
         for df, seq, spec_id in self._live:
@@ -129,8 +135,38 @@ class RewriteCommit(SnapshotProducer):
             if whole and must_match(bound, df, from_bytes):  # every row matches (statistics)
                 self.remove(df, seq, spec_id)
                 continue
-            out.append((df, seq, spec_id, self._index.for_data_file(df, seq, spec_id)))
+            deletes = self._index.for_data_file(df, seq, spec_id)
+            self.scope[df.file_path] = (df, seq, spec_id, deletes)
+            out.append((df, seq, spec_id, deletes))
         return out
+
+    def read_base(self) -> None:
+        """Read the live data files and the delete files of the snapshot this commit builds
+        on (once)."""
+        if self._base_read:
+            return
+        md = self.base.metadata
+        snapshot = md.current_snapshot()
+        self._index = delete_index(md, self.reader.manifests(snapshot), self.reader.entries)
+        self._live = [
+            (e.data_file, e.sequence_number or 0, m.partition_spec_id)
+            for m, e in self.reader.live_files(snapshot)
+        ]
+        self._base_read = True
+
+    def deletes_of(self, path: str) -> tuple[DataFile, int, int, tuple[DeleteFile, ...]] | None:
+        """The live data file at ``path`` in the base, with its data sequence number, spec
+        and the delete files that apply to it; ``None`` when the base has no such file."""
+        found = self.scope.get(path)
+        if found is not None:
+            return found
+        self.read_base()
+        for df, seq, spec_id in self._live:
+            if df.file_path == path:
+                found = (df, seq, spec_id, self._index.for_data_file(df, seq, spec_id))
+                self.scope[path] = found
+                return found
+        return None
 
     def retire_deletes(self) -> None:
         """:meth:`retire_unused_deletes` of what :meth:`files_in_range` read."""
@@ -140,14 +176,21 @@ class RewriteCommit(SnapshotProducer):
         self, index: DeleteIndex, live: Iterable[tuple[DataFile, int, int]]
     ) -> None:
         """Mark for removal every delete file of ``index`` that applies to no data file of
-        ``live`` (data file, sequence number, spec id) that this commit keeps."""
+        ``live`` (data file, sequence number, spec id) that this commit keeps, counting only
+        the equality deletes of a data file this commit writes a deletion vector for (the new
+        vector holds all of its position deletes)."""
         if not index:
             return
-        used: set[str] = set()
+        used: set[DeleteKey] = set()
         for df, seq, spec_id in live:
             if df.file_path not in self.removed:
-                used.update(d.path for d in index.for_data_file(df, seq, spec_id))
-        self.retired = {d.path: d.file for d in index.files if d.path not in used}
+                vector = df.file_path in self.vector_targets
+                used.update(
+                    d.key
+                    for d in index.for_data_file(df, seq, spec_id)
+                    if not vector or d.is_equality
+                )
+        self.retired = {d.key: d.file for d in index.files if d.key not in used}
 
     # -- conflicts -----------------------------------------------------------------------------
 
@@ -202,6 +245,17 @@ class RewriteCommit(SnapshotProducer):
                         f"{md.location}: it added {e.data_file.file_path}, which may hold rows "
                         "in the filter's range; reload and retry"
                     )
+        if new_deletes and self.vector_targets:
+            index = DeleteIndex(new_deletes)
+            for path, (df, seq, spec_id) in self.vector_targets.items():
+                theirs = [d for d in index.for_data_file(df, seq, spec_id) if not d.is_equality]
+                if theirs:
+                    raise CommitConflictError(
+                        f"{self.operation} conflicts with a commit since it read "
+                        f"{md.location}: it added deletes of {path} ({theirs[0].path}), for which "
+                        "this commit writes a deletion vector (at most one per data file); "
+                        "reload and retry"
+                    )
         if new_deletes and self.removed:
             index = DeleteIndex(new_deletes)
             for path, df in self.removed.items():
@@ -252,18 +306,20 @@ class RewriteCommit(SnapshotProducer):
                 live_paths.update(
                     e.data_file.file_path for e in self.reader.entries(m) if e.is_live
                 )
+            dropping: Mapping[str, DataFile] | Mapping[DeleteKey, DataFile]
             dropping = self.removed if data else self.retired
             if not dropping:
                 manifests.append(m)
                 continue
             entries = self.reader.entries(m)
-            if not any(e.is_live and e.data_file.file_path in dropping for e in entries):
+            key_of: Callable[[DataFile], object] = _data_key if data else delete_key
+            if not any(e.is_live and key_of(e.data_file) in dropping for e in entries):
                 manifests.append(m)
                 continue
             for e in entries:
                 if not e.is_live:
                     continue  # deletes of earlier snapshots are not carried over
-                if e.data_file.file_path in dropping:
+                if key_of(e.data_file) in dropping:
                     if data:
                         found.add(e.data_file.file_path)
                         self._deleted_records += e.data_file.record_count
@@ -323,6 +379,10 @@ class RewriteCommit(SnapshotProducer):
             )
 
 
+def _data_key(df: DataFile) -> str:
+    return df.file_path
+
+
 # --------------------------------------------------------------------------------------------
 # overwrite and delete
 
@@ -353,9 +413,10 @@ def overwrite(
     rewrite = RewriteCommit(backend, paths, base, operation, conflict_bound=bound)
     remainders: list[pa.Table] = []
     rows_of = DeleteReader(backend, md)
+    fields = [*schema.fields, *rewrite.lineage_fields()]  # v3: rows kept keep their ids
     try:
         for df, seq, spec_id, deletes in rewrite.files_in_range(bound):
-            rows = rows_of.read(df, deletes, list(schema.fields))
+            rows = rows_of.read(df, deletes, fields, sequence_number=seq)
             rest = _remaining_rows(rows, bound)
             if rest.num_rows == rows.num_rows:
                 continue  # no row matches: the file stays

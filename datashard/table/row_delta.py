@@ -5,6 +5,13 @@ reserved field ids, sorted by path then position, one file per partition) and eq
 files (Parquet with the table's field ids and ``equality_ids``), writes them into delete
 manifests (content 1), and commits one snapshot that keeps every manifest of its parent.
 
+On a format version 3 table position deletes are written as deletion vectors instead (the spec
+forbids new position delete files there): one ``deletion-vector-v1`` blob per data file, all of
+one commit in one Puffin file. A data file has at most one vector: the new one holds the
+positions of the vector or position delete files that applied to it before, and those are
+removed in the same commit (a position delete file that still applies to another data file is
+kept). A concurrent commit that added deletes of the same data file is a conflict.
+
 It is a :class:`~datashard.table.rewrite.RewriteCommit`, so one commit may also remove whole
 data files and retire delete files. Conflicts are checked on every base: each data file a
 position delete names must still be live (a concurrent compaction or overwrite that removed it
@@ -37,7 +44,10 @@ from datashard.iceberg.manifest import (
     DELETE_POS_ID,
     EQUALITY_DELETES,
     POSITION_DELETES,
+    DataFile,
 )
+from datashard.iceberg.metadata import LINEAGE_VERSION
+from datashard.iceberg.puffin import deletion_vector, puffin_file
 from datashard.iceberg.schema import Schema
 from datashard.storage.base import StorageBackend
 from datashard.table.deletes import DeleteReader
@@ -70,6 +80,7 @@ class RowDelta(RewriteCommit):
         conflict_bound: Bound | None = None,
     ) -> None:
         super().__init__(backend, paths, base, operation, conflict_bound=conflict_bound)
+        self._reader: DeleteReader | None = None
 
     def stage_tables(self, tables: Iterable[pa.Table], target_file_size: int | None = None) -> None:
         """Stage new data files (see the base class); a delete that adds rows is recorded as
@@ -86,7 +97,11 @@ class RowDelta(RewriteCommit):
         partitions: Mapping[str, tuple[int, Mapping[str, Any]]],
     ) -> None:
         """Stage position deletes: ``positions`` by data file path; ``partitions`` gives each
-        data file's (spec id, partition values). One delete file per partition."""
+        data file's (spec id, partition values). One delete file per partition; on a format
+        version 3 table deletion vectors (:meth:`stage_deletion_vectors`)."""
+        if self.format_version >= LINEAGE_VERSION:
+            self.stage_deletion_vectors(positions)
+            return
         groups: dict[tuple[Any, ...], list[str]] = {}
         for path in positions:
             if path not in partitions:
@@ -120,6 +135,54 @@ class RowDelta(RewriteCommit):
                 referenced_data_file=paths[0] if len(paths) == 1 else None,
             )
             self.delete_files.append((df, spec_id))
+
+    def stage_deletion_vectors(self, positions: Mapping[str, Sequence[int] | np.ndarray]) -> None:
+        """Stage one deletion vector per data file of ``positions`` (by path; each must be a
+        live data file of the base, else ``ValidationError``), merged with the deletes that
+        applied to it, in one Puffin file; the vectors and position delete files it replaces
+        are retired in the same commit (see the module docstring)."""
+        blobs = []
+        specs: list[tuple[DataFile, int]] = []
+        for path in sorted(positions):
+            new = np.asarray(positions[path], dtype=np.int64)
+            if len(new) == 0:
+                continue
+            found = self.deletes_of(path)
+            if found is None:
+                raise ValidationError(
+                    f"{path} is not a live data file of {self.base.metadata.location}"
+                )
+            df, seq, spec_id, deletes = found
+            old = [self._rows_of().positions(d, path) for d in deletes if not d.is_equality]
+            blobs.append(deletion_vector(path, np.concatenate([new, *old])))
+            specs.append((df, spec_id))
+            self.vector_targets[path] = (df, seq, spec_id)
+            self.delete_targets.add(path)
+        if not blobs:
+            return
+        data, metas = puffin_file(blobs, {"created-by": "datashard"})
+        key = f"{self.paths.data_dir}/{uuid.uuid4()}-dv.puffin"
+        self.stage(key, data)
+        uri = self.backend.uri_for(key)
+        for (df, spec_id), meta in zip(specs, metas, strict=True):
+            vector = DataFile(
+                file_path=uri,
+                file_format="PUFFIN",
+                content=POSITION_DELETES,
+                record_count=int(meta.properties["cardinality"]),
+                file_size_in_bytes=len(data),
+                partition=df.partition,
+                referenced_data_file=df.file_path,
+                content_offset=meta.offset,
+                content_size_in_bytes=meta.length,
+            )
+            self.delete_files.append((vector, spec_id))
+        self.retire_deletes()  # the vectors and position files the new vectors replace
+
+    def _rows_of(self) -> DeleteReader:
+        if self._reader is None:
+            self._reader = DeleteReader(self.backend, self.base.metadata)
+        return self._reader
 
     def stage_equality_deletes(
         self,
@@ -168,7 +231,8 @@ DeleteMode = Literal["copy-on-write", "merge-on-read"]
 
 def delete_mode(properties: Mapping[str, str]) -> DeleteMode:
     """``write.delete.mode`` of a table: ``copy-on-write`` (the default: files holding deleted
-    rows are rewritten) or ``merge-on-read`` (position delete files are written); any other
+    rows are rewritten) or ``merge-on-read`` (position delete files are written, deletion
+    vectors on a format version 3 table); any other
     value is a ``ConfigError`` naming the property."""
     mode = properties.get(DELETE_MODE, "copy-on-write")
     if mode == "copy-on-write":
@@ -188,8 +252,9 @@ def delete_rows(
     tables: Sequence[pa.Table] = (),
     operation: str = "delete",
 ) -> Loaded | None:
-    """Delete the rows matching ``filter`` by writing position delete files (merge-on-read),
-    and add ``tables`` (already coerced) in the same snapshot; the new version, or ``None``
+    """Delete the rows matching ``filter`` by writing position delete files (merge-on-read;
+    deletion vectors on a format version 3 table), and add ``tables`` (already coerced) in
+    the same snapshot; the new version, or ``None``
     when no live row matched and there is no data.
 
     Data files are never rewritten: only the filter's columns (and those equality deletes

@@ -11,8 +11,10 @@ deleted here).
 
 Updates refuse what cannot apply with ``CommitConflictError`` (the base moved under them: a
 snapshot already there, a ref to a snapshot that is gone) or ``ValidationError`` (the caller
-asked for something the table does not have). A base of format version 3 refuses every update
-(:func:`check_writable`): datashard reads those tables but does not write them.
+asked for something the table does not have). A base of a format version datashard does not
+write refuses every update (:func:`check_writable`). On a format version 3 base, a snapshot
+must take the table's ``next-row-id`` as its ``first-row-id``, and the table's ``next-row-id``
+advances by the snapshot's ``added-rows`` (the spec's row lineage).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from datashard.errors import (
     ValidationError,
 )
 from datashard.iceberg.metadata import (
-    FORMAT_VERSION,
+    LINEAGE_VERSION,
     MAIN_BRANCH,
+    WRITE_VERSIONS,
     MetadataLogEntry,
     PartitionSpec,
     Snapshot,
@@ -39,7 +42,7 @@ from datashard.iceberg.metadata import (
     TableMetadata,
 )
 from datashard.iceberg.schema import Schema
-from datashard.iceberg.types import v3_types_in
+from datashard.iceberg.types import unwritten_types_in, v3_types_in
 
 #: The snapshot summary key (or, for a commit without a snapshot, the table property) carrying
 #: the unique id of the commit that made it.
@@ -162,6 +165,21 @@ class AssertLastAssignedFieldId:
 
 
 @dataclass(frozen=True)
+class AssertFormatVersion:
+    """The table's format version is still the one this commit wrote its files for (an upgrade
+    in between would leave version 2 files in a version 3 snapshot)."""
+
+    format_version: int
+
+    def validate(self, base: TableMetadata) -> None:
+        if base.format_version != self.format_version:
+            raise CommitConflictError(
+                f"table {base.location} was upgraded to format version {base.format_version} "
+                f"since this commit wrote its files for version {self.format_version}; retry"
+            )
+
+
+@dataclass(frozen=True)
 class AssertDefaultSpecId:
     """The default partition spec is still the one the change was built against."""
 
@@ -250,6 +268,14 @@ class SetDefaultSpec:
     spec_id: int
 
 
+@dataclass(frozen=True)
+class UpgradeFormatVersion:
+    """Raise the table's format version (2 to 3: ``next-row-id`` starts at 0, existing
+    snapshots keep no row ids); a lower version is a ``ValidationError``, the same one a no-op."""
+
+    format_version: int
+
+
 Update = (
     AddSnapshot
     | SetSnapshotRef
@@ -261,6 +287,7 @@ Update = (
     | SetCurrentSchema
     | AddPartitionSpec
     | SetDefaultSpec
+    | UpgradeFormatVersion
 )
 
 
@@ -319,12 +346,13 @@ def _without_snapshots(md: TableMetadata, ids: set[int] | frozenset[int]) -> Tab
 
 
 def check_writable(md: TableMetadata) -> None:
-    """``UnsupportedFeatureError`` unless datashard may commit to ``md`` (format version 2)."""
-    if md.format_version != FORMAT_VERSION:
+    """``UnsupportedFeatureError`` unless datashard may commit to ``md`` (format version 2
+    or 3)."""
+    if md.format_version not in WRITE_VERSIONS:
         raise UnsupportedFeatureError(
             f"table {md.location} has format version {md.format_version}: writing format "
             f"version {md.format_version} is not supported; the table can be read (datashard "
-            f"writes format version {FORMAT_VERSION} tables)"
+            f"writes format versions {' and '.join(map(str, WRITE_VERSIONS))})"
         )
 
 
@@ -364,10 +392,24 @@ def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
         snap = update.snapshot
         if md.snapshot_by_id(snap.snapshot_id) is not None:
             raise CommitConflictError(f"snapshot {snap.snapshot_id} is already in the table")
+        next_row_id = md.next_row_id
+        if md.format_version >= LINEAGE_VERSION:
+            if (
+                snap.first_row_id is None
+                or snap.first_row_id != md.next_row_id
+                or snap.added_rows is None
+            ):
+                raise CommitConflictError(
+                    f"snapshot {snap.snapshot_id} has first-row-id {snap.first_row_id} and "
+                    f"added-rows {snap.added_rows}; table {md.location} assigns row ids from "
+                    f"next-row-id {md.next_row_id}"
+                )
+            next_row_id = snap.first_row_id + snap.added_rows
         return replace(
             md,
             snapshots=(*md.snapshots, snap),
             last_sequence_number=max(md.last_sequence_number, snap.sequence_number),
+            next_row_id=next_row_id,
         )
     if isinstance(update, SetSnapshotRef):
         target = md.snapshot_by_id(update.snapshot_id)
@@ -407,8 +449,15 @@ def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
         gone = set(update.removals)
         return replace(md, properties={k: v for k, v in md.properties.items() if k not in gone})
     if isinstance(update, AddSchema):
+        old_ids = frozenset(md.current_schema().field_ids)
+        unwritten = unwritten_types_in(update.schema.as_struct(), old_ids)
+        if unwritten and md.format_version >= LINEAGE_VERSION:
+            raise UnsupportedFeatureError(
+                f"column(s) {', '.join(unwritten)}: datashard writes the format version 3 "
+                "types timestamp_ns and timestamptz_ns, not these"
+            )
         newer = v3_types_in(update.schema.as_struct())
-        if newer:
+        if newer and md.format_version < LINEAGE_VERSION:
             raise SchemaError(
                 f"column(s) {', '.join(newer)} have types of Iceberg format version 3, which a "
                 f"format version {md.format_version} table {md.location} cannot hold"
@@ -437,7 +486,29 @@ def _apply_one(md: TableMetadata, update: Update, now: int) -> TableMetadata:
     if isinstance(update, SetDefaultSpec):
         md.spec(update.spec_id)  # SchemaError for an unknown id
         return replace(md, default_spec_id=update.spec_id)
+    if isinstance(update, UpgradeFormatVersion):
+        return upgrade_format_version(md, update.format_version)
     raise TypeError(f"unknown update {update!r}")  # pragma: no cover - the union is closed
+
+
+def upgrade_format_version(md: TableMetadata, version: int) -> TableMetadata:
+    """``md`` at format ``version``: the same for its own version, version 3 (with
+    ``next-row-id`` 0) for a version 2 table; ``ValidationError`` naming ``format-version``
+    for a lower version (Iceberg has no downgrade) or one datashard does not write."""
+    if version == md.format_version:
+        return md
+    if version < md.format_version:
+        raise ValidationError(
+            f"table property 'format-version': table {md.location} has format version "
+            f"{md.format_version}, which cannot be lowered to {version} (Iceberg tables are "
+            "upgraded, never downgraded)"
+        )
+    if version not in WRITE_VERSIONS:
+        raise ValidationError(
+            f"table property 'format-version' must be one of "
+            f"{', '.join(map(str, WRITE_VERSIONS))}, got {version}"
+        )
+    return replace(md, format_version=version, next_row_id=0)
 
 
 __all__ = [
@@ -448,6 +519,7 @@ __all__ = [
     "AddSnapshot",
     "AssertCurrentSchemaId",
     "AssertDefaultSpecId",
+    "AssertFormatVersion",
     "AssertLastAssignedFieldId",
     "AssertRefSnapshotId",
     "AssertTableUUID",
@@ -460,8 +532,10 @@ __all__ = [
     "SetProperties",
     "SetSnapshotRef",
     "Update",
+    "UpgradeFormatVersion",
     "apply",
     "check_writable",
     "expire_snapshots",
+    "upgrade_format_version",
     "whole_number",
 ]

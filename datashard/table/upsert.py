@@ -16,6 +16,9 @@ RewriteCommit`), ``merge-on-read`` writes position delete files
 its conflict bound: on every base it builds on, a commit since the one it read that added a file
 which may hold one of the keys, removed a file it rewrites or deleted rows of one, is a
 ``CommitConflictError`` and nothing of the upsert lands (reload and retry).
+
+On a format version 3 table a replaced row is removed and its new version added as a new row
+(a new ``_row_id``, as the spec allows); rows a rewrite keeps keep their ids.
 """
 
 from __future__ import annotations
@@ -180,6 +183,7 @@ def upsert(
     matcher = _Matcher(source, keys)
     rows_of = DeleteReader(backend, md)
     fields = list(schema.fields)
+    lineage = commit.lineage_fields()
     # per file that holds a key: (file, seq, spec, rows or positions, input index per row,
     # whether it changed); the replaced rows are known only once every file was matched
     found: list[tuple[Any, int, int, Any, np.ndarray, np.ndarray, int]] = []
@@ -196,9 +200,9 @@ def upsert(
                 if len(hit):
                     matched, changed = seen["matched"][hit], seen["changed"][hit]
                     found.append((df, seq, spec_id, hit, matched, changed, alive))
-            else:
-                rows = rows_of.read(df, deletes, fields)
-                matched, changed = matcher.match(rows)
+            else:  # v3: the rows kept keep their row ids (lineage read with them)
+                rows = rows_of.read(df, deletes, [*fields, *lineage], sequence_number=seq)
+                matched, changed = matcher.match(rows.select(list(range(len(fields)))))
                 if (matched >= 0).any():
                     found.append((df, seq, spec_id, rows, matched, changed, rows.num_rows))
         updated = np.zeros(source.num_rows, dtype=bool)

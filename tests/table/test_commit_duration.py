@@ -158,7 +158,7 @@ def test_properties_set_and_removed_after_create(local_wh: Warehouse) -> None:
         (lambda t: t.set_properties({"x": True}), ValidationError, r"'x'.*string or an int"),
         (lambda t: t.set_properties({"x": 1.5}), ValidationError, r"'x'.*got float"),
         (lambda t: t.set_properties({"": "v"}), ValidationError, "non-empty string"),
-        (lambda t: t.set_properties({"format-version": "3"}), ValidationError, "reserved"),
+        (lambda t: t.set_properties({"format-version": "1"}), ValidationError, "format-version"),
         (lambda t: t.set_properties([("a", "b")]), ValidationError, "mapping of keys"),
         (lambda t: t.remove_properties("datashard.commit-id"), ValidationError, "reserved"),
         (lambda t: t.remove_properties(7), ValidationError, "non-empty string, got 7"),

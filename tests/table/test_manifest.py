@@ -33,6 +33,7 @@ from datashard.iceberg.manifest import (
 )
 from datashard.iceberg.manifest_codec import (
     _manifest_file_record,
+    assign_first_row_ids,
     build_manifest_file,
     decode_bounds,
     read_manifest,
@@ -365,3 +366,79 @@ def test_partition_values_of_every_kind_round_trip_as_physical_values() -> None:
             spec,
             1,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# format version 3
+
+
+def _listed(path: str, added: int, existing: int, first_row_id: int | None = None) -> ManifestFile:
+    return ManifestFile(
+        manifest_path=path,
+        manifest_length=100,
+        partition_spec_id=0,
+        content=0,
+        sequence_number=1,
+        min_sequence_number=1,
+        added_snapshot_id=1,
+        added_files_count=1,
+        existing_files_count=1,
+        deleted_files_count=0,
+        added_rows_count=added,
+        existing_rows_count=existing,
+        deleted_rows_count=0,
+        first_row_id=first_row_id,
+    )
+
+
+def test_first_row_ids_are_assigned_as_the_specs_example_says() -> None:
+    # the spec's Row Lineage example: next-row-id 1000, one manifest with ids, three new ones
+    listed = [
+        _listed("existing", 75, 0, 925),
+        _listed("added1", 100, 25),
+        _listed("added2", 0, 100),
+        dataclasses.replace(_listed("deletes", 5, 0), content=1),
+        _listed("added3", 125, 25),
+    ]
+    assigned, added_rows = assign_first_row_ids(listed, 1000)
+    assert [m.first_row_id for m in assigned] == [925, 1000, 1125, None, 1225]
+    assert added_rows == 375  # next-row-id becomes 1375
+    # a manifest whose files all carry their first_row_id (a merge) hands out no ids
+    exact, rows = assign_first_row_ids(listed, 1000, {"added1": 0})
+    assert [m.first_row_id for m in exact] == [925, 1000, 1000, None, 1100] and rows == 250
+
+
+def test_a_v3_manifest_round_trips_row_ids_and_vector_locations() -> None:
+    entries = [
+        ManifestEntry(EXISTING, 5, 1, 1, _data_file("a", 25, 0, 9, first_row_id=800)),
+        ManifestEntry(DELETED, 5, 1, 1, _data_file("gone", 7, 0, 9)),  # no id: skipped
+        ManifestEntry(ADDED, None, None, None, _data_file("b", 50, 0, 9)),
+        ManifestEntry(ADDED, None, None, None, _data_file("c", 50, 0, 9)),
+    ]
+    data = write_manifest(entries, SCHEMA, UNPARTITIONED, 9, format_version=3)
+    reader = fastavro.reader(io.BytesIO(data))
+    assert reader.metadata["format-version"] == "3"
+    assert [r["data_file"]["first_row_id"] for r in reader] == [800, None, None, None]
+    listed = dataclasses.replace(_listed("m", 100, 25, 1000), manifest_length=len(data))
+    got = read_manifest(data, "m", listed)
+    assert [e.data_file.first_row_id for e in got] == [800, None, 1000, 1050]
+    dv = dataclasses.replace(
+        _data_file("dv", 3, 0, 0),
+        content=1,
+        file_format="PUFFIN",
+        referenced_data_file="file:///wh/t/data/b.parquet",
+        content_offset=4,
+        content_size_in_bytes=40,
+    )
+    deletes = write_manifest(
+        [ManifestEntry(ADDED, None, None, None, dv)], SCHEMA, UNPARTITIONED, 9, 1, 3
+    )
+    (back,) = read_manifest(deletes, "d")
+    assert (back.data_file.content_offset, back.data_file.content_size_in_bytes) == (4, 40)
+    assert back.data_file.referenced_data_file == dv.referenced_data_file
+    body = write_manifest_list([listed], 9, None, 2, format_version=3, first_row_id=1000)
+    reader = fastavro.reader(io.BytesIO(body))
+    assert [r["first_row_id"] for r in reader] == [1000]
+    assert (reader.metadata["format-version"], reader.metadata["first-row-id"]) == ("3", "1000")
+    with pytest.raises(ValidationError, match="first-row-id"):
+        write_manifest_list([listed], 9, None, 2, format_version=3)

@@ -17,7 +17,12 @@ import pyarrow as pa
 import pytest
 
 from datashard import Schema, create_table, load_table
-from datashard.errors import CommitConflictError, ConfigError, UnsupportedFeatureError
+from datashard.errors import (
+    CommitConflictError,
+    ConfigError,
+    UnsupportedFeatureError,
+    ValidationError,
+)
 from datashard.iceberg.expressions import col
 from datashard.table import Table
 from datashard.table.row_delta import RowDelta
@@ -574,9 +579,17 @@ def test_a_delete_mode_other_than_the_two_is_refused_at_create(local_wh: Any) ->
     assert local_wh.keys() == []  # nothing was written
 
 
-def test_a_format_version_3_table_is_refused_at_create(local_wh: Any) -> None:
-    with pytest.raises(UnsupportedFeatureError, match="format-version '3'"):
-        create_table("v3", SCHEMA, warehouse=local_wh.uri, properties={"format-version": "3"})
+def test_the_format_version_at_create_is_checked_and_not_kept_as_a_property(
+    local_wh: Any,
+) -> None:
+    for bad in ("4", "x", "2.0"):
+        with pytest.raises(ValidationError, match=f"'format-version'.*2, 3.*{bad!r}"):
+            create_table("bad", SCHEMA, warehouse=local_wh.uri, properties={"format-version": bad})
+    with pytest.raises(UnsupportedFeatureError, match="'format-version' '1'"):
+        create_table("v1", SCHEMA, warehouse=local_wh.uri, properties={"format-version": "1"})
     assert local_wh.keys() == []
     table = create_table("v2", SCHEMA, warehouse=local_wh.uri, properties={"format-version": "2"})
     assert table.metadata.format_version == 2 and "format-version" not in table.properties
+    v3 = create_table("v3", SCHEMA, warehouse=local_wh.uri, properties={"format-version": 3})
+    assert (v3.metadata.format_version, v3.metadata.next_row_id) == (3, 0)
+    assert "format-version" not in v3.properties
