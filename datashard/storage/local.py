@@ -274,6 +274,13 @@ class LocalBackend(StorageBackend):
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
 
+    def native_path(self, key: str) -> str | None:
+        """The file holding ``key``, for a reader that reads it natively (pyarrow's Parquet
+        reader, its reads in C++ without the interpreter); ``None`` where reads must go through
+        this backend (``direct://``). Raises ``InvalidPathError`` for an invalid key; the file
+        may not exist."""
+        return self._path(key)
+
     def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
         """``preadv`` straight into ``buffer``: no intermediate copy."""
         validate_key(key)
