@@ -56,7 +56,7 @@ class AzureConfig(BackendConfig):
     single_put_size: int = 16 * MiB
     #: The part buffers that all streamed writes (``open_output``) of one backend hold
     #: together; each stream holds at least one part.
-    write_buffer_size: int = 64 * MiB
+    write_buffer_size: int = 48 * MiB
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
 

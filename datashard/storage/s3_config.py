@@ -105,7 +105,7 @@ class S3Config(BackendConfig):
     write_concurrency: int = 4
     #: The part buffers that all streamed writes (``open_output``, ``write`` of an iterable) of
     #: one backend hold together; each stream holds at least one part.
-    write_buffer_size: int = 64 * MiB
+    write_buffer_size: int = 48 * MiB
     read_threshold: int = 8 * MiB
     read_part_size: int = 8 * MiB
     connect_timeout: float = 10.0
