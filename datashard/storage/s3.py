@@ -8,7 +8,8 @@ boto3 carries the requests; this module adds what the contract needs on top:
 - reads are the shared engine of :mod:`datashard.storage.ranged_reads` (large spans split into
   range GETs run concurrently, pinned to the first response's ETag, restarted when the object is
   replaced); this module gives it one ``GetObject`` that reads the body from the socket straight
-  into its slice of the buffer (:meth:`S3Backend._get_into`);
+  into its slice of the buffer (:meth:`S3Backend._get_into`), on plain-HTTP path-style
+  endpoints sent without boto3 (:mod:`datashard.storage.s3_lean`);
 - ``put_if_absent`` is one ``PutObject`` with ``If-None-Match: *`` carrying a unique token in its
   metadata, so a retry after a lost response that then meets its own object reports a win;
 - ``write`` of large data is a multipart upload, aborted on failure; ``open_output`` (and
@@ -58,6 +59,7 @@ from datashard.storage.retry import RequestGate, RequestKind
 from datashard.storage.s3_body import body_of, parse_total, read_body_into, unquote_etag
 from datashard.storage.s3_config import MAX_SINGLE_PUT, S3Config
 from datashard.storage.s3_errors import classify, error_code, http_status, translate
+from datashard.storage.s3_lean import LeanGets
 from datashard.storage.s3_multipart import S3Stream, upload_chunks, upload_multipart
 
 __all__ = ["S3Backend", "S3Config"]
@@ -89,6 +91,7 @@ class S3Backend(RangedReads):
         self._gate: RequestGate | None = None
         self._pool: PartPool | None = None
         self._budget: WriteBudget | None = None
+        self._lean: LeanGets | None = None
 
     # -- per-process state -----------------------------------------------------------------
 
@@ -103,6 +106,11 @@ class S3Backend(RangedReads):
                     self._gate = self.config.request_gate()
                     self._pool = PartPool(self.config.max_concurrency, "datashard-s3")
                     self._budget = WriteBudget(self.config.write_buffer_size)
+                    self._lean = (
+                        LeanGets(self.config, self._client)
+                        if LeanGets.usable(self.config, self._client)
+                        else None
+                    )
                     self._pid = pid
         assert self._gate is not None and self._pool is not None
         return self._client, self._gate, self._pool
@@ -134,8 +142,10 @@ class S3Backend(RangedReads):
                     self._pool.close()
                 if self._client is not None:
                     self._client.close()
+                if self._lean is not None:
+                    self._lean.close()
             self._client, self._gate, self._pool, self._pid = None, None, None, -1
-            self._budget = None
+            self._budget, self._lean = None, None
 
     # -- requests --------------------------------------------------------------------------
 
@@ -179,7 +189,10 @@ class S3Backend(RangedReads):
             params["IfMatch"] = pin
 
         def fetch(client: Any) -> int:
+            lean = self._lean
             try:
+                if lean is not None:  # a plain range GET without boto3 (s3_lean)
+                    return lean.get_into(params["Key"], start, end, sink, pin, key)
                 response = client.get_object(**params)
             except ClientError as exc:
                 if error_code(exc) == "InvalidRange" or http_status(exc) == 416:
