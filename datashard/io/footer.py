@@ -11,7 +11,8 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +32,9 @@ class Footer:
     uri: str
     size: int
     metadata: pq.FileMetaData
+    #: What readers derive from the metadata once per footer (its Arrow schema, where its
+    #: columns are), kept with it in the cache so a second read of the file skips that work.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class SizeMismatchError(CorruptFileError):

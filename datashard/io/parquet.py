@@ -3,10 +3,12 @@
 Reading a data file (:class:`DataFileReader`) costs:
 
 1. its footer: one suffix request (``read_tail``), kept in the process-wide
-   :data:`~datashard.io.footer.FOOTERS` cache, so a second read of the same file costs none;
+   :data:`~datashard.io.footer.FOOTERS` cache with what is derived from it (Arrow schema, column
+   layout), so a second read of the same file costs none of that;
 2. the column chunks of the requested columns in the row groups the filter may match (chosen by
    each row group's column statistics), fetched with ``read_ranges`` (concurrent range requests
-   on object stores), neighbouring chunks merged when the hole between them is small;
+   on object stores), neighbouring chunks merged when the hole between them is small; a file
+   on the local disk (``file://``) is read by pyarrow itself, the same chunks, in C++;
 3. decoding by pyarrow from memory, then the file's row-level deletes (positions counted from
    the file's first row) and the residual filter applied.
 
@@ -35,6 +37,7 @@ from datashard.io.deletes import FileDeletes
 from datashard.io.footer import FOOTERS, Footer, FooterCache, SizeMismatchError
 from datashard.io.row_group_stats import row_group_might_match
 from datashard.storage.base import StorageBackend
+from datashard.storage.local import LocalBackend
 
 #: Holes of at most this many bytes between two wanted column chunks are read, not skipped.
 SMALL_GAP = 8 * 1024
@@ -94,6 +97,8 @@ def _leaf_count(t: pa.DataType) -> int:
 
 
 def _layout(schema: pa.Schema, fields: Sequence[NestedField]) -> _Layout:
+    """Where ``fields`` are in a file of ``schema``: by field id, or by name in a file
+    without field ids."""
     by_id: dict[int, int] = {}
     leaves: dict[int, list[int]] = {}
     primitive: dict[int, int] = {}
@@ -116,6 +121,36 @@ def _layout(schema: pa.Schema, fields: Sequence[NestedField]) -> _Layout:
                 if len(leaves[index]) == 1 and not pa.types.is_nested(schema.field(index).type):
                     primitive[f.field_id] = leaves[index][0]
     return _Layout(by_id, leaves, primitive)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What every read of one file derives from its footer (kept with the cached footer)."""
+
+    schema: pa.Schema
+    #: the layout by field id; ``None`` for a file without field ids (matched by name per read)
+    layout: _Layout | None
+    #: the file position of each row group's first row, and the row count at the end
+    starts: np.ndarray
+
+
+def _shape(footer: Footer, what: str) -> _Shape:
+    shape = footer.derived.get("parquet")
+    if isinstance(shape, _Shape):
+        return shape
+    md = footer.metadata
+    try:
+        schema = md.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CorruptMetadataError(f"{what} {footer.uri} is not readable Parquet: {exc}") from exc
+    layout: _Layout | None = _layout(schema, ())
+    if layout is not None and not layout.top:
+        layout = None
+    sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+    shape = _Shape(schema, layout, starts)
+    footer.derived["parquet"] = shape  # racing readers derive the same: either is kept
+    return shape
 
 
 class DataFileReader:
@@ -155,12 +190,9 @@ class DataFileReader:
         self.coalesce_gap = coalesce_gap
         self.fetch_with: Fetch = fetch
         self._what = what
-        md = footer.metadata
-        try:
-            self._schema = md.schema.to_arrow_schema()
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise CorruptMetadataError(f"{what} {self.uri} is not readable Parquet: {exc}") from exc
-        self._layout = _layout(self._schema, self.fields)
+        shape = _shape(footer, what)
+        self._schema = shape.schema
+        self._layout = shape.layout or _layout(self._schema, self.fields)
         top = self._layout.top
         if self.raw:
             index = {name: i for i, name in enumerate(self._schema.names)}
@@ -169,8 +201,7 @@ class DataFileReader:
         else:
             present = sorted({top[f.field_id] for f in self.fields if f.field_id in top})
         self._columns = [leaf for index in present for leaf in self._layout.leaves[index]]
-        sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
-        self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+        self._starts = shape.starts
         self._chosen: list[int] | None = None
 
     # -- planning --------------------------------------------------------------------------
@@ -243,10 +274,11 @@ class DataFileReader:
         without deleted rows, filtered."""
         if not row_groups:
             return self._empty()
+        return self._decode(pa.BufferReader(pa.py_buffer(buffer)), row_groups)
+
+    def _decode(self, source: pa.NativeFile, row_groups: Sequence[int]) -> pa.Table:
         try:
-            parquet = pq.ParquetFile(
-                pa.BufferReader(pa.py_buffer(buffer)), metadata=self.footer.metadata
-            )
+            parquet = pq.ParquetFile(source, metadata=self.footer.metadata)
             raw = parquet.reader.read_row_groups(
                 list(row_groups), column_indices=self._columns, use_threads=len(self._columns) > 4
             )
@@ -261,14 +293,30 @@ class DataFileReader:
             table = table.filter(to_arrow_expression(self.filter))
         return table
 
+    def _read(self, row_groups: Sequence[int]) -> pa.Table:
+        """Fetch and decode ``row_groups``. A file on the local disk (``file://``) is read by
+        pyarrow itself: the same column chunks, read in C++ (no buffer, no copy, no GIL)."""
+        backend = self.backend
+        if not row_groups or self.fetch_with != "ranges" or not isinstance(backend, LocalBackend):
+            return self.decode(self.fetch(row_groups), row_groups)
+        path = backend.native_path(self.key)
+        if path is None:
+            return self.decode(self.fetch(row_groups), row_groups)
+        try:
+            source = pa.OSFile(path)
+        except FileNotFoundError:
+            backend.head(self.key)  # raises ObjectNotFoundError naming the key
+            raise
+        with source:
+            return self._decode(source, row_groups)
+
     def read(self) -> pa.Table:
         """Every matching row of the file (all chosen row groups fetched at once)."""
-        chosen = self.row_groups()
-        return self.decode(self.fetch(chosen), chosen)
+        return self._read(self.row_groups())
 
     def read_row_group(self, row_group: int) -> pa.Table:
         """One row group's matching rows."""
-        return self.decode(self.fetch([row_group]), [row_group])
+        return self._read([row_group])
 
     def iter_row_groups(self) -> Iterator[pa.Table]:
         """The chosen row groups' matching rows, one table each, in file order."""

@@ -10,6 +10,7 @@ whole-object PUT, one streamed upload, the error table); it then provides:
   read with no caller buffer joins its parts' bytes (``read_gather = "join"``);
 - ``write``: bytes up to ``single_put_size`` in one request, anything larger (or a stream of
   chunks) as an upload of parts;
+- the :class:`~datashard.storage.part_stream.WriteBudget` its streams (``open_output``) share;
 - ``delete_many`` in batches, the listing loop and the ``put_if_absent`` token check.
 
 Nothing here imports an SDK.
@@ -37,6 +38,7 @@ from datashard.storage.base import (
     validate_prefix,
 )
 from datashard.storage.parallel import PartPool
+from datashard.storage.part_stream import WriteBudget
 from datashard.storage.ranged_reads import RangedReads
 from datashard.storage.retry import RequestGate, RequestKind
 
@@ -65,6 +67,7 @@ class RangedBackend(RangedReads):
         single_put_size: int,
         prefix: str,
         pool_name: str,
+        write_buffer_size: int,
     ) -> None:
         super().__init__(config)
         self._gate = gate
@@ -76,6 +79,9 @@ class RangedBackend(RangedReads):
         self._part_size = part_size
         self._write_block_size = write_block_size
         self._single_put_size = single_put_size
+        self._write_buffer_size = write_buffer_size
+        self._budget: WriteBudget | None = None
+        self._budget_pid = -1
 
     def _connected(self) -> Any:
         """This process's SDK client, made by :meth:`_connect` on first use and again after a
@@ -85,6 +91,15 @@ class RangedBackend(RangedReads):
                 self._client = self._connect()
                 self._pid = os.getpid()
             return self._client
+
+    @property
+    def write_budget(self) -> WriteBudget:
+        """This process's count of the part buffers held by this backend's streams."""
+        with self._lock:
+            if self._budget is None or self._budget_pid != os.getpid():
+                self._budget = WriteBudget(self._write_buffer_size)
+                self._budget_pid = os.getpid()
+            return self._budget
 
     # -- hooks the subclass supplies -------------------------------------------------------
 

@@ -45,11 +45,13 @@ from datashard.storage.azure_config import AzureConfig
 from datashard.storage.azure_errors import error_code, http_status, translate
 from datashard.storage.base import (
     ObjectMeta,
+    ObjectWriter,
     collect_chunks,
     slices,
     validate_key,
     validate_range,
 )
+from datashard.storage.part_stream import PartStream
 from datashard.storage.ranged_reads import Got, Seen, Sink
 
 MiB = 1024 * 1024
@@ -140,6 +142,7 @@ class AzureBackend(RangedBackend):
             part_size=config.part_size,
             write_block_size=config.block_size,
             single_put_size=config.single_put_size,
+            write_buffer_size=config.write_buffer_size,
             prefix=config.prefix,
             pool_name="datashard-azure",
         )
@@ -322,7 +325,7 @@ class AzureBackend(RangedBackend):
         )
 
     def _stage(self, key: str, block_id: str, block: bytes | memoryview) -> None:
-        data = bytes(block)
+        data = _whole(block)
         self._call(
             "write",
             "write",
@@ -356,21 +359,7 @@ class AzureBackend(RangedBackend):
                 future.cancel()
         block_list = [BlobBlock(block_id=b) for b in ids]
         if token is None:
-
-            def commit() -> None:
-                try:
-                    self._blob(key).commit_block_list(block_list)
-                except Exception as exc:
-                    if error_code(exc) == "InvalidBlockList":
-                        raise BlocksDiscardedError(
-                            f"write {key!r} in {self.root_uri}: another writer committed this "
-                            "blob while this upload staged its blocks, and Azure discarded them "
-                            "(InvalidBlockList); write it again",
-                            key=key,
-                        ) from exc
-                    raise
-
-            self._call("write", "write", key, commit)
+            self._commit_blocks(key, block_list)
             return
         from azure.core import MatchConditions
 
@@ -383,6 +372,32 @@ class AzureBackend(RangedBackend):
                 match_condition=MatchConditions.IfMissing,
             ),
         )
+
+    def _commit_blocks(self, key: str, block_list: builtins.list[Any]) -> None:
+        """Commit the staged ``block_list`` as the blob ``key``."""
+
+        def commit() -> None:
+            try:
+                self._blob(key).commit_block_list(block_list)
+            except Exception as exc:
+                if error_code(exc) == "InvalidBlockList":
+                    raise BlocksDiscardedError(
+                        f"write {key!r} in {self.root_uri}: another writer committed this "
+                        "blob while this upload staged its blocks, and Azure discarded them "
+                        "(InvalidBlockList); write it again",
+                        key=key,
+                    ) from exc
+                raise
+
+        self._call("write", "write", key, commit)
+
+    def open_output(self, key: str) -> ObjectWriter:
+        """A stream that fills buffers of ``block_size``: one ``Put Blob`` if it ends within
+        the first, else blocks staged as each fills (up to 8 in flight) and committed as a block
+        list by ``close``; all streams of this backend hold at most ``write_buffer_size`` bytes
+        of buffers together (plus one block each). An aborted stream commits nothing (Azure
+        drops uncommitted blocks after 7 days)."""
+        return _AzureStream(self, validate_key(key))
 
     def put_if_absent(self, key: str, data: bytes) -> None:
         validate_key(key)
@@ -505,6 +520,52 @@ class AzureBackend(RangedBackend):
         if session is not None:
             session.close()
         self._parts.close()
+
+
+def _whole(block: bytes | memoryview) -> bytes | bytearray:
+    """``block`` as the SDK takes a body: the ``bytes`` or ``bytearray`` it views when it views
+    all of one (a stream's full block buffer: no copy), else a copy."""
+    if isinstance(block, memoryview):
+        owner = block.obj
+        if isinstance(owner, (bytes, bytearray)) and block.nbytes == len(owner):
+            return owner
+        return bytes(block)
+    return block
+
+
+class _AzureStream(PartStream):
+    """``AzureBackend.open_output`` (see there)."""
+
+    def __init__(self, backend: AzureBackend, key: str) -> None:
+        cfg = backend.config
+        super().__init__(
+            key,
+            part_size=cfg.block_size,
+            in_flight=max(1, min(cfg.max_concurrency, 8)),
+            pool=backend._parts,
+            budget=backend.write_budget,
+        )
+        self._backend = backend
+        self._upload = uuid.uuid4().hex
+
+    def _put_whole(self, data: memoryview) -> None:
+        self._backend._put(self.key, bytes(data))
+
+    def _start(self) -> None:
+        pass  # blocks are staged under IDs unique to this stream; nothing to begin
+
+    def _send(self, number: int, offset: int, data: memoryview, last: bool) -> Any:
+        block_id = f"{self._upload}{number:08d}"  # every ID of one upload has the same length
+        self._backend._stage(self.key, block_id, data)
+        return block_id
+
+    def _finish(self, tokens: builtins.list[Any]) -> None:
+        from azure.storage.blob import BlobBlock
+
+        self._backend._commit_blocks(self.key, [BlobBlock(block_id=b) for b in tokens])
+
+    def _cancel(self) -> None:
+        pass  # uncommitted blocks are invisible, and dropped by the service after 7 days
 
 
 class BlocksDiscardedError(StorageError):

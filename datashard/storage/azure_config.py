@@ -54,6 +54,9 @@ class AzureConfig(BackendConfig):
     block_size: int = 8 * MiB
     #: ``write`` of bytes up to this size is one ``Put Blob``; larger ones stage blocks.
     single_put_size: int = 16 * MiB
+    #: The part buffers that all streamed writes (``open_output``) of one backend hold
+    #: together; each stream holds at least one part.
+    write_buffer_size: int = 48 * MiB
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
 
@@ -90,6 +93,10 @@ class AzureConfig(BackendConfig):
             raise ConfigError(
                 "AzureConfig needs account_name, account_url or connection_string to find the "
                 "storage account"
+            )
+        if self.write_buffer_size < 0:
+            raise ConfigError(
+                f"AzureConfig.write_buffer_size must be >= 0 bytes, got {self.write_buffer_size}"
             )
         for name in ("part_size", "block_size", "single_put_size"):
             if getattr(self, name) < 1:

@@ -89,6 +89,11 @@ class DirectBackend(LocalBackend):
         super().__init__(config)
         self._local = threading.local()
 
+    def native_path(self, key: str) -> str | None:
+        """``None``: reads go through O_DIRECT here, never a buffered native reader."""
+        validate_key(key)
+        return None
+
     def _reader(self) -> AlignedReader:
         reader: AlignedReader | None = getattr(self._local, "reader", None)
         if reader is None:

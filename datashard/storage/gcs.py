@@ -45,6 +45,7 @@ from datashard.errors import (
 from datashard.storage._ranged_backend import RangedBackend, pool_connections
 from datashard.storage.base import (
     ObjectMeta,
+    ObjectWriter,
     collect_chunks,
     slices,
     validate_key,
@@ -58,6 +59,7 @@ from datashard.storage.gcs_errors import (
     http_status,
     translate,
 )
+from datashard.storage.part_stream import PartStream
 from datashard.storage.ranged_reads import Got, Seen, Sink
 
 MiB = 1024 * 1024
@@ -102,6 +104,7 @@ class GCSBackend(RangedBackend):
             part_size=config.part_size,
             write_block_size=config.chunk_size,
             single_put_size=config.single_put_size,
+            write_buffer_size=config.write_buffer_size,
             prefix=config.prefix,
             pool_name="datashard-gcs",
         )
@@ -340,6 +343,19 @@ class GCSBackend(RangedBackend):
 
     def _resumable(self, key: str, blocks: Iterable[memoryview | bytes], token: str | None) -> None:
         """A resumable upload of ``blocks`` (each a multiple of 256 KiB but the last)."""
+        session_url = self._begin_resumable(key, token)
+        offset = 0
+        blocks = iter(blocks)
+        current = next(blocks, None)
+        while current is not None:
+            following = next(blocks, None)
+            self._send_resumable(key, session_url, current, offset, following is None)
+            offset += len(current)
+            current = following
+
+    def _begin_resumable(self, key: str, token: str | None) -> str:
+        """Start a resumable upload of ``key`` (with a ``token``: only if it does not exist);
+        its session URL."""
         conn = self._connection()
         name = self._name(key)
         query = f"uploadType=resumable&name={quote(name, safe='')}"
@@ -356,19 +372,29 @@ class GCSBackend(RangedBackend):
                 raise GCSResponseError.from_response(resp)
             return str(resp.headers["Location"])
 
-        session_url = self._call("write", "write", key, start)
-        offset = 0
-        blocks = iter(blocks)
-        current = next(blocks, None)
-        while current is not None:
-            following = next(blocks, None)
-            chunk = bytes(current)
-            send = functools.partial(
-                self._send_chunk, session_url, chunk, offset, following is None, [False]
-            )
-            self._call("write", "write", key, send)
-            offset += len(chunk)
-            current = following
+        return self._call("write", "write", key, start)
+
+    def _send_resumable(
+        self, key: str, session_url: str, block: memoryview | bytes, offset: int, last: bool
+    ) -> None:
+        """Send ``block``, the bytes at ``offset`` (``last``: the end of the object)."""
+        send = functools.partial(self._send_chunk, session_url, bytes(block), offset, last, [False])
+        self._call("write", "write", key, send)
+
+    def _cancel_resumable(self, session_url: str) -> None:
+        """Drop an unfinished resumable upload: best effort, one attempt, quietly."""
+        try:
+            self._connection().session.delete(session_url, timeout=self._timeout)
+        except Exception:  # noqa: S110 - an unfinished session is invisible and expires
+            pass
+
+    def open_output(self, key: str) -> ObjectWriter:
+        """A stream that fills buffers of ``chunk_size``: one upload request if it ends within
+        the first, else a resumable upload whose chunks go out one at a time (each while the
+        next fills) and which the last one finishes; all streams of this backend hold at most
+        ``write_buffer_size`` bytes of buffers together (plus one chunk each). An aborted
+        stream cancels its session."""
+        return _GCSStream(self, validate_key(key))
 
     def _send_chunk(
         self, session_url: str, chunk: bytes, offset: int, last: bool, retried: builtins.list[bool]
@@ -528,6 +554,36 @@ class GCSBackend(RangedBackend):
         if conn is not None:
             conn.session.close()
         self._parts.close()
+
+
+class _GCSStream(PartStream):
+    """``GCSBackend.open_output`` (see there)."""
+
+    def __init__(self, backend: GCSBackend, key: str) -> None:
+        super().__init__(
+            key,
+            part_size=backend.config.chunk_size,
+            in_flight=1,  # a resumable upload takes its chunks in order
+            pool=backend._parts,
+            budget=backend.write_budget,
+        )
+        self._backend = backend
+        self._session = ""
+
+    def _put_whole(self, data: memoryview) -> None:
+        self._backend._put(self.key, bytes(data))
+
+    def _start(self) -> None:
+        self._session = self._backend._begin_resumable(self.key, None)
+
+    def _send(self, number: int, offset: int, data: memoryview, last: bool) -> Any:
+        self._backend._send_resumable(self.key, self._session, data, offset, last)
+
+    def _finish(self, tokens: builtins.list[Any]) -> None:
+        pass  # the last chunk finished the upload
+
+    def _cancel(self) -> None:
+        self._backend._cancel_resumable(self._session)
 
 
 def _sdk_error(exc: BaseException) -> bool:

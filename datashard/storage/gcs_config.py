@@ -50,6 +50,9 @@ class GCSConfig(BackendConfig):
     chunk_size: int = 8 * MiB
     #: ``write`` of bytes up to this size is one upload request; larger ones are resumable.
     single_put_size: int = 16 * MiB
+    #: The part buffers that all streamed writes (``open_output``) of one backend hold
+    #: together; each stream holds at least one part.
+    write_buffer_size: int = 48 * MiB
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
 
@@ -73,6 +76,10 @@ class GCSConfig(BackendConfig):
         if len(chosen) > 1:
             raise ConfigError(
                 f"GCSConfig takes one kind of credential, got {' and '.join(chosen)}; keep one"
+            )
+        if self.write_buffer_size < 0:
+            raise ConfigError(
+                f"GCSConfig.write_buffer_size must be >= 0 bytes, got {self.write_buffer_size}"
             )
         for name in ("part_size", "chunk_size", "single_put_size"):
             if getattr(self, name) < 1:

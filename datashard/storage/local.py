@@ -4,7 +4,10 @@
   renamed over the target with ``os.replace`` and the directory fsynced. A reader sees the old
   file or the new one, never a mix. ``write`` streams an iterable of chunks without joining them.
 - ``open_output`` streams into such a temp file (written through a 1 MiB buffer); ``close``
-  publishes it as ``write`` does, ``abort`` removes it.
+  publishes it as ``write`` does, ``abort`` removes it. With ``fsync`` on, every
+  :data:`WRITEBACK_EVERY` bytes the kernel is asked to start writing them to disk
+  (:mod:`datashard.storage._writeback`), so the disk works while the stream is still being
+  produced and the final fsync waits for little.
 - ``put_if_absent`` is atomic: a fully written, fsynced temp file is hard-linked to the key with
   ``os.link``, which fails if the key exists. There is no check-then-write.
 - Temp files are named ``.datashard-tmp-<hex>``; ``list`` never shows them, and a key with a
@@ -40,6 +43,7 @@ from datashard.errors import (
     StoragePermissionError,
     UnsupportedOperationError,
 )
+from datashard.storage._writeback import start_writeback
 from datashard.storage.base import (
     ObjectMeta,
     ObjectWriter,
@@ -62,6 +66,8 @@ _NOT_FOUND = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 #: Attempts to recreate a directory that a concurrent ``delete`` pruned under a writer.
 _MKDIR_ATTEMPTS = 16
+#: A stream asks for write-back of what it wrote each time this many more bytes are written.
+WRITEBACK_EVERY = 8 << 20
 
 
 def _default_path() -> str:
@@ -273,6 +279,13 @@ class LocalBackend(StorageBackend):
             return bytes(out[:got])
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
+
+    def native_path(self, key: str) -> str | None:
+        """The file holding ``key``, for a reader that reads it natively (pyarrow's Parquet
+        reader, its reads in C++ without the interpreter); ``None`` where reads must go through
+        this backend (``direct://``). Raises ``InvalidPathError`` for an invalid key; the file
+        may not exist."""
+        return self._path(key)
 
     def read_into(self, key: str, buffer: Any, offset: int = 0) -> int:
         """``preadv`` straight into ``buffer``: no intermediate copy."""
@@ -584,22 +597,28 @@ class _LocalWriter(ObjectWriter):
         self._fd = fd
         self._temp = temp
         self._buffer = bytearray()
+        self._written = 0  # bytes written to the file
+        self._written_back = 0 if backend.config.fsync else -1  # write-back asked up to here
 
-    def _drain(self) -> None:
+    def _put(self, view: memoryview) -> None:
         try:
-            _write_all(self._fd, memoryview(self._buffer))
+            _write_all(self._fd, view)  # large writes free the GIL
         except OSError as exc:
             raise self._backend._error(exc, self.key, "write") from exc
+        self._written += len(view)
+        if self._written_back >= 0 and self._written - self._written_back >= WRITEBACK_EVERY:
+            start_writeback(self._fd, self._written_back, self._written - self._written_back)
+            self._written_back = self._written
+
+    def _drain(self) -> None:
+        self._put(memoryview(self._buffer))
         self._buffer = bytearray()
 
     def _write(self, view: memoryview) -> None:
         if len(view) >= self.buffer_size:
             if self._buffer:
                 self._drain()
-            try:
-                _write_all(self._fd, view)  # large writes skip the buffer (and free the GIL)
-            except OSError as exc:
-                raise self._backend._error(exc, self.key, "write") from exc
+            self._put(view)  # large writes skip the buffer
             return
         self._buffer += view
         if len(self._buffer) >= self.buffer_size:

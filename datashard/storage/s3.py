@@ -8,10 +8,13 @@ boto3 carries the requests; this module adds what the contract needs on top:
 - reads are the shared engine of :mod:`datashard.storage.ranged_reads` (large spans split into
   range GETs run concurrently, pinned to the first response's ETag, restarted when the object is
   replaced); this module gives it one ``GetObject`` that reads the body from the socket straight
-  into its slice of the buffer (:meth:`S3Backend._get_into`);
+  into its slice of the buffer (:meth:`S3Backend._get_into`), on plain-HTTP path-style
+  endpoints sent without boto3 (:mod:`datashard.storage.s3_lean`);
 - ``put_if_absent`` is one ``PutObject`` with ``If-None-Match: *`` carrying a unique token in its
   metadata, so a retry after a lost response that then meets its own object reports a win;
-- ``write`` of large data or of an iterable of chunks is a multipart upload, aborted on failure.
+- ``write`` of large data is a multipart upload, aborted on failure; ``open_output`` (and
+  ``write`` of an iterable of chunks) streams through part buffers bounded per backend
+  (:mod:`datashard.storage.s3_multipart`).
 
 The boto3 client, the gate and the thread pool are made lazily in each process: a pickled
 backend carries only its config, and a forked child makes its own.
@@ -41,6 +44,7 @@ from datashard.errors import (
 )
 from datashard.storage.base import (
     ObjectMeta,
+    ObjectWriter,
     WriteData,
     byte_view,
     slices,
@@ -49,12 +53,14 @@ from datashard.storage.base import (
     validate_range,
 )
 from datashard.storage.parallel import PartPool
+from datashard.storage.part_stream import WriteBudget
 from datashard.storage.ranged_reads import Got, RangedReads, Sink
 from datashard.storage.retry import RequestGate, RequestKind
-from datashard.storage.s3_body import parse_total, read_body_into, unquote_etag
+from datashard.storage.s3_body import body_of, parse_total, read_body_into, unquote_etag
 from datashard.storage.s3_config import MAX_SINGLE_PUT, S3Config
 from datashard.storage.s3_errors import classify, error_code, http_status, translate
-from datashard.storage.s3_multipart import upload_multipart
+from datashard.storage.s3_lean import LeanGets
+from datashard.storage.s3_multipart import S3Stream, upload_chunks, upload_multipart
 
 __all__ = ["S3Backend", "S3Config"]
 
@@ -84,6 +90,8 @@ class S3Backend(RangedReads):
         self._client: Any = None
         self._gate: RequestGate | None = None
         self._pool: PartPool | None = None
+        self._budget: WriteBudget | None = None
+        self._lean: LeanGets | None = None
 
     # -- per-process state -----------------------------------------------------------------
 
@@ -97,6 +105,12 @@ class S3Backend(RangedReads):
                     self._client = self.config.make_client()
                     self._gate = self.config.request_gate()
                     self._pool = PartPool(self.config.max_concurrency, "datashard-s3")
+                    self._budget = WriteBudget(self.config.write_buffer_size)
+                    self._lean = (
+                        LeanGets(self.config, self._client)
+                        if LeanGets.usable(self.config, self._client)
+                        else None
+                    )
                     self._pid = pid
         assert self._gate is not None and self._pool is not None
         return self._client, self._gate, self._pool
@@ -105,6 +119,13 @@ class S3Backend(RangedReads):
     def client(self) -> Any:
         """This process's boto3 client (made on first use)."""
         return self._state()[0]
+
+    @property
+    def write_budget(self) -> WriteBudget:
+        """This process's count of the part buffers held by this backend's streams."""
+        self._state()
+        assert self._budget is not None
+        return self._budget
 
     @property
     def gate(self) -> RequestGate:
@@ -121,7 +142,10 @@ class S3Backend(RangedReads):
                     self._pool.close()
                 if self._client is not None:
                     self._client.close()
+                if self._lean is not None:
+                    self._lean.close()
             self._client, self._gate, self._pool, self._pid = None, None, None, -1
+            self._budget, self._lean = None, None
 
     # -- requests --------------------------------------------------------------------------
 
@@ -165,7 +189,10 @@ class S3Backend(RangedReads):
             params["IfMatch"] = pin
 
         def fetch(client: Any) -> int:
+            lean = self._lean
             try:
+                if lean is not None:  # a plain range GET without boto3 (s3_lean)
+                    return lean.get_into(params["Key"], start, end, sink, pin, key)
                 response = client.get_object(**params)
             except ClientError as exc:
                 if error_code(exc) == "InvalidRange" or http_status(exc) == 416:
@@ -270,7 +297,7 @@ class S3Backend(RangedReads):
 
     # -- writes ----------------------------------------------------------------------------
 
-    def _put(self, key: str, body: bytes, **params: Any) -> None:
+    def _put(self, key: str, body: bytes | memoryview, **params: Any) -> None:
         self._request(
             "write",
             "PUT",
@@ -278,7 +305,7 @@ class S3Backend(RangedReads):
             lambda c: c.put_object(
                 Bucket=self.config.bucket,
                 Key=self.config.object_key(key),
-                Body=body,
+                Body=body_of(body),
                 **self._extra(),
                 **params,
             ),
@@ -292,10 +319,16 @@ class S3Backend(RangedReads):
             if len(view) <= cfg.multipart_threshold:
                 self._put(key, data if isinstance(data, bytes) else bytes(view))
                 return
-            chunks: Iterable[Any] = slices(view, cfg.part_size)
+            upload_multipart(self, key, slices(view, cfg.part_size))
         else:
-            chunks = data
-        upload_multipart(self, key, chunks)
+            upload_chunks(self, key, data)
+
+    def open_output(self, key: str) -> ObjectWriter:
+        """A stream that fills buffers of ``part_size``: one ``PutObject`` if it ends within
+        the first, else a multipart upload started when the first is full (``write_concurrency``
+        parts in flight), all streams of this backend holding at most ``write_buffer_size`` bytes
+        of buffers together (plus one part each)."""
+        return S3Stream(self, validate_key(key))
 
     def put_if_absent(self, key: str, data: bytes) -> None:
         validate_key(key)

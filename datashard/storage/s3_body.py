@@ -1,8 +1,10 @@
-"""Reading S3 GET responses: what their headers tell, and their bodies straight into a buffer."""
+"""S3 request and response bodies: what GET headers tell, GET bodies read straight into a
+buffer, and PUT bodies sent from a buffer without a copy."""
 
 from __future__ import annotations
 
 import http.client
+import io
 from typing import Any
 
 from datashard.errors import TransientStorageError
@@ -57,3 +59,50 @@ def read_body_into(body: Any, view: memoryview) -> None:
             body.close()
     else:
         body.close()
+
+
+class ViewBody(io.RawIOBase):
+    """A read-only, seekable file over a byte view: how a part buffer (or a slice of the
+    caller's bytes) goes out as a request body without being copied into ``bytes`` first
+    (botocore takes ``bytes``, ``bytearray`` or a file, not a ``memoryview``). Make one per
+    attempt: a retry must start from the first byte."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        n = max(0, min(len(out), len(self._view) - self._pos))
+        out[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def body_of(data: bytes | bytearray | memoryview) -> bytes | bytearray | ViewBody:
+    """``data`` as botocore takes a body: itself when it is ``bytes`` or ``bytearray``, else a
+    :class:`ViewBody` over it."""
+    if isinstance(data, (bytes, bytearray)):
+        return data
+    view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    if isinstance(view.obj, (bytes, bytearray)) and len(view) == len(view.obj):
+        return view.obj  # the whole of a bytes or bytearray: send it as it is
+    return ViewBody(view)

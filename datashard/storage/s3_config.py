@@ -75,7 +75,8 @@ class S3Config(BackendConfig):
     Data path: ``read_into``, ``read``, ``read_range`` and ``read_ranges`` fetch spans larger than
     ``read_threshold`` as concurrent range GETs of ``read_part_size`` bytes (at most
     ``max_concurrency`` in flight). ``write`` uploads data larger than ``multipart_threshold`` as
-    a multipart upload of ``part_size`` parts, ``write_concurrency`` parts in flight.
+    a multipart upload of ``part_size`` parts, ``write_concurrency`` parts in flight; streams
+    (``open_output``) hold at most ``write_buffer_size`` bytes of part buffers together.
     """
 
     env_name = "S3"
@@ -102,6 +103,9 @@ class S3Config(BackendConfig):
     multipart_threshold: int = 32 * MiB
     part_size: int = 16 * MiB
     write_concurrency: int = 4
+    #: The part buffers that all streamed writes (``open_output``, ``write`` of an iterable) of
+    #: one backend hold together; each stream holds at least one part.
+    write_buffer_size: int = 48 * MiB
     read_threshold: int = 8 * MiB
     read_part_size: int = 8 * MiB
     connect_timeout: float = 10.0
@@ -144,6 +148,10 @@ class S3Config(BackendConfig):
         for name in ("write_concurrency", "read_part_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"S3Config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.write_buffer_size < 0:
+            raise ConfigError(
+                f"S3Config.write_buffer_size must be >= 0 bytes, got {self.write_buffer_size}"
+            )
         if self.read_threshold < 0:
             raise ConfigError(f"S3Config.read_threshold must be >= 0, got {self.read_threshold}")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:

@@ -481,3 +481,29 @@ def test_fsync_is_on_by_default_and_off_only_when_asked(
     assert fast.read("a/b/two") == b"2" and [m.key for m in fast.list("")] == ["a/b/two"]
     with pytest.raises(ConfigError, match=r"LocalConfig\.fsync expects bool, got 'sometimes'"):
         open_backend(f"file://{tmp_path}/x", fsync="sometimes")
+
+
+def test_a_durable_stream_starts_its_write_back_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 8 MiB written, a durable stream asks the kernel to start writing them out, so the
+    fsync at ``close`` waits for little; with ``fsync=False`` it never asks."""
+    import datashard.storage.local as local
+
+    asked: list[tuple[int, int]] = []
+    real = local.start_writeback
+
+    def recording(fd: int, offset: int, length: int) -> None:
+        asked.append((offset, length))
+        real(fd, offset, length)
+
+    monkeypatch.setattr(local, "start_writeback", recording)
+    data = os.urandom(20 << 20)
+    for fsync, expected in ((True, [(0, 8 << 20), (8 << 20, 8 << 20)]), (False, [])):
+        asked.clear()
+        backend = open_backend(f"file://{tmp_path}/{fsync}", fsync=fsync)
+        with backend.open_output("data/f.parquet") as out:
+            for start in range(0, len(data), 1 << 20):
+                out.write(data[start : start + (1 << 20)])
+        assert asked == expected
+        assert backend.read("data/f.parquet") == data

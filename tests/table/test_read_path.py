@@ -5,6 +5,7 @@ deletes and schema evolution apply per row group, batches stream in the size ask
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import subprocess
 import sys
@@ -410,3 +411,33 @@ def test_planning_a_filtered_scan_imports_no_pandas(tmp_path: Path) -> None:
         cwd=Path(__file__).parents[2],
     )
     assert out.stdout.split() == ["0", "False"], out.stdout + out.stderr
+
+
+def _rchar() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_a_local_file_is_read_in_the_chunks_needed_and_a_missing_one_is_not_found(
+    tmp_path: Path,
+) -> None:
+    from datashard.errors import ObjectNotFoundError
+    from datashard.io.parquet import open_data_file
+
+    data = _wide(30, 20_000)
+    table = create_table("t", Schema.from_arrow(data.schema), warehouse=f"file://{tmp_path}")
+    table.append(data)
+    (task,) = table.scan().plan_files()
+    backend = open_backend(f"file://{tmp_path}")
+    key = backend.key_for(task.file_path)
+    fields = [table.schema().find_field(name) for name in ("c3", "c17")]
+    reader = open_data_file(backend, key, fields, size=task.file_size_in_bytes)
+    before = _rchar()
+    got = reader.read()
+    read = _rchar() - before
+    assert got.equals(data.select(["c3", "c17"]))
+    needed = _chunk_bytes(task.file_path, backend, ["c3", "c17"], [0])
+    assert needed <= read <= 1.2 * needed + 64 * 1024, (read, needed)
+    os.remove(tmp_path / key)  # the footer stays cached; the file is gone
+    with pytest.raises(ObjectNotFoundError, match="data/"):
+        open_data_file(backend, key, fields, size=task.file_size_in_bytes).read()

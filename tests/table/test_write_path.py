@@ -269,6 +269,31 @@ def test_append_failing_mid_stream_leaves_no_data_file_and_no_commit(s3_via_prox
     assert fresh.count() == 15
 
 
+def test_append_on_s3_holds_at_most_the_write_buffer_of_upload_parts(s3_via_proxy: Any) -> None:
+    """Two files stream at once (one per core), each a multipart upload of 5 MiB parts; all the
+    upload buffers of the append stay within ``write_buffer_size`` plus one part per file."""
+    proxy, uri, options, client, bucket = s3_via_proxy
+    table = create_table(
+        "t",
+        SCHEMA,
+        warehouse=uri,
+        properties={"write.target-file-size-bytes": str(12 << 20)},
+        write_buffer_size=10 << 20,
+        **options,
+    )
+    data = _incompressible(2_000_000, seed=4)  # ~24 MB of Parquet: 2+ files of 3+ parts
+    budget = table.backend.write_budget  # type: ignore[attr-defined]
+    budget.reset_peak()
+    table.append(data)
+    assert proxy.requests["POST"] >= 4  # multipart uploads were made (create + complete each)
+    assert 5 << 20 <= budget.peak <= (10 << 20) + 2 * (5 << 20)
+    assert budget.held == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    got = load_table("t", warehouse=uri, **options).scan().to_arrow().sort_by("id")
+    for name in ("id", "price", "qty"):
+        assert got.column(name).equals(data.column(name))
+
+
 _KILLED_WRITER = textwrap.dedent(
     """
     import sys
