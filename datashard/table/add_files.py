@@ -169,19 +169,13 @@ class DataFileWriter:
 
 
 def _to_arrow(data: WriteInput) -> pa.Table:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if pd is not None and isinstance(data, pd.DataFrame):
-        try:
-            return pa.Table.from_pandas(data, preserve_index=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ValidationError(f"the DataFrame does not convert to Arrow: {exc}") from exc
+    """``data`` as one Arrow table: what an append takes, or an iterable of those."""
+    import pandas as pd
+
+    from datashard.table.table import _to_arrow as one  # table.py imports this module
+
+    if isinstance(data, (pa.Table, pa.RecordBatch, pd.DataFrame)):
+        return one(data)
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
         parts = [_to_arrow(d) for d in data]
         if not parts:
