@@ -179,7 +179,9 @@ def test_duckdb_reads_what_pyiceberg_and_datashard_wrote(local_wh: Any) -> None:
 
     cat = _catalog(local_wh)
     cat.create_table("events", ROWS).append(_batch(1, 0, 3))
-    load_table("events", local_wh.uri).append(_batch(2, 0, 2))
+    mine = load_table("events", local_wh.uri)
+    mine.append(_batch(2, 0, 2))
+    mine.flush()  # the hint is written in the background; the directory form follows it
     con = duckdb_connection(local_wh)
     directory = local_wh.backend.uri_for("events").removeprefix("file://")
     expected = [(1, 0, r) for r in range(3)] + [(2, 0, r) for r in range(2)]
