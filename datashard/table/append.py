@@ -35,6 +35,7 @@ from datashard.iceberg.manifest_codec import (
 from datashard.iceberg.metadata import Snapshot, TableMetadata
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings
+from datashard.table.group import Group, GroupSettings
 from datashard.table.process import submit
 from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
 from datashard.table.updates import IDEMPOTENCY_KEY, AssertNewKey, Requirement
@@ -51,6 +52,9 @@ class WriterState:
     entries: dict[str, list[ManifestEntry]] = field(default_factory=dict)
     #: manifest reads running in the background for a coming merge
     prefetch: Prefetch = field(default_factory=lambda: Prefetch())
+    #: the writer's last append lost a race or was folded in (group commit: the next one
+    #: publishes its record at once)
+    contended: bool = False
 
 
 class AppendCommit(SnapshotProducer):
@@ -71,6 +75,7 @@ class AppendCommit(SnapshotProducer):
         #: recorded in the summary; an append that finds it on a base lands nothing
         self.idempotency_key = idempotency_key
         state = WriterState() if state is None else state
+        self.state = state
         self.cache = state.manifests
         #: entries of manifests this writer wrote, by manifest path (saves reads when merging)
         self.entry_cache: MutableMapping[str, list[ManifestEntry]] = state.entries
@@ -129,7 +134,8 @@ class AppendCommit(SnapshotProducer):
         ours = replace(self.manifest, sequence_number=seq, min_sequence_number=seq)
         # the parent is this writer's own last commit iff its manifests are cached
         own_base = parent is None or parent.snapshot_id in self.cache
-        manifests = [ours, *self.parent_manifests(md)]
+        folded = [] if self.group is None else self.group.manifests(self.snapshot_id, seq)
+        manifests = [ours, *folded, *self.parent_manifests(md)]
         self._merged, self._merge_writes = {}, []
         if settings.merge_enabled:
             manifests = self.merge_tiers(manifests, ours, seq, settings, own_base)
@@ -271,7 +277,40 @@ class AppendCommit(SnapshotProducer):
 
     def summary(self, parent: Snapshot | None) -> dict[str, str]:
         extra = {IDEMPOTENCY_KEY: self.idempotency_key} if self.idempotency_key else None
-        return snapshot_summary("append", self.added, (), 0, parent, self.commit_id, extra)
+        out = snapshot_summary("append", self.added, (), 0, parent, self.commit_id, extra)
+        if self.group is not None:
+            self.group.add_to_summary(out)
+        return out
+
+    def _make_group(self) -> Group | None:
+        """Group commit for this append, if the table turns it on (not with an idempotency
+        key: that check runs on this commit's own snapshot only)."""
+        settings = GroupSettings.from_properties(self.base.metadata.properties)
+        if not settings.enabled or self.idempotency_key or self.manifest is None:
+            return None
+
+        def record_manifest() -> tuple[ManifestFile, str, bytes]:
+            # the same entries with inherited snapshot ids: whichever snapshot folds it in
+            entries = [ManifestEntry(ADDED, None, None, None, df) for df in self.added]
+            return self.encode_manifest(entries, self.spec, 0, "g0", snapshot_id=None)
+
+        return Group(
+            eager=self.state.contended,
+            backend=self.backend,
+            paths=self.paths,
+            commit_id=self.commit_id,
+            settings=settings,
+            make_manifest=record_manifest,
+            counters={
+                "added-data-files": len(self.added),
+                "added-records": sum(df.record_count for df in self.added),
+                "added-files-size": sum(df.file_size_in_bytes for df in self.added),
+            },
+            partitions=tuple(sorted({repr(sorted(df.partition.items())) for df in self.added})),
+            schema_id=self.schema.schema_id,
+            spec_id=self.spec.spec_id,
+            own_manifest=self.manifest.manifest_path,
+        )
 
     def requirements(self) -> list[Requirement]:
         """With an idempotency key: no snapshot of the base carries it yet (checked on every
@@ -291,10 +330,12 @@ class AppendCommit(SnapshotProducer):
         :meth:`stage_append`; what it raises cancels the append, nothing left behind."""
         try:
             self.stage_append(tables, progress)
+            self.group = self._make_group()
         except BaseException:
             self.discard()  # data files already written: the commit will not run
             raise
         loaded, hint = self.commit(background=True, after=after)
+        self.state.contended = self.attempts > 1 or self.folded_into is not None
         snap = loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:
             self.cache.clear()  # keep only the newest: older bases mean a lost race anyway
