@@ -88,11 +88,18 @@ class GroupSettings:
         raw = str(props.get(ENABLED, "false")).strip().lower()
         if raw not in ("true", "false"):
             raise ConfigError(f"table property {ENABLED}={raw!r}: expected 'true' or 'false'")
-        return cls(
+        out = cls(
             enabled=raw == "true",
             max_wait_ms=whole_number(props, *MAX_WAIT, 1),
             clock_skew_ms=whole_number(props, *CLOCK_SKEW, 0),
         )
+        if out.max_wait_ms <= 2 * out.clock_skew_ms:
+            raise ConfigError(
+                f"table property {MAX_WAIT[0]}={out.max_wait_ms} must be more than twice "
+                f"{CLOCK_SKEW[0]}={out.clock_skew_ms}: a record is folded in only until its "
+                "deadline less twice the clock skew allowance"
+            )
+        return out
 
 
 @dataclass(frozen=True)

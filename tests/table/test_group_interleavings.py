@@ -149,7 +149,7 @@ WRITERS, APPENDS = 4, 3
 
 
 def run_schedule(
-    choices: list[tuple[int, str]],
+    choices: list[tuple[int, str]], max_wait_ms: int = 60_000
 ) -> tuple[dict[tuple[int, int], str], list[str], int]:
     """Run the writers on ``choices`` ((which pending call, what happens to it), in turn;
     then every call goes through): the appends' outcomes, the commit ids the snapshots name,
@@ -165,7 +165,7 @@ def run_schedule(
             "commit.retry.min-wait-ms": "0",
             "commit.retry.max-wait-ms": "0",
             "commit.retry.num-retries": "3",
-            "commit.group.max-wait-ms": "60000",
+            "commit.group.max-wait-ms": str(max_wait_ms),
             "commit.group.clock-skew-ms": "0",
         },
     )
@@ -276,6 +276,22 @@ def test_group_commit_is_exactly_once_under_any_interleaving(
     choices: list[tuple[int, str]],
 ) -> None:
     run_schedule(choices)
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+@given(schedules())
+def test_records_past_their_deadline_are_settled_exactly_once(
+    choices: list[tuple[int, str]],
+) -> None:
+    """With a deadline of a few milliseconds, records expire while writers still race:
+    writers that give up must find their record unfolded (then nothing of theirs is live) or
+    folded (then they return it), never both."""
+    run_schedule(choices, max_wait_ms=5)
 
 
 @pytest.mark.parametrize("seed", range(3))
