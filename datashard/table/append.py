@@ -31,11 +31,12 @@ from datashard.iceberg.manifest_codec import (
     inherit_row_ids,
     read_manifest,
     read_manifest_list,
+    write_manifest,
 )
 from datashard.iceberg.metadata import Snapshot, TableMetadata
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings
-from datashard.table.group import Group, GroupSettings
+from datashard.table.group import Group, GroupSettings, contended
 from datashard.table.process import submit
 from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
 from datashard.table.updates import IDEMPOTENCY_KEY, AssertNewKey, Requirement
@@ -84,6 +85,8 @@ class AppendCommit(SnapshotProducer):
         self._merged: dict[str, list[ManifestEntry]] = {}
         #: merged manifests this attempt writes (with the manifest list, concurrently)
         self._merge_writes: Writes = []
+        #: the entries of the manifest of the appends this attempt folds in (group commit)
+        self._folded: dict[str, list[ManifestEntry]] = {}
         self.manifest: ManifestFile | None = None
 
     # -- staging -----------------------------------------------------------------------------
@@ -134,11 +137,25 @@ class AppendCommit(SnapshotProducer):
         ours = replace(self.manifest, sequence_number=seq, min_sequence_number=seq)
         # the parent is this writer's own last commit iff its manifests are cached
         own_base = parent is None or parent.snapshot_id in self.cache
-        folded = [] if self.group is None else self.group.manifests(self.snapshot_id, seq)
-        manifests = [ours, *folded, *self.parent_manifests(md)]
-        self._merged, self._merge_writes = {}, []
+        manifests = [ours, *self.parent_manifests(md)]
+        self._merged, self._merge_writes, self._folded = {}, [], {}
         if settings.merge_enabled:
             manifests = self.merge_tiers(manifests, ours, seq, settings, own_base)
+        if self.group is not None and self.group.chosen:
+            # the appends this attempt folds in: their files in one manifest of this snapshot
+            # (ADDED here, as for its own), written with the manifest list
+            files = self.group.folded_files()
+            entries = [ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in files]
+            folded, key, body = self.encode_manifest(
+                entries, self.spec, seq, "g1", snapshot_id=self.snapshot_id
+            )
+            self._merge_writes.append((key, body))
+            self._folded = {
+                folded.manifest_path: [
+                    ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in files
+                ]
+            }
+            manifests = [manifests[0], folded, *manifests[1:]]
         return manifests, self._merge_writes
 
     def merge_tiers(
@@ -272,6 +289,7 @@ class AppendCommit(SnapshotProducer):
                 ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in self.added
             ]
         self.entry_cache.update(self._merged)
+        self.entry_cache.update(self._folded)
         if sum(len(v) for v in self.entry_cache.values()) > _MAX_CACHED_ENTRIES:
             self.entry_cache.clear()
 
@@ -289,13 +307,16 @@ class AppendCommit(SnapshotProducer):
         if not settings.enabled or self.idempotency_key or self.manifest is None:
             return None
 
-        def record_manifest() -> tuple[ManifestFile, str, bytes]:
+        def record_manifest() -> bytes:
             # the same entries with inherited snapshot ids: whichever snapshot folds it in
             entries = [ManifestEntry(ADDED, None, None, None, df) for df in self.added]
-            return self.encode_manifest(entries, self.spec, 0, "g0", snapshot_id=None)
+            return write_manifest(
+                entries, self.schema, self.spec, None, MANIFEST_DATA, self.format_version
+            )
 
         return Group(
-            eager=self.state.contended,
+            # the writer's last append met contention, or the table shows it now
+            eager=self.state.contended or contended(self.base.metadata),
             backend=self.backend,
             paths=self.paths,
             commit_id=self.commit_id,
@@ -335,7 +356,12 @@ class AppendCommit(SnapshotProducer):
             self.discard()  # data files already written: the commit will not run
             raise
         loaded, hint = self.commit(background=True, after=after)
-        self.state.contended = self.attempts > 1 or self.folded_into is not None
+        # contention: a lost race, or this append was folded in or folded others in
+        self.state.contended = (
+            self.attempts > 1
+            or self.folded_into is not None
+            or (self.group is not None and bool(self.group.chosen))
+        )
         snap = loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:
             self.cache.clear()  # keep only the newest: older bases mean a lost race anyway

@@ -297,6 +297,25 @@ def commit(
     if group is not None and group.eager:
         group_deadline = publish(base)
 
+    def follow(on: Loaded, deadline: float) -> Loaded | None:
+        """Wait for a version newer than ``on`` (another writer leads this round and folds
+        this append in): that version, or ``None`` once the wait is over (this writer then
+        builds an attempt itself)."""
+        assert group is not None
+        began = clock()
+        # stop waiting well before the deadline: the attempts after it still need time
+        end = min(began + group.patience_s(), deadline - group.patience_s())
+        while clock() < end:
+            sleep(group.poll_s())
+            try:
+                newer = load_newest(backend, paths, on)
+            except (StorageError, CorruptMetadataError):
+                return None
+            if newer is not None and newer.version > on.version:
+                group.saw_versions(clock() - began, newer.version - on.version)
+                return newer
+        return None
+
     def folded_result(found: Loaded, snap: Snapshot | None) -> CommitResult:
         assert group is not None
 
@@ -335,6 +354,11 @@ def commit(
                     return folded_result(base, snap)
                 if state is State.GONE:
                     raise _gone(backend, paths, commit_id)
+                if group_deadline is not None and not group.leads(base):
+                    newer = follow(base, group_deadline)
+                    if newer is not None:
+                        base = newer
+                        continue
                 group.gather(base)
             try:
                 for requirement in requirements:
@@ -389,6 +413,11 @@ def commit(
             dead_keys.extend(current.keys)
             delete_quietly(backend, current.keys)
             continue
+        if folded_by is not None:
+            # no request of this send (a storage-layer retry included) starts after the
+            # folded records' send deadline
+            until = folded_by - clock()
+            remaining = until if remaining is None else min(remaining, until)
         if remaining is None:
             outcome, found = _send(backend, paths, current, commit_id)
         else:
@@ -437,12 +466,15 @@ def commit(
         sleep(settings.backoff(0 if group_deadline is not None else attempt))
         attempt += 1
         try:
+            was = (base.version, clock())
             base = newest_after_loss(backend, paths, current.target, found)
             limit_ms = min(limit_ms, duration_limit_ms(base.metadata.properties))
         except (StorageError, ConfigError) as exc:
             raise give_up(exc) from exc.__cause__
-        if group is not None and not group.entered:
-            group_deadline = publish(base)
+        if group is not None:
+            group.saw_versions(clock() - was[1], base.version - was[0])
+            if not group.entered:
+                group_deadline = publish(base)
 
 
 def _gone(backend: StorageBackend, paths: TablePaths, commit_id: str) -> CommitStateUnknownError:

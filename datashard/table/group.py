@@ -35,7 +35,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 
 from datashard.errors import (
@@ -43,8 +43,8 @@ from datashard.errors import (
     CorruptMetadataError,
     StorageError,
 )
-from datashard.iceberg.manifest import ManifestFile
-from datashard.iceberg.manifest_codec import read_manifest_list, write_manifest_list
+from datashard.iceberg.manifest import DataFile
+from datashard.iceberg.manifest_codec import read_manifest
 from datashard.iceberg.metadata import Snapshot, TableMetadata, now_ms
 from datashard.storage.base import StorageBackend
 from datashard.table.process import submit
@@ -114,15 +114,18 @@ class PendingRecord:
     deadline_ms: int
     schema_id: int
     spec_id: int
-    #: the manifest of its data files (snapshot ids and sequence numbers inherited)
-    manifest: ManifestFile
+    #: its data files, as the bytes of a manifest (snapshot ids and sequence numbers
+    #: inherited): never written as a manifest of its own, a folding attempt writes them into
+    #: its manifest
+    manifest: bytes
     counters: Mapping[str, int]
     partitions: tuple[str, ...]
+    #: the data files of ``manifest`` (read from it once, when the record is read)
+    files: tuple[DataFile, ...] = ()
 
 
 def encode_record(record: PendingRecord) -> bytes:
-    """The bytes of ``record`` (JSON; the manifest row as a one-row manifest list)."""
-    manifest = write_manifest_list([record.manifest], 0, None, 0)
+    """The bytes of ``record`` (JSON; the data files as an Avro manifest, in base64)."""
     body = {
         "format": RECORD_FORMAT,
         "commit-id": record.commit_id,
@@ -132,7 +135,7 @@ def encode_record(record: PendingRecord) -> bytes:
         "spec-id": record.spec_id,
         "counters": dict(record.counters),
         "partitions": list(record.partitions),
-        "manifest": base64.b64encode(manifest).decode("ascii"),
+        "manifest": base64.b64encode(record.manifest).decode("ascii"),
     }
     return json.dumps(body, sort_keys=True).encode()
 
@@ -143,9 +146,8 @@ def decode_record(data: bytes, key: str) -> PendingRecord:
         body = json.loads(data)
         if body.get("format") != RECORD_FORMAT:
             raise ValueError(f"format {body.get('format')!r}, expected {RECORD_FORMAT!r}")
-        rows = read_manifest_list(base64.b64decode(body["manifest"]), key)
-        if len(rows) != 1:
-            raise ValueError(f"{len(rows)} manifests, expected 1")
+        manifest = base64.b64decode(body["manifest"], validate=True)
+        files = tuple(e.data_file for e in read_manifest(manifest, key))
         return PendingRecord(
             key=key,
             commit_id=str(body["commit-id"]),
@@ -153,11 +155,12 @@ def decode_record(data: bytes, key: str) -> PendingRecord:
             deadline_ms=int(body["deadline-ms"]),
             schema_id=int(body["schema-id"]),
             spec_id=int(body["spec-id"]),
-            manifest=rows[0],
+            manifest=manifest,
             counters={k: int(body["counters"][k]) for k in _COUNTERS},
             partitions=tuple(str(p) for p in body["partitions"]),
+            files=files,
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, CorruptMetadataError) as exc:
         raise CorruptMetadataError(f"pending append record {key} is malformed: {exc}") from exc
 
 
@@ -168,6 +171,24 @@ def folded_commits(snapshot: Snapshot) -> set[str]:
     if own:
         out.add(own)
     return out
+
+
+#: how many of the newest snapshots :func:`contended` looks at
+RECENT = 4
+
+
+def contended(md: TableMetadata) -> bool:
+    """Whether one of the newest snapshots of ``md`` folded appends in: the table is under
+    contention now, so an append publishes its record before its first attempt (and takes part
+    in folding) rather than racing alone. Reads nothing: it looks at the metadata held."""
+    snap = md.current_snapshot()
+    for _ in range(RECENT):
+        if snap is None:
+            return False
+        if FOLDED in snap.summary:
+            return True
+        snap = md.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id else None
+    return False
 
 
 class State(Enum):
@@ -199,16 +220,17 @@ def state_of(
 class Group:
     """The group-commit side of one append (made by the append, driven by the commit loop).
 
-    ``publish`` makes the record's manifest (the append's entries with inherited snapshot ids)
-    and is called once, after the first lost race.
+    :meth:`publish` writes the record (the append's data files, as a manifest whose entries
+    inherit their snapshot id) once, after the first lost race or, for an append whose writer
+    met contention on its last append, before the first attempt.
     """
 
     backend: StorageBackend
     paths: TablePaths
     commit_id: str
     settings: GroupSettings
-    #: builds the record's manifest: its row, key and bytes (not written)
-    make_manifest: Callable[[], tuple[ManifestFile, str, bytes]]
+    #: the bytes of a manifest of the append's data files (entries inherit their snapshot id)
+    make_manifest: Callable[[], bytes]
     counters: Mapping[str, int]
     partitions: tuple[str, ...]
     schema_id: int
@@ -220,7 +242,7 @@ class Group:
     #: the manifest the append's own attempts name (dropped when another writer folds it in)
     own_manifest: str | None = None
     record: PendingRecord | None = None
-    #: the keys :meth:`publish` writes (the record's manifest, then the record)
+    #: the key :meth:`publish` writes (the record), once it has
     written: list[str] = field(default_factory=list)
     #: the records the current attempt folds in
     chosen: list[PendingRecord] = field(default_factory=list)
@@ -228,6 +250,10 @@ class Group:
     _cache: dict[str, PendingRecord | None] = field(default_factory=dict)
     #: the snapshot that carries this append, once another writer folded it in
     landed: Snapshot | None = None
+    #: the keys of the last listing of pending records (``None``: list again)
+    _listed: list[str] | None = None
+    #: seconds between two versions as this writer saw them (a running average)
+    round_s: float = 0.1
 
     @property
     def entered(self) -> bool:
@@ -237,9 +263,8 @@ class Group:
         return self.started_ms + min(self.settings.max_wait_ms, limit_ms)
 
     def publish(self, base: Loaded, limit_ms: int) -> list[str]:
-        """Write the record (and its manifest) for ``base``; the keys written. A failed write
-        still counts as published (the record may be there)."""
-        row, manifest_key, body = self.make_manifest()
+        """Write the record for ``base``; the keys written. A failed write still counts as
+        published (the record may be there)."""
         record = PendingRecord(
             key=f"{self.paths.metadata_dir}/{PENDING}/{self.commit_id}.json",
             commit_id=self.commit_id,
@@ -247,13 +272,12 @@ class Group:
             deadline_ms=self.deadline_ms(limit_ms),
             schema_id=self.schema_id,
             spec_id=self.spec_id,
-            manifest=row,
+            manifest=self.make_manifest(),
             counters=dict(self.counters),
             partitions=self.partitions,
         )
         self.record = record
-        self.written = [manifest_key, record.key]
-        self.backend.write(manifest_key, body)
+        self.written = [record.key]
         self.backend.write(record.key, encode_record(record))
         return self.keys()
 
@@ -276,14 +300,46 @@ class Group:
         state, _ = state_of(md, record.commit_id, record.base_sequence_number)
         return state is State.OPEN
 
-    def gather(self, base: Loaded) -> None:
-        """Choose the records the next attempt on ``base`` folds in (listing and reading the
-        ones not read before). A failed listing or read folds fewer, never wrong ones."""
-        self.chosen = []
+    def _list(self) -> list[str] | None:
+        """The keys of the pending records (sorted), or ``None`` if the listing failed."""
         prefix = f"{self.paths.metadata_dir}/{PENDING}/"
         try:
             keys = [m.key for m in self.backend.list(prefix) if m.key.endswith(".json")]
         except StorageError:
+            return None
+        return sorted(keys)
+
+    def leads(self, base: Loaded) -> bool:
+        """Whether this writer builds the next attempt on ``base`` itself: it does unless the
+        record with the smallest commit id among those it could fold is another writer's (that
+        writer builds the one attempt of this round, folding this one in; the others wait).
+        Reads at most the records it has not read before, up to the leader's."""
+        self._listed = self._list()
+        if self._listed is None:
+            return True
+        now = now_ms()
+        named = {c for snap in base.metadata.snapshots for c in folded_commits(snap)}
+        for key in self._listed:
+            commit_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if commit_id == self.commit_id:
+                return True
+            if commit_id in named:
+                continue  # landed; its key is removed soon
+            if key not in self._cache:
+                self._cache[key] = self._read(key)
+            record = self._cache[key]
+            if record is not None and self.foldable(record, base.metadata, now):
+                return False
+        return True
+
+    def gather(self, base: Loaded) -> None:
+        """Choose the records the next attempt on ``base`` folds in (listing, unless
+        :meth:`leads` just did, and reading the ones not read before). A failed listing or
+        read folds fewer, never wrong ones."""
+        self.chosen = []
+        keys = self._listed if self._listed is not None else self._list()
+        self._listed = None
+        if keys is None:
             return
         new = [k for k in keys if k not in self._cache]
         for key, future in [(k, submit(self._read, k)) for k in new]:
@@ -294,6 +350,20 @@ class Group:
             :MAX_FOLD
         ]
         self.chosen.sort(key=lambda r: r.commit_id)
+
+    def saw_versions(self, seconds: float, versions: int) -> None:
+        """Record that the table advanced ``versions`` versions in ``seconds``."""
+        if versions > 0:
+            self.round_s = 0.7 * self.round_s + 0.3 * (seconds / versions)
+
+    def patience_s(self) -> float:
+        """How long a writer that does not lead waits for the round's version before it
+        builds an attempt itself (the leader may have died or be slow)."""
+        return min(2.0, max(0.1, 4 * self.round_s))
+
+    def poll_s(self) -> float:
+        """How often a waiting writer looks for a newer version."""
+        return min(0.05, max(0.005, self.round_s / 4))
 
     def _read(self, key: str) -> PendingRecord | None:
         try:
@@ -309,17 +379,9 @@ class Group:
         soonest = min(r.deadline_ms for r in self.chosen) - 2 * self.settings.clock_skew_ms
         return clock() + (soonest - now_ms()) / 1000.0
 
-    def manifests(self, snapshot_id: int, seq: int) -> list[ManifestFile]:
-        """The chosen records' manifests as rows of a snapshot ``snapshot_id`` at ``seq``."""
-        return [
-            replace(
-                r.manifest,
-                added_snapshot_id=snapshot_id,
-                sequence_number=seq,
-                min_sequence_number=seq,
-            )
-            for r in self.chosen
-        ]
+    def folded_files(self) -> list[DataFile]:
+        """The data files of the chosen records (an attempt writes them into one manifest)."""
+        return [f for r in self.chosen for f in r.files]
 
     def add_to_summary(self, summary: dict[str, str]) -> None:
         """Count the chosen records into a snapshot summary and name them in it."""
@@ -337,13 +399,14 @@ class Group:
 
     def cleanup_after_win(self) -> list[str]:
         """Keys to remove once an attempt of this append won: the records it folded in (their
-        manifests are now the table's), and this append's own record and record manifest."""
+        files are in its manifest now), and this append's own record."""
         return [*(r.key for r in self.chosen), *self.written]
 
     def cleanup_after_landed(self) -> list[str]:
         """Keys to remove once another writer folded this append in: its record, and the
-        manifest of its own attempts (the table names the record's manifest instead)."""
-        keys = self.written[1:]
+        manifest of its own attempts (the folding snapshot lists its files in a manifest of
+        its own)."""
+        keys = list(self.written)
         if self.own_manifest is not None:
             keys.append(_key(self.backend, self.own_manifest))
         return keys

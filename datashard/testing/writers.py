@@ -14,13 +14,17 @@ def append_worker(
     writer: int,
     commits: int,
     rows: int,
+    gate: tuple[str, int] | None = None,
 ) -> list[tuple[int, int, float]]:
     """Load table ``name`` and append ``commits`` batches of ``rows`` rows, each row tagged
     ``(writer, commit, row)``. Returns the acknowledged commits as
-    ``(commit, snapshot_id, seconds)``."""
+    ``(commit, snapshot_id, seconds)``. With ``gate`` (a directory, a count) the writer starts
+    appending once that many writers have loaded the table (they start together)."""
     from datashard.table.catalog import load_table
 
     table = load_table(name, warehouse=warehouse, **options)
+    if gate is not None:
+        _wait_at(*gate, writer)
     acked = []
     for c in range(commits):
         records = [{"writer": writer, "commit": c, "row": r} for r in range(rows)]
@@ -29,6 +33,19 @@ def append_worker(
         acked.append((c, snap.snapshot_id, time.perf_counter() - start))
     table.flush()  # a writer that finishes cleanly lets its background work end
     return acked
+
+
+def _wait_at(directory: str, count: int, writer: int, limit_s: float = 120.0) -> None:
+    """Mark ``writer`` ready in ``directory`` and wait until ``count`` writers are (at most
+    ``limit_s`` seconds: ``TimeoutError``)."""
+    import os
+
+    open(os.path.join(directory, f"ready-{writer}"), "w").close()
+    deadline = time.monotonic() + limit_s
+    while len(os.listdir(directory)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} writers were not ready in {limit_s:.0f} s")
+        time.sleep(0.005)
 
 
 def chaos_writer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +36,9 @@ PROCESSES, COMMITS, ROWS = 8, 10, 5
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
-def test_group_commit_folds_appends_and_keeps_every_row_once(warehouse: Any) -> None:
+def test_group_commit_folds_appends_and_keeps_every_row_once(
+    warehouse: Any, tmp_path: Path
+) -> None:
     wh = warehouse
     create_table(
         "t",
@@ -47,7 +50,11 @@ def test_group_commit_folds_appends_and_keeps_every_row_once(warehouse: Any) -> 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(PROCESSES, mp_context=ctx) as pool:
         futures = [
-            pool.submit(append_worker, wh.uri, wh.options, "t", w, COMMITS, ROWS)
+            pool.submit(
+                append_worker,
+                *(wh.uri, wh.options, "t", w, COMMITS, ROWS),
+                gate=(str(tmp_path), PROCESSES),  # they start together
+            )
             for w in range(PROCESSES)
         ]
         acked = {w: f.result(timeout=600) for w, f in enumerate(futures)}
