@@ -36,7 +36,7 @@ from datashard.iceberg.manifest_codec import (
 from datashard.iceberg.metadata import Snapshot, TableMetadata
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings
-from datashard.table.group import Group, GroupSettings, contended
+from datashard.table.group import Group, GroupSettings, PendingRecord, contended
 from datashard.table.process import submit
 from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
 from datashard.table.updates import IDEMPOTENCY_KEY, AssertNewKey, Requirement
@@ -56,6 +56,10 @@ class WriterState:
     #: the writer's last append lost a race or was folded in (group commit: the next one
     #: publishes its record at once)
     contended: bool = False
+    #: pending records read so far, by key (group commit; a record never changes)
+    records: dict[str, PendingRecord | None] = field(default_factory=dict)
+    #: pending records whose writers led a round that made no version (group commit)
+    suspects: set[str] = field(default_factory=set)
 
 
 class AppendCommit(SnapshotProducer):
@@ -300,11 +304,19 @@ class AppendCommit(SnapshotProducer):
             self.group.add_to_summary(out)
         return out
 
+    def build(self, loaded: Loaded, attempt: int) -> tuple[TableMetadata, list[str]]:
+        out = super().build(loaded, attempt)
+        if self.group is not None and self.manifest is not None:
+            # written with this attempt's list: to delete if another writer folds this in
+            self.group.own_manifest = self.manifest.manifest_path
+        return out
+
     def _make_group(self) -> Group | None:
-        """Group commit for this append, if the table turns it on (not with an idempotency
-        key: that check runs on this commit's own snapshot only)."""
+        """Group commit for this append, if the table turns it on. Not for a commit with
+        requirements (an idempotency key, ``add_files``' duplicate check): a writer that
+        folds a record checks none of them."""
         settings = GroupSettings.from_properties(self.base.metadata.properties)
-        if not settings.enabled or self.idempotency_key or self.manifest is None:
+        if not settings.enabled or self.requirements() or self.manifest is None:
             return None
 
         def record_manifest() -> bytes:
@@ -317,6 +329,8 @@ class AppendCommit(SnapshotProducer):
         return Group(
             # the writer's last append met contention, or the table shows it now
             eager=self.state.contended or contended(self.base.metadata),
+            _cache=self.state.records,
+            _suspects=self.state.suspects,
             backend=self.backend,
             paths=self.paths,
             commit_id=self.commit_id,
@@ -330,7 +344,6 @@ class AppendCommit(SnapshotProducer):
             partitions=tuple(sorted({repr(sorted(df.partition.items())) for df in self.added})),
             schema_id=self.schema.schema_id,
             spec_id=self.spec.spec_id,
-            own_manifest=self.manifest.manifest_path,
         )
 
     def requirements(self) -> list[Requirement]:

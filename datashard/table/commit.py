@@ -305,15 +305,26 @@ def commit(
         began = clock()
         # stop waiting well before the deadline: the attempts after it still need time
         end = min(began + group.patience_s(), deadline - group.patience_s())
+        look = 0
         while clock() < end:
-            sleep(group.poll_s())
+            sleep(group.poll_s(look))
+            look += 1
             try:
-                newer = load_newest(backend, paths, on)
+                # one request a look: the next version, read whole when it is there (it
+                # need not be the newest: the loop looks again from it)
+                newer = load_version(backend, paths, on.version + 1)
+            except ObjectNotFoundError:
+                continue
+            except SupersededVersionError:  # far behind: retired meanwhile
+                try:
+                    newer = load_newest(backend, paths, on) or on
+                except (StorageError, CorruptMetadataError):
+                    return None
             except (StorageError, CorruptMetadataError):
                 return None
-            if newer is not None and newer.version > on.version:
-                group.saw_versions(clock() - began, newer.version - on.version)
-                return newer
+            group.saw_versions(clock() - began, newer.version - on.version)
+            return newer
+        group.suspect()
         return None
 
     def folded_result(found: Loaded, snap: Snapshot | None) -> CommitResult:

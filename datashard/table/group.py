@@ -239,19 +239,26 @@ class Group:
     eager: bool = False
     #: wall-clock milliseconds when the append started
     started_ms: int = field(default_factory=now_ms)
-    #: the manifest the append's own attempts name (dropped when another writer folds it in)
+    #: the manifest the append's own attempts name, once one was built (written with its
+    #: manifest list; deleted when another writer folds this append in)
     own_manifest: str | None = None
     record: PendingRecord | None = None
     #: the key :meth:`publish` writes (the record), once it has
     written: list[str] = field(default_factory=list)
     #: the records the current attempt folds in
     chosen: list[PendingRecord] = field(default_factory=list)
-    #: records read so far, by key (a record never changes)
+    #: records read so far, by key (a record never changes): the writer's, shared by its
+    #: appends
     _cache: dict[str, PendingRecord | None] = field(default_factory=dict)
     #: the snapshot that carries this append, once another writer folded it in
     landed: Snapshot | None = None
     #: the keys of the last listing of pending records (``None``: list again)
     _listed: list[str] | None = None
+    #: the record whose writer leads this round (when this writer does not)
+    leader: str | None = None
+    #: records whose writers led a round in which no version came (the writer's, shared by
+    #: its appends; a key is dropped once it is no longer listed)
+    _suspects: set[str] = field(default_factory=set)
     #: seconds between two versions as this writer saw them (a running average)
     round_s: float = 0.1
 
@@ -266,7 +273,9 @@ class Group:
         """Write the record for ``base``; the keys written. A failed write still counts as
         published (the record may be there)."""
         record = PendingRecord(
-            key=f"{self.paths.metadata_dir}/{PENDING}/{self.commit_id}.json",
+            # named by when it was published: a listing gives the oldest first, and every
+            # writer that lists sees the same oldest record (the round's leader)
+            key=f"{self.paths.metadata_dir}/{PENDING}/{now_ms():013d}-{self.commit_id}.json",
             commit_id=self.commit_id,
             base_sequence_number=base.metadata.last_sequence_number,
             deadline_ms=self.deadline_ms(limit_ms),
@@ -311,26 +320,37 @@ class Group:
 
     def leads(self, base: Loaded) -> bool:
         """Whether this writer builds the next attempt on ``base`` itself: it does unless the
-        record with the smallest commit id among those it could fold is another writer's (that
-        writer builds the one attempt of this round, folding this one in; the others wait).
-        Reads at most the records it has not read before, up to the leader's."""
+        oldest record among those it could fold is another writer's (that writer builds the
+        one attempt of this round, folding this one in; the others wait). Reads at most the
+        records it has not read before, up to the leader's."""
         self._listed = self._list()
         if self._listed is None:
             return True
         now = now_ms()
-        named = {c for snap in base.metadata.snapshots for c in folded_commits(snap)}
+        named = _named(base.metadata)
+        listed = set(self._listed)
+        for key in [k for k in self._suspects if k not in listed]:
+            self._suspects.discard(key)
+        self.leader = None
         for key in self._listed:
-            commit_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+            commit_id = _commit_id(key)
             if commit_id == self.commit_id:
                 return True
-            if commit_id in named:
-                continue  # landed; its key is removed soon
+            if commit_id in named or key in self._suspects:
+                continue  # landed (its writer removes it), or its writer kept us waiting
             if key not in self._cache:
                 self._cache[key] = self._read(key)
             record = self._cache[key]
             if record is not None and self.foldable(record, base.metadata, now):
+                self.leader = key
                 return False
         return True
+
+    def suspect(self) -> None:
+        """The round's leader made no version while this writer waited: it may be dead or
+        slow, so this writer's later rounds pass it over while its record is listed."""
+        if self.leader is not None:
+            self._suspects.add(self.leader)
 
     def gather(self, base: Loaded) -> None:
         """Choose the records the next attempt on ``base`` folds in (listing, unless
@@ -341,6 +361,10 @@ class Group:
         self._listed = None
         if keys is None:
             return
+        for gone in [k for k in self._cache if k not in keys]:
+            del self._cache[gone]  # removed from the store: never listed again
+        named = _named(base.metadata)
+        keys = [k for k in keys if _commit_id(k) not in named]  # landed: not read
         new = [k for k in keys if k not in self._cache]
         for key, future in [(k, submit(self._read, k)) for k in new]:
             self._cache[key] = future.result()
@@ -359,11 +383,13 @@ class Group:
     def patience_s(self) -> float:
         """How long a writer that does not lead waits for the round's version before it
         builds an attempt itself (the leader may have died or be slow)."""
-        return min(2.0, max(0.1, 4 * self.round_s))
+        return min(5.0, max(1.0, 4 * self.round_s))
 
-    def poll_s(self) -> float:
-        """How often a waiting writer looks for a newer version."""
-        return min(0.05, max(0.005, self.round_s / 4))
+    def poll_s(self, look: int) -> float:
+        """How long a waiting writer sleeps before its ``look``-th look (0-based) for a newer
+        version: half the usual interval between versions first, then a quarter (each look is
+        a request every waiting writer makes)."""
+        return min(0.5, max(0.01, self.round_s / (2 if look == 0 else 4)))
 
     def _read(self, key: str) -> PendingRecord | None:
         try:
@@ -398,9 +424,10 @@ class Group:
         summary[FOLDED] = ",".join(r.commit_id for r in self.chosen)
 
     def cleanup_after_win(self) -> list[str]:
-        """Keys to remove once an attempt of this append won: the records it folded in (their
-        files are in its manifest now), and this append's own record."""
-        return [*(r.key for r in self.chosen), *self.written]
+        """Keys to remove once an attempt of this append won: its own record. (Each writer
+        removes its own record once it sees it landed: a record named by a snapshot is never
+        folded again, and a dead writer's record is an orphan to ``remove_orphan_files``.)"""
+        return list(self.written)
 
     def cleanup_after_landed(self) -> list[str]:
         """Keys to remove once another writer folded this append in: its record, and the
@@ -410,6 +437,16 @@ class Group:
         if self.own_manifest is not None:
             keys.append(_key(self.backend, self.own_manifest))
         return keys
+
+
+def _commit_id(key: str) -> str:
+    """The commit id a record's key names (``.../pending/<published-ms>-<commit-id>.json``)."""
+    return key.rsplit("/", 1)[-1].removesuffix(".json").rpartition("-")[2]
+
+
+def _named(md: TableMetadata) -> set[str]:
+    """The commit ids the snapshots of ``md`` carry."""
+    return {c for snap in md.snapshots for c in folded_commits(snap)}
 
 
 def _key(backend: StorageBackend, uri: str) -> str:
