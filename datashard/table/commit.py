@@ -365,12 +365,13 @@ def commit(
                     return folded_result(base, snap)
                 if state is State.GONE:
                     raise _gone(backend, paths, commit_id)
-                if group_deadline is not None and not group.leads(base):
-                    newer = follow(base, group_deadline)
-                    if newer is not None:
-                        base = newer
-                        continue
-                group.gather(base)
+                if not group.refold(base):
+                    if group_deadline is not None and not group.leads(base):
+                        newer = follow(base, group_deadline)
+                        if newer is not None:
+                            base = newer
+                            continue
+                    group.gather(base)
             try:
                 for requirement in requirements:
                     requirement.validate(base.metadata)

@@ -352,6 +352,19 @@ class Group:
         if self.leader is not None:
             self._suspects.add(self.leader)
 
+    def refold(self, base: Loaded) -> bool:
+        """After a lost race: whether the next attempt on ``base`` folds the same records as
+        the last one, at once, with no listing or read (it does when every one of them is
+        still foldable there: the race went to a version that folded none of them, and a
+        quick retry is what wins the next one). New records wait for the round after."""
+        if not self.chosen:
+            return False
+        now = now_ms()
+        if all(self.foldable(r, base.metadata, now) for r in self.chosen):
+            return True
+        self.chosen = []
+        return False
+
     def gather(self, base: Loaded) -> None:
         """Choose the records the next attempt on ``base`` folds in (listing, unless
         :meth:`leads` just did, and reading the ones not read before). A failed listing or
@@ -383,7 +396,7 @@ class Group:
     def patience_s(self) -> float:
         """How long a writer that does not lead waits for the round's version before it
         builds an attempt itself (the leader may have died or be slow)."""
-        return min(5.0, max(1.0, 4 * self.round_s))
+        return min(10.0, max(2.0, 6 * self.round_s))
 
     def poll_s(self, look: int) -> float:
         """How long a waiting writer sleeps before its ``look``-th look (0-based) for a newer
