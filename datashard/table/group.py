@@ -396,7 +396,7 @@ class Group:
     def patience_s(self) -> float:
         """How long a writer that does not lead waits for the round's version before it
         builds an attempt itself (the leader may have died or be slow)."""
-        return min(10.0, max(2.0, 6 * self.round_s))
+        return min(10.0, max(0.5, 6 * self.round_s))
 
     def poll_s(self, look: int) -> float:
         """How long a waiting writer sleeps before its ``look``-th look (0-based) for a newer

@@ -58,10 +58,11 @@ def chaos_writer(
     acks: str,
 ) -> None:
     """Append ``batches`` batches of ``rows`` rows tagged ``(writer, batch, row)`` to table
-    ``name``, recording each acknowledged batch as a line ``"<writer> <batch>"`` in the file
-    ``acks`` (flushed and fsynced before the next append, so a SIGKILL loses no record of an
-    acknowledged append). A failed append (its outcome provably or possibly not landed) is
-    not recorded and the writer goes on."""
+    ``name``, recording each acknowledged batch as a line ``"<writer> <batch> <folded>"`` in
+    the file ``acks`` (flushed and fsynced before the next append, so a SIGKILL loses no record
+    of an acknowledged append; ``<folded>`` is 1 when the snapshot that carries it folded
+    appends in, with group commit). A failed append (its outcome provably or possibly not
+    landed) is not recorded and the writer goes on."""
     import os
 
     from datashard.errors import DataShardError
@@ -72,14 +73,15 @@ def chaos_writer(
         for b in range(batches):
             records = [{"writer": writer, "batch": b, "row": r} for r in range(rows)]
             try:
-                table.append_records(records)
+                snap = table.append_records(records)
             except DataShardError:
                 try:
                     table.refresh()
                 except DataShardError:
                     pass
                 continue
-            out.write(f"{writer} {b}\n")
+            folded = int("datashard.folded-commits" in snap.summary)
+            out.write(f"{writer} {b} {folded}\n")
             out.flush()
             os.fsync(out.fileno())
 
