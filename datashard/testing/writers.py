@@ -7,6 +7,21 @@ import time
 from typing import Any
 
 
+def append_schema() -> Any:
+    """The schema of the rows :func:`append_worker` appends: ``writer``, ``commit`` and ``row``
+    (required ints)."""
+    from datashard.iceberg.schema import Schema
+
+    return Schema(
+        schema_id=0,
+        fields=[
+            {"id": 1, "name": "writer", "type": "int", "required": True},
+            {"id": 2, "name": "commit", "type": "int", "required": True},
+            {"id": 3, "name": "row", "type": "int", "required": True},
+        ],
+    )
+
+
 def append_worker(
     warehouse: str,
     options: dict[str, Any],
@@ -86,4 +101,4 @@ def chaos_writer(
             os.fsync(out.fileno())
 
 
-__all__ = ["append_worker", "chaos_writer"]
+__all__ = ["append_schema", "append_worker", "chaos_writer"]

@@ -17,20 +17,13 @@ from typing import Any
 import pytest
 from pyiceberg.table import StaticTable
 
-from datashard import Schema, create_table, load_table
+from datashard import create_table, load_table
 from datashard.table.group import FOLDED, PENDING, folded_commits
-from datashard.testing.writers import append_worker
+from datashard.testing.writers import append_schema, append_worker
 
 from .oracles import duckdb_count
 
-SCHEMA = Schema(
-    schema_id=0,
-    fields=[
-        {"id": 1, "name": "writer", "type": "int", "required": True},
-        {"id": 2, "name": "commit", "type": "int", "required": True},
-        {"id": 3, "name": "row", "type": "int", "required": True},
-    ],
-)
+SCHEMA = append_schema()
 PROCESSES, COMMITS, ROWS = 8, 10, 5
 
 
