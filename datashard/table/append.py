@@ -31,10 +31,12 @@ from datashard.iceberg.manifest_codec import (
     inherit_row_ids,
     read_manifest,
     read_manifest_list,
+    write_manifest,
 )
 from datashard.iceberg.metadata import Snapshot, TableMetadata
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings
+from datashard.table.group import Group, GroupSettings, PendingRecord, contended
 from datashard.table.process import submit
 from datashard.table.producer import SnapshotProducer, Writes, snapshot_summary
 from datashard.table.updates import IDEMPOTENCY_KEY, AssertNewKey, Requirement
@@ -51,6 +53,13 @@ class WriterState:
     entries: dict[str, list[ManifestEntry]] = field(default_factory=dict)
     #: manifest reads running in the background for a coming merge
     prefetch: Prefetch = field(default_factory=lambda: Prefetch())
+    #: the writer's last append lost a race or was folded in (group commit: the next one
+    #: publishes its record at once)
+    contended: bool = False
+    #: pending records read so far, by key (group commit; a record never changes)
+    records: dict[str, PendingRecord | None] = field(default_factory=dict)
+    #: pending records whose writers led a round that made no version (group commit)
+    suspects: set[str] = field(default_factory=set)
 
 
 class AppendCommit(SnapshotProducer):
@@ -71,6 +80,7 @@ class AppendCommit(SnapshotProducer):
         #: recorded in the summary; an append that finds it on a base lands nothing
         self.idempotency_key = idempotency_key
         state = WriterState() if state is None else state
+        self.state = state
         self.cache = state.manifests
         #: entries of manifests this writer wrote, by manifest path (saves reads when merging)
         self.entry_cache: MutableMapping[str, list[ManifestEntry]] = state.entries
@@ -79,6 +89,8 @@ class AppendCommit(SnapshotProducer):
         self._merged: dict[str, list[ManifestEntry]] = {}
         #: merged manifests this attempt writes (with the manifest list, concurrently)
         self._merge_writes: Writes = []
+        #: the entries of the manifest of the appends this attempt folds in (group commit)
+        self._folded: dict[str, list[ManifestEntry]] = {}
         self.manifest: ManifestFile | None = None
 
     # -- staging -----------------------------------------------------------------------------
@@ -130,9 +142,24 @@ class AppendCommit(SnapshotProducer):
         # the parent is this writer's own last commit iff its manifests are cached
         own_base = parent is None or parent.snapshot_id in self.cache
         manifests = [ours, *self.parent_manifests(md)]
-        self._merged, self._merge_writes = {}, []
+        self._merged, self._merge_writes, self._folded = {}, [], {}
         if settings.merge_enabled:
             manifests = self.merge_tiers(manifests, ours, seq, settings, own_base)
+        if self.group is not None and self.group.chosen:
+            # the appends this attempt folds in: their files in one manifest of this snapshot
+            # (ADDED here, as for its own), written with the manifest list
+            files = self.group.folded_files()
+            entries = [ManifestEntry(ADDED, self.snapshot_id, None, None, df) for df in files]
+            folded, key, body = self.encode_manifest(
+                entries, self.spec, seq, "g1", snapshot_id=self.snapshot_id
+            )
+            self._merge_writes.append((key, body))
+            self._folded = {
+                folded.manifest_path: [
+                    ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in files
+                ]
+            }
+            manifests = [manifests[0], folded, *manifests[1:]]
         return manifests, self._merge_writes
 
     def merge_tiers(
@@ -266,12 +293,58 @@ class AppendCommit(SnapshotProducer):
                 ManifestEntry(ADDED, self.snapshot_id, seq, seq, df) for df in self.added
             ]
         self.entry_cache.update(self._merged)
+        self.entry_cache.update(self._folded)
         if sum(len(v) for v in self.entry_cache.values()) > _MAX_CACHED_ENTRIES:
             self.entry_cache.clear()
 
     def summary(self, parent: Snapshot | None) -> dict[str, str]:
         extra = {IDEMPOTENCY_KEY: self.idempotency_key} if self.idempotency_key else None
-        return snapshot_summary("append", self.added, (), 0, parent, self.commit_id, extra)
+        out = snapshot_summary("append", self.added, (), 0, parent, self.commit_id, extra)
+        if self.group is not None:
+            self.group.add_to_summary(out)
+        return out
+
+    def build(self, loaded: Loaded, attempt: int) -> tuple[TableMetadata, list[str]]:
+        out = super().build(loaded, attempt)
+        if self.group is not None and self.manifest is not None:
+            # written with this attempt's list: to delete if another writer folds this in
+            self.group.own_manifest = self.manifest.manifest_path
+        return out
+
+    def _make_group(self) -> Group | None:
+        """Group commit for this append, if the table turns it on. Not for a commit with
+        requirements (an idempotency key, ``add_files``' duplicate check): a writer that
+        folds a record checks none of them."""
+        settings = GroupSettings.from_properties(self.base.metadata.properties)
+        if not settings.enabled or self.requirements() or self.manifest is None:
+            return None
+
+        def record_manifest() -> bytes:
+            # the same entries with inherited snapshot ids: whichever snapshot folds it in
+            entries = [ManifestEntry(ADDED, None, None, None, df) for df in self.added]
+            return write_manifest(
+                entries, self.schema, self.spec, None, MANIFEST_DATA, self.format_version
+            )
+
+        return Group(
+            # the writer's last append met contention, or the table shows it now
+            eager=self.state.contended or contended(self.base.metadata),
+            _cache=self.state.records,
+            _suspects=self.state.suspects,
+            backend=self.backend,
+            paths=self.paths,
+            commit_id=self.commit_id,
+            settings=settings,
+            make_manifest=record_manifest,
+            counters={
+                "added-data-files": len(self.added),
+                "added-records": sum(df.record_count for df in self.added),
+                "added-files-size": sum(df.file_size_in_bytes for df in self.added),
+            },
+            partitions=tuple(sorted({repr(sorted(df.partition.items())) for df in self.added})),
+            schema_id=self.schema.schema_id,
+            spec_id=self.spec.spec_id,
+        )
 
     def requirements(self) -> list[Requirement]:
         """With an idempotency key: no snapshot of the base carries it yet (checked on every
@@ -291,10 +364,17 @@ class AppendCommit(SnapshotProducer):
         :meth:`stage_append`; what it raises cancels the append, nothing left behind."""
         try:
             self.stage_append(tables, progress)
+            self.group = self._make_group()
         except BaseException:
             self.discard()  # data files already written: the commit will not run
             raise
         loaded, hint = self.commit(background=True, after=after)
+        # contention: a lost race, or this append was folded in or folded others in
+        self.state.contended = (
+            self.attempts > 1
+            or self.folded_into is not None
+            or (self.group is not None and bool(self.group.chosen))
+        )
         snap = loaded.metadata.current_snapshot()
         if snap is not None and snap.snapshot_id == self.snapshot_id:
             self.cache.clear()  # keep only the newest: older bases mean a lost race anyway

@@ -20,6 +20,7 @@ every staged file.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import time
 import uuid
@@ -40,10 +41,11 @@ from datashard.errors import (
     StorageError,
     SupersededVersionError,
 )
-from datashard.iceberg.metadata import TableMetadata, now_ms
+from datashard.iceberg.metadata import Snapshot, TableMetadata, now_ms
 from datashard.iceberg.metadata_codec import metadata_to_json
 from datashard.storage.base import StorageBackend
 from datashard.storage.retry import retry_budget
+from datashard.table.group import Group, State
 from datashard.table.process import exiting
 from datashard.table.updates import (
     COMMIT_ID,
@@ -190,6 +192,8 @@ class CommitResult:
     attempts: int
     #: the best-effort version-hint write: done (``True``/``False``) or still running
     hint: bool | Future[bool]
+    #: with group commit, the snapshot of another writer that folded this commit in
+    folded_into: Snapshot | None = None
 
 
 class _Outcome(Enum):
@@ -225,6 +229,7 @@ def commit(
     started: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     upkeep: Callable[[Loaded], None] | None = None,
+    group: Group | None = None,
 ) -> CommitResult:
     """Commit what ``build`` makes on ``base``, retrying lost races; the new version on success.
 
@@ -245,15 +250,108 @@ def commit(
     ``upkeep`` runs in ``background`` after a win that made a version divisible by
     :data:`~datashard.table.versions.SWEEP_EVERY` (the automatic removal of unreferenced
     metadata files); it must never raise.
+
+    ``group`` (an append on a table with ``commit.group.enabled``): after the first lost race
+    the append publishes a pending record, and every later attempt folds in the open records
+    of other appends; the loop ends when a snapshot names this commit, whoever made it
+    (:mod:`datashard.table.group`). Lost races then do not count against
+    ``commit.retry.num-retries`` until the record's deadline.
     """
     attempt = 0
     limit_ms = settings.max_duration_ms  # read from the base's properties
     dead_keys: list[str] = []  # written by attempts that provably did not land
     resend: _Attempt | None = None  # an attempt whose send's outcome is not known yet
 
-    def give_up(exc: Exception) -> Exception:
-        delete_quietly(backend, [*dead_keys, *staged_keys])
+    group_keys: list[str] = []  # the pending record and its manifest, once published
+    group_deadline: float | None = None  # ``clock`` reading of the record's deadline
+
+    def give_up(exc: Exception, settled: bool = False) -> Exception:
+        """``exc``, with the staged files deleted: the commit did not land. Once a group
+        record is published another writer may fold it in until its deadline, so before that
+        (``settled``) the files are kept and the error says the commit may have landed."""
+        if group_keys and not settled:
+            delete_quietly(backend, dead_keys)
+            unknown = CommitStateUnknownError(
+                f"commit {commit_id} to {backend.uri_for(paths.prefix)} stopped ({exc}) after "
+                "publishing a pending append record that other writers may still fold in; its "
+                "files are kept: reload the table to see whether it landed"
+            )
+            unknown.__cause__ = exc
+            return unknown
+        delete_quietly(backend, [*dead_keys, *staged_keys, *group_keys])
         return exc
+
+    def publish(on: Loaded) -> float:
+        """Publish the group record on ``on``; the ``clock`` reading of its deadline."""
+        nonlocal group_keys
+        assert group is not None
+        deadline = clock() + (group.deadline_ms(limit_ms) - now_ms()) / 1000.0
+        try:
+            group_keys = group.publish(on, limit_ms)
+        except StorageError:
+            # the record may be there: stay in group mode; its keys are removed with the
+            # rest if the commit provably does not land
+            group_keys = group.keys()
+        return deadline
+
+    if group is not None and group.eager:
+        group_deadline = publish(base)
+
+    def follow(on: Loaded, deadline: float) -> Loaded | None:
+        """Wait for a version newer than ``on`` (another writer leads this round and folds
+        this append in): that version, or ``None`` once the wait is over (this writer then
+        builds an attempt itself)."""
+        assert group is not None
+        began = clock()
+        # stop waiting well before the deadline: the attempts after it still need time
+        end = min(began + group.patience_s(), deadline - group.patience_s())
+        look = 0
+        while clock() < end:
+            sleep(group.poll_s(look))
+            look += 1
+            try:
+                # one request a look: the next version, read whole when it is there (it
+                # need not be the newest: the loop looks again from it)
+                newer = load_version(backend, paths, on.version + 1)
+            except ObjectNotFoundError:
+                continue
+            except SupersededVersionError:  # far behind: retired meanwhile
+                try:
+                    newer = load_newest(backend, paths, on) or on
+                except (StorageError, CorruptMetadataError):
+                    return None
+            except (StorageError, CorruptMetadataError):
+                return None
+            group.saw_versions(clock() - began, newer.version - on.version)
+            return newer
+        group.suspect()
+        return None
+
+    def folded_result(found: Loaded, snap: Snapshot | None) -> CommitResult:
+        assert group is not None
+
+        dead = [*dead_keys, *group.cleanup_after_landed()]
+        hint = _after(backend, paths, found, dead, background, after)
+        return CommitResult(found, attempt + 1, hint, folded_into=snap)
+
+    def settle(exc: Exception) -> CommitResult:
+        """After the record's deadline: nobody folds it any more, so the newest metadata says
+        whether it landed. Raises ``exc`` (files deleted) if it did not."""
+        assert group is not None
+        try:
+            newest = load_newest(backend, paths, base) or base
+        except (StorageError, CorruptMetadataError) as exc2:
+            raise CommitStateUnknownError(
+                f"commit {commit_id} published a pending append record and the newest "
+                f"metadata could not be read to learn whether it was folded in ({exc2}); its "
+                "files are kept: reload the table to see"
+            ) from exc2
+        state, snap = group.state(newest.metadata)
+        if state is State.LANDED:
+            return folded_result(newest, snap)
+        if state is State.GONE:
+            raise _gone(backend, paths, commit_id)
+        raise give_up(exc, settled=True)
 
     # Whenever ``resend`` is None every earlier attempt is provably dead (its v<N+1> holds
     # another commit), so a failure there may delete what was staged.
@@ -261,6 +359,19 @@ def commit(
         if resend is not None:
             current = resend
         else:
+            if group is not None and group.entered:
+                state, snap = group.state(base.metadata)
+                if state is State.LANDED:
+                    return folded_result(base, snap)
+                if state is State.GONE:
+                    raise _gone(backend, paths, commit_id)
+                if not group.refold(base):
+                    if group_deadline is not None and not group.leads(base):
+                        newer = follow(base, group_deadline)
+                        if newer is not None:
+                            base = newer
+                            continue
+                    group.gather(base)
             try:
                 for requirement in requirements:
                     requirement.validate(base.metadata)
@@ -290,13 +401,35 @@ def commit(
             late = _late(backend, paths, commit_id, limit_ms, elapsed)
             if resend is None:  # every earlier send provably lost: nothing can land
                 dead_keys.extend(current.keys)
-                raise give_up(CommitTimeoutError(f"{late}; nothing was committed"))
+                timeout = CommitTimeoutError(f"{late}; nothing was committed")
+                if group is not None and group.entered:
+                    return settle(timeout)
+                raise give_up(timeout)
             raise CommitStateUnknownError(
                 f"{late} while the outcome of its send to "
                 f"{backend.uri_for(paths.version(current.target))} was unknown (last error: "
                 f"{current.uncertain}); it may still land; its files are kept: reload the "
                 "table to see"
             ) from current.uncertain
+        folded_by = None if group is None else group.send_deadline(clock)
+        if folded_by is not None and clock() >= folded_by:
+            # a record this attempt folds in is near its deadline: its writer may soon
+            # conclude that it did not land, so this attempt must not be sent
+            if resend is not None:
+                raise CommitStateUnknownError(
+                    f"commit {commit_id}: the outcome of its send to "
+                    f"{backend.uri_for(paths.version(current.target))} is unknown (last error: "
+                    f"{current.uncertain}) and the appends it folds in are past their deadline,"
+                    " so it is not sent again; its files are kept: reload the table to see"
+                ) from current.uncertain
+            dead_keys.extend(current.keys)
+            delete_quietly(backend, current.keys)
+            continue
+        if folded_by is not None:
+            # no request of this send (a storage-layer retry included) starts after the
+            # folded records' send deadline
+            until = folded_by - clock()
+            remaining = until if remaining is None else min(remaining, until)
         if remaining is None:
             outcome, found = _send(backend, paths, current, commit_id)
         else:
@@ -306,6 +439,8 @@ def commit(
             assert found is not None  # a win always returns the version it made
             keep = retire_keep(found.metadata)
             sweep = upkeep if found.version % SWEEP_EVERY == 0 and background else None
+            if group is not None:
+                dead_keys.extend(group.cleanup_after_win())
             return CommitResult(
                 found,
                 attempt + 1,
@@ -329,20 +464,38 @@ def commit(
         if background is None:
             delete_quietly(backend, current.keys)  # else after the win, in the background
         if attempt >= settings.num_retries:
-            raise give_up(
-                CommitRetriesExhaustedError(
-                    f"commit to {paths.prefix} lost the race for a new version {attempt + 1} "
-                    f"times (commit.retry.num-retries={settings.num_retries}); the table is "
-                    "unchanged by this commit"
-                )
+            exhausted = CommitRetriesExhaustedError(
+                f"commit to {paths.prefix} lost the race for a new version {attempt + 1} "
+                f"times (commit.retry.num-retries={settings.num_retries}); the table is "
+                "unchanged by this commit"
             )
-        sleep(settings.backoff(attempt))
+            if group_deadline is None:
+                raise give_up(exhausted)
+            if clock() >= group_deadline:
+                return settle(exhausted)
+            # published: other writers may still fold it in, so keep going to the deadline
+        # published: others fold it in, so look again soon rather than backing off
+        sleep(settings.backoff(0 if group_deadline is not None else attempt))
         attempt += 1
         try:
+            was = (base.version, clock())
             base = newest_after_loss(backend, paths, current.target, found)
             limit_ms = min(limit_ms, duration_limit_ms(base.metadata.properties))
         except (StorageError, ConfigError) as exc:
             raise give_up(exc) from exc.__cause__
+        if group is not None:
+            group.saw_versions(clock() - was[1], base.version - was[0])
+            if not group.entered:
+                group_deadline = publish(base)
+
+
+def _gone(backend: StorageBackend, paths: TablePaths, commit_id: str) -> CommitStateUnknownError:
+    return CommitStateUnknownError(
+        f"commit {commit_id} to {backend.uri_for(paths.prefix)} published a pending append "
+        "record, and snapshots made since then have left the metadata (history.expire."
+        "max-snapshots or expire_snapshots) before this writer saw its record named: it may "
+        "have been folded into one of them; its files are kept: reload the table to see"
+    )
 
 
 def _late(
@@ -422,7 +575,15 @@ def _after(
     if background is not None:
         try:
             return background.submit(
-                _after_win, backend, paths, won, list(dead), after, keep, upkeep
+                contextvars.copy_context().run,
+                _after_win,
+                backend,
+                paths,
+                won,
+                list(dead),
+                after,
+                keep,
+                upkeep,
             )
         except RuntimeError:  # the pool is shut down (interpreter exit): do it here
             pass

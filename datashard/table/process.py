@@ -28,6 +28,7 @@ sharing the pool cannot deadlock. Once the interpreter shuts the pool down, work
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections import OrderedDict, deque
@@ -64,7 +65,9 @@ def submit(fn: Callable[..., R], *args: object) -> Future[R]:
     """``fn(*args)`` on the shared pool; run here, at once, once the interpreter is shutting
     the pool down (a thread that outlives the main one still gets its work done)."""
     try:
-        return shared_pool().submit(fn, *args)
+        # the caller's context variables go with the work (whoever reads them sees the same
+        # values in the pool as in the thread that asked for it)
+        return shared_pool().submit(contextvars.copy_context().run, fn, *args)
     except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
         done: Future[R] = Future()
         try:

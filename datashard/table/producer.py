@@ -76,6 +76,7 @@ from datashard.iceberg.schema import Schema
 from datashard.iceberg.types import NestedField
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings, commit, delete_quietly, new_commit_id
+from datashard.table.group import Group
 from datashard.table.orphans import upkeep, upkeep_grace_ms
 from datashard.table.process import shared_pool, submit
 from datashard.table.updates import (
@@ -134,6 +135,12 @@ class SnapshotProducer:
         self._pending: Writes = []
         #: the manifests of the last attempt's snapshot
         self.last_manifests: list[ManifestFile] = []
+        #: group commit (appends on tables that turn it on; see :mod:`datashard.table.group`)
+        self.group: Group | None = None
+        #: the snapshot of another writer that folded this commit in (group commit)
+        self.folded_into: Snapshot | None = None
+        #: how many attempts the commit took
+        self.attempts = 0
 
     # -- staging -----------------------------------------------------------------------------
 
@@ -378,7 +385,10 @@ class SnapshotProducer:
             after=after,
             started=self.started,
             upkeep=self._upkeep(),
+            group=self.group,
         )
+        self.folded_into = result.folded_into
+        self.attempts = result.attempts
         return result.loaded, result.hint
 
     def _upkeep(self) -> Callable[[Loaded], None] | None:

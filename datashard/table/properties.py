@@ -20,6 +20,7 @@ from datashard.iceberg.metadata import FORMAT_VERSION, WRITE_VERSIONS, TableMeta
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import CommitSettings, commit_updates
 from datashard.table.expire import policy as expiry_policy
+from datashard.table.group import GroupSettings
 from datashard.table.orphans import upkeep_grace_ms
 from datashard.table.producer import parquet_options
 from datashard.table.row_delta import delete_mode
@@ -73,15 +74,16 @@ def check_properties(
     """``ConfigError`` naming the first table property datashard reads whose value it cannot
     use (commit retries, bounds and retention, ``write.parquet.row-group-limit``,
     ``write.parquet.row-group-size-bytes``, ``write.target-file-size-bytes``,
-    ``write.delete.mode``, the expiry policy, the upkeep), and for ``format-version`` the
-    errors of :func:`format_version` (``versions``: the ones accepted); before anything is
-    written."""
+    ``write.delete.mode``, the expiry policy, the upkeep, group commit), and for
+    ``format-version`` the errors of :func:`format_version` (``versions``: the ones accepted);
+    before anything is written."""
     format_version(properties, versions)
     CommitSettings.from_properties(properties)
     expiry_policy(properties)
     upkeep_grace_ms(properties)
     parquet_options(properties)  # the row-group limits and the target file size
     delete_mode(properties)
+    GroupSettings.from_properties(properties)
 
 
 def property_updates(

@@ -752,7 +752,8 @@ class Table:
             return landed.snapshot
         self._loaded = loaded
         self._keep_background(hint)
-        snap = loaded.metadata.current_snapshot()
+        # with group commit another writer's snapshot may carry these rows
+        snap = producer.folded_into or loaded.metadata.current_snapshot()
         if snap is None:  # pragma: no cover - an append always makes one
             raise CorruptMetadataError(f"{loaded.location} has no current snapshot after append")
         return snap

@@ -69,9 +69,13 @@ def _inject(proxy: FaultProxy, stop: threading.Event, seed: int) -> None:
                 proxy.drop_response(n=1)
 
 
-def _run_chaos(uri: str, options: dict[str, Any], tmp: Path, seed: int) -> set[tuple[int, ...]]:
-    """Writers, killer and maintenance for ``CHAOS_SECONDS``; the acknowledged batches."""
-    create_table("c", SCHEMA, warehouse=uri, properties=PROPS, **options)
+def _run_chaos(
+    uri: str, options: dict[str, Any], tmp: Path, seed: int, group: bool = False
+) -> set[tuple[int, ...]]:
+    """Writers, killer and maintenance for ``CHAOS_SECONDS``; the acknowledged batches.
+    With ``group``, the appends use group commit (``commit.group.enabled``)."""
+    props = {**PROPS, "commit.group.enabled": "true" if group else "false"}
+    create_table("c", SCHEMA, warehouse=uri, properties=props, **options)
     rng = random.Random(seed)
     ctx = multiprocessing.get_context("spawn")
     acks = tmp / "acks.txt"
@@ -133,9 +137,18 @@ def _run_chaos(uri: str, options: dict[str, Any], tmp: Path, seed: int) -> set[t
             p.join(10)
     assert kills >= 5 and maintenance_runs >= 3, (kills, maintenance_runs)
 
-    acknowledged = {tuple(map(int, line.split())) for line in acks.read_text().splitlines()}
+    lines = [tuple(map(int, line.split())) for line in acks.read_text().splitlines()]
+    acknowledged = {line[:2] for line in lines}
     assert len(acknowledged) >= 20  # the writers did get appends through
-    print(f"chaos: {kills} kills, {maintenance_runs} maintenance rounds, {len(acknowledged)} acks")
+    folded = sum(line[2] for line in lines)
+    print(
+        f"chaos: {kills} kills, {maintenance_runs} maintenance rounds, {len(acknowledged)} acks,"
+        f" {folded} in snapshots that folded appends in"
+    )
+    if group:  # the writers met contention: some appends were folded into others' snapshots
+        assert folded > 0
+    else:
+        assert folded == 0
     return acknowledged
 
 
@@ -153,15 +166,17 @@ def _verify(uri: str, options: dict[str, Any], acknowledged: set[tuple[int, ...]
 
 
 @pytest.mark.slow
-def test_chaos_on_the_local_disk_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["plain", "group-commit"])
+def test_chaos_on_the_local_disk_loses_and_doubles_nothing(tmp_path: Path, group: bool) -> None:
     uri = f"file://{tmp_path}/wh"
-    _verify(uri, {}, _run_chaos(uri, {}, tmp_path, seed=1))
+    _verify(uri, {}, _run_chaos(uri, {}, tmp_path, seed=1, group=group))
 
 
 @pytest.mark.slow
 @pytest.mark.s3
+@pytest.mark.parametrize("group", [False, True], ids=["plain", "group-commit"])
 def test_chaos_on_ceph_behind_a_faulty_proxy_loses_and_doubles_nothing(
-    ceph_s3: Any, ceph_bucket: str, tmp_path: Path
+    ceph_s3: Any, ceph_bucket: str, tmp_path: Path, group: bool
 ) -> None:
     with FaultProxy(ceph_s3.endpoint_url) as proxy:
         options = {
@@ -177,7 +192,9 @@ def test_chaos_on_ceph_behind_a_faulty_proxy_loses_and_doubles_nothing(
         injector = threading.Thread(target=_inject, args=(proxy, stop, 2), daemon=True)
         injector.start()
         try:
-            acknowledged = _run_chaos(f"s3://{ceph_bucket}/chaos", options, tmp_path, seed=3)
+            acknowledged = _run_chaos(
+                f"s3://{ceph_bucket}/chaos", options, tmp_path, seed=3, group=group
+            )
         finally:
             stop.set()
             injector.join(5)

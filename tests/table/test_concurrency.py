@@ -12,18 +12,11 @@ from typing import Any
 
 import pytest
 
-from datashard import Schema, create_table, load_table
+from datashard import create_table, load_table
 from datashard.table.versions import STUB_MAX_BYTES, version_of
-from datashard.testing.writers import append_worker
+from datashard.testing.writers import append_schema, append_worker
 
-SCHEMA = Schema(
-    schema_id=0,
-    fields=[
-        {"id": 1, "name": "writer", "type": "int", "required": True},
-        {"id": 2, "name": "commit", "type": "int", "required": True},
-        {"id": 3, "name": "row", "type": "int", "required": True},
-    ],
-)
+SCHEMA = append_schema()
 PROCESSES, COMMITS, ROWS = 8, 25, 10
 PROPS = {
     "history.expire.max-snapshots": "1000",  # keep every snapshot: the test checks the chain

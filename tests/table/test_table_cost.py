@@ -16,9 +16,12 @@ from datashard.testing.faults import FaultyBackend
 SCHEMA = Schema(schema_id=0, fields=[{"id": 1, "name": "n", "type": "long", "required": True}])
 
 
-def test_a_warm_append_costs_five_requests_on_every_backend(warehouse: Any) -> None:
+@pytest.mark.parametrize("group", [False, True], ids=["plain", "group-commit"])
+def test_a_warm_append_costs_five_requests_on_every_backend(warehouse: Any, group: bool) -> None:
+    """Group commit engages only under contention: alone, an append costs the same."""
     counting = FaultyBackend(warehouse.backend)  # no faults: it only counts
-    create_table("t", SCHEMA, warehouse=counting)
+    props = {"commit.group.enabled": str(group).lower()}
+    create_table("t", SCHEMA, warehouse=counting, properties=props)
     table = load_table("t", warehouse=counting)
     table.append_records([{"n": 0}])  # the first append reads nothing either (no parent)
     for i in range(1, 4):

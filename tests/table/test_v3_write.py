@@ -42,6 +42,7 @@ from datashard.iceberg.puffin import (
     parse_footer,
     puffin_file,
 )
+from datashard.table.group import FOLDED
 from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.versions import key_for_uri
 from datashard.testing.writers import append_worker
@@ -237,22 +238,32 @@ LINEAGE_SCHEMA = Schema(
 
 
 @BOTH
-def test_processes_appending_at_once_get_disjoint_row_ids(warehouse: Any) -> None:
-    props = {**V3, "commit.retry.num-retries": "100"}
+@pytest.mark.parametrize("group", [False, True], ids=["plain", "group-commit"])
+def test_processes_appending_at_once_get_disjoint_row_ids(
+    warehouse: Any, group: bool, tmp_path: Path
+) -> None:
+    """With group commit, the appends a snapshot folds in get their row ids from it."""
+    props = {**V3, "commit.retry.num-retries": "100", "commit.group.enabled": str(group).lower()}
     create_table(
         "t", LINEAGE_SCHEMA, warehouse=warehouse.uri, properties=props, **warehouse.options
     )
+    # group commit folds appends in under sustained contention only
+    writers, commits = (2 * WRITERS, 2 * COMMITS) if group else (WRITERS, COMMITS)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(WRITERS, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(writers, mp_context=ctx) as pool:
         futures = [
-            pool.submit(append_worker, warehouse.uri, warehouse.options, "t", w, COMMITS, ROWS)
-            for w in range(WRITERS)
+            pool.submit(
+                append_worker,
+                *(warehouse.uri, warehouse.options, "t", w, commits, ROWS),
+                gate=(str(tmp_path), writers),
+            )
+            for w in range(writers)
         ]
         for f in futures:
             f.result(timeout=600)
     table = load_table("t", warehouse=warehouse.uri, **warehouse.options)
     got = table.scan(columns=["writer", "commit", "row", "_row_id"]).to_arrow()
-    total = WRITERS * COMMITS * ROWS
+    total = writers * commits * ROWS
     columns = [got.column(c).to_pylist() for c in ("writer", "commit", "row")]
     keys = Counter(zip(*columns, strict=True))
     assert len(keys) == total and max(keys.values()) == 1  # every row exactly once
@@ -260,6 +271,8 @@ def test_processes_appending_at_once_get_disjoint_row_ids(warehouse: Any) -> Non
     assert table.metadata.next_row_id == total
     duck = oracles.duckdb_rows(table, warehouse, "_row_id")
     assert sorted(r[0] for r in duck) == list(range(total))
+    folding = [s for s in table.snapshots() if FOLDED in s.summary]
+    assert bool(folding) == group, "group commit folds appends in only when it is on"
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""Many writers at cloud latency: group commit against the plain protocol, lance and deltalake.
+
+Every system appends to one table from ``--writers`` processes, ``--appends`` appends of 10
+rows each, through a loopback proxy in front of Ceph RGW that holds every request for
+``--delay-ms`` (a latency-bound setting: what makes commit rates measurable on 2 cores).
+Writers start together once all are ready (imports and table load excluded). For each system:
+appends acknowledged per second, failed appends, rows lost or duplicated (counted in the final
+table), and the median and p99 latency of one append.
+
+    .venv/bin/python bench/group_bench.py --writers 32,64 --appends 10 --delay-ms 15
+    .venv/bin/python bench/group_bench.py --systems ds-group,ds-plain --writers 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from table_bench import IMPLS, SCHEMA, Root, rows  # noqa: E402
+
+SYSTEMS = ("ds-group", "ds-plain", "lance", "deltalake")
+#: a writer stops after this long, whatever it has left (the bench stays bounded)
+WRITER_BUDGET_S = 240.0
+
+
+def _create(system: str, root: Root, name: str) -> None:
+    if system.startswith("ds-"):
+        from datashard import Schema, create_table
+
+        impl = IMPLS["datashard"](root)
+        create_table(
+            name,
+            Schema.from_arrow(SCHEMA),
+            warehouse=impl._wh(),  # noqa: SLF001 - the bench's own helper
+            properties={
+                "commit.group.enabled": "true" if system == "ds-group" else "false",
+                "commit.retry.num-retries": "100",
+            },
+            **impl._options(),  # noqa: SLF001
+        )
+    else:
+        IMPLS[system](root).create(name)
+
+
+def _worker(
+    system: str, root: Root, name: str, writer: int, appends: int, barrier: Any
+) -> tuple[int, float, float, list[float]]:
+    impl = IMPLS["datashard" if system.startswith("ds-") else system](root)
+    handle = impl.open(name)
+    barrier.wait(timeout=600)
+    began = time.time()
+    done, latencies = 0, []
+    for c in range(appends):
+        if time.time() - began > WRITER_BUDGET_S:
+            break
+        t0 = time.perf_counter()
+        try:
+            impl.append(handle, rows(10, start=writer * 1_000_000 + c * 10, writer=writer))
+            done += 1
+            latencies.append(time.perf_counter() - t0)
+        except Exception as exc:
+            print(f"  {system} w{writer}: {type(exc).__name__}: {str(exc)[:100]}", file=sys.stderr)
+            if not system.startswith("ds-"):
+                handle = impl.open(name)
+    if system.startswith("ds-"):
+        handle.flush()
+    return done, began, time.time(), latencies
+
+
+def run(system: str, root: Root, writers: int, appends: int) -> dict[str, float]:
+    name = f"g-{system}-{writers}-{uuid.uuid4().hex[:6]}"
+    _create(system, root, name)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(writers, mp_context=ctx) as pool:
+        barrier = manager.Barrier(writers)
+        futures = [
+            pool.submit(_worker, system, root, name, w, appends, barrier) for w in range(writers)
+        ]
+        results = [f.result() for f in futures]
+    acked = sum(r[0] for r in results)
+    elapsed = max(r[2] for r in results) - min(r[1] for r in results)
+    impl = IMPLS["datashard" if system.startswith("ds-") else system](root)
+    final = impl.read(impl.open(name))
+    ids = final["id"].tolist()
+    lat = sorted(x for r in results for x in r[3])
+    return {
+        "acked_per_s": acked / elapsed,
+        "failed": writers * appends - acked,
+        "rows_missing": acked * 10 - len(set(ids)),
+        "rows_duplicated": len(ids) - len(set(ids)),
+        "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--writers", default="32,64")
+    p.add_argument("--appends", type=int, default=10)
+    p.add_argument("--delay-ms", type=float, default=15.0)
+    p.add_argument("--systems", default=",".join(SYSTEMS))
+    args = p.parse_args()
+    from datashard.testing.faultproxy import FaultProxy
+    from datashard.testing.servers import new_s3_bucket, start_ceph, stop_server
+
+    server = start_ceph()
+    try:
+        bucket = new_s3_bucket(server, "group")
+        with FaultProxy(server.endpoint_url) as proxy:
+            proxy.delay(args.delay_ms / 1000.0, n=10**9)
+            root = Root(
+                "s3",
+                f"{bucket}/bench",
+                proxy.url,
+                server.access_key,
+                server.secret_key,
+                server.region,
+            )
+            print(
+                f"Ceph RGW + {args.delay_ms:g} ms per request, {args.appends} appends of 10 "
+                "rows per writer"
+            )
+            print(
+                f"{'system':<10} {'writers':>7} {'acked/s':>8} {'failed':>6} {'missing':>7} "
+                f"{'dup':>4} {'p50 ms':>8} {'p99 ms':>8}"
+            )
+            for writers in [int(w) for w in args.writers.split(",")]:
+                rates: dict[str, float] = {}
+                for system in args.systems.split(","):
+                    r = run(system, root, writers, args.appends)
+                    rates[system] = r["acked_per_s"]
+                    print(
+                        f"{system:<10} {writers:>7} {r['acked_per_s']:>8.1f} {r['failed']:>6.0f} "
+                        f"{r['rows_missing']:>7.0f} {r['rows_duplicated']:>4.0f} "
+                        f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f}",
+                        flush=True,
+                    )
+                if "ds-group" in rates:
+                    ratios = ", ".join(
+                        f"{rates['ds-group'] / v:.1f}x {k}"
+                        for k, v in rates.items()
+                        if k != "ds-group" and v
+                    )
+                    print(f"  ds-group rate with {writers} writers: {ratios}")
+    finally:
+        stop_server(server)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Group commit with real processes: every row once, folded snapshots that other engines read.
+
+8 processes x 10 appends append to one table with ``commit.group.enabled=true``, on a local
+directory and on Ceph RGW. Appends that lose a race are folded into other writers' snapshots
+(the summaries name them); DuckDB and PyIceberg read the same rows as datashard, and no pending
+record is left once the writers finished.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyiceberg.table import StaticTable
+
+from datashard import create_table, load_table
+from datashard.table.group import FOLDED, PENDING, folded_commits
+from datashard.testing.writers import append_schema, append_worker
+
+from .oracles import duckdb_count
+
+SCHEMA = append_schema()
+PROCESSES, COMMITS, ROWS = 8, 10, 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
+def test_group_commit_folds_appends_and_keeps_every_row_once(
+    warehouse: Any, tmp_path: Path
+) -> None:
+    wh = warehouse
+    create_table(
+        "t",
+        SCHEMA,
+        warehouse=wh.uri,
+        properties={"commit.group.enabled": "true", "history.expire.max-snapshots": "1000"},
+        **wh.options,
+    )
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(PROCESSES, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(
+                append_worker,
+                *(wh.uri, wh.options, "t", w, COMMITS, ROWS),
+                gate=(str(tmp_path), PROCESSES),  # they start together
+            )
+            for w in range(PROCESSES)
+        ]
+        acked = {w: f.result(timeout=600) for w, f in enumerate(futures)}
+
+    table = load_table("t", warehouse=wh.uri, **wh.options)
+    rows = table.to_arrow().to_pylist()
+    keys = Counter((r["writer"], r["commit"], r["row"]) for r in rows)
+    assert len(rows) == PROCESSES * COMMITS * ROWS
+    assert max(keys.values()) == 1, "a row appears twice"
+    snapshots = {s.snapshot_id: s for s in table.snapshots()}
+    for w, commits in acked.items():
+        assert [c for c, _, _ in commits] == list(range(COMMITS))
+        for c, snapshot_id, _ in commits:
+            # the snapshot an append returned holds its rows (its own, or one that folded it)
+            assert snapshot_id in snapshots, f"acknowledged append {w}/{c} names no snapshot"
+            assert all(keys[(w, c, r)] == 1 for r in range(ROWS))
+    named = [c for s in snapshots.values() for c in folded_commits(s)]
+    assert len(named) == len(set(named)) == PROCESSES * COMMITS, "an append named twice"
+    folding = [s for s in snapshots.values() if FOLDED in s.summary]
+    assert folding, "no append was folded in: the writers never met contention"
+    assert len(snapshots) < PROCESSES * COMMITS
+    current = table.current_snapshot()
+    assert current is not None and int(current.summary["total-records"]) == len(rows)
+    assert table.count() == len(rows)
+    # every writer flushed its background work: no record is left behind
+    assert not list(table.backend.list(f"t/metadata/{PENDING}/"))
+    # the folded manifests' entries inherit their snapshot ids: other engines read them
+    assert duckdb_count(table, wh) == len(rows)
+    static = StaticTable.from_metadata(table.metadata_location, properties=wh.pyiceberg_props)
+    assert static.scan().to_arrow().num_rows == len(rows)
+    entries = static.inspect.entries()
+    assert set(entries.column("snapshot_id").to_pylist()) <= set(snapshots)
+
+
+@pytest.mark.parametrize(
+    ("props", "named"),
+    [
+        ({"commit.group.enabled": "yes"}, "commit.group.enabled='yes'"),
+        ({"commit.group.max-wait-ms": "-5"}, "commit.group.max-wait-ms"),
+        ({"commit.group.clock-skew-ms": "soon"}, "commit.group.clock-skew-ms"),
+        (
+            {"commit.group.max-wait-ms": "1000", "commit.group.clock-skew-ms": "500"},
+            "more than twice",
+        ),
+    ],
+)
+def test_bad_group_settings_are_refused_and_change_nothing(
+    local_wh: Any, props: dict[str, str], named: str
+) -> None:
+    from datashard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=named):
+        create_table("bad", SCHEMA, warehouse=local_wh.uri, properties=props)
+    assert not list(local_wh.backend.list("bad/"))
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    version = table.version
+    with pytest.raises(ConfigError, match=named):
+        table.set_properties(props)
+    assert load_table("t", warehouse=local_wh.uri).version == version
