@@ -146,6 +146,8 @@ def test_upkeep_commands_dry_run_changes_nothing(tmp_path: Path) -> None:
     run(*wh, "append", "t", str(csv), cwd=tmp_path)
     plan = ok(*wh, "compact", "t", "--dry-run", cwd=tmp_path)
     assert plan["rewritten_files"] == 2 and plan["dry_run"] is True
+    said = run(*wh, "compact", "t", "--dry-run", cwd=tmp_path).stdout
+    assert said.strip() == "would rewrite 2 files (103 rows)", said
     assert len(ok(*wh, "files", "t", cwd=tmp_path)) == 2
     done = ok(*wh, "compact", "t", cwd=tmp_path)
     assert done["rewritten_files"] == 2 and done["added_files"] == 1

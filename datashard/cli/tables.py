@@ -278,12 +278,11 @@ def cmd_compact(args: argparse.Namespace) -> None:
     with progress("compacting"):
         r = table.compact(args.target_file_size, dry_run=args.dry_run)
     data = dataclasses.asdict(r) | {"dry_run": args.dry_run}
-    verb = "would rewrite" if args.dry_run else "rewrote"
-    emit(
-        args,
-        data,
-        lambda: f"{verb} {r.rewritten_files} files ({r.rewritten_rows} rows) into {r.added_files}",
-    )
+    if args.dry_run:  # nothing is written, so there is no count of new files to give
+        line = f"would rewrite {r.rewritten_files} files ({r.rewritten_rows} rows)"
+    else:
+        line = f"rewrote {r.rewritten_files} files ({r.rewritten_rows} rows) into {r.added_files}"
+    emit(args, data, lambda: line)
 
 
 def cmd_expire(args: argparse.Namespace) -> None:
