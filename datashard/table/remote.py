@@ -124,32 +124,21 @@ class ReadPart:
     def read(self) -> pa.Table:
         """The piece's matching rows in the scan's output schema (deletes applied)."""
         scan = self.source.scan()
-        schema = output_schema(scan)
-        if self.row_groups is None:
-            table = scan._read_task(self.task)
-        else:
-            reader = scan._open(self.task)
-            wanted = set(self.row_groups)
-            columns = list(scan.columns)
-            tables = [
-                reader.read_row_group(rg).select(columns)
-                for rg in reader.row_groups()
-                if rg in wanted
-            ]
-            table = pa.concat_tables(tables) if tables else schema.empty_table()
+        schema = scan.output_schema()
+        table = scan.read_task(self.task, self.row_groups)
         return table if table.schema == schema else table.cast(schema)
 
 
 def output_schema(scan: Scan) -> pa.Schema:
     """The Arrow schema of the rows ``scan`` returns."""
-    return scan._output_schema()
+    return scan.output_schema()
 
 
 def source_of(scan: Scan) -> ScanSource:
     """What a worker needs to read pieces of ``scan``: the metadata trimmed to the snapshot
     read (and the current one, which decides the schema of a time-travel read). Raises
     ``ConfigError`` for a ``memory://`` table (it lives in one process)."""
-    backend = scan._backend
+    backend = scan.backend
     if backend.scheme == "memory":
         raise ConfigError(
             "a memory:// table lives in one process: Dask and Ray workers cannot read or "

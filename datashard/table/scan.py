@@ -194,19 +194,40 @@ class Scan:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _output_schema(self) -> pa.Schema:
+    @property
+    def backend(self) -> StorageBackend:
+        """The storage the scan reads through."""
+        return self._backend
+
+    def output_schema(self) -> pa.Schema:
+        """The Arrow schema of the rows the scan returns (its columns, in order)."""
         by_name = {**{f.name: f for f in self.schema.fields}, **LINEAGE_FIELDS}
         return pa.schema([to_arrow_field(by_name[c]) for c in self.columns])
 
+    def read_task(self, task: FileScanTask, row_groups: Sequence[int] | None = None) -> pa.Table:
+        """The matching rows of one file :meth:`plan_files` gave, deletes and the filter
+        applied, in the scan's columns: a piece of the scan another process can read (Dask
+        and Ray read scans this way). ``row_groups``: only these row groups of the file (by
+        index), of those the filter does not rule out."""
+        if row_groups is None:
+            table = self._deletes.read(
+                task.data_file,
+                task.deletes,
+                self._read_fields,
+                self._bound,
+                sequence_number=task.sequence_number,
+            )
+            return table.select(list(self.columns))
+        reader = self._open(task)
+        wanted = set(row_groups)
+        columns = list(self.columns)
+        tables = [
+            reader.read_row_group(rg).select(columns) for rg in reader.row_groups() if rg in wanted
+        ]
+        return pa.concat_tables(tables) if tables else self.output_schema().empty_table()
+
     def _read_task(self, task: FileScanTask) -> pa.Table:
-        table = self._deletes.read(
-            task.data_file,
-            task.deletes,
-            self._read_fields,
-            self._bound,
-            sequence_number=task.sequence_number,
-        )
-        return table.select(list(self.columns))
+        return self.read_task(task)
 
     def _tables(self) -> Iterator[pa.Table]:
         tasks = list(self.plan_files())
@@ -233,7 +254,7 @@ class Scan:
 
     def to_arrow(self) -> pa.Table:
         """The matching rows as one Arrow table (an empty one with the schema if none)."""
-        schema = self._output_schema()
+        schema = self.output_schema()
         tables = [t if t.schema == schema else t.cast(schema) for t in self._all_tables()]
         if not tables:
             return schema.empty_table()
@@ -252,12 +273,12 @@ class Scan:
             not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
         ):
             raise ValidationError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
-        return _rebatch(self._row_group_tables(), self._output_schema(), batch_size)
+        return _rebatch(self._row_group_tables(), self.output_schema(), batch_size)
 
     def to_arrow_batch_reader(self, batch_size: int | None = None) -> pa.RecordBatchReader:
         """The matching rows as a pyarrow ``RecordBatchReader`` (streamed as by
         :meth:`to_batches`), for DuckDB, Polars, Arrow Flight or ``pyarrow.dataset``."""
-        schema = self._output_schema()
+        schema = self.output_schema()
         return pa.RecordBatchReader.from_batches(schema, self.to_batches(batch_size))
 
     def _open(self, task: FileScanTask) -> DataFileReader:

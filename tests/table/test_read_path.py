@@ -339,6 +339,15 @@ def test_position_and_equality_deletes_apply_in_every_row_group(tmp_path: Path) 
     streamed = [b.num_rows for b in table.scan(columns=["id"]).to_batches(batch_size=512)]
     assert streamed[:-1] == [512] * (len(streamed) - 1) and sum(streamed) == len(want)
     assert table.count() == len(want)
+    # one planned file read alone (as a Dask or Ray worker does), whole or by row group
+    scan = table.scan(columns=["id"], filter=col("id") >= 990)
+    (task,) = scan.plan_files()
+    assert scan.read_task(task).column("id").to_pylist() == [i for i in want if i >= 990]
+    assert scan.read_task(task).schema == scan.output_schema()
+    # row group 0 (ids 0-999) holds 990-998; row group 2 (2000-2999) is read whole but 2500
+    picked = scan.read_task(task, row_groups=[0, 2]).column("id").to_pylist()
+    assert picked == [i for i in want if 990 <= i < 1000 or 2000 <= i < 3000]
+    assert scan.read_task(task, row_groups=[]).num_rows == 0
 
 
 # --------------------------------------------------------------------------------------------
