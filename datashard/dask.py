@@ -51,7 +51,6 @@ from datashard.table.remote import (
     check_columns,
     commit_written,
     new_operation_prefix,
-    output_schema,
     plan_parts,
     remove_written,
     scan_of,
@@ -93,7 +92,7 @@ def read_table(
     if index is not None and index not in scan.columns:
         raise ValidationError(f"index {index!r} is not one of the columns read: {scan.columns}")
     parts = plan_parts(scan, None if index is not None else piece_bytes)
-    meta = to_pandas(output_schema(scan).empty_table())
+    meta = to_pandas(scan.output_schema().empty_table())
     if index is not None:
         meta = meta.set_index(index)
     if not parts:

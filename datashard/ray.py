@@ -46,7 +46,6 @@ from datashard.table.remote import (
     check_columns,
     commit_written,
     new_operation_prefix,
-    output_schema,
     plan_parts,
     remove_written,
     scan_of,
@@ -64,7 +63,7 @@ class DatashardDatasource(Datasource):
     def __init__(self, scan: Scan, piece_bytes: int | None = DEFAULT_PIECE_BYTES) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._parts = plan_parts(scan, piece_bytes)
-        self._schema = output_schema(scan)
+        self._schema = scan.output_schema()
         self._name = scan.metadata.location.rstrip("/").rsplit("/", 1)[-1]
 
     def get_name(self) -> str:

@@ -37,8 +37,6 @@ from datashard.errors import (
     ValidationError,
 )
 from datashard.iceberg.datafile import (
-    ParquetFileWriter,
-    dictionary_columns,
     parquet_stats,
 )
 from datashard.iceberg.defaults import fill_write_defaults_arrow
@@ -53,7 +51,7 @@ from datashard.storage.base import StorageBackend
 from datashard.table.append import AppendCommit, Progress
 from datashard.table.commit import delete_quietly
 from datashard.table.manifests import ManifestReader
-from datashard.table.producer import parquet_options, target_size
+from datashard.table.producer import parquet_options, stream_data_files, target_size
 from datashard.table.versions import TablePaths, key_for_uri
 
 #: What :meth:`DataFileWriter.write` takes.
@@ -141,27 +139,20 @@ class DataFileWriter:
         out: list[WrittenFile] = []
         try:
             for partition, part in split_by_partition(table, self.spec, self.schema):
-                if not part.num_rows:
-                    continue
-                rows = options.rows_per_group(part, target)
-                dictionary = dictionary_columns(part)
-                offset = 0
-                while offset < part.num_rows:
-                    key = f"{self.data_dir}/{self.name_prefix}{uuid.uuid4()}.parquet"
-                    opened.append(key)
-                    with self.backend.open_output(key) as sink:
-                        writer = ParquetFileWriter(sink, self.schema, options, dictionary)
-                        while offset < part.num_rows:
-                            writer.write(part.slice(offset, rows), rows)
-                            offset += rows
-                            if writer.size >= target:
-                                break
-                        stats = writer.finish()
-                        size = sink.tell()
-                    df = stats.to_data_file(self.backend.uri_for(key), size, partition)
-                    out.append(
-                        WrittenFile(df, self.schema.schema_id, self.spec.spec_id, self.table_uuid)
-                    )
+                files = stream_data_files(
+                    self.backend,
+                    lambda: f"{self.data_dir}/{self.name_prefix}{uuid.uuid4()}.parquet",
+                    part,
+                    partition,
+                    self.schema,
+                    options,
+                    target,
+                    opened,
+                )
+                out.extend(
+                    WrittenFile(df, self.schema.schema_id, self.spec.spec_id, self.table_uuid)
+                    for df in files
+                )
         except BaseException:
             delete_quietly(self.backend, opened)
             raise

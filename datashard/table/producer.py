@@ -99,6 +99,40 @@ R = TypeVar("R")
 Writes = list[tuple[str, bytes]]
 
 
+def stream_data_files(
+    backend: StorageBackend,
+    new_key: Callable[[], str],
+    table: pa.Table,
+    partition: Mapping[str, Any],
+    schema: Schema,
+    options: ParquetOptions,
+    target: int,
+    opened: list[str],
+) -> list[DataFile]:
+    """Stream ``table`` (of one partition, fitting ``schema``) into new data files at keys
+    ``new_key`` gives, each closed after the row group that brings it to about ``target``
+    bytes, in row order. Each key is added to ``opened`` before its file is written (the
+    caller deletes them on failure)."""
+    rows = options.rows_per_group(table, target)
+    dictionary = dictionary_columns(table)
+    out: list[DataFile] = []
+    offset = 0
+    while offset < table.num_rows:
+        key = new_key()
+        opened.append(key)
+        with backend.open_output(key) as sink:
+            writer = ParquetFileWriter(sink, schema, options, dictionary)
+            while offset < table.num_rows:
+                writer.write(table.slice(offset, rows), rows)
+                offset += rows
+                if writer.size >= target:
+                    break
+            stats = writer.finish()
+            size = sink.tell()
+        out.append(stats.to_data_file(backend.uri_for(key), size, partition))
+    return out
+
+
 class SnapshotProducer:
     """One commit that adds a snapshot on ``main``. Subclasses give :meth:`manifests` (the
     snapshot's manifests on a base) and :meth:`summary`; they may add :meth:`requirements`."""
@@ -195,24 +229,16 @@ class SnapshotProducer:
     ) -> list[DataFile]:
         """Stream ``table`` (fitting ``schema``) into new data files of about ``target`` bytes
         (each closed after the row group that reaches it), in row order."""
-        rows = options.rows_per_group(table, target)
-        dictionary = dictionary_columns(table)
-        out: list[DataFile] = []
-        offset = 0
-        while offset < table.num_rows:
-            key = f"{self.paths.data_dir}/{uuid.uuid4()}.parquet"
-            opened.append(key)
-            with self.backend.open_output(key) as sink:
-                writer = ParquetFileWriter(sink, schema, options, dictionary)
-                while offset < table.num_rows:
-                    writer.write(table.slice(offset, rows), rows)
-                    offset += rows
-                    if writer.size >= target:
-                        break
-                stats = writer.finish()
-                size = sink.tell()
-            out.append(stats.to_data_file(self.backend.uri_for(key), size, partition))
-        return out
+        return stream_data_files(
+            self.backend,
+            lambda: f"{self.paths.data_dir}/{uuid.uuid4()}.parquet",
+            table,
+            partition,
+            schema,
+            options,
+            target,
+            opened,
+        )
 
     def lineage_fields(self) -> list[NestedField]:
         """The row-lineage columns a rewrite reads with the rows it carries into new files (so

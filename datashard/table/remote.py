@@ -129,11 +129,6 @@ class ReadPart:
         return table if table.schema == schema else table.cast(schema)
 
 
-def output_schema(scan: Scan) -> pa.Schema:
-    """The Arrow schema of the rows ``scan`` returns."""
-    return scan.output_schema()
-
-
 def source_of(scan: Scan) -> ScanSource:
     """What a worker needs to read pieces of ``scan``: the metadata trimmed to the snapshot
     read (and the current one, which decides the schema of a time-travel read). Raises
@@ -325,7 +320,6 @@ __all__ = [
     "DEFAULT_PIECE_BYTES",
     "ReadPart",
     "ScanSource",
-    "output_schema",
     "plan_parts",
     "scan_of",
     "source_of",

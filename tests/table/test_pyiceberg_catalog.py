@@ -3,7 +3,6 @@ create ``v<N+1>`` with ``put_if_absent``, and PyIceberg and datashard writers sh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +27,8 @@ from datashard.errors import ConfigError, UnsupportedFeatureError, ValidationErr
 from datashard.storage.config import open_backend
 from datashard.table.versions import is_stub
 from datashard.testing.faultproxy import FaultProxy
+
+from . import oracles
 
 IMPL = "datashard.pyiceberg_catalog.DatashardCatalog"
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,20 +170,12 @@ def test_pyiceberg_commits_retire_old_versions_as_datashard_does(local_wh: Any) 
 def test_duckdb_reads_what_pyiceberg_and_datashard_wrote(local_wh: Any) -> None:
     """docs/beyond.md: DuckDB's ``iceberg_scan`` of the table directory (it follows
     ``version-hint.text``) or of one ``v<N>.metadata.json``."""
-    name = "datashard_tests_table_oracles"  # the module test_row_deletes.py loads too
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("oracles.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    duckdb_connection = sys.modules[name].duckdb_connection
-
     cat = _catalog(local_wh)
     cat.create_table("events", ROWS).append(_batch(1, 0, 3))
     mine = load_table("events", local_wh.uri)
     mine.append(_batch(2, 0, 2))
     mine.flush()  # the hint is written in the background; the directory form follows it
-    con = duckdb_connection(local_wh)
+    con = oracles.duckdb_connection(local_wh)
     directory = local_wh.backend.uri_for("events").removeprefix("file://")
     expected = [(1, 0, r) for r in range(3)] + [(2, 0, r) for r in range(2)]
     for source in (directory, f"{directory}/metadata/v3.metadata.json"):

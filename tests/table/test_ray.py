@@ -9,12 +9,9 @@ exactly ``table.to_arrow()``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
@@ -31,23 +28,10 @@ from datashard import create_table, load_table  # noqa: E402
 from datashard.errors import CommitConflictError, SchemaError  # noqa: E402
 from datashard.iceberg.expressions import col  # noqa: E402
 
+from . import scaleout_tables as st  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 BOTH = pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
-
-
-def _helpers() -> ModuleType:
-    name = "datashard_tests_scaleout_tables"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("scaleout_tables.py")
-        )
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-st = _helpers()
 
 
 @pytest.fixture(scope="session")

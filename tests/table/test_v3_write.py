@@ -6,16 +6,13 @@ on a local disk and on Ceph."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import multiprocessing
 import struct
-import sys
 import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import fastavro
@@ -47,20 +44,7 @@ from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.versions import key_for_uri
 from datashard.testing.writers import append_worker
 
-
-def _load_oracles() -> ModuleType:
-    name = "datashard_tests_table_oracles"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("oracles.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-oracles = _load_oracles()
+from . import oracles
 
 BOTH = pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
 SCHEMA = Schema(0, [{"id": 1, "name": "id", "type": "long", "required": True}])
