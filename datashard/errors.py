@@ -144,6 +144,13 @@ class SupersededVersionError(TableError):
     versions replaced it; load the table by name for its newest version."""
 
 
+class SnapshotExpiredError(TableError, LookupError):
+    """A read of a snapshot the table no longer keeps found its manifest list or a manifest
+    removed: the snapshot left the kept history (``history.expire.max-snapshots``) after this
+    metadata was loaded, and the upkeep or ``expire_snapshots`` removed its files.
+    ``refresh()`` the table and read again."""
+
+
 class CommitError(TableError):
     """A commit did not land."""
 
@@ -186,6 +193,7 @@ __all__ = [
     "ObjectNotFoundError",
     "PreconditionFailedError",
     "SchemaError",
+    "SnapshotExpiredError",
     "StorageError",
     "StoragePermissionError",
     "SupersededVersionError",

@@ -566,7 +566,15 @@ def read_manifest_list(data: bytes, location: str) -> list[ManifestFile]:
 
     Raises :class:`CorruptMetadataError` naming ``location`` for a truncated or malformed file.
     """
-    _, records = _read_avro(data, location, "manifest list")
+    return read_manifest_list_with_header(data, location)[1]
+
+
+def read_manifest_list_with_header(
+    data: bytes, location: str
+) -> tuple[dict[str, str], list[ManifestFile]]:
+    """:func:`read_manifest_list` with the list's Avro key-value metadata (``snapshot-id``,
+    ``parent-snapshot-id``, ``sequence-number`` as Iceberg writers set them)."""
+    header, records = _read_avro(data, location, "manifest list")
     out = []
     for i, rec in enumerate(records):
         try:
@@ -612,7 +620,7 @@ def read_manifest_list(data: bytes, location: str) -> list[ManifestFile]:
                 f"corrupt manifest list {location}: entry {i} is malformed "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-    return out
+    return header, out
 
 
 def decode_bounds(data_file: DataFile, schema: Schema) -> tuple[dict[int, Any], dict[int, Any]]:
@@ -641,6 +649,7 @@ __all__ = [
     "inherit_row_ids",
     "read_manifest",
     "read_manifest_list",
+    "read_manifest_list_with_header",
     "unassigned_rows",
     "write_manifest",
     "write_manifest_list",

@@ -13,15 +13,23 @@ create of ``v<N>``, and a deleted old version could be re-created by a stale wri
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 
-from datashard.errors import ConfigError, CorruptMetadataError, StorageError, ValidationError
-from datashard.iceberg.metadata import now_ms
+from datashard.errors import (
+    ConfigError,
+    CorruptMetadataError,
+    ObjectNotFoundError,
+    StorageError,
+    ValidationError,
+)
+from datashard.iceberg.manifest_codec import read_manifest_list_with_header
+from datashard.iceberg.metadata import TableMetadata, now_ms
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import MAX_DURATION, duration_limit_ms
 from datashard.table.expire import Cutoff, cutoff_ms, referenced_files
-from datashard.table.manifests import ManifestReader
+from datashard.table.manifests import ManifestReader, read_manifest_files
 from datashard.table.process import exiting
 from datashard.table.updates import whole_number
 from datashard.table.versions import HINT, Loaded, TablePaths, key_for_uri, load_newest
@@ -38,6 +46,7 @@ def remove_orphan_files(
     *,
     dry_run: bool = False,
     metadata_only: bool = False,
+    dropped: bool = False,
     stop: Callable[[], bool] | None = None,
 ) -> list[str]:
     """Delete objects under the table that no kept snapshot references and that were last
@@ -50,8 +59,10 @@ def remove_orphan_files(
     later than that) is refused with ``ValidationError`` before anything is deleted.
 
     ``metadata_only`` looks only under ``metadata/`` (manifest lists and manifests, which the
-    automatic upkeep removes); ``stop`` is asked before each step and ends the work early when
-    it says so (the upkeep stops when the process exits).
+    automatic upkeep removes); with it, ``dropped`` also removes, whatever their age, the
+    manifest lists of committed snapshots the metadata no longer keeps and the manifests only
+    they name (see :func:`dropped_metadata`). ``stop`` is asked before each step and ends the
+    work early when it says so (the upkeep stops when the process exits).
     """
     cutoff = cutoff_ms(older_than, DEFAULT_ORPHAN_AGE)
     age = older_than if older_than is not None else DEFAULT_ORPHAN_AGE
@@ -74,9 +85,9 @@ def remove_orphan_files(
     _check_grace(backend, paths, loaded, grace)
     md = loaded.metadata
     reader = ManifestReader(backend)
-    if metadata_only:  # the manifest lists alone name every manifest
+    if metadata_only:  # the manifest lists alone name every manifest (each read once a process)
         lists = {s.manifest_list for s in md.snapshots}
-        manifests = {m.manifest_path for s in md.snapshots for m in reader.manifests(s)}
+        manifests = {m.manifest_path for s in md.snapshots for m in read_manifest_files(backend, s)}
         data: set[str] = set()
     else:
         lists, manifests, data = referenced_files(reader, md.snapshots)
@@ -84,10 +95,13 @@ def remove_orphan_files(
         return []
     referenced = {key_for_uri(backend, u) for u in (lists | manifests | data) if _ours(backend, u)}
     orphans: list[str] = []
+    if metadata_only and dropped:
+        orphans = dropped_metadata(backend, (m.key for m in listed), md, referenced)
+    chosen = set(orphans)
     for meta in listed:
         key = meta.key
         name = key.rsplit("/", 1)[-1]
-        if key in referenced or name == HINT or name.endswith(".metadata.json"):
+        if key in referenced or key in chosen or name == HINT or name.endswith(".metadata.json"):
             continue
         if key.startswith(paths.metadata_dir + "/") and name.startswith("."):
             continue  # a backend's temporary file of a put in flight
@@ -113,9 +127,70 @@ def remove_orphan_files(
     return [backend.uri_for(k) for k in orphans] + abandoned
 
 
+#: Manifest lists one upkeep reads while following dropped snapshots back; the older ones it
+#: does not reach are left to the grace period (a table that ran long without the upkeep).
+DROPPED_WALK_LIMIT = 1_000
+
+_LIST_NAME = re.compile(r"snap-(-?\d+)-.*\.avro$")
+
+
+def dropped_metadata(
+    backend: StorageBackend, listed: Iterable[str], md: TableMetadata, referenced: set[str]
+) -> list[str]:
+    """The keys, among ``listed``, of the manifest lists of committed snapshots that ``md`` no
+    longer keeps, and of the manifests only such lists name: manifests first, then the lists
+    oldest first (deleted in that order, what a crash leaves is still reached next time).
+
+    Committed snapshots are found without trusting file ages: the parent of a kept snapshot
+    that is not kept was committed, and so was the parent each of its manifest lists records
+    (the current snapshot of the version an attempt built on). A snapshot's lists are named
+    ``snap-<id>-...``; every list of a committed id can go, a lost attempt's too, since its
+    writer finished with that commit. A manifest they name that no kept snapshot names is no
+    longer referenced by any version from ``md`` on: a commit only names its base's manifests
+    and its own new ones. A writer's files in flight are never named by such a list, so only
+    the grace period removes them. ``referenced`` holds the keys the kept snapshots name."""
+    kept = {s.snapshot_id for s in md.snapshots}
+    lists_of: dict[int, list[str]] = {}
+    for key in listed:
+        found = _LIST_NAME.fullmatch(key.rsplit("/", 1)[-1])
+        if found is not None and key not in referenced:
+            lists_of.setdefault(int(found.group(1)), []).append(key)
+    todo = [
+        s.parent_snapshot_id
+        for s in md.snapshots
+        if s.parent_snapshot_id is not None and s.parent_snapshot_id not in kept
+    ]
+    seen: set[int] = set()
+    lists: list[str] = []  # newest first, as walked
+    manifests: dict[str, None] = {}
+    while todo and len(lists) < DROPPED_WALK_LIMIT:
+        snapshot_id = todo.pop()
+        if snapshot_id in seen or snapshot_id in kept:
+            continue
+        seen.add(snapshot_id)
+        for key in lists_of.get(snapshot_id, ()):
+            try:
+                header, files = read_manifest_list_with_header(
+                    backend.read(key), backend.uri_for(key)
+                )
+            except (ObjectNotFoundError, CorruptMetadataError):
+                continue  # gone meanwhile, or not ours to judge: the grace period decides
+            lists.append(key)
+            for f in files:
+                if _ours(backend, f.manifest_path):
+                    manifest = key_for_uri(backend, f.manifest_path)
+                    if manifest not in referenced:
+                        manifests[manifest] = None
+            parent = header.get("parent-snapshot-id", "null")
+            if parent.lstrip("-").isdigit():
+                todo.append(int(parent))
+    return [*manifests, *reversed(lists)]
+
+
 #: The automatic upkeep: every :data:`~datashard.table.versions.SWEEP_EVERY` versions, the
-#: writer that made the version removes, in the background, the manifest lists and manifests no
-#: kept snapshot references that are older than the grace period (off unless enabled).
+#: writer that made the version removes, in the background, the manifest lists and manifests of
+#: committed snapshots no longer kept (:func:`dropped_metadata`), and any other manifest list or
+#: manifest no kept snapshot references that is older than the grace period (on unless disabled).
 UPKEEP = "write.upkeep.remove-orphans.enabled"
 UPKEEP_AGE = ("write.upkeep.remove-orphans.older-than-ms", 259_200_000)
 
@@ -124,7 +199,7 @@ def upkeep_grace_ms(props: Mapping[str, str]) -> int | None:
     """The grace period of the automatic upkeep in ms, ``None`` when it is off;
     ``ConfigError`` naming a malformed property, or a grace shorter than
     ``commit.max-duration-ms``."""
-    raw = str(props.get(UPKEEP, "false")).strip().lower()
+    raw = str(props.get(UPKEEP, "true")).strip().lower()
     if raw not in ("true", "false"):
         raise ConfigError(
             f"table property {UPKEEP}={props.get(UPKEEP)!r}: expected 'true' or 'false'"
@@ -150,6 +225,7 @@ def upkeep(backend: StorageBackend, paths: TablePaths, loaded: Loaded, grace_ms:
             loaded,
             timedelta(milliseconds=grace_ms),
             metadata_only=True,
+            dropped=True,
             stop=exiting,
         )
     except (StorageError, CorruptMetadataError, ValidationError):
@@ -181,8 +257,10 @@ def _ours(backend: StorageBackend, uri: str) -> bool:
 
 __all__ = [
     "DEFAULT_ORPHAN_AGE",
+    "DROPPED_WALK_LIMIT",
     "UPKEEP",
     "UPKEEP_AGE",
+    "dropped_metadata",
     "remove_orphan_files",
     "upkeep",
     "upkeep_grace_ms",

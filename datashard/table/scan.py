@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pyarrow as pa
 
-from datashard.errors import SchemaError, ValidationError
+from datashard.errors import (
+    CorruptMetadataError,
+    SchemaError,
+    SnapshotExpiredError,
+    StorageError,
+    ValidationError,
+)
 from datashard.iceberg.conversions import from_bytes
 from datashard.iceberg.deletes import DeleteFile
 from datashard.iceberg.expressions import (
@@ -32,7 +38,13 @@ from datashard.iceberg.expressions import (
     to_expr,
 )
 from datashard.iceberg.lineage import LINEAGE_FIELDS
-from datashard.iceberg.manifest import DELETED, MANIFEST_DATA, DataFile, ManifestFile
+from datashard.iceberg.manifest import (
+    DELETED,
+    MANIFEST_DATA,
+    DataFile,
+    ManifestEntry,
+    ManifestFile,
+)
 from datashard.iceberg.metadata import Snapshot, TableMetadata, epoch_ms
 from datashard.iceberg.partitioning import PartitionPruner
 from datashard.iceberg.schema import Schema
@@ -42,6 +54,7 @@ from datashard.io.parquet import DataFileReader
 from datashard.table.deletes import DeleteReader, delete_index
 from datashard.table.manifests import manifest_entries, read_manifest_files
 from datashard.table.process import bounded_map, submit
+from datashard.table.versions import TablePaths, key_for_uri, load_newest
 
 if TYPE_CHECKING:
     import duckdb
@@ -129,20 +142,20 @@ class Scan:
         pruner = PartitionPruner(self.metadata, self._bound)  # datashard.iceberg.partitioning
         listed = [
             m
-            for m in read_manifest_files(self._backend, self.snapshot)
+            for m in self._manifest_files(self.snapshot)
             if pruner.manifest_might_match(m)
         ]
         manifests = [m for m in listed if _is_data_manifest(m)]
         deletes = delete_index(
             self.metadata,
             listed,
-            lambda m: manifest_entries(self._backend, m),
+            self._entries,
             lambda m, df: self._might_match(pruner, m.partition_spec_id, df),
         )
 
         def entries(m: ManifestFile) -> list[FileScanTask]:
             tasks = []
-            for entry in manifest_entries(self._backend, m):
+            for entry in self._entries(m):
                 if _is_deleted(entry.status):
                     continue
                 df = entry.data_file
@@ -165,6 +178,40 @@ class Scan:
         if len(manifests) <= 1:
             return iter([entries(m) for m in manifests])
         return bounded_map(entries, manifests, self.max_workers)
+
+    def _manifest_files(self, snapshot: Snapshot) -> list[ManifestFile]:
+        try:
+            return read_manifest_files(self._backend, snapshot)
+        except CorruptMetadataError as exc:
+            raise self._expired(exc) from exc
+
+    def _entries(self, m: ManifestFile) -> list[ManifestEntry]:
+        try:
+            return manifest_entries(self._backend, m)
+        except CorruptMetadataError as exc:
+            raise self._expired(exc) from exc
+
+    def _expired(self, exc: CorruptMetadataError) -> CorruptMetadataError | SnapshotExpiredError:
+        """For a manifest list or manifest of the scanned snapshot found missing:
+        ``SnapshotExpiredError`` when the newest metadata no longer keeps the snapshot (its
+        files were removed after it left the kept history), else ``exc`` itself."""
+        if not isinstance(exc.__cause__, FileNotFoundError) or self.snapshot is None:
+            return exc
+        snapshot_id = self.snapshot.snapshot_id
+        try:
+            paths = TablePaths(key_for_uri(self._backend, self.metadata.location))
+            newest = load_newest(self._backend, paths)
+        except (StorageError, CorruptMetadataError):
+            return exc
+        if newest is None or newest.metadata.snapshot_by_id(snapshot_id) is not None:
+            return exc
+        return SnapshotExpiredError(
+            f"snapshot {snapshot_id} of table {self.metadata.location} is no longer kept (the "
+            f"newest version, v{newest.version}, keeps {len(newest.metadata.snapshots)} "
+            "snapshots; history.expire.max-snapshots sets how many) and its metadata files "
+            f"were removed ({exc}); refresh() the table and read again, or raise "
+            "history.expire.max-snapshots to keep snapshots longer"
+        )
 
     def deletes_of(self, task: FileScanTask) -> FileDeletes | None:
         """The rows the delete files of ``task`` delete, read (``None`` when none apply):
