@@ -569,6 +569,21 @@ def read_manifest_list(data: bytes, location: str) -> list[ManifestFile]:
     return read_manifest_list_with_header(data, location)[1]
 
 
+def read_manifest_list_paths(data: bytes, location: str) -> tuple[str | None, list[str]]:
+    """The ``parent-snapshot-id`` a manifest list records in its header (``None`` when it
+    has none) and the paths of the manifests it lists: what cleanup needs, without building
+    each :class:`ManifestFile`."""
+    header, records = _read_avro(data, location, "manifest list")
+    try:
+        paths = [str(rec["manifest_path"]) for rec in records]
+    except (KeyError, TypeError) as exc:
+        raise CorruptMetadataError(
+            f"corrupt manifest list {location}: an entry has no manifest_path ({exc})"
+        ) from exc
+    parent = header.get("parent-snapshot-id")
+    return (parent if parent and parent.lstrip("-").isdigit() else None), paths
+
+
 def read_manifest_list_with_header(
     data: bytes, location: str
 ) -> tuple[dict[str, str], list[ManifestFile]]:
@@ -649,6 +664,7 @@ __all__ = [
     "inherit_row_ids",
     "read_manifest",
     "read_manifest_list",
+    "read_manifest_list_paths",
     "read_manifest_list_with_header",
     "unassigned_rows",
     "write_manifest",

@@ -60,6 +60,9 @@ class WriterState:
     records: dict[str, PendingRecord | None] = field(default_factory=dict)
     #: pending records whose writers led a round that made no version (group commit)
     suspects: set[str] = field(default_factory=set)
+    #: seconds between two versions as this writer saw them (group commit: the followers'
+    #: pace, carried from one append to the next)
+    round_s: float = 0.1
 
 
 class AppendCommit(SnapshotProducer):
@@ -331,6 +334,7 @@ class AppendCommit(SnapshotProducer):
             eager=self.state.contended or contended(self.base.metadata),
             _cache=self.state.records,
             _suspects=self.state.suspects,
+            round_s=self.state.round_s,
             backend=self.backend,
             paths=self.paths,
             commit_id=self.commit_id,
@@ -368,7 +372,11 @@ class AppendCommit(SnapshotProducer):
         except BaseException:
             self.discard()  # data files already written: the commit will not run
             raise
-        loaded, hint = self.commit(background=True, after=after)
+        try:
+            loaded, hint = self.commit(background=True, after=after)
+        finally:
+            if self.group is not None:
+                self.state.round_s = self.group.round_s
         # contention: a lost race, or this append was folded in or folded others in
         self.state.contended = (
             self.attempts > 1

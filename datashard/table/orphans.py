@@ -24,13 +24,13 @@ from datashard.errors import (
     StorageError,
     ValidationError,
 )
-from datashard.iceberg.manifest_codec import read_manifest_list_with_header
+from datashard.iceberg.manifest_codec import read_manifest_list_paths
 from datashard.iceberg.metadata import TableMetadata, now_ms
 from datashard.storage.base import StorageBackend
 from datashard.table.commit import MAX_DURATION, duration_limit_ms
 from datashard.table.expire import Cutoff, cutoff_ms, referenced_files
-from datashard.table.manifests import ManifestReader, read_manifest_files
-from datashard.table.process import exiting
+from datashard.table.manifests import ManifestReader
+from datashard.table.process import MANIFEST_CACHE, exiting
 from datashard.table.updates import whole_number
 from datashard.table.versions import HINT, Loaded, TablePaths, key_for_uri, load_newest
 
@@ -87,7 +87,12 @@ def remove_orphan_files(
     reader = ManifestReader(backend)
     if metadata_only:  # the manifest lists alone name every manifest (each read once a process)
         lists = {s.manifest_list for s in md.snapshots}
-        manifests = {m.manifest_path for s in md.snapshots for m in read_manifest_files(backend, s)}
+        manifests = {
+            path
+            for s in md.snapshots
+            if _ours(backend, s.manifest_list)
+            for path in _list_facts(backend, key_for_uri(backend, s.manifest_list))[1]
+        }
         data: set[str] = set()
     else:
         lists, manifests, data = referenced_files(reader, md.snapshots)
@@ -162,7 +167,7 @@ def dropped_metadata(
     ]
     seen: set[int] = set()
     lists: list[str] = []  # newest first, as walked
-    manifests: dict[str, None] = {}
+    named: dict[str, None] = {}  # manifest URIs the dropped lists name, in order
     while todo and len(lists) < DROPPED_WALK_LIMIT:
         snapshot_id = todo.pop()
         if snapshot_id in seen or snapshot_id in kept:
@@ -170,21 +175,28 @@ def dropped_metadata(
         seen.add(snapshot_id)
         for key in lists_of.get(snapshot_id, ()):
             try:
-                header, files = read_manifest_list_with_header(
-                    backend.read(key), backend.uri_for(key)
-                )
+                parent, paths = _list_facts(backend, key)
             except (ObjectNotFoundError, CorruptMetadataError):
                 continue  # gone meanwhile, or not ours to judge: the grace period decides
             lists.append(key)
-            for f in files:
-                if _ours(backend, f.manifest_path):
-                    manifest = key_for_uri(backend, f.manifest_path)
-                    if manifest not in referenced:
-                        manifests[manifest] = None
-            parent = header.get("parent-snapshot-id", "null")
-            if parent.lstrip("-").isdigit():
+            named.update(dict.fromkeys(paths))
+            if parent is not None:
                 todo.append(int(parent))
-    return [*manifests, *reversed(lists)]
+    manifests = [key_for_uri(backend, u) for u in named if _ours(backend, u)]
+    return [*(k for k in manifests if k not in referenced), *reversed(lists)]
+
+
+def _list_facts(backend: StorageBackend, key: str) -> tuple[str | None, list[str]]:
+    """The parent snapshot id and manifest paths of the manifest list at ``key``: from this
+    process's cache (a list never changes, and each sweep meets the lists it drops as kept
+    ones first), else read."""
+    uri = backend.uri_for(key)
+    cached = MANIFEST_CACHE.get(("list facts", uri))
+    if cached is not None:
+        return cached[0], cached[1:]
+    parent, paths = read_manifest_list_paths(backend.read(key), uri)
+    MANIFEST_CACHE.put(("list facts", uri), [parent, *paths])
+    return parent, paths
 
 
 #: The automatic upkeep: every :data:`~datashard.table.versions.SWEEP_EVERY` versions, the

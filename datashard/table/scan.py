@@ -140,11 +140,7 @@ class Scan:
         if self.snapshot is None:
             return iter(())
         pruner = PartitionPruner(self.metadata, self._bound)  # datashard.iceberg.partitioning
-        listed = [
-            m
-            for m in self._manifest_files(self.snapshot)
-            if pruner.manifest_might_match(m)
-        ]
+        listed = [m for m in self._manifest_files(self.snapshot) if pruner.manifest_might_match(m)]
         manifests = [m for m in listed if _is_data_manifest(m)]
         deletes = delete_index(
             self.metadata,
