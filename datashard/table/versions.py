@@ -316,7 +316,15 @@ def _load_newest_from(backend: StorageBackend, paths: TablePaths, version: int) 
         try:
             return replace(load_version(backend, paths, newest), observed=before)
         except SupersededVersionError:
-            version = newest  # retired meanwhile: newer versions exist
+            if newest != version:
+                version = newest  # retired meanwhile: newer versions exist
+                continue
+            # a stub with nothing after it: one written again among deleted ones (a retire
+            # that ran late); the newest version is never a stub, so list
+            listed = newest_listed_version(backend, paths)
+            if listed is None or listed == version:
+                raise
+            version = listed
         except ObjectNotFoundError:  # deleted meanwhile (an old stub): list
             listed = newest_listed_version(backend, paths)
             if listed is None:
@@ -331,12 +339,15 @@ def _still_there(
     """``loaded``, found the newest by a probe taken after ``before`` that found the next
     version missing, with ``observed`` set; ``None`` if it was deleted since (the caller
     lists). A version committed more than :data:`RECHECK_AFTER_MS` ago is looked at once more
-    (``head``): stubs are deleted oldest first, so one still there after the probe means the
-    next one was missing, not deleted."""
+    (``head``): stubs are deleted oldest first, so one still there, and whole, after the probe
+    means the next one was missing, not deleted. (Only a whole version counts: a stub can be
+    written again after the ones around it were deleted, by a retire that ran late.)"""
     if loaded.metadata.last_updated_ms < now_ms() - RECHECK_AFTER_MS:
         try:
-            backend.head(paths.version(loaded.version))
+            size = backend.head(paths.version(loaded.version)).size
         except ObjectNotFoundError:
+            return None
+        if size <= STUB_MAX_BYTES:  # retired since: newer versions exist
             return None
     return replace(loaded, observed=before)
 

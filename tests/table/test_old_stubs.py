@@ -61,11 +61,10 @@ def test_old_stubs_go_and_stale_writers_and_readers_still_find_the_newest(
     table.append_records(_rows(0))  # v2
     stale_writer = load_table("t", warehouse=warehouse.uri, **warehouse.options)
     stale_reader = load_table("t", warehouse=warehouse.uri, **warehouse.options)
-    for b in range(1, 63):  # v3 .. v64: the sweep at v64 finds every stub younger than 1 s
+    for b in range(1, 63):  # v3 .. v64
         table.append_records(_rows(b))
     table.flush()
-    assert all(_present(table, n) for n in range(1, 65))
-    time.sleep(1.2)
+    time.sleep(1.2)  # every stub so far is past the horizon
     for b in range(63, 127):  # v65 .. v128: the sweep at v128 deletes the stubs now old
         table.append_records(_rows(b))
     table.flush()
