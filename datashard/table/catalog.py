@@ -19,6 +19,7 @@ as other Iceberg writers name them) and opens that table read-only; see
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -139,6 +140,7 @@ def create_table(
     )
     key = paths.version(1)
     body = metadata_to_json(md)
+    before = time.monotonic()  # v2 cannot exist before v1 does
     try:
         backend.put_if_absent(key, body)
     except ObjectExistsError:
@@ -149,7 +151,8 @@ def create_table(
         ) from None
     write_hint(backend, paths, 1)
     uri = backend.uri_for(key)
-    return Table(backend, paths, Loaded(metadata_from_json(body, uri), 1, uri), name=name)
+    loaded = Loaded(metadata_from_json(body, uri), 1, uri, observed=before)
+    return Table(backend, paths, loaded, name=name)
 
 
 def _existing(name: str, backend: StorageBackend, schema: Schema) -> Table:

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from datashard.errors import (
@@ -59,9 +59,11 @@ from datashard.table.updates import (
     whole_number,
 )
 from datashard.table.versions import (
+    STALE_BASE_S,
     SWEEP_EVERY,
     Loaded,
     TablePaths,
+    delete_old_stubs,
     load_newest,
     load_version,
     newest_after_loss,
@@ -306,14 +308,17 @@ def commit(
         # stop waiting well before the deadline: the attempts after it still need time
         end = min(began + group.patience_s(), deadline - group.patience_s())
         look = 0
+        missing = on.observed  # v<N+1> was missing then, so v<N+2> was too
         while clock() < end:
             sleep(group.poll_s(look))
             look += 1
+            before = time.monotonic()
             try:
                 # one request a look: the next version, read whole when it is there (it
                 # need not be the newest: the loop looks again from it)
-                newer = load_version(backend, paths, on.version + 1)
+                newer = replace(load_version(backend, paths, on.version + 1), observed=missing)
             except ObjectNotFoundError:
+                missing = before
                 continue
             except SupersededVersionError:  # far behind: retired meanwhile
                 try:
@@ -372,6 +377,14 @@ def commit(
                             base = newer
                             continue
                     group.gather(base)
+            if _fresh_for(base) < _SEND_MARGIN_S:
+                # v<N+1> was seen missing too long ago (a table held for long, or opened by
+                # its metadata file), and old stubs are deleted: make sure v<N> is still the
+                # newest before building v<N+1> (docs/format.md, "Deleting old stubs")
+                try:
+                    base = load_newest(backend, paths, base) or base
+                except (StorageError, CorruptMetadataError) as exc:
+                    raise give_up(exc) from exc.__cause__
             try:
                 for requirement in requirements:
                     requirement.validate(base.metadata)
@@ -397,6 +410,21 @@ def commit(
             )
         elapsed = None if started is None else clock() - started
         remaining = None if elapsed is None else limit_ms / 1000 - elapsed
+        # no request of this send starts later than STALE_BASE_S after v<N+1> was seen missing
+        fresh_for = _fresh_for(base)
+        if fresh_for <= 0:
+            if resend is not None:
+                raise CommitStateUnknownError(
+                    f"commit {commit_id}: the outcome of its send to "
+                    f"{backend.uri_for(paths.version(current.target))} is unknown (last "
+                    f"error: {current.uncertain}) and its base was seen to be the newest "
+                    f"version more than {STALE_BASE_S:.0f} s ago, so it is not sent again; its "
+                    "files are kept: reload the table to see"
+                ) from current.uncertain
+            dead_keys.extend(current.keys)  # built too slowly: build again on a fresh look
+            delete_quietly(backend, current.keys)
+            continue
+        remaining = fresh_for if remaining is None else min(remaining, fresh_for)
         if elapsed is not None and remaining is not None and remaining <= 0:
             late = _late(backend, paths, commit_id, limit_ms, elapsed)
             if resend is None:  # every earlier send provably lost: nothing can land
@@ -489,6 +517,19 @@ def commit(
                 group_deadline = publish(base)
 
 
+#: Seconds an attempt keeps for building and sending after a fresh look at the newest version.
+_SEND_MARGIN_S = 60.0
+
+
+def _fresh_for(base: Loaded) -> float:
+    """Seconds left to send the create of ``v<N+1>`` on ``base`` (``v<N>``): until
+    :data:`~datashard.table.versions.STALE_BASE_S` after ``v<N+1>`` was seen missing (0 when
+    that is not known)."""
+    if base.observed is None:
+        return 0.0
+    return base.observed + STALE_BASE_S - time.monotonic()
+
+
 def _gone(backend: StorageBackend, paths: TablePaths, commit_id: str) -> CommitStateUnknownError:
     return CommitStateUnknownError(
         f"commit {commit_id} to {backend.uri_for(paths.prefix)} published a pending append "
@@ -522,9 +563,12 @@ def _send(
     """
     key = paths.version(attempt.target)
     attempt.sends += 1
+    before = time.monotonic()  # v<target+1> cannot exist before v<target> does
     try:
         backend.put_if_absent(key, attempt.body)
-        return _Outcome.WON, Loaded(attempt.metadata, attempt.target, backend.uri_for(key))
+        return _Outcome.WON, Loaded(
+            attempt.metadata, attempt.target, backend.uri_for(key), observed=before
+        )
     except ObjectExistsError:
         if attempt.uncertain is None:
             return _Outcome.LOST, None  # every send was answered: someone else holds the key
@@ -608,12 +652,16 @@ def retire_keep(md: TableMetadata) -> int | None:
 def retire_quietly(
     backend: StorageBackend, paths: TablePaths, version: int, keep: int | None
 ) -> None:
-    """Retire what ``v<version>`` superseded (advisory: errors are ignored; a later sweep
-    retires what is left)."""
+    """Retire what ``v<version>`` superseded and, every :data:`SWEEP_EVERY` versions, delete
+    the stubs past the horizon (advisory: errors are ignored; a later sweep does what is
+    left)."""
     if keep is None:
         return
+    sweep = version % SWEEP_EVERY == 0
     try:
-        retire_superseded(backend, paths, version, keep, sweep=version % SWEEP_EVERY == 0)
+        retire_superseded(backend, paths, version, keep, sweep=sweep)
+        if sweep:
+            delete_old_stubs(backend, paths, version, keep)
     except StorageError:
         pass
 

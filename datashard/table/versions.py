@@ -10,27 +10,34 @@ starts from a version it holds (or the hint) and probes forward until a version 
 Tables written by other Iceberg writers name their metadata ``<NNNNN>-<uuid>.metadata.json``;
 :func:`newest_foreign_metadata` finds the highest of those so they can be read.
 
-Superseded versions are retired, never deleted (:func:`retire_superseded`): a version that fell
-out of the newest version's metadata log is overwritten with a stub of about 150 bytes. Its key
-stays taken, so a writer holding an old base still loses the race for it and moves to the
-newest version, as it would against the whole file; deleting it instead would let that writer
-create it again and fork the history. Probes only ask whether a version exists, so stubs cost
-them nothing; a read that meets a stub (a version retired since it was found) probes on from it,
-and opening a stub directly raises :class:`~datashard.errors.SupersededVersionError`.
+Superseded versions are retired (:func:`retire_superseded`): a version that fell out of the
+newest version's metadata log is overwritten with a stub of about 150 bytes. Its key stays
+taken, so a writer holding an old base still loses the race for it and moves to the newest
+version, as it would against the whole file; deleting it at once would let that writer create
+it again and fork the history. Probes only ask whether a version exists, so stubs cost them
+nothing; a read that meets a stub (a version retired since it was found) probes on from it, and
+opening a stub directly raises :class:`~datashard.errors.SupersededVersionError`.
+
+A stub is deleted once its version was created more than :data:`STUB_HORIZON_MS` ago
+(:func:`delete_old_stubs`, oldest first), which is safe because no writer sends the create of
+``v<N+1>`` later than :data:`STALE_BASE_S` after it saw ``v<N+1>`` missing (``Loaded.observed``),
+and a probe trusts a missing version only when the version before it is young or still there
+after the probe (docs/format.md, "Deleting old stubs").
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from datashard.errors import ObjectNotFoundError, StorageError, SupersededVersionError
-from datashard.iceberg.metadata import TableMetadata
+from datashard.iceberg.metadata import TableMetadata, now_ms
 from datashard.iceberg.metadata_codec import metadata_from_json
 from datashard.storage.base import StorageBackend
-from datashard.table.process import submit
+from datashard.table.process import exiting, submit
 
 HINT = "version-hint.text"
 _VERSION = re.compile(r"^v(\d+)\.metadata\.json$")
@@ -50,6 +57,19 @@ STUB_MAX_BYTES = 512
 #: Every this many versions, a winner also looks at the versions before the one it retires and
 #: retires any left whole (by a writer that died before retiring its own).
 SWEEP_EVERY = 64
+#: A writer sends the create of ``v<N+1>`` only while it saw ``v<N+1>`` missing at most this
+#: many seconds before; a base seen longer ago is checked to be the newest first.
+STALE_BASE_S = 3600.0
+#: A retired version is deleted once its stub is older than this (milliseconds): far past
+#: :data:`STALE_BASE_S`, with the rest for clocks that disagree and requests in flight.
+STUB_HORIZON_MS = 86_400_000
+#: A probe that finds ``v<N+1>`` missing checks that ``v<N>`` is still there afterwards when
+#: ``v<N>`` was committed more than this long ago (milliseconds): the sweeps may be deleting
+#: from below, oldest first, and a missing ``v<N+1>`` then proves nothing until ``v<N>`` is
+#: seen present after it.
+RECHECK_AFTER_MS = STUB_HORIZON_MS // 2
+#: The most stubs one sweep deletes (an old table's backlog goes over several sweeps).
+STUBS_PER_SWEEP = 1000
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,10 @@ class Loaded:
     metadata: TableMetadata
     version: int
     location: str
+    #: a ``time.monotonic()`` reading taken before a request showed ``v<version+1>`` missing
+    #: (or before this writer's own create of ``v<version>``), ``None`` when not known: a
+    #: writer builds ``v<version+1>`` on it only within :data:`STALE_BASE_S` of it
+    observed: float | None = field(default=None, compare=False)
 
 
 def key_for_uri(backend: StorageBackend, uri: str) -> str:
@@ -284,14 +308,48 @@ _RETIRED_RETRIES = 8
 
 def _load_newest_from(backend: StorageBackend, paths: TablePaths, version: int) -> Loaded:
     """The newest version at or after ``version`` (which exists), moving on past any version
-    retired between finding it and reading it."""
+    retired between finding it and reading it; read after the probe that found the version
+    after it missing, so it is still there after that probe (``observed`` is set)."""
+    before = time.monotonic()
     for _ in range(_RETIRED_RETRIES):
         newest = newest_version(backend, paths, version) or version
         try:
-            return load_version(backend, paths, newest)
+            return replace(load_version(backend, paths, newest), observed=before)
         except SupersededVersionError:
-            version = newest  # retired meanwhile: newer versions exist
+            if newest != version:
+                version = newest  # retired meanwhile: newer versions exist
+                continue
+            # a stub with nothing after it: one written again among deleted ones (a retire
+            # that ran late); the newest version is never a stub, so list
+            listed = newest_listed_version(backend, paths)
+            if listed is None or listed == version:
+                raise
+            version = listed
+        except ObjectNotFoundError:  # deleted meanwhile (an old stub): list
+            listed = newest_listed_version(backend, paths)
+            if listed is None:
+                raise
+            version = listed
     return load_version(backend, paths, newest_version(backend, paths, version) or version)
+
+
+def _still_there(
+    backend: StorageBackend, paths: TablePaths, loaded: Loaded, before: float
+) -> Loaded | None:
+    """``loaded``, found the newest by a probe taken after ``before`` that found the next
+    version missing, with ``observed`` set; ``None`` if it was deleted since (the caller
+    lists). A version committed more than :data:`RECHECK_AFTER_MS` ago is looked at once more
+    (``head``): stubs are deleted oldest first, so one still there, and whole, after the probe
+    means the next one was missing, not deleted. (Only a whole version counts: a stub can be
+    written again after the ones around it were deleted, by a retire that ran late.)"""
+    if loaded.metadata.last_updated_ms < now_ms() - RECHECK_AFTER_MS:
+        try:
+            size = backend.head(paths.version(loaded.version)).size
+        except ObjectNotFoundError:
+            return None
+        if size <= STUB_MAX_BYTES:  # retired since: newer versions exist
+            return None
+    return replace(loaded, observed=before)
 
 
 def retire_superseded(
@@ -324,11 +382,13 @@ def load_newest(
     backend: StorageBackend, paths: TablePaths, known: Loaded | None = None
 ) -> Loaded | None:
     """The newest version (from ``known`` or the hint, probing forward), or ``None`` if the
-    table has no version. A hint naming a missing version falls back to a listing.
+    table has no version. A hint naming a missing version falls back to a listing. The result
+    carries ``observed``.
 
     From the hint, the version it names is read while the next one is probed: a hint that is
     current (the usual case) costs two round trips, not three.
     """
+    before = time.monotonic()
     early: Future[Loaded] | None = None
     start = known.version if known is not None else read_hint(backend, paths)
     if known is None and start is not None:
@@ -338,12 +398,16 @@ def load_newest(
         n = newest_listed_version(backend, paths)
     if n is None:
         return None
-    if known is not None and n == known.version:
-        return known
     try:
-        if early is not None and n == start:
-            return early.result()
-        return load_version(backend, paths, n)
+        if known is not None and n == known.version:
+            held: Loaded | None = _still_there(backend, paths, known, before)
+        elif early is not None and n == start:
+            held = _still_there(backend, paths, early.result(), before)
+        else:
+            return replace(load_version(backend, paths, n), observed=before)
+        if held is not None:
+            return held
+        raise ObjectNotFoundError(f"{paths.version(n)} was deleted", key=paths.version(n))
     except SupersededVersionError:  # retired between the probe and the read: newer ones exist
         return _load_newest_from(backend, paths, n)
     except ObjectNotFoundError:
@@ -359,26 +423,122 @@ def newest_after_loss(
     """The newest version after losing the race for ``v<taken>`` (``found``: it, if read).
 
     Probes by GET (:func:`probe_forward` with ``bodies``); only the newest body is parsed. A
-    run longer than :data:`MAX_PROBE` is left to :func:`load_newest`, which lists.
+    run longer than :data:`MAX_PROBE` is left to :func:`load_newest`, which lists. The result
+    carries ``observed``.
     """
+    before = time.monotonic()
     probed = probe_forward(backend, paths, taken, bodies=True)
     if probed is None:
         return load_newest(backend, paths, found) or _load_newest_from(backend, paths, taken)
     have, data = probed
     if have == taken or data is None:
-        return found if found is not None else _load_newest_from(backend, paths, taken)
+        if found is None:
+            return _load_newest_from(backend, paths, taken)
+        held = _still_there(backend, paths, found, before)
+        return held if held is not None else _load_newest_from(backend, paths, have)
     if is_stub(data):  # retired since the probe read it: newer versions exist
         return _load_newest_from(backend, paths, have)
-    return parse_version(data, backend.uri_for(paths.version(have)), have)
+    loaded = parse_version(data, backend.uri_for(paths.version(have)), have)
+    held = _still_there(backend, paths, loaded, before)
+    return held if held is not None else load_newest(backend, paths) or loaded
+
+
+def delete_old_stubs(
+    backend: StorageBackend, paths: TablePaths, newest: int, keep: int
+) -> list[int]:
+    """Delete, oldest first and one at a time, the retired versions from ``v2`` on whose stub
+    is older than :data:`STUB_HORIZON_MS`, at most :data:`STUBS_PER_SWEEP`; the versions
+    deleted. ``v1`` stays (``create_table`` is a create of it). Every version up to one whose
+    stub is that old was created before it, so none of them can still be the target of a
+    writer's create (see :data:`STALE_BASE_S`). Deleting in ascending order keeps what is
+    left a contiguous run: a probe that sees a version still there after finding the next one
+    missing knows the next one was never created. Storage errors propagate (the caller treats
+    this as advisory)."""
+    top = newest - keep - 2  # retired for certain (the newest keep + 1 stay whole)
+    if top < 2:  # v1 stays: its key is what makes create_table find the table there
+        return []
+    cutoff = now_ms() - STUB_HORIZON_MS
+
+    def age(n: int) -> bool | None:
+        """Whether ``v<n>`` is older than the horizon; ``None`` if it is missing."""
+        try:
+            modified = backend.head(paths.version(n)).last_modified
+        except ObjectNotFoundError:
+            return None
+        return modified is not None and modified.timestamp() * 1000 < cutoff
+
+    def old(n: int) -> bool:
+        return age(n) is True  # missing counts as young: never guess past what is there
+
+    low = _FLOORS.get(backend.uri_for(paths.prefix))
+    first = None if low is None else age(low)
+    if first is None:  # not known, or another sweep deleted past it: find the lowest
+        low = _lowest_present(backend, paths, top)
+        first = None if low is None else age(low)
+    if low is None or low > top or not first:
+        return []
+    high = min(top, low + STUBS_PER_SWEEP - 1)
+    # the highest version in [low, high] whose stub is old (stubs are written in about the
+    # order of their versions; any one found old makes everything below it old enough)
+    lo, hi = low, high
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if old(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    deleted = []
+    for n in range(low, lo + 1):
+        if exiting():
+            break
+        backend.delete(paths.version(n))
+        deleted.append(n)
+    if deleted:
+        _FLOORS[backend.uri_for(paths.prefix)] = deleted[-1] + 1
+    return deleted
+
+
+#: The lowest version of each table (by URI) this process knows to be there.
+_FLOORS: dict[str, int] = {}
+
+
+def _lowest_present(backend: StorageBackend, paths: TablePaths, top: int) -> int | None:
+    """The lowest version from 2 to ``top`` that exists (the deleted ones are a run from
+    ``v2``), by bisection with ``head``; ``None`` if ``v<top>`` is missing too."""
+
+    def present(n: int) -> bool:
+        try:
+            backend.head(paths.version(n))
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    if present(2):
+        return 2
+    if not present(top):
+        return None
+    lo, hi = 2, top  # lo missing, hi present
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if present(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 __all__ = [
     "HINT",
     "MAX_PROBE",
+    "RECHECK_AFTER_MS",
+    "STALE_BASE_S",
+    "STUBS_PER_SWEEP",
+    "STUB_HORIZON_MS",
     "STUB_MAX_BYTES",
     "SWEEP_EVERY",
     "Loaded",
     "TablePaths",
+    "delete_old_stubs",
     "is_stub",
     "key_for_uri",
     "list_versions",

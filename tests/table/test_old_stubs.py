@@ -1,0 +1,116 @@
+"""Retired versions' stubs are deleted past a horizon, oldest first, and no stale writer ever
+creates a deleted version again: a writer whose sight of the newest version is old checks it
+before building, and a probe trusts a missing version only when the one before it is young or
+still there after the probe.
+
+The horizon is one day; these tests shorten it to one second and make a writer's last look at
+the newest version two hours old, the situation the horizon guards against in real time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+
+from datashard import Schema, create_table, load_table
+from datashard.table import versions
+from datashard.table.versions import STALE_BASE_S, TablePaths, write_hint
+
+SCHEMA = Schema(
+    schema_id=0,
+    fields=[
+        {"id": 1, "name": "batch", "type": "long", "required": True},
+        {"id": 2, "name": "row", "type": "long", "required": True},
+    ],
+)
+#: two whole previous versions, so versions are retired early; every snapshot kept
+PROPS = {"write.metadata.previous-versions-max": "2", "history.expire.max-snapshots": "500"}
+
+
+def _rows(batch: int) -> list[dict[str, int]]:
+    return [{"batch": batch, "row": r} for r in range(2)]
+
+
+@pytest.fixture
+def short_horizon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(versions, "STUB_HORIZON_MS", 1000)
+    monkeypatch.setattr(versions, "RECHECK_AFTER_MS", 500)
+    versions._FLOORS.clear()  # as a fresh process: the sweep bisects for the lowest version
+
+
+def _present(table: Any, n: int) -> bool:
+    return bool(table.backend.exists(TablePaths("t").version(n)))
+
+
+def _aged(table: Any) -> None:
+    """Make ``table``'s last look at the newest version two hours old."""
+    loaded = table._loaded
+    table._loaded = dataclasses.replace(loaded, observed=time.monotonic() - 2 * STALE_BASE_S)
+
+
+@pytest.mark.parametrize("warehouse", ["local", "moto", "ceph"], indirect=True)
+def test_old_stubs_go_and_stale_writers_and_readers_still_find_the_newest(
+    warehouse: Any, short_horizon: None
+) -> None:
+    table = create_table(
+        "t", SCHEMA, warehouse=warehouse.uri, properties=PROPS, **warehouse.options
+    )
+    table.append_records(_rows(0))  # v2
+    stale_writer = load_table("t", warehouse=warehouse.uri, **warehouse.options)
+    stale_reader = load_table("t", warehouse=warehouse.uri, **warehouse.options)
+    for b in range(1, 63):  # v3 .. v64
+        table.append_records(_rows(b))
+    table.flush()
+    time.sleep(1.2)  # every stub so far is past the horizon
+    for b in range(63, 127):  # v65 .. v128: the sweep at v128 deletes the stubs now old
+        table.append_records(_rows(b))
+    table.flush()
+    gone = [n for n in range(1, 129) if not _present(table, n)]
+    assert gone and gone == list(range(2, gone[-1] + 1))  # a run from v2, oldest first
+    assert gone[-1] >= 60  # every stub written before the sleep
+    assert _present(table, 1)  # v1 stays: create_table is its create
+    assert all(_present(table, n) for n in range(gone[-1] + 1, 129))
+    with pytest.raises(Exception, match="already exists"):
+        create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+
+    # a reader that held v2 finds the newest version, past the deleted ones
+    assert stale_reader.refresh().version == 128
+    # a writer that held v2 and last looked two hours ago does not create v3 again
+    _aged(stale_writer)
+    stale_writer.append_records(_rows(1000))
+    assert not _present(table, 3)
+    assert stale_writer.version == 129
+    # a hint naming a deleted version: the load lists and finds the newest
+    write_hint(table.backend, TablePaths("t"), 3)
+    fresh = load_table("t", warehouse=warehouse.uri, **warehouse.options)
+    assert fresh.version == 129
+    batches = sorted(r["batch"] for r in fresh.to_arrow().to_pylist())
+    assert batches == sorted([*(b for b in range(127) for _ in range(2)), 1000, 1000])
+
+
+def test_a_writer_whose_look_is_old_checks_the_newest_before_building(
+    local_wh: Any, short_horizon: None
+) -> None:
+    """Without the check the aged writer would create v3 over the deleted stub: the check is
+    what the other test relies on."""
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=PROPS)
+    table.append_records(_rows(0))  # v2
+    stale = load_table("t", warehouse=local_wh.uri)
+    for b in range(1, 63):
+        table.append_records(_rows(b))
+    time.sleep(1.2)
+    for b in range(63, 65):  # v65, v66
+        table.append_records(_rows(b))
+    table.flush()
+    deleted = versions.delete_old_stubs(table.backend, TablePaths("t"), 66, 2)  # a sweep's
+    # up to v61: v62 was retired by the commit of v65, after the pause, so its stub is young
+    assert deleted == list(range(2, 62))
+    assert all(_present(table, n) for n in (1, 62, 63, 64, 65, 66))
+    _aged(stale)
+    stale.append_records(_rows(7))
+    assert stale.version == 67 and not _present(table, 3)
+    fresh = load_table("t", warehouse=local_wh.uri)
+    assert fresh.count() == 2 * 66
