@@ -69,15 +69,19 @@ from datashard.iceberg.metadata import TableMetadata as DatashardMetadata
 from datashard.iceberg.metadata_codec import metadata_from_json
 from datashard.storage.base import StorageBackend
 from datashard.storage.config import open_backend, split_scheme
+from datashard.storage.retry import retry_budget
 from datashard.table.catalog import drop_table, validate_table_name
-from datashard.table.commit import retire_keep, retire_quietly
+from datashard.table.commit import INLINE_STUBS, retire_keep, retire_quietly
 from datashard.table.properties import check_properties
 from datashard.table.versions import (
+    STALE_BASE_S,
     TablePaths,
     is_stub,
     newest_listed_version,
     newest_version,
     probe_forward,
+    sight,
+    since,
     write_hint,
 )
 
@@ -228,6 +232,11 @@ class DatashardCatalog(MetastoreCatalog):
                 continue
             if not is_stub(data):
                 return n, data
+            if known == n:  # a stub with nothing after it (written again late): list
+                listed = newest_listed_version(self._backend, paths)
+                if listed is None or listed == n:
+                    break
+                n = listed
             known = n  # retired since it was found: newer versions exist
         raise CommitStateUnknownException(
             f"could not read the newest version of {self._location(paths.prefix)}: versions "
@@ -422,6 +431,7 @@ class DatashardCatalog(MetastoreCatalog):
         """
         name = self._table_name(table.name())
         paths = TablePaths(name)
+        seen = sight()  # v<version+1> was missing then (datashard.table.versions.STALE_BASE_S)
         found = self._read_newest(paths)
         base: TableMetadata | None = None
         version = 0
@@ -455,11 +465,23 @@ class DatashardCatalog(MetastoreCatalog):
             target = version + 1
             key = paths.version(target)
             body, ours = self._checked_body(new_md, self._backend.uri_for(key))
-            if self._send(paths, target, body):
+            left = STALE_BASE_S - since(seen)
+            if left < 60:  # old stubs are deleted: the base must have been seen lately
+                seen = sight()
+                found = self._read_newest(paths)
+                if found is None:
+                    raise NoSuchTableError(f"table {name!r} has no metadata any more")
+                version = found[0]
+                base = self._parse(found[1], self._location(paths.version(version)))
+                continue
+            with retry_budget(left):
+                sent = self._send(paths, target, body)
+            if sent:
                 self._after_win(paths, target, ours)
                 return _response(new_md, self._backend.uri_for(key))
             if race < MAX_LOST_RACES:
                 time.sleep(random.uniform(0.005, min(0.5, 0.01 * 2 ** min(race, 6))))
+            seen = sight()
             version, data = self._newest_after_loss(paths, target)
             base = self._parse(data, self._location(paths.version(version)))
         raise CommitFailedException(
@@ -521,7 +543,7 @@ class DatashardCatalog(MetastoreCatalog):
         """Best-effort, as after a datashard commit: the hint, then retire what the new
         version superseded (every version its metadata log names stays whole)."""
         write_hint(self._backend, paths, version)
-        retire_quietly(self._backend, paths, version, retire_keep(md))
+        retire_quietly(self._backend, paths, version, retire_keep(md), INLINE_STUBS)
 
     # ----------------------------------------------------------------------------------------
     # namespaces

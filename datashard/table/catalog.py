@@ -19,7 +19,6 @@ as other Iceberg writers name them) and opens that table read-only; see
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -45,6 +44,7 @@ from datashard.table.versions import (
     TablePaths,
     load_newest,
     newest_foreign_metadata,
+    sight,
     write_hint,
 )
 
@@ -140,7 +140,7 @@ def create_table(
     )
     key = paths.version(1)
     body = metadata_to_json(md)
-    before = time.monotonic()  # v2 cannot exist before v1 does
+    before = sight()  # v2 cannot exist before v1 does
     try:
         backend.put_if_absent(key, body)
     except ObjectExistsError:

@@ -40,6 +40,7 @@ from datashard.errors import (
     ObjectNotFoundError,
     StorageError,
     SupersededVersionError,
+    TableNotFoundError,
 )
 from datashard.iceberg.metadata import Snapshot, TableMetadata, now_ms
 from datashard.iceberg.metadata_codec import metadata_to_json
@@ -60,6 +61,7 @@ from datashard.table.updates import (
 )
 from datashard.table.versions import (
     STALE_BASE_S,
+    STUBS_PER_SWEEP,
     SWEEP_EVERY,
     Loaded,
     TablePaths,
@@ -68,6 +70,8 @@ from datashard.table.versions import (
     load_version,
     newest_after_loss,
     retire_superseded,
+    sight,
+    since,
     write_hint,
 )
 
@@ -312,7 +316,7 @@ def commit(
         while clock() < end:
             sleep(group.poll_s(look))
             look += 1
-            before = time.monotonic()
+            before = sight()
             try:
                 # one request a look: the next version, read whole when it is there (it
                 # need not be the newest: the loop looks again from it)
@@ -382,9 +386,17 @@ def commit(
                 # its metadata file), and old stubs are deleted: make sure v<N> is still the
                 # newest before building v<N+1> (docs/format.md, "Deleting old stubs")
                 try:
-                    base = load_newest(backend, paths, base) or base
+                    newest = load_newest(backend, paths, base)
                 except (StorageError, CorruptMetadataError) as exc:
                     raise give_up(exc) from exc.__cause__
+                if newest is None:
+                    raise give_up(
+                        TableNotFoundError(
+                            f"commit {commit_id}: the table at "
+                            f"{backend.uri_for(paths.prefix)} has no metadata any more"
+                        )
+                    )
+                base = newest
             try:
                 for requirement in requirements:
                     requirement.validate(base.metadata)
@@ -410,6 +422,20 @@ def commit(
             )
         elapsed = None if started is None else clock() - started
         remaining = None if elapsed is None else limit_ms / 1000 - elapsed
+        if elapsed is not None and remaining is not None and remaining <= 0:
+            late = _late(backend, paths, commit_id, limit_ms, elapsed)
+            if resend is None:  # every earlier send provably lost: nothing can land
+                dead_keys.extend(current.keys)
+                timeout = CommitTimeoutError(f"{late}; nothing was committed")
+                if group is not None and group.entered:
+                    return settle(timeout)
+                raise give_up(timeout)
+            raise CommitStateUnknownError(
+                f"{late} while the outcome of its send to "
+                f"{backend.uri_for(paths.version(current.target))} was unknown (last error: "
+                f"{current.uncertain}); it may still land; its files are kept: reload the "
+                "table to see"
+            ) from current.uncertain
         # no request of this send starts later than STALE_BASE_S after v<N+1> was seen missing
         fresh_for = _fresh_for(base)
         if fresh_for <= 0:
@@ -425,20 +451,6 @@ def commit(
             delete_quietly(backend, current.keys)
             continue
         remaining = fresh_for if remaining is None else min(remaining, fresh_for)
-        if elapsed is not None and remaining is not None and remaining <= 0:
-            late = _late(backend, paths, commit_id, limit_ms, elapsed)
-            if resend is None:  # every earlier send provably lost: nothing can land
-                dead_keys.extend(current.keys)
-                timeout = CommitTimeoutError(f"{late}; nothing was committed")
-                if group is not None and group.entered:
-                    return settle(timeout)
-                raise give_up(timeout)
-            raise CommitStateUnknownError(
-                f"{late} while the outcome of its send to "
-                f"{backend.uri_for(paths.version(current.target))} was unknown (last error: "
-                f"{current.uncertain}); it may still land; its files are kept: reload the "
-                "table to see"
-            ) from current.uncertain
         folded_by = None if group is None else group.send_deadline(clock)
         if folded_by is not None and clock() >= folded_by:
             # a record this attempt folds in is near its deadline: its writer may soon
@@ -527,7 +539,7 @@ def _fresh_for(base: Loaded) -> float:
     that is not known)."""
     if base.observed is None:
         return 0.0
-    return base.observed + STALE_BASE_S - time.monotonic()
+    return STALE_BASE_S - since(base.observed)
 
 
 def _gone(backend: StorageBackend, paths: TablePaths, commit_id: str) -> CommitStateUnknownError:
@@ -563,7 +575,7 @@ def _send(
     """
     key = paths.version(attempt.target)
     attempt.sends += 1
-    before = time.monotonic()  # v<target+1> cannot exist before v<target> does
+    before = sight()  # v<target+1> cannot exist before v<target> does
     try:
         backend.put_if_absent(key, attempt.body)
         return _Outcome.WON, Loaded(
@@ -632,7 +644,7 @@ def _after(
         except RuntimeError:  # the pool is shut down (interpreter exit): do it here
             pass
     written = write_hint(backend, paths, won.version)
-    retire_quietly(backend, paths, won.version, keep)
+    retire_quietly(backend, paths, won.version, keep, INLINE_STUBS)
     return written
 
 
@@ -649,19 +661,27 @@ def retire_keep(md: TableMetadata) -> int | None:
     return max(settings.previous_versions_max, len(md.metadata_log))
 
 
+#: Stubs a sweep deletes at most when it runs inside a commit rather than in the background.
+INLINE_STUBS = 2 * SWEEP_EVERY
+
+
 def retire_quietly(
-    backend: StorageBackend, paths: TablePaths, version: int, keep: int | None
+    backend: StorageBackend,
+    paths: TablePaths,
+    version: int,
+    keep: int | None,
+    stubs: int = STUBS_PER_SWEEP,
 ) -> None:
     """Retire what ``v<version>`` superseded and, every :data:`SWEEP_EVERY` versions, delete
-    the stubs past the horizon (advisory: errors are ignored; a later sweep does what is
-    left)."""
+    up to ``stubs`` stubs past the horizon (advisory: errors are ignored; a later sweep does
+    what is left)."""
     if keep is None:
         return
     sweep = version % SWEEP_EVERY == 0
     try:
         retire_superseded(backend, paths, version, keep, sweep=sweep)
         if sweep:
-            delete_old_stubs(backend, paths, version, keep)
+            delete_old_stubs(backend, paths, version, keep, stubs)
     except StorageError:
         pass
 
@@ -763,5 +783,6 @@ __all__ = [
     "duration_limit_ms",
     "new_commit_id",
     "retire_keep",
+    "INLINE_STUBS",
     "retire_quietly",
 ]

@@ -32,11 +32,12 @@ import re
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from datashard.errors import ObjectNotFoundError, StorageError, SupersededVersionError
 from datashard.iceberg.metadata import TableMetadata, now_ms
 from datashard.iceberg.metadata_codec import metadata_from_json
-from datashard.storage.base import StorageBackend
+from datashard.storage.base import ObjectMeta, StorageBackend
 from datashard.table.process import exiting, submit
 
 HINT = "version-hint.text"
@@ -68,6 +69,27 @@ STUB_HORIZON_MS = 86_400_000
 #: from below, oldest first, and a missing ``v<N+1>`` then proves nothing until ``v<N>`` is
 #: seen present after it.
 RECHECK_AFTER_MS = STUB_HORIZON_MS // 2
+#: A sight: readings of a clock that counts time a machine was suspended (``CLOCK_BOOTTIME``
+#: where there is one) and of the wall clock, taken together (see :func:`sight`).
+Sight = tuple[float, float]
+
+_BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def sight() -> Sight:
+    """Now, as a :data:`Sight`."""
+    steady = time.clock_gettime(_BOOT_CLOCK) if _BOOT_CLOCK is not None else time.monotonic()
+    return steady, time.time()
+
+
+def since(then: Sight) -> float:
+    """Seconds since ``then``: the larger of the two clocks' counts, so neither a suspended
+    machine (a monotonic clock that stopped) nor a wall clock set back makes it look
+    recent."""
+    now = sight()
+    return max(now[0] - then[0], now[1] - then[1])
+
+
 #: The most stubs one sweep deletes (an old table's backlog goes over several sweeps).
 STUBS_PER_SWEEP = 1000
 
@@ -101,10 +123,14 @@ class Loaded:
     metadata: TableMetadata
     version: int
     location: str
-    #: a ``time.monotonic()`` reading taken before a request showed ``v<version+1>`` missing
-    #: (or before this writer's own create of ``v<version>``), ``None`` when not known: a
-    #: writer builds ``v<version+1>`` on it only within :data:`STALE_BASE_S` of it
-    observed: float | None = field(default=None, compare=False)
+    #: when ``v<version+1>`` was seen missing (a :func:`sight` taken before that request, or
+    #: before this writer's own create of ``v<version>``), ``None`` when not known: a writer
+    #: builds ``v<version+1>`` on it only within :data:`STALE_BASE_S` of it
+    observed: Sight | None = field(default=None, compare=False)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a sight means nothing in another process: a copy has none (its writer looks again)
+        return (Loaded, (self.metadata, self.version, self.location))
 
 
 def key_for_uri(backend: StorageBackend, uri: str) -> str:
@@ -310,7 +336,7 @@ def _load_newest_from(backend: StorageBackend, paths: TablePaths, version: int) 
     """The newest version at or after ``version`` (which exists), moving on past any version
     retired between finding it and reading it; read after the probe that found the version
     after it missing, so it is still there after that probe (``observed`` is set)."""
-    before = time.monotonic()
+    before = sight()
     for _ in range(_RETIRED_RETRIES):
         newest = newest_version(backend, paths, version) or version
         try:
@@ -330,19 +356,21 @@ def _load_newest_from(backend: StorageBackend, paths: TablePaths, version: int) 
             if listed is None:
                 raise
             version = listed
-    return load_version(backend, paths, newest_version(backend, paths, version) or version)
+    last = newest_version(backend, paths, version) or version
+    return replace(load_version(backend, paths, last), observed=before)
 
 
 def _still_there(
-    backend: StorageBackend, paths: TablePaths, loaded: Loaded, before: float
+    backend: StorageBackend, paths: TablePaths, loaded: Loaded, before: Sight
 ) -> Loaded | None:
-    """``loaded``, found the newest by a probe taken after ``before`` that found the next
-    version missing, with ``observed`` set; ``None`` if it was deleted since (the caller
-    lists). A version committed more than :data:`RECHECK_AFTER_MS` ago is looked at once more
-    (``head``): stubs are deleted oldest first, so one still there, and whole, after the probe
-    means the next one was missing, not deleted. (Only a whole version counts: a stub can be
-    written again after the ones around it were deleted, by a retire that ran late.)"""
-    if loaded.metadata.last_updated_ms < now_ms() - RECHECK_AFTER_MS:
+    """``loaded`` (held since before the probe), found the newest by a probe taken after
+    ``before`` that found the next version missing, with ``observed`` set; ``None`` if it was
+    retired or deleted since (the caller lists). Stubs are deleted oldest first and never past
+    a whole version, so a version read whole at some moment keeps every later version for a
+    day after it (it must be retired, its stub age a day and be deleted first). One last seen
+    more than :data:`RECHECK_AFTER_MS` ago, or never (``observed`` unknown), is looked at once
+    more (``head``): still there and whole after the probe, the next one was never created."""
+    if loaded.observed is None or since(loaded.observed) * 1000 >= RECHECK_AFTER_MS:
         try:
             size = backend.head(paths.version(loaded.version)).size
         except ObjectNotFoundError:
@@ -388,7 +416,7 @@ def load_newest(
     From the hint, the version it names is read while the next one is probed: a hint that is
     current (the usual case) costs two round trips, not three.
     """
-    before = time.monotonic()
+    before = sight()
     early: Future[Loaded] | None = None
     start = known.version if known is not None else read_hint(backend, paths)
     if known is None and start is not None:
@@ -401,8 +429,8 @@ def load_newest(
     try:
         if known is not None and n == known.version:
             held: Loaded | None = _still_there(backend, paths, known, before)
-        elif early is not None and n == start:
-            held = _still_there(backend, paths, early.result(), before)
+        elif early is not None and n == start:  # read whole beside the probe
+            held = _still_there(backend, paths, replace(early.result(), observed=before), before)
         else:
             return replace(load_version(backend, paths, n), observed=before)
         if held is not None:
@@ -426,7 +454,7 @@ def newest_after_loss(
     run longer than :data:`MAX_PROBE` is left to :func:`load_newest`, which lists. The result
     carries ``observed``.
     """
-    before = time.monotonic()
+    before = sight()
     probed = probe_forward(backend, paths, taken, bodies=True)
     if probed is None:
         return load_newest(backend, paths, found) or _load_newest_from(backend, paths, taken)
@@ -434,67 +462,80 @@ def newest_after_loss(
     if have == taken or data is None:
         if found is None:
             return _load_newest_from(backend, paths, taken)
-        held = _still_there(backend, paths, found, before)
+        # read whole when this writer lost the race for it, just before the probe
+        held = _still_there(backend, paths, replace(found, observed=before), before)
         return held if held is not None else _load_newest_from(backend, paths, have)
     if is_stub(data):  # retired since the probe read it: newer versions exist
         return _load_newest_from(backend, paths, have)
     loaded = parse_version(data, backend.uri_for(paths.version(have)), have)
-    held = _still_there(backend, paths, loaded, before)
+    held = _still_there(backend, paths, replace(loaded, observed=before), before)
     return held if held is not None else load_newest(backend, paths) or loaded
 
 
 def delete_old_stubs(
-    backend: StorageBackend, paths: TablePaths, newest: int, keep: int
+    backend: StorageBackend,
+    paths: TablePaths,
+    newest: int,
+    keep: int,
+    limit: int = STUBS_PER_SWEEP,
 ) -> list[int]:
     """Delete, oldest first and one at a time, the retired versions from ``v2`` on whose stub
-    is older than :data:`STUB_HORIZON_MS`, at most :data:`STUBS_PER_SWEEP`; the versions
-    deleted. ``v1`` stays (``create_table`` is a create of it). Every version up to one whose
-    stub is that old was created before it, so none of them can still be the target of a
-    writer's create (see :data:`STALE_BASE_S`). Deleting in ascending order keeps what is
-    left a contiguous run: a probe that sees a version still there after finding the next one
-    missing knows the next one was never created. Storage errors propagate (the caller treats
+    is older than :data:`STUB_HORIZON_MS`, at most ``limit``; the versions deleted. ``v1``
+    stays (``create_table`` is a create of it). Every version up to one whose stub is that old
+    was created before it, so none of them can still be the target of a writer's create (see
+    :data:`STALE_BASE_S`). Deleting in ascending order keeps what is left a contiguous run,
+    and only stubs are deleted: a whole version met on the way (left by a writer that died
+    before retiring it) is retired now and the sweep stops there, so a version read whole
+    keeps every later one for a day at least. Storage errors propagate (the caller treats
     this as advisory)."""
     top = newest - keep - 2  # retired for certain (the newest keep + 1 stay whole)
     if top < 2:  # v1 stays: its key is what makes create_table find the table there
         return []
     cutoff = now_ms() - STUB_HORIZON_MS
+    table = backend.uri_for(paths.prefix)
 
-    def age(n: int) -> bool | None:
-        """Whether ``v<n>`` is older than the horizon; ``None`` if it is missing."""
+    def head(n: int) -> ObjectMeta | None:
         try:
-            modified = backend.head(paths.version(n)).last_modified
+            return backend.head(paths.version(n))
         except ObjectNotFoundError:
             return None
-        return modified is not None and modified.timestamp() * 1000 < cutoff
 
     def old(n: int) -> bool:
-        return age(n) is True  # missing counts as young: never guess past what is there
+        """``v<n>`` is there and older than the horizon (missing counts as young: never
+        guess past what is there)."""
+        meta = head(n)
+        modified = None if meta is None else meta.last_modified
+        return modified is not None and modified.timestamp() * 1000 < cutoff
 
-    low = _FLOORS.get(backend.uri_for(paths.prefix))
-    first = None if low is None else age(low)
-    if first is None:  # not known, or another sweep deleted past it: find the lowest
+    low = _FLOORS.get(table)
+    if low is not None and (low > 2 and head(low - 1) is not None or head(low) is None):
+        low = None  # a table made again under the name, or another sweep went further
+    if low is None:
         low = _lowest_present(backend, paths, top)
-        first = None if low is None else age(low)
-    if low is None or low > top or not first:
+    if low is None or low > top or not old(low):
         return []
-    high = min(top, low + STUBS_PER_SWEEP - 1)
-    # the highest version in [low, high] whose stub is old (stubs are written in about the
-    # order of their versions; any one found old makes everything below it old enough)
-    lo, hi = low, high
+    # the highest version in [low, low + limit) whose stub is old (stubs are written in about
+    # the order of their versions; any one found old makes everything below it old enough)
+    lo, hi = low, min(top, low + limit - 1)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if old(mid):
             lo = mid
         else:
             hi = mid - 1
-    deleted = []
+    deleted: list[int] = []
     for n in range(low, lo + 1):
         if exiting():
             break
-        backend.delete(paths.version(n))
+        meta = head(n)
+        if meta is not None and meta.size > STUB_MAX_BYTES:
+            backend.write(paths.version(n), stub_body(n, newest))  # superseded, left whole
+            break
+        if meta is not None:
+            backend.delete(paths.version(n))
         deleted.append(n)
     if deleted:
-        _FLOORS[backend.uri_for(paths.prefix)] = deleted[-1] + 1
+        _FLOORS[table] = deleted[-1] + 1
     return deleted
 
 

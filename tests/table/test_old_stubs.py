@@ -10,6 +10,7 @@ the newest version two hours old, the situation the horizon guards against in re
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
 from typing import Any
 
@@ -45,10 +46,14 @@ def _present(table: Any, n: int) -> bool:
     return bool(table.backend.exists(TablePaths("t").version(n)))
 
 
+def _two_hours_ago() -> tuple[float, float]:
+    steady, wall = versions.sight()
+    return steady - 2 * STALE_BASE_S, wall - 2 * STALE_BASE_S
+
+
 def _aged(table: Any) -> None:
     """Make ``table``'s last look at the newest version two hours old."""
-    loaded = table._loaded
-    table._loaded = dataclasses.replace(loaded, observed=time.monotonic() - 2 * STALE_BASE_S)
+    table._loaded = dataclasses.replace(table._loaded, observed=_two_hours_ago())
 
 
 @pytest.mark.parametrize("warehouse", ["local", "moto", "ceph"], indirect=True)
@@ -114,3 +119,75 @@ def test_a_writer_whose_look_is_old_checks_the_newest_before_building(
     assert stale.version == 67 and not _present(table, 3)
     fresh = load_table("t", warehouse=local_wh.uri)
     assert fresh.count() == 2 * 66
+
+
+def test_a_stamp_from_a_clock_ahead_does_not_spare_the_recheck(
+    local_wh: Any, short_horizon: None
+) -> None:
+    """Whether a held version is looked at again depends on when this process last saw it,
+    never on the commit time its metadata claims (a writer whose clock ran ahead stamps the
+    future, and later versions keep the larger stamp)."""
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=PROPS)
+    table.append_records(_rows(0))  # v2
+    stale = load_table("t", warehouse=local_wh.uri)
+    md = stale._loaded.metadata
+    ahead = dataclasses.replace(md, last_updated_ms=md.last_updated_ms + 86_400_000)
+    stale._loaded = dataclasses.replace(stale._loaded, metadata=ahead)
+    for b in range(1, 63):
+        table.append_records(_rows(b))
+    time.sleep(1.2)
+    for b in range(63, 65):
+        table.append_records(_rows(b))
+    table.flush()
+    versions.delete_old_stubs(table.backend, TablePaths("t"), 66, 2)
+    assert not _present(table, 3)
+    _aged(stale)
+    stale.append_records(_rows(7))
+    assert stale.version == 67 and not _present(table, 3)
+
+
+def test_a_whole_version_left_behind_stops_the_deletion_and_is_retired(
+    local_wh: Any, short_horizon: None
+) -> None:
+    """Only stubs are deleted, so a version read whole keeps every later one for a day: a
+    whole version below the newest ones (its writer died before retiring it) is retired when
+    a sweep meets it, and deleting goes on from it a day later."""
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=PROPS)
+    for b in range(40):  # v2 .. v41
+        table.append_records(_rows(b))
+    table.flush()
+    paths = TablePaths("t")
+    whole = table.backend.read(paths.version(41))
+    table.backend.write(paths.version(20), whole)  # as if v20 had never been retired
+    time.sleep(1.2)
+    deleted = versions.delete_old_stubs(table.backend, paths, 41, 2)
+    assert deleted == list(range(2, 20))
+    assert versions.is_stub(table.backend.read(paths.version(20)))  # retired now, kept a day
+    assert _present(table, 21)
+    assert load_table("t", warehouse=local_wh.uri).count() == 80
+
+
+def test_a_floor_remembered_from_a_dropped_table_is_not_trusted(
+    local_wh: Any, short_horizon: None
+) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=PROPS)
+    for b in range(30):
+        table.append_records(_rows(b))
+    table.flush()
+    time.sleep(1.2)
+    versions._FLOORS[table.backend.uri_for("t")] = 25  # what a sweep of an earlier "t" left
+    assert versions.delete_old_stubs(table.backend, TablePaths("t"), 31, 2)[0] == 2
+
+
+def test_a_sight_counts_time_either_clock_saw_pass() -> None:
+    steady, wall = versions.sight()
+    assert versions.since((steady, wall - 7200)) >= 7200  # a machine suspended for 2 hours
+    assert versions.since((steady - 7200, wall)) >= 7200  # a wall clock set back 2 hours
+
+
+def test_a_copy_of_a_table_does_not_carry_its_sight(local_wh: Any) -> None:
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    table.append_records(_rows(0))
+    assert table._loaded.observed is not None
+    copy = pickle.loads(pickle.dumps(table._loaded))
+    assert copy.observed is None and copy == table._loaded
