@@ -75,6 +75,7 @@ from datashard.table.commit import INLINE_STUBS, retire_keep, retire_quietly
 from datashard.table.properties import check_properties
 from datashard.table.versions import (
     STALE_BASE_S,
+    Sight,
     TablePaths,
     is_stub,
     newest_listed_version,
@@ -306,7 +307,8 @@ class DatashardCatalog(MetastoreCatalog):
         )
         paths = TablePaths(name)
         body, _ = self._checked_body(metadata, self._location(paths.version(1)))
-        if not self._send(paths, 1, body):  # an unknown outcome is read back, as for commits
+        # an unknown outcome is read back, as for commits (v1 is never deleted)
+        if not self._send(paths, 1, body, sight()):
             raise PyIcebergTableExists(f"table {name!r} already exists at {table_location}")
         write_hint(self._backend, paths, 1)
         return self._table(name, 1, metadata)
@@ -474,8 +476,7 @@ class DatashardCatalog(MetastoreCatalog):
                 version = found[0]
                 base = self._parse(found[1], self._location(paths.version(version)))
                 continue
-            with retry_budget(left):
-                sent = self._send(paths, target, body)
+            sent = self._send(paths, target, body, seen)
             if sent:
                 self._after_win(paths, target, ours)
                 return _response(new_md, self._backend.uri_for(key))
@@ -489,7 +490,7 @@ class DatashardCatalog(MetastoreCatalog):
             f"{MAX_LOST_RACES + 1} times; the table is unchanged by this commit"
         )
 
-    def _send(self, paths: TablePaths, target: int, body: bytes) -> bool:
+    def _send(self, paths: TablePaths, target: int, body: bytes, seen: Sight) -> bool:
         """Create ``v<target>`` with ``body``: ``True`` if this commit is there, ``False`` if
         another holds the key. An unknown outcome is resolved by reading it back (the same
         bytes are re-sent while it is absent); ``CommitStateUnknownException`` if it cannot be
@@ -497,8 +498,17 @@ class DatashardCatalog(MetastoreCatalog):
         key = paths.version(target)
         uncertain: StorageError | None = None
         for _ in range(MAX_UNKNOWN_SENDS):
+            left = STALE_BASE_S - since(seen)  # v<target> was seen missing at ``seen``
+            if left <= 0:
+                raise CommitStateUnknownException(
+                    f"the outcome of the commit creating {self._backend.uri_for(key)} is "
+                    f"unknown ({uncertain}), and its base was seen to be the newest version "
+                    f"more than {STALE_BASE_S:.0f} s ago, so it is not sent again; reload the "
+                    "table to see"
+                )
             try:
-                self._backend.put_if_absent(key, body)
+                with retry_budget(left):
+                    self._backend.put_if_absent(key, body)
                 return True
             except ObjectExistsError:
                 if uncertain is None:

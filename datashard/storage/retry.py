@@ -23,6 +23,14 @@ log = logging.getLogger("datashard.storage.retry")
 RequestKind = Literal["read", "write"]
 
 _budget = threading.local()
+_BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def _steady() -> float:
+    """Seconds on a clock that keeps counting while the machine is suspended where there is
+    one (Linux), else the monotonic clock: a budget measured by it ends on time even across
+    a suspend."""
+    return time.clock_gettime(_BOOT_CLOCK) if _BOOT_CLOCK is not None else time.monotonic()
 
 
 @contextmanager
@@ -31,7 +39,7 @@ def retry_budget(seconds: float) -> Iterator[None]:
     passed (the last error propagates then): for advisory work, such as a version-hint write,
     that must not keep a process from exiting while a server is away."""
     previous = getattr(_budget, "deadline", None)
-    deadline = time.monotonic() + seconds
+    deadline = _steady() + seconds
     _budget.deadline = deadline if previous is None else min(previous, deadline)
     try:
         yield
@@ -75,13 +83,13 @@ class _TokenBucket:
         self._rate = rate
         self._capacity = max(1.0, rate)
         self._tokens = self._capacity
-        self._stamp = time.monotonic()
+        self._stamp = _steady()
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = _steady()
                 self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
                 self._stamp = now
                 if self._tokens >= 1.0:
@@ -135,7 +143,7 @@ class RequestGate:
         the settings that bounded them.
         """
         delays = self.policy.delays()
-        start = time.monotonic()
+        start = _steady()
         deadline = start + self.policy.deadline
         outer = getattr(_budget, "deadline", None)
         if outer is not None:
@@ -148,8 +156,8 @@ class RequestGate:
                     return fn()
             except TransientStorageError as exc:
                 delay = next(delays, None)
-                if delay is None or time.monotonic() + delay > deadline:
-                    spent = time.monotonic() - start
+                if delay is None or _steady() + delay > deadline:
+                    spent = _steady() - start
                     exc.args = (
                         f"{exc} (gave up after {tries} tr{'y' if tries == 1 else 'ies'} in "
                         f"{spent:.1f} s{self._where()}; retry_attempts="

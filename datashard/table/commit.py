@@ -327,7 +327,7 @@ def commit(
             except SupersededVersionError:  # far behind: retired meanwhile
                 try:
                     newer = load_newest(backend, paths, on) or on
-                except (StorageError, CorruptMetadataError):
+                except (StorageError, CorruptMetadataError, SupersededVersionError):
                     return None
             except (StorageError, CorruptMetadataError):
                 return None
@@ -387,7 +387,7 @@ def commit(
                 # newest before building v<N+1> (docs/format.md, "Deleting old stubs")
                 try:
                     newest = load_newest(backend, paths, base)
-                except (StorageError, CorruptMetadataError) as exc:
+                except (StorageError, CorruptMetadataError, SupersededVersionError) as exc:
                     raise give_up(exc) from exc.__cause__
                 if newest is None:
                     raise give_up(

@@ -487,7 +487,8 @@ def delete_old_stubs(
     and only stubs are deleted: a whole version met on the way (left by a writer that died
     before retiring it) is retired now and the sweep stops there, so a version read whole
     keeps every later one for a day at least. Storage errors propagate (the caller treats
-    this as advisory)."""
+    this as advisory). Each stub deleted is itself a day old, so a version read whole is never
+    deleted within a day of that read."""
     top = newest - keep - 2  # retired for certain (the newest keep + 1 stay whole)
     if top < 2:  # v1 stays: its key is what makes create_table find the table there
         return []
@@ -532,6 +533,9 @@ def delete_old_stubs(
             backend.write(paths.version(n), stub_body(n, newest))  # superseded, left whole
             break
         if meta is not None:
+            modified = meta.last_modified
+            if modified is None or modified.timestamp() * 1000 >= cutoff:
+                break  # a stub written late (a version retired out of order): a day first
             backend.delete(paths.version(n))
         deleted.append(n)
     if deleted:

@@ -191,3 +191,17 @@ def test_a_copy_of_a_table_does_not_carry_its_sight(local_wh: Any) -> None:
     assert table._loaded.observed is not None
     copy = pickle.loads(pickle.dumps(table._loaded))
     assert copy.observed is None and copy == table._loaded
+
+
+def test_a_stub_written_late_is_kept_for_its_own_day(local_wh: Any, short_horizon: None) -> None:
+    """Each stub is deleted only once it is itself past the horizon, even below an old one:
+    a version retired out of order (late) keeps its stub, and everything after it, a day."""
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri, properties=PROPS)
+    for b in range(40):  # v2 .. v41
+        table.append_records(_rows(b))
+    table.flush()
+    time.sleep(1.2)
+    paths = TablePaths("t")
+    table.backend.write(paths.version(10), versions.stub_body(10, 41))  # retired just now
+    assert versions.delete_old_stubs(table.backend, paths, 41, 2) == list(range(2, 10))
+    assert all(_present(table, n) for n in range(10, 42))
