@@ -566,30 +566,7 @@ def read_manifest_list(data: bytes, location: str) -> list[ManifestFile]:
 
     Raises :class:`CorruptMetadataError` naming ``location`` for a truncated or malformed file.
     """
-    return read_manifest_list_with_header(data, location)[1]
-
-
-def read_manifest_list_paths(data: bytes, location: str) -> tuple[str | None, list[str]]:
-    """The ``parent-snapshot-id`` a manifest list records in its header (``None`` when it
-    has none) and the paths of the manifests it lists: what cleanup needs, without building
-    each :class:`ManifestFile`."""
-    header, records = _read_avro(data, location, "manifest list")
-    try:
-        paths = [str(rec["manifest_path"]) for rec in records]
-    except (KeyError, TypeError) as exc:
-        raise CorruptMetadataError(
-            f"corrupt manifest list {location}: an entry has no manifest_path ({exc})"
-        ) from exc
-    parent = header.get("parent-snapshot-id")
-    return (parent if parent and parent.lstrip("-").isdigit() else None), paths
-
-
-def read_manifest_list_with_header(
-    data: bytes, location: str
-) -> tuple[dict[str, str], list[ManifestFile]]:
-    """:func:`read_manifest_list` with the list's Avro key-value metadata (``snapshot-id``,
-    ``parent-snapshot-id``, ``sequence-number`` as Iceberg writers set them)."""
-    header, records = _read_avro(data, location, "manifest list")
+    _, records = _read_avro(data, location, "manifest list")
     out = []
     for i, rec in enumerate(records):
         try:
@@ -635,7 +612,22 @@ def read_manifest_list_with_header(
                 f"corrupt manifest list {location}: entry {i} is malformed "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-    return header, out
+    return out
+
+
+def read_manifest_list_paths(data: bytes, location: str) -> tuple[str | None, list[str]]:
+    """The ``parent-snapshot-id`` a manifest list records in its header (``None`` when it
+    has none) and the paths of the manifests it lists: what cleanup needs, without building
+    each :class:`ManifestFile`."""
+    header, records = _read_avro(data, location, "manifest list")
+    try:
+        paths = [str(rec["manifest_path"]) for rec in records]
+    except (KeyError, TypeError) as exc:
+        raise CorruptMetadataError(
+            f"corrupt manifest list {location}: an entry has no manifest_path ({exc})"
+        ) from exc
+    parent = header.get("parent-snapshot-id")
+    return (parent if parent and parent.lstrip("-").isdigit() else None), paths
 
 
 def decode_bounds(data_file: DataFile, schema: Schema) -> tuple[dict[int, Any], dict[int, Any]]:
@@ -665,7 +657,6 @@ __all__ = [
     "read_manifest",
     "read_manifest_list",
     "read_manifest_list_paths",
-    "read_manifest_list_with_header",
     "unassigned_rows",
     "write_manifest",
     "write_manifest_list",

@@ -513,6 +513,8 @@ def delete_old_stubs(
         low = None  # a table made again under the name, or another sweep went further
     if low is None:
         low = _lowest_present(backend, paths, top)
+        if low is not None:
+            _FLOORS[table] = low  # the next sweeps start here, without bisecting again
     if low is None or low > top or not old(low):
         return []
     # the highest version in [low, low + limit) whose stub is old (stubs are written in about
