@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from datashard.errors import ConfigError
@@ -48,7 +49,25 @@ def _botocore_session() -> Any:
             _LOADER = session.get_component("data_loader")
         loader = _LOADER
     session.register_component("data_loader", loader)
+    session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_timestamp
+    )
     return session
+
+
+def _timestamp(value: Any) -> datetime:
+    """A timestamp of a response: S3's ISO 8601 form (``LastModified`` of a listing) with
+    ``datetime.fromisoformat``, anything else with botocore's own parser. botocore parses each
+    with dateutil, about 0.13 ms apiece: 130 ms of CPU for one page of a listing."""
+    if isinstance(value, str) and value.endswith("Z"):
+        try:
+            return datetime.fromisoformat(value[:-1] + "+00:00")
+        except ValueError:
+            pass
+    from botocore.utils import parse_timestamp
+
+    parsed: datetime = parse_timestamp(value)
+    return parsed
 
 
 def _dedupe_search_paths() -> None:

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -531,3 +532,28 @@ def test_new_bucket_helper_gives_an_empty_bucket(moto_s3: S3Server) -> None:
     bucket = new_s3_bucket(moto_s3, "s3-empty")
     with open_backend(f"s3://{bucket}", **_options(moto_s3)) as backend:
         assert list(backend.list()) == []
+
+
+def test_listed_and_headed_times_are_aware_and_agree(any_s3: S3Server) -> None:
+    """A listing's ``LastModified`` (ISO 8601, read without dateutil) and a HEAD's (an HTTP
+    date, read by botocore) are timezone-aware and name the same second: the grace periods of
+    the upkeep and ``remove_orphan_files`` compare them with the clock."""
+    bucket = new_s3_bucket(any_s3, "times")
+    with open_backend(f"s3://{bucket}/root", **_options(any_s3)) as backend:
+        backend.write("t/a", b"x")
+        listed = next(iter(backend.list("t/"))).last_modified
+        headed = backend.head("t/a").last_modified
+    assert listed is not None and headed is not None
+    assert listed.utcoffset() == headed.utcoffset() == timedelta(0)
+    assert abs(listed - headed) < timedelta(seconds=1)
+    assert abs(listed - datetime.now(timezone.utc)) < timedelta(minutes=5)
+
+
+def test_a_timestamp_in_another_form_goes_to_botocore() -> None:
+    from datashard.storage.s3_config import _timestamp
+
+    utc = datetime(2026, 12, 3, 12, 0, 1, tzinfo=timezone.utc)
+    assert _timestamp("2026-12-03T12:00:01.000Z") == utc
+    assert _timestamp("Thu, 03 Dec 2026 12:00:01 GMT") == utc
+    assert _timestamp("2026-12-03T13:00:01+01:00") == utc
+    assert _timestamp("1796299201") == utc  # epoch seconds
