@@ -150,7 +150,9 @@ class FaultyBackend(StorageBackend):
         self._call("put_if_absent", key, lambda: self.inner.put_if_absent(key, data))
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return iter(self._call("list", prefix, lambda: builtins.list(self.inner.list(prefix))))
+        # As lazy as the inner listing: a caller that stops early reads no further pages
+        # (counted as one call however many pages it reads).
+        return self._call("list", prefix, lambda: iter(self.inner.list(prefix)))
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
