@@ -30,24 +30,66 @@ def append_worker(
     commits: int,
     rows: int,
     gate: tuple[str, int] | None = None,
+    *,
+    horizon_s: float | None = None,
+    first_when_gone: str | None = None,
+    pause_s: float = 0.0,
 ) -> list[tuple[int, int, float]]:
     """Load table ``name`` and append ``commits`` batches of ``rows`` rows, each row tagged
     ``(writer, commit, row)``. Returns the acknowledged commits as
     ``(commit, snapshot_id, seconds)``. With ``gate`` (a directory, a count) the writer starts
-    appending once that many writers have loaded the table (they start together)."""
+    appending once that many writers have loaded the table (they start together).
+
+    ``horizon_s`` scales the deletion of old stubs down to that horizon in this process
+    (:func:`scale_stub_horizon`); ``first_when_gone`` (a key) holds the loaded table until that
+    object is gone before the first append (a writer on a stale base: at most 120 s, then
+    ``TimeoutError``); ``pause_s`` waits between appends."""
     from datashard.table.catalog import load_table
 
+    if horizon_s is not None:
+        scale_stub_horizon(horizon_s)
     table = load_table(name, warehouse=warehouse, **options)
     if gate is not None:
         _wait_at(*gate, writer)
+    if first_when_gone is not None:
+        deadline = time.monotonic() + 120.0
+        while table.backend.exists(first_when_gone):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{first_when_gone} was still there after 120 s")
+            time.sleep(0.02)
     acked = []
     for c in range(commits):
+        if c:
+            time.sleep(pause_s)
         records = [{"writer": writer, "commit": c, "row": r} for r in range(rows)]
         start = time.perf_counter()
         snap = table.append_records(records)
         acked.append((c, snap.snapshot_id, time.perf_counter() - start))
     table.flush()  # a writer that finishes cleanly lets its background work end
     return acked
+
+
+def scale_stub_horizon(horizon_s: float) -> None:
+    """Delete stubs ``horizon_s`` seconds after they were written instead of a day, in this
+    process, with the bounds that keep that safe scaled alike: a writer sends on a base seen
+    at most a third of the horizon ago, looks at the newest version again when less than a
+    twelfth of it is left (production: a day, an hour, a minute), and a probe rechecks a
+    version held longer than half the horizon. For tests that watch stub deletion while
+    writers race; never for a table a user keeps."""
+    import sys
+
+    from datashard.table import commit, versions
+
+    stale = horizon_s / 3
+    versions.STUB_HORIZON_MS = int(horizon_s * 1000)
+    versions.RECHECK_AFTER_MS = int(horizon_s * 500)
+    versions.STALE_BASE_S = stale
+    commit._SEND_MARGIN_S = horizon_s / 12
+    # the modules that import the bound by name; the PyIceberg catalog only if in use
+    importers: list[Any] = [commit, sys.modules.get("datashard.pyiceberg_catalog")]
+    for module in importers:
+        if module is not None:
+            module.STALE_BASE_S = stale
 
 
 def _wait_at(directory: str, count: int, writer: int, limit_s: float = 120.0) -> None:
