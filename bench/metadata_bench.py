@@ -8,7 +8,9 @@ directory's bytes by kind (whole versions, retired stubs, manifest lists, manife
 append latency, process CPU and storage requests per append early (appends 64-127) and late (the
 last 64; with fewer than 256 appends, 20-39 and the last 20: windows of the sweep period), the
 requests of a cold
-``load_table`` at 10 appends and at the end, and checks that a writer which loaded the table
+``load_table`` at 10 appends and at the end. Then the early window again, side by side with the
+late one: appends 64-127 of a new table, each next to one more append of the big table, so both
+windows meet the same machine. And it checks that a writer which loaded the table
 before all the appends still commits on the newest version.
 
 The same appends go, on the local disk, through PyIceberg (SQL catalog), deltalake and lance,
@@ -118,10 +120,31 @@ def run_datashard(
     per_append = [calls[i + 1] - calls[i] for i in range(appends)]
     cold_end = cold_load_requests(backend)
     sizes = metadata_bytes(backend, "t/metadata/")
+    # Side by side: the early window again, on a new table, each of its appends next to one
+    # more append of this table, so both windows see the same machine (a shared one moves
+    # timings by half between minutes apart).
+    fresh = create_table("fresh", SCHEMA, warehouse=backend, properties=props)
+    side: dict[str, tuple[list[float], list[float]]] = {"early": ([], []), "late": ([], [])}
+    for j in range(2 * width):
+        for tag, target, data in (
+            ("early", fresh, batch(appends + 1 + j, rows)),
+            ("late", table, batch(appends + 1 + 2 * width + j, rows)),
+        ):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            target.append(data)
+            if j >= width:
+                side[tag][0].append(time.perf_counter() - start)
+                side[tag][1].append(time.process_time() - cpu_start)
+    fresh.flush()
+    table.flush()
     stale.append(batch(appends, rows))  # commits on the newest version, across retired ones
     total = load_table("t", warehouse=backend).count()
-    assert total == (appends + 1) * rows, (total, appends)
+    assert total == (appends + 1 + 2 * width) * rows, (total, appends)
     return {
+        "side_early_ms": statistics.mean(side["early"][0]) * 1000,
+        "side_late_ms": statistics.mean(side["late"][0]) * 1000,
+        "side_early_cpu": statistics.mean(side["early"][1]) * 1000,
+        "side_late_cpu": statistics.mean(side["late"][1]) * 1000,
         "sizes": sizes,
         "early_ms": statistics.mean(latency[early]) * 1000,
         "late_ms": statistics.mean(latency[late]) * 1000,
@@ -162,6 +185,17 @@ def report_datashard(backend: str, appends: int, results: dict[str, dict[str, An
             f"| {r['late_ms'] / r['early_ms']:.2f} | {r['early_cpu']:.1f} | {r['late_cpu']:.1f} "
             f"| {r['late_cpu'] / r['early_cpu']:.2f} | {r['early_req']:.1f} | {r['late_req']:.1f} "
             f"| {r['cold_10']} | {r['cold_end']} |"
+        )
+    print(
+        "\nSide by side, each append of appends 64-127 of a new table next to one more of this "
+        "one (late):\n\n| table | append ms, early | late | late/early | CPU ms, early | late "
+        "| late/early |\n|---|---|---|---|---|---|---|"
+    )
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['side_early_ms']:.1f} | {r['side_late_ms']:.1f} "
+            f"| {r['side_late_ms'] / r['side_early_ms']:.2f} | {r['side_early_cpu']:.1f} "
+            f"| {r['side_late_cpu']:.1f} | {r['side_late_cpu'] / r['side_early_cpu']:.2f} |"
         )
     base = results.get("upkeep off")
     upkeep = results.get("defaults")
