@@ -53,6 +53,7 @@ from datashard.table.updates import (
 from datashard.table.versions import (
     Loaded,
     TablePaths,
+    deleted_version,
     key_for_uri,
     load_newest,
     parse_version,
@@ -103,8 +104,9 @@ class Table:
         """The table a metadata file describes, read-only (any Iceberg writer's file naming).
 
         ``storage_options`` configure the backend for the URI's scheme (endpoint, keys ...).
-        Raises ``TableNotFoundError`` when the file is missing, ``CorruptMetadataError`` when it
-        does not parse.
+        Raises ``TableNotFoundError`` when the file is missing, ``SupersededVersionError`` when it
+        is a datashard version that newer versions superseded (retired, or deleted since),
+        ``CorruptMetadataError`` when it does not parse.
         """
         directory = posixpath.dirname(metadata_uri.rstrip("/"))  # .../<table>/metadata
         table_root = posixpath.dirname(directory)
@@ -124,7 +126,10 @@ class Table:
         try:
             data = backend.read(key)
         except ObjectNotFoundError:
-            raise TableNotFoundError(f"no table metadata at {uri}") from None
+            # a superseded version of a datashard table is deleted a day after it was retired
+            raise deleted_version(backend, key) or TableNotFoundError(
+                f"no table metadata at {uri}"
+            ) from None
         md = parse_version(data, uri, 0).metadata  # SupersededVersionError for a retired one
         table_name = name or posixpath.basename(md.location.rstrip("/"))
         table = cls(backend, None, Loaded(md, 0, uri), name=table_name)

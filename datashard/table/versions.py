@@ -169,6 +169,28 @@ def read_hint(backend: StorageBackend, paths: TablePaths) -> int | None:
     return int(text) or None
 
 
+def deleted_version(backend: StorageBackend, key: str) -> SupersededVersionError | None:
+    """For a ``v<N>.metadata.json`` at ``key`` found missing: the error to raise when the table
+    has newer versions (the hint names one, or ``v<N+1>`` exists), as the stub of a superseded
+    version is deleted a day after it was written; ``None`` when nothing says so."""
+    version = version_of(key)
+    metadata_dir = key.rpartition("/")[0]
+    if version is None or not metadata_dir.endswith("metadata"):
+        return None
+    paths = TablePaths(metadata_dir.rpartition("/")[0])
+    if paths.metadata_dir != metadata_dir:
+        return None
+    newest = read_hint(backend, paths)
+    if (newest is None or newest <= version) and not backend.exists(paths.version(version + 1)):
+        return None
+    newer = f"v{newest}" if newest is not None and newest > version else "newer versions"
+    return SupersededVersionError(
+        f"{backend.uri_for(key)} is gone: the table has {newer}, and a superseded version is "
+        "retired, then deleted a day after (docs/format.md, 'Deleting old stubs'): load the "
+        "table by name for its newest version"
+    )
+
+
 def write_hint(backend: StorageBackend, paths: TablePaths, version: int) -> bool:
     """Best-effort: record ``version`` in the hint; ``False`` if the write failed."""
     try:
@@ -586,6 +608,7 @@ __all__ = [
     "Loaded",
     "TablePaths",
     "delete_old_stubs",
+    "deleted_version",
     "is_stub",
     "key_for_uri",
     "list_versions",

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from datashard import Schema, create_table, load_table
+from datashard.errors import SupersededVersionError, TableNotFoundError
 from datashard.table import versions
+from datashard.table.table import Table
 from datashard.table.versions import STALE_BASE_S, TablePaths, write_hint
 
 SCHEMA = Schema(
@@ -80,6 +82,14 @@ def test_old_stubs_go_and_stale_writers_and_readers_still_find_the_newest(
     assert all(_present(table, n) for n in range(gone[-1] + 1, 129))
     with pytest.raises(Exception, match="already exists"):
         create_table("t", SCHEMA, warehouse=warehouse.uri, **warehouse.options)
+
+    # a reader pinned to a deleted version's file is told it was superseded, not that the
+    # table is missing; a version never written is still "no table metadata"
+    pinned = f"{warehouse.uri.rstrip('/')}/t/metadata/v2.metadata.json"
+    with pytest.raises(SupersededVersionError, match=r"v2\.metadata\.json is gone.*has v128"):
+        Table.from_metadata(pinned, **warehouse.options)
+    with pytest.raises(TableNotFoundError, match="no table metadata"):
+        Table.from_metadata(pinned.replace("/v2.", "/v500."), **warehouse.options)
 
     # a reader that held v2 finds the newest version, past the deleted ones
     assert stale_reader.refresh().version == 128
