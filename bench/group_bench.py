@@ -5,7 +5,10 @@ rows each, through a loopback proxy in front of Ceph RGW that holds every reques
 ``--delay-ms`` (a latency-bound setting: what makes commit rates measurable on 2 cores).
 Writers start together once all are ready (imports and table load excluded). For each system:
 appends acknowledged per second, failed appends, rows lost or duplicated (counted in the final
-table), and the median and p99 latency of one append.
+table), the median and p99 latency of one append, and the CPU spent per acknowledged append
+by the writers and by the whole machine (writers, RGW, proxy; from ``/proc/stat``) with how busy
+the machine's cores were: a rate whose machine is near 100% busy is bound by CPU, at
+cores / machine CPU per append.
 
     .venv/bin/python bench/group_bench.py --writers 32,64 --appends 10 --delay-ms 15
     .venv/bin/python bench/group_bench.py --systems ds-group,ds-plain --writers 16
@@ -57,7 +60,7 @@ def _worker(
     impl = IMPLS["datashard" if system.startswith("ds-") else system](root)
     handle = impl.open(name)
     barrier.wait(timeout=600)
-    began = time.time()
+    began, cpu = time.time(), time.process_time()
     done, latencies = 0, []
     for c in range(appends):
         if time.time() - began > WRITER_BUDGET_S:
@@ -73,21 +76,64 @@ def _worker(
                 handle = impl.open(name)
     if system.startswith("ds-"):
         handle.flush()
-    return done, began, time.time(), latencies
+    return done, began, time.time(), latencies, time.process_time() - cpu
+
+
+class MachineCpu:
+    """Samples the machine's busy and total CPU time (``/proc/stat``) every 50 ms in a thread,
+    so the CPU the whole machine spent (writers, RGW, the proxy) can be read for a window
+    known only afterwards."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MachineCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            with open("/proc/stat") as f:
+                fields = [float(x) for x in f.readline().split()[1:]]
+            idle = fields[3] + fields[4]  # idle + iowait
+            self.samples.append((time.time(), (sum(fields) - idle) / tick, sum(fields) / tick))
+            if self._stop.wait(0.05):
+                return
+
+    def between(self, start: float, end: float) -> tuple[float, float]:
+        """CPU seconds the machine was busy, and available, from ``start`` to ``end``."""
+        inside = [s for s in self.samples if start <= s[0] <= end] or self.samples[-1:]
+        first, last = inside[0], inside[-1]
+        return last[1] - first[1], last[2] - first[2]
 
 
 def run(system: str, root: Root, writers: int, appends: int) -> dict[str, float]:
     name = f"g-{system}-{writers}-{uuid.uuid4().hex[:6]}"
     _create(system, root, name)
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(writers, mp_context=ctx) as pool:
+    with (
+        ctx.Manager() as manager,
+        ProcessPoolExecutor(writers, mp_context=ctx) as pool,
+        MachineCpu() as machine,
+    ):
         barrier = manager.Barrier(writers)
         futures = [
             pool.submit(_worker, system, root, name, w, appends, barrier) for w in range(writers)
         ]
         results = [f.result() for f in futures]
     acked = sum(r[0] for r in results)
-    elapsed = max(r[2] for r in results) - min(r[1] for r in results)
+    start, end = min(r[1] for r in results), max(r[2] for r in results)
+    elapsed = end - start
+    busy, available = machine.between(start, end)
     impl = IMPLS["datashard" if system.startswith("ds-") else system](root)
     final = impl.read(impl.open(name))
     ids = final["id"].tolist()
@@ -99,6 +145,10 @@ def run(system: str, root: Root, writers: int, appends: int) -> dict[str, float]
         "rows_duplicated": len(ids) - len(set(ids)),
         "p50_ms": 1000 * statistics.median(lat) if lat else float("nan"),
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+        # CPU per acknowledged append: the writers' own, and the whole machine's (RGW, proxy)
+        "writer_cpu_ms": 1000 * sum(r[4] for r in results) / max(acked, 1),
+        "machine_cpu_ms": 1000 * busy / max(acked, 1),
+        "busy": busy / available if available else float("nan"),
     }
 
 
@@ -131,7 +181,8 @@ def main() -> None:
             )
             print(
                 f"{'system':<10} {'writers':>7} {'acked/s':>8} {'failed':>6} {'missing':>7} "
-                f"{'dup':>4} {'p50 ms':>8} {'p99 ms':>8}"
+                f"{'dup':>4} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/append: writers':>22} "
+                f"{'machine':>7} {'busy':>5}"
             )
             for writers in [int(w) for w in args.writers.split(",")]:
                 rates: dict[str, float] = {}
@@ -141,7 +192,8 @@ def main() -> None:
                     print(
                         f"{system:<10} {writers:>7} {r['acked_per_s']:>8.1f} {r['failed']:>6.0f} "
                         f"{r['rows_missing']:>7.0f} {r['rows_duplicated']:>4.0f} "
-                        f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f}",
+                        f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['writer_cpu_ms']:>22.0f} "
+                        f"{r['machine_cpu_ms']:>7.0f} {r['busy']:>5.0%}",
                         flush=True,
                     )
                 if "ds-group" in rates:
