@@ -66,6 +66,10 @@ class WriteBudget:
             self._held -= size
 
 
+#: The size a stream's first part buffer starts at (it grows to the part size if need be).
+FIRST_BUFFER = 256 * 1024
+
+
 class PartStream(ObjectWriter):
     """An :class:`ObjectWriter` that uploads in parts of ``part_size`` bytes (see the module
     docstring). Subclasses supply the requests: :meth:`_put_whole`, :meth:`_start`,
@@ -128,11 +132,14 @@ class PartStream(ObjectWriter):
     def _write(self, view: memoryview) -> None:
         while view:
             if self._buffer is None:
-                self._buffer = self._new_buffer()
-            elif self._fill == self.part_size:  # full, and more is coming: it is a part
-                self._ship(last=False)
-                continue
-            n = min(len(view), self.part_size - self._fill)
+                self._buffer = self._new_buffer(len(view))
+            elif self._fill == len(self._buffer):
+                if self._fill < self.part_size:  # the first buffer, still small: grow it
+                    self._grow(self._fill + len(view))
+                else:  # full, and more is coming: it is a part
+                    self._ship(last=False)
+                    continue
+            n = min(len(view), len(self._buffer) - self._fill)
             self._buffer[self._fill : self._fill + n] = view[:n]
             self._fill += n
             view = view[n:]
@@ -163,17 +170,36 @@ class PartStream(ObjectWriter):
         finally:
             self._release()
 
-    def _new_buffer(self) -> bytearray:
+    def _new_buffer(self, want: int = 0) -> bytearray:
         """A buffer to fill: a spare one, a new one if the budget allows (or if this stream holds
-        none), else the buffer of this stream's oldest part once it is sent."""
+        none), else the buffer of this stream's oldest part once it is sent. A stream's first
+        buffer starts at ``want`` bytes, at least :data:`FIRST_BUFFER`, and grows (:meth:`_grow`)
+        to the part size only if the object needs it: most objects a table writes are a few
+        KB, and a new 16 MiB buffer costs milliseconds of page faults to fill."""
         if self._spare:
             return self._spare.pop()
         size = self.part_size
+        if self._owned == 0:
+            size = min(size, max(want, FIRST_BUFFER))
         if self._budget.take(size, force=self._owned == 0):
             self._owned += size
             return bytearray(size)
         self._collect()
         return self._spare.pop()
+
+    def _grow(self, need: int) -> None:
+        """Replace the first buffer, full at less than the part size, by one of at least
+        ``need`` bytes (four times as big, at most the part size), its bytes copied over. A
+        stream holding only its first buffer may grow it to the part size whatever the budget,
+        as it could have taken that size at once."""
+        old = self._buffer
+        assert old is not None and self._owned == len(old)
+        size = min(self.part_size, max(need, 4 * len(old)))
+        self._budget.take(size - len(old), force=True)
+        self._owned += size - len(old)
+        grown = bytearray(size)
+        grown[: self._fill] = old[: self._fill]
+        self._buffer = grown
 
     def _ship(self, last: bool) -> None:
         """Send the filled buffer as the next part; the stream continues in a new buffer."""

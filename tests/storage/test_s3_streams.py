@@ -15,6 +15,7 @@ import pytest
 
 from datashard.errors import StoragePermissionError
 from datashard.storage.config import open_backend
+from datashard.storage.part_stream import FIRST_BUFFER
 from datashard.storage.s3 import S3Backend
 from datashard.testing.faultproxy import FaultProxy
 from datashard.testing.servers import S3Server
@@ -106,6 +107,30 @@ def test_multipart_upload_starts_when_the_first_part_is_full(
         assert out.buffered_bytes <= 2 * PART
         out.close()
         assert backend.head("obj").size == PART + 1
+
+
+def test_a_small_object_holds_a_small_buffer_grown_to_a_part_only_if_needed(
+    proxy: FaultProxy, server: tuple[S3Server, str]
+) -> None:
+    data = os.urandom(PART + 7)
+    with _backend(proxy, server) as backend:
+        proxy.clear()
+        small = backend.open_output("small")
+        small.write(b"a" * 1000)
+        assert small.buffered_bytes == FIRST_BUFFER  # not a whole part for 1,000 bytes
+        big = backend.open_output("big")
+        for i in range(0, PART, 100_000):  # the first part, in pieces: the buffer grows
+            big.write(data[i : min(i + 100_000, PART)])
+            assert FIRST_BUFFER <= big.buffered_bytes <= PART
+        assert big.buffered_bytes == PART
+        assert sum(proxy.requests.values()) == 0  # nothing sent until a part is full
+        big.write(data[PART:])
+        assert proxy.requests["POST"] == 1  # the multipart upload began
+        small.close()
+        big.close()
+        assert backend.read("small") == b"a" * 1000
+        assert backend.read("big") == data
+        assert backend.write_budget.held == 0
 
 
 def test_streams_together_hold_at_most_the_write_buffer(
