@@ -9,7 +9,7 @@ boto3 carries the requests; this module adds what the contract needs on top:
   range GETs run concurrently, pinned to the first response's ETag, restarted when the object is
   replaced); this module gives it one ``GetObject`` that reads the body from the socket straight
   into its slice of the buffer (:meth:`S3Backend._get_into`), on plain-HTTP path-style
-  endpoints sent without boto3 (:mod:`datashard.storage.s3_lean`);
+  endpoints sent without boto3, and so are listings (:mod:`datashard.storage.s3_lean`);
 - ``put_if_absent`` is one ``PutObject`` with ``If-None-Match: *`` carrying a unique token in its
   metadata, so a retry after a lost response that then meets its own object reports a win;
 - ``write`` of large data is a multipart upload, aborted on failure; ``open_output`` (and
@@ -412,7 +412,7 @@ class S3Backend(RangedReads):
             }
             if token:
                 params["ContinuationToken"] = token
-            page = self._request("read", "LIST", prefix or None, _lister(params))
+            page = self._request("read", "LIST", prefix or None, self._lister(params))
             for item in page.get("Contents", []):
                 yield ObjectMeta(
                     key=item["Key"][len(root) :],
@@ -423,6 +423,18 @@ class S3Backend(RangedReads):
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
+
+    def _lister(self, params: dict[str, Any]) -> Callable[[Any], Any]:
+        """One page of the listing ``params`` describe: without boto3 where the endpoint
+        allows it (s3_lean), else through the client."""
+
+        def page(client: Any) -> Any:
+            lean = self._lean
+            if lean is not None:
+                return lean.list_page(params["Prefix"], params.get("ContinuationToken"))
+            return client.list_objects_v2(**params)
+
+        return page
 
     def delete(self, key: str) -> None:
         validate_key(key)
@@ -470,10 +482,6 @@ class S3Backend(RangedReads):
             Delete={"Objects": objects, "Quiet": True},
             **self._extra(),
         )
-
-
-def _lister(params: dict[str, Any]) -> Callable[[Any], Any]:
-    return lambda client: client.list_objects_v2(**params)
 
 
 def _code_class(code: str) -> type[StorageError]:

@@ -5,7 +5,9 @@ from the service model, events, signing, parsing the response into a dict); pyar
 client spends 0.3 ms. For the range GETs that read data (:meth:`S3Backend._get_into`) this
 module sends the request itself: botocore's own SigV4 signer (``S3SigV4Auth``) over a plain
 ``urllib3`` pool, the body read from the socket straight into the caller's buffer. About
-0.5 ms of CPU a GET.
+0.5 ms of CPU a GET. Listings go the same way (:meth:`LeanGets.list_page`): boto3 spends
+about 0.1 ms of CPU on each key of a ``ListObjectsV2`` answer, which the writers of a table
+with group commit list every round, and the upkeep a page of 1,000 keys every 64 commits.
 
 It is used only where the request is simple to get right: a plain-HTTP endpoint
 (``http://``, as a Ceph RGW or MinIO on a cluster network usually is) with path-style
@@ -19,8 +21,9 @@ Process-wide state: none (the pool belongs to the backend's per-process state).
 from __future__ import annotations
 
 import http.client
+from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 from xml.etree import ElementTree
 
 import urllib3
@@ -77,13 +80,7 @@ class LeanGets:
         headers = {"Range": f"bytes={start}-{end - 1}"}
         if pin:
             headers["If-Match"] = pin
-        if self.config.requester_pays:
-            headers["x-amz-request-payer"] = "requester"
-        if self._credentials is not None:
-            request = AWSRequest(method="GET", url=url, headers=headers)
-            frozen = self._credentials.get_frozen_credentials()
-            S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
-            headers = dict(request.headers.items())
+        headers = self._signed("GET", url, headers)
         response = self._pool.request("GET", url, headers=headers, preload_content=False)
         try:
             if response.status not in (200, 206):
@@ -103,8 +100,70 @@ class LeanGets:
             raise
         return count
 
+    def list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
+        """One page of ``ListObjectsV2`` under the full key ``prefix`` (after ``token``), as
+        boto3 returns it: ``Contents`` (``Key``, ``Size``, ``ETag``, ``LastModified``),
+        ``IsTruncated`` and ``NextContinuationToken``. boto3 spends about 0.1 ms of CPU on each
+        key it parses; this reads the XML with ElementTree. An error answer raises
+        ``ClientError``."""
+        query = [("list-type", "2"), ("prefix", prefix), ("encoding-type", "url")]
+        if token:
+            query.append(("continuation-token", token))
+        url = self._base.rstrip("/") + "?" + urlencode(sorted(query), quote_via=quote, safe="~")
+        response = self._pool.request(
+            "GET", url, headers=self._signed("GET", url, {}), preload_content=False
+        )
+        try:
+            if response.status != 200:
+                raise _client_error(response, "ListObjectsV2")
+            body = response.read(decode_content=True)
+        finally:
+            response.release_conn()
+        return _list_result(body)
+
+    def _signed(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` with the request payer and, unless anonymous, the SigV4 signature."""
+        if self.config.requester_pays:
+            headers["x-amz-request-payer"] = "requester"
+        if self._credentials is None:
+            return headers
+        request = AWSRequest(method=method, url=url, headers=headers)
+        frozen = self._credentials.get_frozen_credentials()
+        S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
+        return dict(request.headers.items())
+
     def close(self) -> None:
         self._pool.clear()
+
+
+def _list_result(body: bytes) -> dict[str, Any]:
+    """A ``ListObjectsV2`` answer (``encoding-type=url``) as boto3 shapes it."""
+    root = ElementTree.fromstring(body)
+    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    contents = []
+    for item in root.iterfind(f"{ns}Contents"):
+        stamp = item.findtext(f"{ns}LastModified") or ""
+        contents.append(
+            {
+                "Key": unquote(item.findtext(f"{ns}Key") or ""),
+                "Size": int(item.findtext(f"{ns}Size") or 0),
+                "ETag": item.findtext(f"{ns}ETag"),
+                "LastModified": _iso_time(stamp) if stamp else None,
+            }
+        )
+    result: dict[str, Any] = {
+        "Contents": contents,
+        "IsTruncated": (root.findtext(f"{ns}IsTruncated") or "").strip().lower() == "true",
+    }
+    token = root.findtext(f"{ns}NextContinuationToken")
+    if token:
+        result["NextContinuationToken"] = token
+    return result
+
+
+def _iso_time(value: str) -> datetime:
+    """S3's ISO 8601 time (``2026-12-03T12:00:01.000Z``), timezone-aware."""
+    return datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
 
 
 #: The S3 error code of an error answer whose body names none, by HTTP status.
@@ -119,7 +178,7 @@ _CODES = {
 }
 
 
-def _client_error(response: Any) -> ClientError:
+def _client_error(response: Any, operation: str = "GetObject") -> ClientError:
     """The ``ClientError`` boto3 raises for this error answer: the code and message of its XML
     body (``<Error><Code>...``), else a code by status."""
     body = response.read(64 * 1024, decode_content=True) or b""
@@ -134,7 +193,7 @@ def _client_error(response: Any) -> ClientError:
     status = int(response.status)
     error = {"Code": code or _CODES.get(status, str(status)), "Message": message}
     meta = {"HTTPStatusCode": status, "HTTPHeaders": dict(response.headers)}
-    return ClientError({"Error": error, "ResponseMetadata": meta}, "GetObject")
+    return ClientError({"Error": error, "ResponseMetadata": meta}, operation)
 
 
 def _read_into(response: Any, view: memoryview, key: str) -> None:

@@ -436,6 +436,37 @@ def test_data_gets_on_a_plain_http_path_style_endpoint_skip_boto3(
             assert other._lean is None
 
 
+def test_listings_on_a_plain_http_path_style_endpoint_skip_boto3(
+    proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
+) -> None:
+    """Listings go out signed but without boto3 too: keys with odd characters come back as
+    written, pages follow one another past 1,000 keys, sizes, ETags and times as boto3 gives."""
+    odd = ["p/odd key+%20 é", "p/a&b=c?d", "p/tab\tx", "p/~tilde/deeper"]
+    many = [f"p/many/{i:05d}" for i in range(1005)]
+    with _via(proxy, moto_s3, moto_bucket) as backend:
+        for key in odd:
+            backend.write(key, key.encode())
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: backend.write(k, b"x"), many))
+        proxy.clear()
+        listed = list(backend.list("p/"))
+        assert [m.key for m in listed] == sorted([*odd, *many])
+        assert proxy.requests["GET"] == 2  # two pages
+        agents = [h.get("user-agent", "") for h in proxy.headers]
+        assert agents and all(a.startswith("python-urllib3") for a in agents)
+        by_key = {m.key: m for m in listed}
+        for key in odd:
+            head = backend.head(key)
+            assert by_key[key].size == len(key.encode()) == head.size
+            assert by_key[key].etag == head.etag
+            assert by_key[key].last_modified is not None and head.last_modified is not None
+            assert abs(by_key[key].last_modified - head.last_modified) < timedelta(seconds=1)
+        assert list(backend.list("p/none-")) == []
+    missing = _via(proxy, moto_s3, "no-such-bucket-here")
+    with missing, pytest.raises(BucketNotFoundError, match="no-such-bucket-here"):
+        list(missing.list("p/"))
+
+
 # -- writes ----------------------------------------------------------------------------------
 
 
