@@ -77,12 +77,13 @@ from datashard.table.versions import (
     STALE_BASE_S,
     Sight,
     TablePaths,
+    fresh_for,
     is_stub,
+    needs_look,
     newest_listed_version,
     newest_version,
     probe_forward,
     sight,
-    since,
     write_hint,
 )
 
@@ -467,8 +468,7 @@ class DatashardCatalog(MetastoreCatalog):
             target = version + 1
             key = paths.version(target)
             body, ours = self._checked_body(new_md, self._backend.uri_for(key))
-            left = STALE_BASE_S - since(seen)
-            if left < 60:  # old stubs are deleted: the base must have been seen lately
+            if needs_look(seen):  # old stubs are deleted: the base must have been seen lately
                 seen = sight()
                 found = self._read_newest(paths)
                 if found is None:
@@ -498,7 +498,7 @@ class DatashardCatalog(MetastoreCatalog):
         key = paths.version(target)
         uncertain: StorageError | None = None
         for _ in range(MAX_UNKNOWN_SENDS):
-            left = STALE_BASE_S - since(seen)  # v<target> was seen missing at ``seen``
+            left = fresh_for(seen)  # v<target> was seen missing at ``seen``
             if left <= 0:
                 raise CommitStateUnknownException(
                     f"the outcome of the commit creating {self._backend.uri_for(key)} is "

@@ -21,7 +21,6 @@ Process-wide state: none (the pool belongs to the backend's per-process state).
 from __future__ import annotations
 
 import http.client
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 from xml.etree import ElementTree
@@ -34,7 +33,7 @@ from botocore.exceptions import ClientError
 from datashard.errors import StorageError, TransientStorageError
 from datashard.storage.ranged_reads import Got, Sink
 from datashard.storage.s3_body import parse_total, unquote_etag
-from datashard.storage.s3_config import S3Config
+from datashard.storage.s3_config import S3Config, response_time
 
 
 class LeanGets:
@@ -148,7 +147,7 @@ def _list_result(body: bytes) -> dict[str, Any]:
                 "Key": unquote(item.findtext(f"{ns}Key") or ""),
                 "Size": int(item.findtext(f"{ns}Size") or 0),
                 "ETag": item.findtext(f"{ns}ETag"),
-                "LastModified": _iso_time(stamp) if stamp else None,
+                "LastModified": response_time(stamp) if stamp else None,
             }
         )
     result: dict[str, Any] = {
@@ -159,11 +158,6 @@ def _list_result(body: bytes) -> dict[str, Any]:
     if token:
         result["NextContinuationToken"] = token
     return result
-
-
-def _iso_time(value: str) -> datetime:
-    """S3's ISO 8601 time (``2026-12-03T12:00:01.000Z``), timezone-aware."""
-    return datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
 
 
 #: The S3 error code of an error answer whose body names none, by HTTP status.

@@ -66,12 +66,13 @@ from datashard.table.versions import (
     Loaded,
     TablePaths,
     delete_old_stubs,
+    fresh_for,
     load_newest,
     load_version,
+    needs_look,
     newest_after_loss,
     retire_superseded,
     sight,
-    since,
     write_hint,
 )
 
@@ -381,7 +382,7 @@ def commit(
                             base = newer
                             continue
                     group.gather(base)
-            if _fresh_for(base) < _SEND_MARGIN_S:
+            if needs_look(base.observed):
                 # v<N+1> was seen missing too long ago (a table held for long, or opened by
                 # its metadata file), and old stubs are deleted: make sure v<N> is still the
                 # newest before building v<N+1> (docs/format.md, "Deleting old stubs")
@@ -437,8 +438,8 @@ def commit(
                 "table to see"
             ) from current.uncertain
         # no request of this send starts later than STALE_BASE_S after v<N+1> was seen missing
-        fresh_for = _fresh_for(base)
-        if fresh_for <= 0:
+        fresh = fresh_for(base.observed)
+        if fresh <= 0:
             if resend is not None:
                 raise CommitStateUnknownError(
                     f"commit {commit_id}: the outcome of its send to "
@@ -450,7 +451,7 @@ def commit(
             dead_keys.extend(current.keys)  # built too slowly: build again on a fresh look
             delete_quietly(backend, current.keys)
             continue
-        remaining = fresh_for if remaining is None else min(remaining, fresh_for)
+        remaining = fresh if remaining is None else min(remaining, fresh)
         folded_by = None if group is None else group.send_deadline(clock)
         if folded_by is not None and clock() >= folded_by:
             # a record this attempt folds in is near its deadline: its writer may soon
@@ -527,19 +528,6 @@ def commit(
             group.saw_versions(clock() - was[1], base.version - was[0])
             if not group.entered:
                 group_deadline = publish(base)
-
-
-#: Seconds an attempt keeps for building and sending after a fresh look at the newest version.
-_SEND_MARGIN_S = 60.0
-
-
-def _fresh_for(base: Loaded) -> float:
-    """Seconds left to send the create of ``v<N+1>`` on ``base`` (``v<N>``): until
-    :data:`~datashard.table.versions.STALE_BASE_S` after ``v<N+1>`` was seen missing (0 when
-    that is not known)."""
-    if base.observed is None:
-        return 0.0
-    return STALE_BASE_S - since(base.observed)
 
 
 def _gone(backend: StorageBackend, paths: TablePaths, commit_id: str) -> CommitStateUnknownError:

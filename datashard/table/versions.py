@@ -61,6 +61,9 @@ SWEEP_EVERY = 64
 #: A writer sends the create of ``v<N+1>`` only while it saw ``v<N+1>`` missing at most this
 #: many seconds before; a base seen longer ago is checked to be the newest first.
 STALE_BASE_S = 3600.0
+#: Seconds an attempt keeps for building and sending after a fresh look at the newest
+#: version: with less left of :data:`STALE_BASE_S`, it looks again before building.
+SEND_MARGIN_S = 60.0
 #: A retired version is deleted once its stub is older than this (milliseconds): far past
 #: :data:`STALE_BASE_S`, with the rest for clocks that disagree and requests in flight.
 STUB_HORIZON_MS = 86_400_000
@@ -88,6 +91,18 @@ def since(then: Sight) -> float:
     recent."""
     now = sight()
     return max(now[0] - then[0], now[1] - then[1])
+
+
+def fresh_for(observed: Sight | None) -> float:
+    """Seconds left to send the create of ``v<N+1>`` on a base that saw ``v<N+1>`` missing at
+    ``observed``: until :data:`STALE_BASE_S` after it (0 when that is not known)."""
+    return 0.0 if observed is None else STALE_BASE_S - since(observed)
+
+
+def needs_look(observed: Sight | None) -> bool:
+    """Whether a base seen at ``observed`` must be checked to be the newest before an attempt
+    is built on it (less than :data:`SEND_MARGIN_S` of its send window left)."""
+    return fresh_for(observed) < SEND_MARGIN_S
 
 
 #: The most stubs one sweep deletes (an old table's backlog goes over several sweeps).
@@ -175,10 +190,8 @@ def deleted_version(backend: StorageBackend, key: str) -> SupersededVersionError
     version is deleted a day after it was written; ``None`` when nothing says so."""
     version = version_of(key)
     metadata_dir = key.rpartition("/")[0]
-    if version is None or not metadata_dir.endswith("metadata"):
-        return None
     paths = TablePaths(metadata_dir.rpartition("/")[0])
-    if paths.metadata_dir != metadata_dir:
+    if version is None or paths.metadata_dir != metadata_dir:
         return None
     newest = read_hint(backend, paths)
     if (newest is None or newest <= version) and not backend.exists(paths.version(version + 1)):
@@ -600,6 +613,7 @@ __all__ = [
     "HINT",
     "MAX_PROBE",
     "RECHECK_AFTER_MS",
+    "SEND_MARGIN_S",
     "STALE_BASE_S",
     "STUBS_PER_SWEEP",
     "STUB_HORIZON_MS",
@@ -609,6 +623,8 @@ __all__ = [
     "TablePaths",
     "delete_old_stubs",
     "deleted_version",
+    "fresh_for",
+    "needs_look",
     "is_stub",
     "key_for_uri",
     "list_versions",

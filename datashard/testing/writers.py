@@ -71,25 +71,17 @@ def append_worker(
 
 def scale_stub_horizon(horizon_s: float) -> None:
     """Delete stubs ``horizon_s`` seconds after they were written instead of a day, in this
-    process, with the bounds that keep that safe scaled alike: a writer sends on a base seen
-    at most a third of the horizon ago, looks at the newest version again when less than a
-    twelfth of it is left (production: a day, an hour, a minute), and a probe rechecks a
-    version held longer than half the horizon. For tests that watch stub deletion while
-    writers race; never for a table a user keeps."""
-    import sys
+    process, with the bounds that keep that safe scaled to fit it: a writer sends on a base
+    seen at most a third of the horizon ago and looks at the newest version again when less
+    than a twelfth of it is left, and a probe rechecks a version held longer than half the
+    horizon (production: a day's horizon, an hour, a minute, half a day). For tests that watch
+    stub deletion while writers race; never for a table a user keeps."""
+    from datashard.table import versions
 
-    from datashard.table import commit, versions
-
-    stale = horizon_s / 3
     versions.STUB_HORIZON_MS = int(horizon_s * 1000)
     versions.RECHECK_AFTER_MS = int(horizon_s * 500)
-    versions.STALE_BASE_S = stale
-    commit._SEND_MARGIN_S = horizon_s / 12
-    # the modules that import the bound by name; the PyIceberg catalog only if in use
-    importers: list[Any] = [commit, sys.modules.get("datashard.pyiceberg_catalog")]
-    for module in importers:
-        if module is not None:
-            module.STALE_BASE_S = stale
+    versions.STALE_BASE_S = horizon_s / 3
+    versions.SEND_MARGIN_S = horizon_s / 12
 
 
 def _wait_at(directory: str, count: int, writer: int, limit_s: float = 120.0) -> None:

@@ -581,7 +581,7 @@ def test_listed_and_headed_times_are_aware_and_agree(any_s3: S3Server) -> None:
 
 
 def test_a_timestamp_in_another_form_goes_to_botocore() -> None:
-    from datashard.storage.s3_config import _timestamp
+    from datashard.storage.s3_config import response_time as _timestamp
 
     utc = datetime(2026, 12, 3, 12, 0, 1, tzinfo=timezone.utc)
     assert _timestamp("2026-12-03T12:00:01.000Z") == utc
