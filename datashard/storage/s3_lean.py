@@ -1,52 +1,62 @@
-"""Range GETs of the S3 data path without boto3's per-request machinery.
+"""S3 requests without boto3's per-request machinery, on endpoints where that is simple.
 
-A ``GetObject`` through boto3 costs about 1.2 ms of CPU in the client (building the request
-from the service model, events, signing, parsing the response into a dict); pyarrow's C++
-client spends 0.3 ms. For the range GETs that read data (:meth:`S3Backend._get_into`) this
-module sends the request itself: botocore's own SigV4 signer (``S3SigV4Auth``) over a plain
-``urllib3`` pool, the body read from the socket straight into the caller's buffer. About
-0.5 ms of CPU a GET. Listings go the same way (:meth:`LeanGets.list_page`): boto3 spends
-about 0.1 ms of CPU on each key of a ``ListObjectsV2`` answer, which the writers of a table
-with group commit list every round, and the upkeep a page of 1,000 keys every 64 commits.
+A request through boto3 costs about 1.2 ms of CPU in the client (building it from the service
+model, events, signing, parsing the response into a dict), and more under load; pyarrow's C++
+client spends 0.3 ms. The writers of a table with group commit make a dozen requests an append
+and the machine is CPU-bound with 32 of them, so this module sends the requests of the hot
+paths itself, over a plain ``urllib3`` pool, signed by :mod:`datashard.storage.sigv4`:
+
+- range GETs (:meth:`LeanS3.get_into`), the body read from the socket straight into the
+  caller's buffer;
+- listings (:meth:`LeanS3.list_page`): boto3 spends about 0.1 ms of CPU on each key of a
+  ``ListObjectsV2`` answer, read here with ElementTree;
+- single-request PUTs, conditional creates, HEADs and DELETEs (:meth:`LeanS3.put`,
+  :meth:`LeanS3.head`, :meth:`LeanS3.delete`).
 
 It is used only where the request is simple to get right: a plain-HTTP endpoint
-(``http://``, as a Ceph RGW or MinIO on a cluster network usually is) with path-style
-addressing. An error answer is raised as the ``ClientError`` boto3 would raise (its S3 error
-code read from the XML body, the HTTP status), and a failed connection as urllib3's exception,
-so the caller translates and retries them as it does every other request.
+(``http://``, as a Ceph RGW or MinIO on a cluster network usually is; every payload is then
+signed with its SHA-256, which the server checks) with path-style addressing. An error answer
+is raised as the ``ClientError`` boto3 would raise (its S3 error code read from the XML body,
+else one by HTTP status), and a failed connection as urllib3's exception, so the caller
+translates and retries them as it does every other request.
 
 Process-wide state: none (the pool belongs to the backend's per-process state).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import urllib.request
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 from xml.etree import ElementTree
 
 import urllib3
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from datashard.errors import StorageError, TransientStorageError
 from datashard.storage.ranged_reads import Got, Sink
 from datashard.storage.s3_body import parse_total, unquote_etag
 from datashard.storage.s3_config import S3Config, response_time
+from datashard.storage.sigv4 import EMPTY_SHA256, Signer
 
 
-class LeanGets:
-    """Signed range GETs of one bucket over a ``urllib3`` pool (see the module docstring)."""
+class LeanS3:
+    """Signed requests to one bucket over a ``urllib3`` pool (see the module docstring)."""
 
     def __init__(self, config: S3Config, client: Any) -> None:
         self.config = config
-        self._base = f"{client.meta.endpoint_url.rstrip('/')}/{quote(config.bucket, safe='')}/"
-        self._region = client.meta.region_name
-        self._credentials: Any = None
+        endpoint = urlsplit(client.meta.endpoint_url)
+        self._host = endpoint.netloc  # with the port, unless http's default (as sent)
+        self._path = f"/{quote(config.bucket, safe='')}"
+        self._base = f"{endpoint.scheme}://{endpoint.netloc}{self._path}"
+        self._signer: Signer | None = None
         if not config.anonymous:
             signer = getattr(client, "_request_signer", None)
-            self._credentials = getattr(signer, "_credentials", None)
+            self._signer = Signer(getattr(signer, "_credentials", None), client.meta.region_name)
         self._pool = urllib3.PoolManager(
             num_pools=2,
             maxsize=config.max_concurrency + config.write_concurrency,
@@ -56,17 +66,45 @@ class LeanGets:
 
     @staticmethod
     def usable(config: S3Config, client: Any) -> bool:
-        """Whether GETs of this backend may go the lean way: a plain-HTTP endpoint, path-style
-        addressing, and credentials botocore exposes (or none needed)."""
+        """Whether requests of this backend may go the lean way: a plain-HTTP endpoint,
+        path-style addressing, and credentials botocore exposes (or none needed)."""
         endpoint = config.endpoint_url or ""
         if urlsplit(endpoint).scheme != "http" or config.path_style is not True:
             return False
         if urlsplit(endpoint).path.strip("/"):
             return False
+        if _proxied(urlsplit(endpoint).netloc):
+            return False  # boto3 goes through the proxy the environment names; so must we
         if config.anonymous:
             return True
         signer = getattr(client, "_request_signer", None)
         return getattr(signer, "_credentials", None) is not None
+
+    def _open(
+        self,
+        method: str,
+        object_key: str | None,
+        headers: dict[str, str],
+        query: str = "",
+        body: bytes | bytearray | memoryview | None = None,
+    ) -> Any:
+        """Send one request for ``object_key`` (the bucket itself if ``None``); the response,
+        its body not read yet."""
+        path = self._path + ("/" + quote(object_key, safe="/~") if object_key is not None else "")
+        if self.config.requester_pays:
+            headers["x-amz-request-payer"] = "requester"
+        if self._signer is not None:
+            payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+            headers = self._signer.sign(method, self._host, path, query, headers, payload)
+        url = self._base + path[len(self._path) :] + ("?" + query if query else "")
+        return self._pool.request(
+            method,
+            url,
+            headers=headers,
+            body=body,  # type: ignore[arg-type]  # urllib3 sends any bytes-like object whole
+            preload_content=False,
+            redirect=False,
+        )
 
     def get_into(
         self, object_key: str, start: int, end: int, sink: Sink, pin: str | None, key: str
@@ -75,12 +113,10 @@ class LeanGets:
         response's headers; their count. An error answer raises ``ClientError`` (as boto3
         would), a failed connection urllib3's error, a server that ignored the range
         ``StorageError``."""
-        url = self._base + quote(object_key, safe="/~")
         headers = {"Range": f"bytes={start}-{end - 1}"}
         if pin:
             headers["If-Match"] = pin
-        headers = self._signed("GET", url, headers)
-        response = self._pool.request("GET", url, headers=headers, preload_content=False)
+        response = self._open("GET", object_key, headers)
         try:
             if response.status not in (200, 206):
                 raise _client_error(response)
@@ -102,37 +138,80 @@ class LeanGets:
     def list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
         """One page of ``ListObjectsV2`` under the full key ``prefix`` (after ``token``), as
         boto3 returns it: ``Contents`` (``Key``, ``Size``, ``ETag``, ``LastModified``),
-        ``IsTruncated`` and ``NextContinuationToken``. boto3 spends about 0.1 ms of CPU on each
-        key it parses; this reads the XML with ElementTree. An error answer raises
+        ``IsTruncated`` and ``NextContinuationToken``. An error answer raises
         ``ClientError``."""
         query = [("list-type", "2"), ("prefix", prefix), ("encoding-type", "url")]
         if token:
             query.append(("continuation-token", token))
-        url = self._base.rstrip("/") + "?" + urlencode(sorted(query), quote_via=quote, safe="~")
-        response = self._pool.request(
-            "GET", url, headers=self._signed("GET", url, {}), preload_content=False
+        body = self._finish(
+            self._open("GET", None, {}, urlencode(sorted(query), quote_via=quote, safe="~")),
+            "ListObjectsV2",
         )
-        try:
-            if response.status != 200:
-                raise _client_error(response, "ListObjectsV2")
-            body = response.read(decode_content=True)
-        finally:
-            response.release_conn()
         return _list_result(body)
 
-    def _signed(self, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
-        """``headers`` with the request payer and, unless anonymous, the SigV4 signature."""
-        if self.config.requester_pays:
-            headers["x-amz-request-payer"] = "requester"
-        if self._credentials is None:
-            return headers
-        request = AWSRequest(method=method, url=url, headers=headers)
-        frozen = self._credentials.get_frozen_credentials()
-        S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
-        return dict(request.headers.items())
+    def head(self, object_key: str) -> dict[str, Any]:
+        """``HeadObject`` as boto3 returns it: ``ContentLength``, ``ETag``, ``VersionId``,
+        ``LastModified`` and the user ``Metadata`` (names lower-case)."""
+        response = self._open("HEAD", object_key, {})
+        self._finish(response, "HeadObject")
+        h = response.headers
+        out: dict[str, Any] = {
+            "ContentLength": int(h.get("Content-Length", "0")),
+            "ETag": h.get("ETag"),
+            "Metadata": {
+                name[len("x-amz-meta-") :].lower(): value
+                for name, value in h.items()
+                if name.lower().startswith("x-amz-meta-")
+            },
+        }
+        if h.get("x-amz-version-id"):
+            out["VersionId"] = h["x-amz-version-id"]
+        if h.get("Last-Modified"):
+            out["LastModified"] = parsedate_to_datetime(h["Last-Modified"])
+        return out
+
+    def put(
+        self,
+        object_key: str,
+        body: bytes | bytearray | memoryview,
+        if_none_match: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """``PutObject`` of ``body``; with ``if_none_match`` only if no object is there (a 412
+        answer raises ``ClientError`` with code ``PreconditionFailed``)."""
+        headers = {"Content-Length": str(len(body))}
+        if if_none_match:
+            headers["If-None-Match"] = "*"
+        for name, value in (metadata or {}).items():
+            headers[f"x-amz-meta-{name}"] = value
+        self._finish(self._open("PUT", object_key, headers, body=body), "PutObject")
+
+    def delete(self, object_key: str) -> None:
+        """``DeleteObject`` (a missing object is no error, as S3 answers)."""
+        self._finish(self._open("DELETE", object_key, {}), "DeleteObject")
+
+    @staticmethod
+    def _finish(response: Any, operation: str) -> bytes:
+        """The body of a successful answer (the connection back in the pool); an error
+        answer raises ``ClientError``."""
+        try:
+            if not 200 <= response.status < 300:
+                raise _client_error(response, operation)
+            return bytes(response.read(decode_content=True))
+        finally:
+            response.release_conn()
 
     def close(self) -> None:
         self._pool.clear()
+
+
+def _proxied(netloc: str) -> bool:
+    """Whether the environment routes plain-HTTP requests to ``netloc`` through a proxy
+    (``HTTP_PROXY`` without a ``NO_PROXY`` entry for it), as botocore would."""
+    proxies = urllib.request.getproxies_environment()
+    if not proxies.get("http"):
+        return False
+    return not urllib.request.proxy_bypass_environment(netloc, proxies)
 
 
 def _list_result(body: bytes) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from datashard.errors import (
     BucketNotFoundError,
     ConfigError,
+    ObjectExistsError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StoragePermissionError,
@@ -413,7 +414,7 @@ def test_data_gets_on_a_plain_http_path_style_endpoint_skip_boto3(
     proxy: FaultProxy, moto_s3: S3Server, moto_bucket: str
 ) -> None:
     """Range GETs of data go out signed but without boto3 (a third of its CPU a request), and
-    read and fail exactly as boto3's do; other requests, and other endpoints, stay on boto3."""
+    read and fail exactly as boto3's do; other endpoints stay on boto3."""
     data = os.urandom(3 * MiB + 5)
     with _via(proxy, moto_s3, moto_bucket, read_threshold=MiB, read_part_size=MiB) as backend:
         backend.write("odd key+%20 é", data)
@@ -434,6 +435,15 @@ def test_data_gets_on_a_plain_http_path_style_endpoint_skip_boto3(
         with other:
             other._state()
             assert other._lean is None
+    # an HTTP proxy in the environment: boto3 goes through it, so the lean requests must not
+    # skip it (unless NO_PROXY exempts the endpoint)
+    for no_proxy, lean in [("", False), ("127.0.0.1", True)]:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+            env.setenv("NO_PROXY", no_proxy)
+            with _via(proxy, moto_s3, moto_bucket) as proxied:
+                proxied._state()
+                assert (proxied._lean is not None) is lean
 
 
 def test_listings_on_a_plain_http_path_style_endpoint_skip_boto3(
@@ -465,6 +475,52 @@ def test_listings_on_a_plain_http_path_style_endpoint_skip_boto3(
     missing = _via(proxy, moto_s3, "no-such-bucket-here")
     with missing, pytest.raises(BucketNotFoundError, match="no-such-bucket-here"):
         list(missing.list("p/"))
+
+
+@pytest.mark.parametrize("server", ["moto", "ceph"])
+def test_single_writes_heads_and_deletes_on_a_plain_http_path_style_endpoint_skip_boto3(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    """PUTs, conditional creates, HEADs and DELETEs go out signed but without boto3 and behave
+    as boto3's do (errors included); multipart uploads stay on boto3."""
+    s3: S3Server = request.getfixturevalue(f"{server}_s3")
+    bucket = new_s3_bucket(s3, "lean-writes")
+    key = "odd key+%20 é/v1.json"
+    with (
+        FaultProxy(s3.endpoint_url) as proxy,
+        _via(proxy, s3, bucket, multipart_threshold=5 * MiB, part_size=5 * MiB) as backend,
+    ):
+        backend.write("plain", b"0123456789")
+        with backend.open_output("streamed") as out:  # a part buffer's view, sent whole
+            out.write(b"abc" * 1000)
+        backend.put_if_absent(key, b"first")
+        with pytest.raises(ObjectExistsError, match="v1.json"):
+            backend.put_if_absent(key, b"second")
+        head = backend.head(key)
+        listed = {m.key: m for m in backend.list("")}
+        assert (head.size, head.etag) == (5, listed[key].etag)
+        assert head.last_modified is not None and head.last_modified.tzinfo is not None
+        assert abs(head.last_modified - listed[key].last_modified) < timedelta(seconds=1)
+        with pytest.raises(ObjectNotFoundError, match="'missing'"):
+            backend.head("missing")
+        backend.delete("plain")
+        backend.delete("never-written")  # no error, as on every backend
+        assert backend.read("streamed") == b"abc" * 1000 and backend.read(key) == b"first"
+        assert sorted(listed) == sorted(["plain", "streamed", key])
+        assert not backend.exists("plain")
+        agents = [h.get("user-agent", "") for h in proxy.headers]
+        assert len(agents) >= 10 and all(a.startswith("python-urllib3") for a in agents)
+
+        proxy.clear()
+        proxy.fail(1, status=403, code="AccessDenied", method="PUT")
+        with pytest.raises(StoragePermissionError, match="'denied'"):
+            backend.write("denied", b"x")
+        assert not backend.exists("denied")
+
+        proxy.clear()
+        backend.write("big", os.urandom(6 * MiB))  # a multipart upload: boto3's
+        assert any(h.get("user-agent", "").startswith("Boto3") for h in proxy.headers)
+        assert backend.head("big").size == 6 * MiB
 
 
 # -- writes ----------------------------------------------------------------------------------
