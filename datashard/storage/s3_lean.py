@@ -211,7 +211,7 @@ def _proxied(netloc: str) -> bool:
     proxies = urllib.request.getproxies_environment()
     if not proxies.get("http"):
         return False
-    return not urllib.request.proxy_bypass_environment(netloc, proxies)
+    return not urllib.request.proxy_bypass_environment(netloc, proxies)  # type: ignore[attr-defined]
 
 
 def _list_result(body: bytes) -> dict[str, Any]:

@@ -316,10 +316,12 @@ class AppendCommit(SnapshotProducer):
 
     def _make_group(self) -> Group | None:
         """Group commit for this append, if the table turns it on. Not for a commit with
-        requirements (an idempotency key, ``add_files``' duplicate check): a writer that
-        folds a record checks none of them."""
+        requirements other than its idempotency key (``add_files``' checks): a writer that
+        folds a record checks only its key."""
         settings = GroupSettings.from_properties(self.base.metadata.properties)
-        if not settings.enabled or self.requirements() or self.manifest is None:
+        if not settings.enabled or self.manifest is None:
+            return None
+        if any(not isinstance(r, AssertNewKey) for r in self.requirements()):
             return None
 
         def record_manifest() -> bytes:
@@ -348,6 +350,7 @@ class AppendCommit(SnapshotProducer):
             partitions=tuple(sorted({repr(sorted(df.partition.items())) for df in self.added})),
             schema_id=self.schema.schema_id,
             spec_id=self.spec.spec_id,
+            idempotency_key=self.idempotency_key,
         )
 
     def requirements(self) -> list[Requirement]:

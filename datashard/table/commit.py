@@ -52,6 +52,7 @@ from datashard.table.updates import (
     COMMIT_ID,
     MAX_SNAPSHOTS,
     PREVIOUS_VERSIONS_MAX,
+    AlreadyCommittedError,
     AssertTableUUID,
     Requirement,
     SetProperties,
@@ -288,10 +289,17 @@ def commit(
         delete_quietly(backend, [*dead_keys, *staged_keys, *group_keys])
         return exc
 
-    def publish(on: Loaded) -> float:
-        """Publish the group record on ``on``; the ``clock`` reading of its deadline."""
+    def publish(on: Loaded) -> float | None:
+        """Publish the group record on ``on``; the ``clock`` reading of its deadline. Not if
+        ``on`` breaks a requirement (an idempotency key that landed): the attempt on it
+        raises that, with nothing published."""
         nonlocal group_keys
         assert group is not None
+        try:
+            for requirement in requirements:
+                requirement.validate(on.metadata)
+        except CommitConflictError:
+            return None
         deadline = clock() + (group.deadline_ms(limit_ms) - now_ms()) / 1000.0
         try:
             group_keys = group.publish(on, limit_ms)
@@ -416,6 +424,19 @@ def commit(
                 base = newer
                 attempt += 1
                 continue
+            except AlreadyCommittedError as exc:
+                if group is None or not group.entered:
+                    raise give_up(exc) from exc.__cause__
+                state, snap = group.state(base.metadata)
+                if state is State.LANDED:  # folded in by the snapshot that carries the key
+                    return folded_result(base, snap)
+                if state is State.GONE:
+                    raise _gone(backend, paths, commit_id) from exc
+                # Another attempt with the key landed after the record's base (the record
+                # was published on a base without it): every writer that could fold the
+                # record checks the key on a base that holds that snapshot, or loses the race
+                # it would fold it in, so the record never lands
+                raise give_up(exc, settled=True) from exc.__cause__
             except (CommitConflictError, StorageError) as exc:
                 raise give_up(exc) from exc.__cause__
             current = _Attempt(

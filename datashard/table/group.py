@@ -42,13 +42,20 @@ from datashard.errors import (
     ConfigError,
     CorruptMetadataError,
     StorageError,
+    ValidationError,
 )
 from datashard.iceberg.manifest import DataFile
 from datashard.iceberg.manifest_codec import read_manifest
 from datashard.iceberg.metadata import Snapshot, TableMetadata, now_ms
 from datashard.storage.base import StorageBackend
 from datashard.table.process import submit
-from datashard.table.updates import COMMIT_ID, whole_number
+from datashard.table.updates import (
+    COMMIT_ID,
+    FOLDED_KEYS,
+    check_idempotency_key,
+    snapshot_with_key,
+    whole_number,
+)
 from datashard.table.versions import Loaded, TablePaths
 
 #: The table property that turns group commit on for appends (default off).
@@ -63,8 +70,11 @@ FOLDED = "datashard.folded-commits"
 PENDING = "pending"
 #: At most this many records are folded into one snapshot.
 MAX_FOLD = 256
-#: The ``format`` of a record this module writes.
+#: The ``format`` of a record this module writes for an append without an idempotency key.
 RECORD_FORMAT = "datashard-pending-append/1"
+#: The ``format`` of a record of an append with an idempotency key. A writer that does not know
+#: it (an older release, which would fold it without checking the key) leaves it alone.
+KEYED_RECORD_FORMAT = "datashard-pending-append/2"
 #: The summary counters a record carries and a folding snapshot adds up.
 _COUNTERS = ("added-data-files", "added-records", "added-files-size")
 #: summary properties a folding snapshot adds the records' counters to, and which counter
@@ -122,12 +132,14 @@ class PendingRecord:
     partitions: tuple[str, ...]
     #: the data files of ``manifest`` (read from it once, when the record is read)
     files: tuple[DataFile, ...] = ()
+    #: the append's idempotency key: folded only on a base no snapshot of which carries it
+    idempotency_key: str | None = None
 
 
 def encode_record(record: PendingRecord) -> bytes:
     """The bytes of ``record`` (JSON; the data files as an Avro manifest, in base64)."""
-    body = {
-        "format": RECORD_FORMAT,
+    body: dict[str, object] = {
+        "format": RECORD_FORMAT if record.idempotency_key is None else KEYED_RECORD_FORMAT,
         "commit-id": record.commit_id,
         "base-sequence-number": record.base_sequence_number,
         "deadline-ms": record.deadline_ms,
@@ -137,6 +149,8 @@ def encode_record(record: PendingRecord) -> bytes:
         "partitions": list(record.partitions),
         "manifest": base64.b64encode(record.manifest).decode("ascii"),
     }
+    if record.idempotency_key is not None:
+        body["idempotency-key"] = record.idempotency_key
     return json.dumps(body, sort_keys=True).encode()
 
 
@@ -144,8 +158,13 @@ def decode_record(data: bytes, key: str) -> PendingRecord:
     """The record in ``data`` read from ``key``; ``CorruptMetadataError`` naming it if bad."""
     try:
         body = json.loads(data)
-        if body.get("format") != RECORD_FORMAT:
-            raise ValueError(f"format {body.get('format')!r}, expected {RECORD_FORMAT!r}")
+        keyed = body.get("format") == KEYED_RECORD_FORMAT
+        if body.get("format") != RECORD_FORMAT and not keyed:
+            raise ValueError(
+                f"format {body.get('format')!r}, expected {RECORD_FORMAT!r} or "
+                f"{KEYED_RECORD_FORMAT!r}"
+            )
+        key_of = check_idempotency_key(body["idempotency-key"]) if keyed else None
         manifest = base64.b64decode(body["manifest"], validate=True)
         files = tuple(e.data_file for e in read_manifest(manifest, key))
         return PendingRecord(
@@ -159,8 +178,16 @@ def decode_record(data: bytes, key: str) -> PendingRecord:
             counters={k: int(body["counters"][k]) for k in _COUNTERS},
             partitions=tuple(str(p) for p in body["partitions"]),
             files=files,
+            idempotency_key=key_of,
         )
-    except (ValueError, KeyError, TypeError, AttributeError, CorruptMetadataError) as exc:
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        CorruptMetadataError,
+        ValidationError,
+    ) as exc:
         raise CorruptMetadataError(f"pending append record {key} is malformed: {exc}") from exc
 
 
@@ -235,6 +262,8 @@ class Group:
     partitions: tuple[str, ...]
     schema_id: int
     spec_id: int
+    #: the append's idempotency key, if it has one
+    idempotency_key: str | None = None
     #: publish before the first attempt (the writer's last append met contention)
     eager: bool = False
     #: wall-clock milliseconds when the append started
@@ -284,6 +313,7 @@ class Group:
             manifest=self.make_manifest(),
             counters=dict(self.counters),
             partitions=self.partitions,
+            idempotency_key=self.idempotency_key,
         )
         self.record = record
         self.written = [record.key]
@@ -307,7 +337,12 @@ class Group:
         if now >= record.deadline_ms - 2 * self.settings.clock_skew_ms:
             return False
         state, _ = state_of(md, record.commit_id, record.base_sequence_number)
-        return state is State.OPEN
+        if state is not State.OPEN:
+            return False
+        # a keyed append lands once: not if its key is this append's own, or landed already
+        # (every snapshot since the record's base is retained: OPEN)
+        key = record.idempotency_key
+        return key is None or (key != self.idempotency_key and snapshot_with_key(md, key) is None)
 
     def _list(self) -> list[str] | None:
         """The keys of the pending records (sorted), or ``None`` if the listing failed."""
@@ -383,9 +418,9 @@ class Group:
             self._cache[key] = future.result()
         now = now_ms()
         found = [self._cache[k] for k in keys]
-        self.chosen = [r for r in found if r is not None and self.foldable(r, base.metadata, now)][
-            :MAX_FOLD
-        ]
+        self.chosen = _one_per_key(
+            [r for r in found if r is not None and self.foldable(r, base.metadata, now)]
+        )[:MAX_FOLD]
         self.chosen.sort(key=lambda r: r.commit_id)
 
     def saw_versions(self, seconds: float, versions: int) -> None:
@@ -435,6 +470,9 @@ class Group:
             int(summary.get("changed-partition-count", "0")) + len(partitions)
         )
         summary[FOLDED] = ",".join(r.commit_id for r in self.chosen)
+        keys = [r.idempotency_key for r in self.chosen if r.idempotency_key is not None]
+        if keys:
+            summary[FOLDED_KEYS] = json.dumps(keys, ensure_ascii=False)
 
     def cleanup_after_win(self) -> list[str]:
         """Keys to remove once an attempt of this append won: its own record. (Each writer
@@ -450,6 +488,21 @@ class Group:
         if self.own_manifest is not None:
             keys.append(_key(self.backend, self.own_manifest))
         return keys
+
+
+def _one_per_key(records: list[PendingRecord]) -> list[PendingRecord]:
+    """``records`` less every record whose idempotency key an earlier one carries (two
+    attempts of one task, both published: one of them lands)."""
+    seen: set[str] = set()
+    out = []
+    for record in records:
+        key = record.idempotency_key
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(record)
+    return out
 
 
 def _commit_id(key: str) -> str:

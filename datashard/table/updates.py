@@ -19,6 +19,7 @@ advances by the snapshot's ``added-rows`` (the spec's row lineage).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
@@ -26,6 +27,7 @@ from typing import Literal, Protocol
 from datashard.errors import (
     CommitConflictError,
     ConfigError,
+    CorruptMetadataError,
     SchemaError,
     UnsupportedFeatureError,
     ValidationError,
@@ -75,9 +77,38 @@ def check_idempotency_key(key: object) -> str:
     return key
 
 
+#: The snapshot summary key carrying the idempotency keys of the appends a snapshot folded in
+#: with group commit (a JSON list of strings; see :mod:`datashard.table.group`).
+FOLDED_KEYS = "datashard.folded-idempotency-keys"
+
+
+def idempotency_keys(snapshot: Snapshot) -> list[str]:
+    """The idempotency keys ``snapshot`` carries: its own append's, and those of the appends
+    it folded in. A malformed list of folded keys is ``CorruptMetadataError``: reading it as
+    empty could land a keyed append twice."""
+    out = []
+    own = snapshot.summary.get(IDEMPOTENCY_KEY)
+    if own is not None:
+        out.append(own)
+    folded = snapshot.summary.get(FOLDED_KEYS)
+    if folded is not None:
+        try:
+            keys = json.loads(folded)
+        except ValueError:
+            keys = None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise CorruptMetadataError(
+                f"snapshot {snapshot.snapshot_id}: summary {FOLDED_KEYS} is {folded!r:.120}, "
+                "expected a JSON list of strings"
+            )
+        out.extend(keys)
+    return out
+
+
 def snapshot_with_key(md: TableMetadata, key: str) -> Snapshot | None:
-    """The retained snapshot of ``md`` whose summary carries the idempotency ``key``."""
-    return next((s for s in md.snapshots if s.summary.get(IDEMPOTENCY_KEY) == key), None)
+    """The retained snapshot of ``md`` that carries the idempotency ``key`` (its own append's,
+    or one it folded in)."""
+    return next((s for s in md.snapshots if key in idempotency_keys(s)), None)
 
 
 class AlreadyCommittedError(CommitConflictError):

@@ -34,6 +34,7 @@ def append_worker(
     horizon_s: float | None = None,
     first_when_gone: str | None = None,
     pause_s: float = 0.0,
+    key_prefix: str | None = None,
 ) -> list[tuple[int, int, float]]:
     """Load table ``name`` and append ``commits`` batches of ``rows`` rows, each row tagged
     ``(writer, commit, row)``. Returns the acknowledged commits as
@@ -43,7 +44,9 @@ def append_worker(
     ``horizon_s`` scales the deletion of old stubs down to that horizon in this process
     (:func:`scale_stub_horizon`); ``first_when_gone`` (a key) holds the loaded table until that
     object is gone before the first append (a writer on a stale base: at most 120 s, then
-    ``TimeoutError``); ``pause_s`` waits between appends."""
+    ``TimeoutError``); ``pause_s`` waits between appends; ``key_prefix`` gives commit ``c``
+    the idempotency key ``f"{key_prefix}-{c}"`` (writers given one prefix are attempts of the
+    same tasks)."""
     from datashard.table.catalog import load_table
 
     if horizon_s is not None:
@@ -63,7 +66,8 @@ def append_worker(
             time.sleep(pause_s)
         records = [{"writer": writer, "commit": c, "row": r} for r in range(rows)]
         start = time.perf_counter()
-        snap = table.append_records(records)
+        key = None if key_prefix is None else f"{key_prefix}-{c}"
+        snap = table.append_records(records, idempotency_key=key)
         acked.append((c, snap.snapshot_id, time.perf_counter() - start))
     table.flush()  # a writer that finishes cleanly lets its background work end
     return acked

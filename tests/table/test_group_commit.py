@@ -19,6 +19,7 @@ from pyiceberg.table import StaticTable
 
 from datashard import create_table, load_table
 from datashard.table.group import FOLDED, PENDING, folded_commits
+from datashard.table.updates import idempotency_keys
 from datashard.testing.writers import append_schema, append_worker
 
 from .oracles import duckdb_count
@@ -80,6 +81,52 @@ def test_group_commit_folds_appends_and_keeps_every_row_once(
     assert static.scan().to_arrow().num_rows == len(rows)
     entries = static.inspect.entries()
     assert set(entries.column("snapshot_id").to_pylist()) <= set(snapshots)
+
+
+@pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
+def test_group_commit_lands_each_idempotency_key_once(warehouse: Any, tmp_path: Path) -> None:
+    """8 processes in pairs make the same keyed appends (a task and its retry, racing): each
+    key's rows land once, from one of the pair, in a snapshot that carries the key, and both
+    of the pair are told that snapshot. (Whether the races of a run fold keyed appends is up
+    to timing; test_group_interleavings folds them on purpose.)"""
+    wh = warehouse
+    processes, commits = 8, 6
+    create_table(
+        "k",
+        SCHEMA,
+        warehouse=wh.uri,
+        properties={"commit.group.enabled": "true", "history.expire.max-snapshots": "1000"},
+        **wh.options,
+    )
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(
+                append_worker,
+                *(wh.uri, wh.options, "k", w, commits, ROWS),
+                gate=(str(tmp_path), processes),
+                key_prefix=f"task-{w // 2}",
+            )
+            for w in range(processes)
+        ]
+        acked = {w: f.result(timeout=600) for w, f in enumerate(futures)}
+
+    table = load_table("k", warehouse=wh.uri, **wh.options)
+    rows = table.to_arrow().to_pylist()
+    landed = Counter((r["writer"] // 2, r["commit"]) for r in rows)
+    assert landed == {(t, c): ROWS for t in range(processes // 2) for c in range(commits)}
+    carriers: dict[str, list[int]] = {}
+    for snap in table.snapshots():
+        for key in idempotency_keys(snap):
+            carriers.setdefault(key, []).append(snap.snapshot_id)
+    assert all(len(ids) == 1 for ids in carriers.values()), carriers
+    assert len(carriers) == processes // 2 * commits
+    for w, done in acked.items():
+        assert [c for c, _, _ in done] == list(range(commits))
+        for c, snapshot_id, _ in done:
+            assert carriers[f"task-{w // 2}-{c}"] == [snapshot_id]
+    assert not list(table.backend.list(f"k/metadata/{PENDING}/"))
+    assert table.count() == len(rows)
 
 
 @pytest.mark.parametrize(

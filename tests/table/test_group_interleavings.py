@@ -134,10 +134,10 @@ def live_files(store: MemoryBackend, paths: TablePaths) -> tuple[list[str], list
     folded: list[str] = []
     for snap in md.snapshots:
         folded += sorted(folded_commits(snap))
-    snap = md.current_snapshot()
+    current = md.current_snapshot()
     files: list[str] = []
-    if snap is not None:
-        rows = read_manifest_list(store.read(store.key_for(snap.manifest_list)), "list")
+    if current is not None:
+        rows = read_manifest_list(store.read(store.key_for(current.manifest_list)), "list")
         for m in rows:
             for entry in read_manifest(store.read(store.key_for(m.manifest_path)), "m"):
                 if entry.status != 2:
@@ -148,12 +148,21 @@ def live_files(store: MemoryBackend, paths: TablePaths) -> tuple[list[str], list
 WRITERS, APPENDS = 4, 3
 
 
+def key_of(append: tuple[int, int]) -> str:
+    """The idempotency key of an append in the keyed schedules: writers 0 and 1 make the same
+    appends, as two attempts of one task would; the others' keys are their own."""
+    w, j = append
+    return f"task-{0 if w < 2 else w}-{j}"
+
+
 def run_schedule(
-    choices: list[tuple[int, str]], max_wait_ms: int = 60_000
+    choices: list[tuple[int, str]], max_wait_ms: int = 60_000, keyed: bool = False
 ) -> tuple[dict[tuple[int, int], str], list[str], int]:
     """Run the writers on ``choices`` ((which pending call, what happens to it), in turn;
     then every call goes through): the appends' outcomes, the commit ids the snapshots name,
-    and how many snapshots folded other appends in."""
+    and how many snapshots folded other appends in. With ``keyed``, every append carries the
+    idempotency key :func:`key_of` gives: each key must land at most once, and exactly once
+    if an append with it was acknowledged."""
     name = f"stepped-{uuid.uuid4().hex[:8]}"
     store = SteppedBackend(MemoryConfig(name=name))
     table = ds.create_table(
@@ -179,7 +188,8 @@ def run_schedule(
             for j in range(APPENDS):
                 token = APPEND.set((w, j))
                 try:
-                    t.append(pa.table({"w": [w], "j": [j]}))
+                    key = key_of((w, j)) if keyed else None
+                    t.append(pa.table({"w": [w], "j": [j]}), idempotency_key=key)
                     outcome[(w, j)] = "acked"
                 except Crash:
                     outcome[(w, j)] = "crashed"
@@ -223,6 +233,9 @@ def run_schedule(
             files, folded = live_files(MemoryBackend(MemoryConfig(name=name)), paths)
             assert len(files) == len(set(files)), f"a data file is live twice: {files}"
             assert len(folded) == len(set(folded)), f"a commit was folded in twice: {folded}"
+            if keyed:
+                keys = [key_of(store.owner[k]) for k in files]
+                assert len(keys) == len(set(keys)), f"a key landed twice: {keys}"
             assert time.monotonic() < deadline, "the schedule did not finish in 120 s"
     finally:
         with store.cond:
@@ -236,9 +249,12 @@ def run_schedule(
         assert raw.exists(key), f"live data file {key} is missing"
     landed = [store.owner[k] for k in files]
     for append, result in outcome.items():
-        if result == "acked":
+        if keyed:  # the append, or the other one with its key, landed once
+            twins = [a for a in landed if key_of(a) == key_of(append)]
+            assert len(twins) <= 1 and (result != "acked" or twins), (append, outcome, landed)
+        elif result == "acked":
             assert landed.count(append) == 1, (append, outcome, landed)
-        elif result == "failed":
+        if result == "failed":
             assert append not in landed, (append, outcome, landed)
     rows = ds.load_table("t", warehouse=raw).to_arrow()
     assert rows.num_rows == len(files)
@@ -303,3 +319,28 @@ def test_writers_released_in_turn_are_folded_together(seed: int) -> None:
     assert len(outcome) == WRITERS * APPENDS
     assert sorted(folded) == sorted(set(folded)) and len(folded) == WRITERS * APPENDS
     assert folds > 0, "no append was folded into another writer's snapshot"
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+@given(schedules())
+def test_keyed_appends_land_once_per_key_under_any_interleaving(
+    choices: list[tuple[int, str]],
+) -> None:
+    """Pairs of writers make the same appends with the same idempotency keys (a task and its
+    retry): whoever folds whom, each key's rows are in the table at most once, and once if an
+    append with it was acknowledged."""
+    run_schedule(choices, keyed=True)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_keyed_appends_are_folded_and_land_once(seed: int) -> None:
+    """Without faults, keyed appends are folded in like others (their keys named in the
+    folding snapshots) and each key lands exactly once."""
+    outcome, folded, folds = run_schedule([(seed + i, GO) for i in range(200)], keyed=True)
+    assert set(outcome.values()) == {"acked"}, outcome
+    assert folds > 0, "no keyed append was folded into another writer's snapshot"
