@@ -171,3 +171,23 @@ def test_processes_racing_one_key_land_one_snapshot_per_key(warehouse: Any, tmp_
     assert rows == Counter({(t, r): 1 for t in range(TASKS) for r in range(10)})
     # the losers deleted the data files they had staged
     assert _data_keys(table) == _referenced(table)
+
+
+def test_keys_folded_in_by_group_commit_count_as_landed(local_wh: Any) -> None:
+    """A snapshot that folded keyed appends in carries their keys: a retry of one of them
+    returns that snapshot; a malformed list of folded keys is refused, not read as empty."""
+    from dataclasses import replace
+
+    from datashard.errors import CorruptMetadataError
+    from datashard.table.updates import FOLDED_KEYS, idempotency_keys, snapshot_with_key
+
+    table = create_table("t", SCHEMA, warehouse=local_wh.uri)
+    snap = table.append(_rows(1), idempotency_key="own")
+    folding = replace(snap, summary={**snap.summary, FOLDED_KEYS: json.dumps(["a,b", "é"])})
+    assert idempotency_keys(folding) == ["own", "a,b", "é"]
+    md = replace(table.metadata, snapshots=[folding])
+    assert snapshot_with_key(md, "a,b") == folding and snapshot_with_key(md, "a") is None
+    for bad in ["a,b", "[1]", '{"a": 1}']:
+        broken = replace(snap, summary={**snap.summary, FOLDED_KEYS: bad})
+        with pytest.raises(CorruptMetadataError, match=FOLDED_KEYS):
+            idempotency_keys(broken)
