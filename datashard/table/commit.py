@@ -348,8 +348,9 @@ def commit(
     def folded_result(found: Loaded, snap: Snapshot | None) -> CommitResult:
         assert group is not None
 
-        dead = [*dead_keys, *group.cleanup_after_landed()]
-        hint = _after(backend, paths, found, dead, background, after)
+        dead = [*dead_keys, *group.cleanup_after_landed(snap)]
+        # the hint is the folding writer's to write: it made the version
+        hint = _after(backend, paths, found, dead, background, after, hint=False)
         return CommitResult(found, attempt + 1, hint, folded_into=snap)
 
     def settle(exc: Exception) -> CommitResult:
@@ -633,10 +634,11 @@ def _after(
     after: Future[bool] | None,
     keep: int | None = None,
     upkeep: Callable[[Loaded], None] | None = None,
+    hint: bool = True,
 ) -> bool | Future[bool]:
-    """The work after a win (the hint, then the files of attempts that lost, then retiring
-    the version that fell out of the metadata log when ``keep`` is given): in ``background``
-    when given and running, else here."""
+    """The work after a win (the hint unless ``hint`` is false, then the files of attempts
+    that lost, then retiring the version that fell out of the metadata log when ``keep`` is
+    given): in ``background`` when given and running, else here."""
     if background is not None:
         try:
             return background.submit(
@@ -649,10 +651,12 @@ def _after(
                 after,
                 keep,
                 upkeep,
+                hint,
             )
         except RuntimeError:  # the pool is shut down (interpreter exit): do it here
             pass
-    written = write_hint(backend, paths, won.version)
+    written = hint and write_hint(backend, paths, won.version)
+    delete_quietly(backend, dead)
     retire_quietly(backend, paths, won.version, keep, INLINE_STUBS)
     return written
 
@@ -709,16 +713,17 @@ def _after_win(
     after: Future[bool] | None = None,
     keep: int | None = None,
     upkeep: Callable[[Loaded], None] | None = None,
+    hint: bool = True,
 ) -> bool:
-    """Background work after a win: the hint (once ``after`` is done), then the files of
-    attempts that lost, then retiring superseded versions; skipped once the interpreter is
-    exiting (all of it is advisory)."""
+    """Background work after a win: the hint (once ``after`` is done; unless ``hint`` is
+    false), then the files of attempts that lost, then retiring superseded versions; skipped
+    once the interpreter is exiting (all of it is advisory)."""
     if after is not None:
         after.exception()  # submitted earlier to the same FIFO pool: running or done
     if exiting():
         return False
     with retry_budget(AFTER_WIN_SECONDS):
-        written = write_hint(backend, paths, won.version)
+        written = hint and write_hint(backend, paths, won.version)
         delete_quietly(backend, dead)
         retire_quietly(backend, paths, won.version, keep)
         if upkeep is not None and not exiting():

@@ -475,19 +475,21 @@ class Group:
             summary[FOLDED_KEYS] = json.dumps(keys, ensure_ascii=False)
 
     def cleanup_after_win(self) -> list[str]:
-        """Keys to remove once an attempt of this append won: its own record. (Each writer
-        removes its own record once it sees it landed: a record named by a snapshot is never
-        folded again, and a dead writer's record is an orphan to ``remove_orphan_files``.)"""
-        return list(self.written)
+        """Keys to remove once an attempt of this append won: its own record and the records
+        it folded in (named by the winning snapshot, so never folded again; their writers
+        learn from the metadata, not from the records). Deleted with the lost attempts' files,
+        in one request: each folded writer would otherwise delete its own. A record left
+        behind by a writer that died is an orphan to the upkeep and ``remove_orphan_files``."""
+        return [*self.written, *(r.key for r in self.chosen)]
 
-    def cleanup_after_landed(self) -> list[str]:
-        """Keys to remove once another writer folded this append in: its record, and the
-        manifest of its own attempts (the folding snapshot lists its files in a manifest of
-        its own)."""
-        keys = list(self.written)
-        if self.own_manifest is not None:
-            keys.append(_key(self.backend, self.own_manifest))
-        return keys
+    def cleanup_after_landed(self, snapshot: Snapshot | None) -> list[str]:
+        """Keys to remove once ``snapshot`` carries this append: when it is another writer's,
+        the manifest of this append's own attempts if one was written (the folding snapshot
+        lists its files in a manifest of its own; the folding writer removes the record);
+        when it is this append's own (a send whose answer was lost), what a win removes."""
+        if snapshot is not None and snapshot.summary.get(COMMIT_ID) == self.commit_id:
+            return self.cleanup_after_win()
+        return [] if self.own_manifest is None else [_key(self.backend, self.own_manifest)]
 
 
 def _one_per_key(records: list[PendingRecord]) -> list[PendingRecord]:
