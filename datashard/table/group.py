@@ -281,8 +281,10 @@ class Group:
     _cache: dict[str, PendingRecord | None] = field(default_factory=dict)
     #: the snapshot that carries this append, once another writer folded it in
     landed: Snapshot | None = None
-    #: the keys of the last listing of pending records (``None``: list again)
+    #: the keys of the listing :meth:`gather` uses next (``None``: list again)
     _listed: list[str] | None = None
+    #: the keys of the last listing of pending records (``None``: none yet)
+    _known: list[str] | None = None
     #: the record whose writer leads this round (when this writer does not)
     leader: str | None = None
     #: records whose writers led a round in which no version came (the writer's, shared by
@@ -355,13 +357,23 @@ class Group:
 
     def leads(self, base: Loaded) -> bool:
         """Whether this writer builds the next attempt on ``base`` itself: it does unless the
-        oldest record among those it could fold is another writer's (that writer builds the
-        one attempt of this round, folding this one in; the others wait). Reads at most the
-        records it has not read before, up to the leader's."""
-        self._listed = self._list()
+        oldest record that may still be folded is another writer's (that writer builds the one
+        attempt of this round, folding this one in; the others wait). Decided from the listed
+        keys and the records already read, reading none: the election only spends work, and
+        a record its writer cannot act on any more costs a follower one wait, after which it
+        passes that writer over (:meth:`suspect`). Lists only when its last listing does not
+        hold its own record: the records published since are newer than its own, so they do
+        not change who leads before it; a writer that leads lists again to gather."""
+        known = self._known
+        fresh = known is None or not set(self.written) <= set(known)
+        self._listed = self._list() if fresh else known
         if self._listed is None:
             return True
+        self._known = self._listed
         now = now_ms()
+        # past this, a record is past its deadline whatever its writer's duration limit (the
+        # deadline is at most its start plus max-wait-ms, and it started before publishing)
+        expired = now - self.settings.max_wait_ms + 2 * self.settings.clock_skew_ms
         named = _named(base.metadata)
         listed = set(self._listed)
         for key in [k for k in self._suspects if k not in listed]:
@@ -370,15 +382,22 @@ class Group:
         for key in self._listed:
             commit_id = _commit_id(key)
             if commit_id == self.commit_id:
+                if not fresh:
+                    self._listed = None  # gather lists again: records published since
                 return True
             if commit_id in named or key in self._suspects:
                 continue  # landed (its writer removes it), or its writer kept us waiting
-            if key not in self._cache:
-                self._cache[key] = self._read(key)
-            record = self._cache[key]
-            if record is not None and self.foldable(record, base.metadata, now):
-                self.leader = key
-                return False
+            if _published_ms(key) <= expired:
+                continue
+            record = self._cache.get(key)
+            if key in self._cache and (
+                record is None or not self.foldable(record, base.metadata, now)
+            ):
+                continue  # read before (by a round this writer led): not foldable here
+            self.leader = key
+            return False
+        if not fresh:
+            self._listed = None
         return True
 
     def suspect(self) -> None:
@@ -409,6 +428,7 @@ class Group:
         self._listed = None
         if keys is None:
             return
+        self._known = keys
         for gone in [k for k in self._cache if k not in keys]:
             del self._cache[gone]  # removed from the store: never listed again
         named = _named(base.metadata)
@@ -505,6 +525,13 @@ def _one_per_key(records: list[PendingRecord]) -> list[PendingRecord]:
             seen.add(key)
         out.append(record)
     return out
+
+
+def _published_ms(key: str) -> int:
+    """When a record was published, by its writer's clock (the start of its key's name);
+    0 for a key not in that form (treated as long past)."""
+    stamp = key.rsplit("/", 1)[-1].partition("-")[0]
+    return int(stamp) if stamp.isdigit() else 0
 
 
 def _commit_id(key: str) -> str:
