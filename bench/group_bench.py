@@ -8,7 +8,8 @@ appends acknowledged per second, failed appends, rows lost or duplicated (counte
 table), the median and p99 latency of one append, and the CPU spent per acknowledged append
 by the writers and by the whole machine (writers, RGW, proxy; from ``/proc/stat``) with how busy
 the machine's cores were: a rate whose machine is near 100% busy is bound by CPU, at
-cores / machine CPU per append.
+cores / machine CPU per append; and the requests the writers sent per acknowledged append
+(counted at the proxy while they ran).
 
     .venv/bin/python bench/group_bench.py --writers 32,64 --appends 10 --delay-ms 15
     .venv/bin/python bench/group_bench.py --systems ds-group,ds-plain --writers 16
@@ -116,9 +117,11 @@ class MachineCpu:
         return last[1] - first[1], last[2] - first[2]
 
 
-def run(system: str, root: Root, writers: int, appends: int) -> dict[str, float]:
+def run(system: str, root: Root, writers: int, appends: int, proxy: Any = None) -> dict[str, float]:
     name = f"g-{system}-{writers}-{uuid.uuid4().hex[:6]}"
     _create(system, root, name)
+    seen = 0 if proxy is None else len(proxy.arrivals)
+    wall_minus_mono = time.time() - time.monotonic()
     ctx = multiprocessing.get_context("spawn")
     with (
         ctx.Manager() as manager,
@@ -134,6 +137,10 @@ def run(system: str, root: Root, writers: int, appends: int) -> dict[str, float]
     start, end = min(r[1] for r in results), max(r[2] for r in results)
     elapsed = end - start
     busy, available = machine.between(start, end)
+    # the requests that reached the proxy while the writers ran (creation and the check excluded)
+    sent = 0
+    if proxy is not None:
+        sent = sum(1 for t, _, _ in proxy.arrivals[seen:] if start <= t + wall_minus_mono <= end)
     impl = IMPLS["datashard" if system.startswith("ds-") else system](root)
     final = impl.read(impl.open(name))
     ids = final["id"].tolist()
@@ -149,6 +156,7 @@ def run(system: str, root: Root, writers: int, appends: int) -> dict[str, float]
         "writer_cpu_ms": 1000 * sum(r[4] for r in results) / max(acked, 1),
         "machine_cpu_ms": 1000 * busy / max(acked, 1),
         "busy": busy / available if available else float("nan"),
+        "requests": sent / max(acked, 1),
     }
 
 
@@ -182,18 +190,18 @@ def main() -> None:
             print(
                 f"{'system':<10} {'writers':>7} {'acked/s':>8} {'failed':>6} {'missing':>7} "
                 f"{'dup':>4} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/append: writers':>22} "
-                f"{'machine':>7} {'busy':>5}"
+                f"{'machine':>7} {'busy':>5} {'requests/append':>15}"
             )
             for writers in [int(w) for w in args.writers.split(",")]:
                 rates: dict[str, float] = {}
                 for system in args.systems.split(","):
-                    r = run(system, root, writers, args.appends)
+                    r = run(system, root, writers, args.appends, proxy)
                     rates[system] = r["acked_per_s"]
                     print(
                         f"{system:<10} {writers:>7} {r['acked_per_s']:>8.1f} {r['failed']:>6.0f} "
                         f"{r['rows_missing']:>7.0f} {r['rows_duplicated']:>4.0f} "
                         f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['writer_cpu_ms']:>22.0f} "
-                        f"{r['machine_cpu_ms']:>7.0f} {r['busy']:>5.0%}",
+                        f"{r['machine_cpu_ms']:>7.0f} {r['busy']:>5.0%} {r['requests']:>15.1f}",
                         flush=True,
                     )
                 if "ds-group" in rates:
