@@ -281,26 +281,28 @@ def schedules(draw: st.DrawFn) -> list[tuple[int, str]]:
     return out
 
 
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    derandomize=True,
-)
-@given(schedules())
+def explored(examples: int) -> Any:
+    """Run a test on ``examples`` schedules hypothesis draws (the same ones every run)."""
+
+    def wrap(test: Any) -> Any:
+        return settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            derandomize=True,
+        )(given(schedules())(test))
+
+    return wrap
+
+
+@explored(30)
 def test_group_commit_is_exactly_once_under_any_interleaving(
     choices: list[tuple[int, str]],
 ) -> None:
     run_schedule(choices)
 
 
-@settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    derandomize=True,
-)
-@given(schedules())
+@explored(15)
 def test_records_past_their_deadline_are_settled_exactly_once(
     choices: list[tuple[int, str]],
 ) -> None:
@@ -321,13 +323,7 @@ def test_writers_released_in_turn_are_folded_together(seed: int) -> None:
     assert folds > 0, "no append was folded into another writer's snapshot"
 
 
-@settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    derandomize=True,
-)
-@given(schedules())
+@explored(15)
 def test_keyed_appends_land_once_per_key_under_any_interleaving(
     choices: list[tuple[int, str]],
 ) -> None:
