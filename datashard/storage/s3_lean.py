@@ -51,8 +51,8 @@ class LeanS3:
         self.config = config
         endpoint = urlsplit(client.meta.endpoint_url)
         self._host = endpoint.netloc  # with the port, unless http's default (as sent)
-        self._path = f"/{quote(config.bucket, safe='')}"
-        self._base = f"{endpoint.scheme}://{endpoint.netloc}{self._path}"
+        self._origin = f"{endpoint.scheme}://{endpoint.netloc}"
+        self._bucket_path = f"/{quote(config.bucket, safe='')}"
         self._signer: Signer | None = None
         if not config.anonymous:
             signer = getattr(client, "_request_signer", None)
@@ -90,13 +90,15 @@ class LeanS3:
     ) -> Any:
         """Send one request for ``object_key`` (the bucket itself if ``None``); the response,
         its body not read yet."""
-        path = self._path + ("/" + quote(object_key, safe="/~") if object_key is not None else "")
+        path = self._bucket_path
+        if object_key is not None:
+            path += "/" + quote(object_key, safe="/~")
         if self.config.requester_pays:
             headers["x-amz-request-payer"] = "requester"
         if self._signer is not None:
             payload = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
             headers = self._signer.sign(method, self._host, path, query, headers, payload)
-        url = self._base + path[len(self._path) :] + ("?" + query if query else "")
+        url = self._origin + path + ("?" + query if query else "")
         return self._pool.request(
             method,
             url,

@@ -366,24 +366,23 @@ class Group:
         not change who leads before it; a writer that leads lists again to gather."""
         known = self._known
         fresh = known is None or not set(self.written) <= set(known)
-        self._listed = self._list() if fresh else known
-        if self._listed is None:
+        keys = self._list() if fresh else known
+        self._listed = keys if fresh else None  # gather lists again unless this one is new
+        if keys is None:
             return True
-        self._known = self._listed
+        self._known = keys
         now = now_ms()
         # past this, a record is past its deadline whatever its writer's duration limit (the
         # deadline is at most its start plus max-wait-ms, and it started before publishing)
         expired = now - self.settings.max_wait_ms + 2 * self.settings.clock_skew_ms
         named = _named(base.metadata)
-        listed = set(self._listed)
+        listed = set(keys)
         for key in [k for k in self._suspects if k not in listed]:
             self._suspects.discard(key)
         self.leader = None
-        for key in self._listed:
+        for key in keys:
             commit_id = _commit_id(key)
             if commit_id == self.commit_id:
-                if not fresh:
-                    self._listed = None  # gather lists again: records published since
                 return True
             if commit_id in named or key in self._suspects:
                 continue  # landed (its writer removes it), or its writer kept us waiting
@@ -396,8 +395,6 @@ class Group:
                 continue  # read before (by a round this writer led): not foldable here
             self.leader = key
             return False
-        if not fresh:
-            self._listed = None
         return True
 
     def suspect(self) -> None:

@@ -28,30 +28,40 @@ SCHEMA = append_schema()
 PROCESSES, COMMITS, ROWS = 8, 10, 5
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
-def test_group_commit_folds_appends_and_keeps_every_row_once(
-    warehouse: Any, tmp_path: Path
-) -> None:
-    wh = warehouse
+def _append_together(
+    wh: Any, name: str, processes: int, commits: int, gate: Path, keyed: bool = False
+) -> dict[int, list[tuple[int, int, float]]]:
+    """Create table ``name`` with group commit on, and append from ``processes`` processes
+    that start together (``commits`` appends of ``ROWS`` rows each; with ``keyed``, writers
+    ``2k`` and ``2k+1`` give their appends the same idempotency keys): what each acknowledged."""
     create_table(
-        "t",
+        name,
         SCHEMA,
         warehouse=wh.uri,
         properties={"commit.group.enabled": "true", "history.expire.max-snapshots": "1000"},
         **wh.options,
     )
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(PROCESSES, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
         futures = [
             pool.submit(
                 append_worker,
-                *(wh.uri, wh.options, "t", w, COMMITS, ROWS),
-                gate=(str(tmp_path), PROCESSES),  # they start together
+                *(wh.uri, wh.options, name, w, commits, ROWS),
+                gate=(str(gate), processes),
+                key_prefix=f"task-{w // 2}" if keyed else None,
             )
-            for w in range(PROCESSES)
+            for w in range(processes)
         ]
-        acked = {w: f.result(timeout=600) for w, f in enumerate(futures)}
+        return {w: f.result(timeout=600) for w, f in enumerate(futures)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse", ["local", "ceph"], indirect=True)
+def test_group_commit_folds_appends_and_keeps_every_row_once(
+    warehouse: Any, tmp_path: Path
+) -> None:
+    wh = warehouse
+    acked = _append_together(wh, "t", PROCESSES, COMMITS, tmp_path)
 
     table = load_table("t", warehouse=wh.uri, **wh.options)
     rows = table.to_arrow().to_pylist()
@@ -91,25 +101,7 @@ def test_group_commit_lands_each_idempotency_key_once(warehouse: Any, tmp_path: 
     to timing; test_group_interleavings folds them on purpose.)"""
     wh = warehouse
     processes, commits = 8, 6
-    create_table(
-        "k",
-        SCHEMA,
-        warehouse=wh.uri,
-        properties={"commit.group.enabled": "true", "history.expire.max-snapshots": "1000"},
-        **wh.options,
-    )
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-        futures = [
-            pool.submit(
-                append_worker,
-                *(wh.uri, wh.options, "k", w, commits, ROWS),
-                gate=(str(tmp_path), processes),
-                key_prefix=f"task-{w // 2}",
-            )
-            for w in range(processes)
-        ]
-        acked = {w: f.result(timeout=600) for w, f in enumerate(futures)}
+    acked = _append_together(wh, "k", processes, commits, tmp_path, keyed=True)
 
     table = load_table("k", warehouse=wh.uri, **wh.options)
     rows = table.to_arrow().to_pylist()
